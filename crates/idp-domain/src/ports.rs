@@ -1,0 +1,380 @@
+//! The port traits: everything the domain needs from the outside world.
+//!
+//! Each trait's documentation is its contract. Every adapter of a port must pass
+//! the same contract tests. Ports are object safe and `Send + Sync`; services hold
+//! them as `Arc<dyn Port>`. With the `mock` feature (or in this crate's tests)
+//! each has a mockall mock, `Mock<PortName>`.
+//!
+//! Tenancy: every method that takes an [`Owner`] MUST put it in the query itself,
+//! so a row of another owner is indistinguishable from an absent one.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::audit::{AuditEvent, AuditFilter};
+use crate::entities::{Agent, Credential};
+use crate::page::{Page, PageRequest};
+use crate::token::AccessTokenClaims;
+use crate::values::{
+    AgentId, AgentStatus, AgentType, ClientSecret, CredentialId, CredentialStatus, DeploymentEnv,
+    EventId, Owner, SecretHash, TokenId,
+};
+
+/// The current time. The only source of "now" in the program.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait Clock: Send + Sync {
+    /// Now, in UTC, truncated to whole milliseconds (the contract's precision).
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// New identifiers.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait IdGenerator: Send + Sync {
+    /// A new unique identifier (time-ordered UUIDv7 in production).
+    fn new_id(&self) -> Uuid;
+}
+
+/// New client secrets.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait SecretGenerator: Send + Sync {
+    /// A new secret: `sk_live_` + 64 lowercase hex characters from 256 bits of the
+    /// operating system's CSPRNG.
+    fn generate(&self) -> ClientSecret;
+}
+
+/// Slow salted hashing of client secrets.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait SecretHasher: Send + Sync {
+    /// Hashes a new secret with Argon2id (PHC string) and computes its lookup hint.
+    /// Runs off the async workers, with bounded concurrency.
+    async fn hash(&self, secret: &ClientSecret) -> Result<SecretHash, StoreError>;
+
+    /// Verifies `secret` against `hash` (Argon2id or bcrypt), in constant time.
+    /// Runs off the async workers, with bounded concurrency.
+    async fn verify(&self, secret: &ClientSecret, hash: &SecretHash) -> Result<bool, StoreError>;
+
+    /// Does the work of [`SecretHasher::verify`] against a fixed dummy Argon2id hash,
+    /// so an unknown client costs as much time as a known one.
+    async fn verify_dummy(&self, secret: &ClientSecret) -> Result<(), StoreError>;
+
+    /// The lookup hint of a presented secret: MUST equal the `hint` that
+    /// [`SecretHasher::hash`] stored for the same secret.
+    fn lookup_hint(&self, secret: &ClientSecret) -> String;
+}
+
+/// Filters of `GET /api/v1/agents`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFilter {
+    /// Only this status.
+    pub status: Option<AgentStatus>,
+    /// Only this type.
+    pub agent_type: Option<AgentType>,
+    /// Only this environment.
+    pub deployment_env: Option<DeploymentEnv>,
+}
+
+/// The persistent store of agents.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait AgentRepository: Send + Sync {
+    /// Inserts `agent` and appends `event`, in one transaction.
+    ///
+    /// MUST answer [`StoreError::Duplicate`] when another agent (of any owner, in
+    /// any status) has the same email compared case-insensitively, and
+    /// [`StoreError::LimitExceeded`] when the owner already has
+    /// `max_agents_per_owner` agents that are not decommissioned; the count and the
+    /// insert MUST be atomic with respect to concurrent inserts for the same owner.
+    async fn create(&self, agent: &Agent, max_agents_per_owner: u32, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// The agent `id` of `owner`, or `None`.
+    async fn find(&self, owner: &Owner, id: AgentId) -> Result<Option<Agent>, StoreError>;
+
+    /// The agent `id` of any owner. Only for authenticating a client, where the
+    /// owner is what is being found out.
+    async fn find_for_authentication(&self, id: AgentId) -> Result<Option<Agent>, StoreError>;
+
+    /// A page of `owner`'s agents matching `filter`, ordered by `created_at`
+    /// descending then `agent_id` descending, with the total count of matches.
+    async fn list(&self, owner: &Owner, filter: &AgentFilter, page: PageRequest) -> Result<Page<Agent>, StoreError>;
+
+    /// Replaces the mutable fields (`email`, `agent_type`, `version`,
+    /// `capabilities`, `deployment_env`, `status`, `updated_at`) of the agent with
+    /// `agent.agent_id` and `agent.owner`, and appends `event`, in one transaction.
+    ///
+    /// MUST answer [`StoreError::NotFound`] when no such agent exists for that
+    /// owner, [`StoreError::AgentDecommissioned`] when it is decommissioned (the
+    /// row is not changed), and [`StoreError::Duplicate`] on an email clash.
+    async fn update(&self, agent: &Agent, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Decommissions the agent: sets status `decommissioned` and `updated_at = now`,
+    /// revokes (`revoked_at = now`) every credential of it not yet revoked, and
+    /// appends `event` with `metadata.revokedCredentialIds` set to the ids it
+    /// revoked, all in one transaction. Answers those ids.
+    ///
+    /// MUST answer [`StoreError::NotFound`] when no such agent exists for `owner`,
+    /// and [`StoreError::AgentDecommissioned`] when it already is.
+    async fn decommission(
+        &self,
+        owner: &Owner,
+        id: AgentId,
+        now: DateTime<Utc>,
+        event: &AuditEvent,
+    ) -> Result<Vec<CredentialId>, StoreError>;
+}
+
+/// What authenticating a token needs to know about its subject, read in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectState {
+    /// The agent's owner.
+    pub owner: Owner,
+    /// The agent's status now.
+    pub agent_status: AgentStatus,
+    /// Whether the token's credential has been revoked.
+    pub credential_revoked: bool,
+}
+
+/// The persistent store of credentials.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait CredentialRepository: Send + Sync {
+    /// Inserts `credential` and appends `event`, in one transaction.
+    ///
+    /// MUST answer [`StoreError::NotFound`] when the agent
+    /// (`credential.agent_id`, `credential.owner`) does not exist,
+    /// [`StoreError::AgentNotActive`] when it is not active, and
+    /// [`StoreError::LimitExceeded`] when it already has
+    /// `max_active_per_agent` credentials that are active at `now`. The checks and
+    /// the insert MUST be atomic with respect to concurrent changes of that agent
+    /// (lock the agent's row).
+    async fn create(
+        &self,
+        credential: &Credential,
+        max_active_per_agent: u32,
+        now: DateTime<Utc>,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// The credential `id` of agent `agent_id` of `owner`, or `None`.
+    async fn find(&self, owner: &Owner, agent_id: AgentId, id: CredentialId) -> Result<Option<Credential>, StoreError>;
+
+    /// A page of the agent's credentials, newest first (`created_at` descending,
+    /// then `credential_id` descending), with the total; `status` filters by the
+    /// status derived at `now`.
+    async fn list(
+        &self,
+        owner: &Owner,
+        agent_id: AgentId,
+        status: Option<CredentialStatus>,
+        now: DateTime<Utc>,
+        page: PageRequest,
+    ) -> Result<Page<Credential>, StoreError>;
+
+    /// The credentials of `agent_id` (any owner, any status) whose stored hint
+    /// equals `hint` or is absent. Only for authenticating a client.
+    async fn find_by_hint(&self, agent_id: AgentId, hint: &str) -> Result<Vec<Credential>, StoreError>;
+
+    /// Replaces the secret hash of a credential that is not revoked and appends
+    /// `event`, in one transaction. Answers the updated credential.
+    ///
+    /// MUST answer [`StoreError::NotFound`] when no such credential exists for
+    /// that agent and owner, and [`StoreError::CredentialRevoked`] when it is revoked.
+    async fn rotate(
+        &self,
+        owner: &Owner,
+        agent_id: AgentId,
+        id: CredentialId,
+        new_hash: &SecretHash,
+        event: &AuditEvent,
+    ) -> Result<Credential, StoreError>;
+
+    /// Sets `revoked_at = now` and appends `event`, in one transaction. Answers
+    /// the revoked credential.
+    ///
+    /// MUST answer [`StoreError::NotFound`] and [`StoreError::CredentialRevoked`]
+    /// as [`CredentialRepository::rotate`] does.
+    async fn revoke(
+        &self,
+        owner: &Owner,
+        agent_id: AgentId,
+        id: CredentialId,
+        now: DateTime<Utc>,
+        event: &AuditEvent,
+    ) -> Result<Credential, StoreError>;
+
+    /// The state of a token's subject: the agent `agent_id` and whether its
+    /// credential `credential_id` is revoked. `None` when either does not exist
+    /// or the credential is not the agent's.
+    async fn subject_state(&self, agent_id: AgentId, credential_id: CredentialId) -> Result<Option<SubjectState>, StoreError>;
+}
+
+/// The append-only audit log.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends one event durably (committed before this returns).
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// A page of `owner`'s events matching `filter`, newest first (`timestamp`
+    /// descending, then `event_id` descending), with the total.
+    async fn list(&self, owner: &Owner, filter: &AuditFilter, page: PageRequest) -> Result<Page<AuditEvent>, StoreError>;
+
+    /// The event `id` of `owner` if its timestamp is at or after `not_before`.
+    async fn find(&self, owner: &Owner, id: EventId, not_before: DateTime<Utc>) -> Result<Option<AuditEvent>, StoreError>;
+}
+
+/// A revoked token as kept durably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedToken {
+    /// The token's `jti`.
+    pub token_id: TokenId,
+    /// When the token expires; after that the entry is useless.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The durable record of revoked tokens, the source of truth behind the
+/// [`RevocationList`] cache.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait RevokedTokenStore: Send + Sync {
+    /// Records the revocation of the token `token_id` of `owner` and appends
+    /// `event`, in one transaction. Answers `false`, writing nothing, when the
+    /// token was already revoked.
+    async fn revoke(&self, owner: &Owner, token: &RevokedToken, event: &AuditEvent) -> Result<bool, StoreError>;
+
+    /// Every revocation whose token expires after `now`.
+    async fn unexpired(&self, now: DateTime<Utc>) -> Result<Vec<RevokedToken>, StoreError>;
+}
+
+/// The fast, shared list of revoked token ids that every request checks.
+///
+/// MUST survive the loss of its own storage (a cache restart or flush) by
+/// reloading from the [`RevokedTokenStore`] before it answers again.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait RevocationList: Send + Sync {
+    /// Adds a revoked token; the entry may be dropped once the token expires.
+    async fn insert(&self, token: &RevokedToken, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Whether `token_id` is revoked.
+    async fn contains(&self, token_id: TokenId, now: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+/// The answer of the rate limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The limit per window.
+    pub limit: u32,
+    /// Requests left in the window after this one.
+    pub remaining: u32,
+    /// Unix seconds at which the window will have room again (all of it, when
+    /// nothing is left; otherwise when the oldest counted request leaves it).
+    pub reset_at: i64,
+    /// Seconds to wait before retrying, when refused.
+    pub retry_after: u64,
+}
+
+/// A sliding-window rate limiter shared by all server nodes.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Counts one request of `key` at `now` if fewer than `limit` were counted in
+    /// the `window` before it; refused requests are not counted. Atomic.
+    async fn hit(&self, key: &str, limit: u32, window: Duration, now: DateTime<Utc>) -> Result<RateDecision, StoreError>;
+}
+
+/// The answer of the usage counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaDecision {
+    /// Whether one more unit was granted.
+    pub allowed: bool,
+    /// Units used this month, including this one when granted.
+    pub used: u64,
+}
+
+/// Monthly usage counters (tokens per client per calendar month, UTC).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait UsageCounter: Send + Sync {
+    /// Takes one unit of `key`'s quota for the UTC calendar month of `now` if
+    /// fewer than `limit` were taken; atomic. A new month starts from zero.
+    async fn try_consume(&self, key: &str, limit: u64, now: DateTime<Utc>) -> Result<QuotaDecision, StoreError>;
+}
+
+/// Why a token was refused by [`TokenCodec::decode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenDecodeError {
+    /// Not a compact JWS, or claims that do not parse.
+    #[error("malformed token")]
+    Malformed,
+    /// Wrong `alg`, `typ` or `kid`, or a signature that does not verify.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// Signs and verifies access tokens with the server's key.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait TokenCodec: Send + Sync {
+    /// The JWS algorithm (`RS256`, `ES256` or `EdDSA`).
+    fn algorithm(&self) -> &str;
+
+    /// The key id written in every header.
+    fn key_id(&self) -> &str;
+
+    /// A compact JWS with header `{"alg", "typ": "at+jwt", "kid"}` over `claims`.
+    fn sign(&self, claims: &AccessTokenClaims) -> Result<String, StoreError>;
+
+    /// Verifies the signature with the pinned algorithm and key (ignoring the
+    /// header's claims about either beyond requiring they match) and parses the
+    /// claims. Time and issuer checks are the caller's.
+    fn decode(&self, token: &str) -> Result<AccessTokenClaims, TokenDecodeError>;
+
+    /// The JWK Set (`{"keys": [...]}`) with `kid`, `use: sig` and `alg`.
+    fn jwks(&self) -> serde_json::Value;
+}
+
+/// A signing key as kept in the store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    /// Key id.
+    pub kid: String,
+    /// JWS algorithm.
+    pub algorithm: String,
+    /// PKCS#8 private key, PEM.
+    pub private_pem: String,
+}
+
+impl std::fmt::Debug for StoredSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the signing key lives, so every node signs with the same one.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait SigningKeyStore: Send + Sync {
+    /// The stored key for `candidate.algorithm` if there is one; otherwise stores
+    /// `candidate` and answers it. Concurrent calls from several nodes MUST all
+    /// answer the same key.
+    async fn get_or_insert(&self, candidate: &StoredSigningKey) -> Result<StoredSigningKey, StoreError>;
+}
+
+/// Whether a backing service answers; for `/readyz`.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    /// A short name (`database`, `cache`).
+    fn name(&self) -> &'static str;
+    /// `Ok` when reachable.
+    async fn check(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,20 @@
+//! Value objects. Each validates on construction, so an invalid one cannot exist.
+
+mod email;
+mod enums;
+mod ids;
+mod owner;
+mod scope;
+mod secret;
+mod semver;
+
+pub use email::Email;
+pub use enums::{AgentStatus, AgentType, AuditAction, CredentialStatus, DeploymentEnv, Outcome};
+pub use ids::{AgentId, CredentialId, EventId, TokenId};
+pub use owner::Owner;
+pub use scope::{Capabilities, MANAGEMENT_SCOPES, Scope, ScopeSet};
+pub use secret::{ClientSecret, SecretHash};
+pub use semver::SemVer;
+
+mod time;
+pub use time::{format_time, serialize_opt_time, serialize_time};

@@ -1,0 +1,69 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ValueError;
+
+/// A tenant slug: `^[a-z0-9][a-z0-9-]{1,62}$`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Owner(String);
+
+impl Owner {
+    /// Validates `raw` as a tenant slug.
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let bytes = raw.as_bytes();
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes
+            .iter()
+            .skip(1)
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+        if first_ok && rest_ok && (2..=63).contains(&bytes.len()) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ValueError::new(
+                "owner",
+                "must match ^[a-z0-9][a-z0-9-]{1,62}$",
+            ))
+        }
+    }
+
+    /// The slug.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Owner {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Owner::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_slugs() {
+        for ok in ["acme", "a1", "0-team", &"a".repeat(63)] {
+            assert!(Owner::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_non_slugs() {
+        for bad in ["", "a", "-acme", "Acme", "ac me", "acme_", &"a".repeat(64), "ácme"] {
+            assert!(Owner::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
