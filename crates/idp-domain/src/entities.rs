@@ -108,12 +108,18 @@ mod tests {
 
     use super::*;
 
-    fn credential(expires_at: Option<DateTime<Utc>>, revoked_at: Option<DateTime<Utc>>) -> Credential {
+    fn credential(
+        expires_at: Option<DateTime<Utc>>,
+        revoked_at: Option<DateTime<Utc>>,
+    ) -> Credential {
         Credential {
             credential_id: CredentialId(Uuid::nil()),
             agent_id: AgentId(Uuid::nil()),
             owner: Owner::parse("acme").unwrap(),
-            secret_hash: SecretHash { hash: "h".into(), hint: None },
+            secret_hash: SecretHash {
+                hash: "h".into(),
+                hint: None,
+            },
             created_at: Utc.timestamp_opt(0, 0).unwrap(),
             expires_at,
             revoked_at,
@@ -124,9 +130,21 @@ mod tests {
     fn status_is_derived() {
         let now = Utc.timestamp_opt(1_000, 0).unwrap();
         assert_eq!(credential(None, None).status(now), CredentialStatus::Active);
-        assert_eq!(credential(Some(now + Duration::seconds(1)), None).status(now), CredentialStatus::Active);
-        assert_eq!(credential(Some(now), None).status(now), CredentialStatus::Expired);
-        assert_eq!(credential(Some(now), Some(now)).status(now), CredentialStatus::Revoked);
-        assert_eq!(credential(None, Some(now)).status(now), CredentialStatus::Revoked);
+        assert_eq!(
+            credential(Some(now + Duration::seconds(1)), None).status(now),
+            CredentialStatus::Active
+        );
+        assert_eq!(
+            credential(Some(now), None).status(now),
+            CredentialStatus::Expired
+        );
+        assert_eq!(
+            credential(Some(now), Some(now)).status(now),
+            CredentialStatus::Revoked
+        );
+        assert_eq!(
+            credential(None, Some(now)).status(now),
+            CredentialStatus::Revoked
+        );
     }
 }

@@ -24,7 +24,10 @@ impl PageRequest {
         let page = page.unwrap_or(1);
         let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
         if !(1..=Self::MAX_PAGE).contains(&page) {
-            return Err(ValueError::new("page", "must be an integer from 1 to 10000000"));
+            return Err(ValueError::new(
+                "page",
+                "must be an integer from 1 to 10000000",
+            ));
         }
         if !(1..=Self::MAX_LIMIT).contains(&limit) {
             return Err(ValueError::new("limit", "must be an integer from 1 to 100"));
@@ -50,7 +53,10 @@ impl PageRequest {
 
 impl Default for PageRequest {
     fn default() -> Self {
-        Self { page: 1, limit: Self::DEFAULT_LIMIT }
+        Self {
+            page: 1,
+            limit: Self::DEFAULT_LIMIT,
+        }
     }
 }
 
@@ -68,7 +74,11 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// Maps the rows, keeping the counts.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), request: self.request, total: self.total }
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            request: self.request,
+            total: self.total,
+        }
     }
 
     /// The contract's envelope: `{ data, pagination: { page, limit, total, totalPages } }`.
@@ -115,7 +125,10 @@ mod tests {
 
     #[test]
     fn defaults_and_bounds() {
-        assert_eq!(PageRequest::new(None, None).unwrap(), PageRequest::default());
+        assert_eq!(
+            PageRequest::new(None, None).unwrap(),
+            PageRequest::default()
+        );
         assert!(PageRequest::new(Some(0), None).is_err());
         assert!(PageRequest::new(None, Some(0)).is_err());
         assert!(PageRequest::new(None, Some(101)).is_err());
@@ -124,10 +137,21 @@ mod tests {
 
     #[test]
     fn envelope_counts_pages() {
-        let page = Page { items: vec![1, 2], request: PageRequest::new(Some(1), Some(20)).unwrap(), total: 57 };
+        let page = Page {
+            items: vec![1, 2],
+            request: PageRequest::new(Some(1), Some(20)).unwrap(),
+            total: 57,
+        };
         let env = serde_json::to_value(page.envelope()).unwrap();
-        assert_eq!(env["pagination"], serde_json::json!({"page":1,"limit":20,"total":57,"totalPages":3}));
-        let empty: Page<u8> = Page { items: vec![], request: PageRequest::default(), total: 0 };
+        assert_eq!(
+            env["pagination"],
+            serde_json::json!({"page":1,"limit":20,"total":57,"totalPages":3})
+        );
+        let empty: Page<u8> = Page {
+            items: vec![],
+            request: PageRequest::default(),
+            total: 0,
+        };
         assert_eq!(empty.envelope().pagination.total_pages, 0);
     }
 }

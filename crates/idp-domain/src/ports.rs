@@ -89,7 +89,12 @@ pub trait AgentRepository: Send + Sync {
     /// [`StoreError::LimitExceeded`] when the owner already has
     /// `max_agents_per_owner` agents that are not decommissioned; the count and the
     /// insert MUST be atomic with respect to concurrent inserts for the same owner.
-    async fn create(&self, agent: &Agent, max_agents_per_owner: u32, event: &AuditEvent) -> Result<(), StoreError>;
+    async fn create(
+        &self,
+        agent: &Agent,
+        max_agents_per_owner: u32,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
 
     /// The agent `id` of `owner`, or `None`.
     async fn find(&self, owner: &Owner, id: AgentId) -> Result<Option<Agent>, StoreError>;
@@ -100,7 +105,12 @@ pub trait AgentRepository: Send + Sync {
 
     /// A page of `owner`'s agents matching `filter`, ordered by `created_at`
     /// descending then `agent_id` descending, with the total count of matches.
-    async fn list(&self, owner: &Owner, filter: &AgentFilter, page: PageRequest) -> Result<Page<Agent>, StoreError>;
+    async fn list(
+        &self,
+        owner: &Owner,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> Result<Page<Agent>, StoreError>;
 
     /// Replaces the mutable fields (`email`, `agent_type`, `version`,
     /// `capabilities`, `deployment_env`, `status`, `updated_at`) of the agent with
@@ -160,7 +170,12 @@ pub trait CredentialRepository: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// The credential `id` of agent `agent_id` of `owner`, or `None`.
-    async fn find(&self, owner: &Owner, agent_id: AgentId, id: CredentialId) -> Result<Option<Credential>, StoreError>;
+    async fn find(
+        &self,
+        owner: &Owner,
+        agent_id: AgentId,
+        id: CredentialId,
+    ) -> Result<Option<Credential>, StoreError>;
 
     /// A page of the agent's credentials, newest first (`created_at` descending,
     /// then `credential_id` descending), with the total; `status` filters by the
@@ -176,7 +191,11 @@ pub trait CredentialRepository: Send + Sync {
 
     /// The credentials of `agent_id` (any owner, any status) whose stored hint
     /// equals `hint` or is absent. Only for authenticating a client.
-    async fn find_by_hint(&self, agent_id: AgentId, hint: &str) -> Result<Vec<Credential>, StoreError>;
+    async fn find_by_hint(
+        &self,
+        agent_id: AgentId,
+        hint: &str,
+    ) -> Result<Vec<Credential>, StoreError>;
 
     /// Replaces the secret hash of a credential that is not revoked and appends
     /// `event`, in one transaction. Answers the updated credential.
@@ -209,7 +228,11 @@ pub trait CredentialRepository: Send + Sync {
     /// The state of a token's subject: the agent `agent_id` and whether its
     /// credential `credential_id` is revoked. `None` when either does not exist
     /// or the credential is not the agent's.
-    async fn subject_state(&self, agent_id: AgentId, credential_id: CredentialId) -> Result<Option<SubjectState>, StoreError>;
+    async fn subject_state(
+        &self,
+        agent_id: AgentId,
+        credential_id: CredentialId,
+    ) -> Result<Option<SubjectState>, StoreError>;
 }
 
 /// The append-only audit log.
@@ -221,10 +244,20 @@ pub trait AuditLog: Send + Sync {
 
     /// A page of `owner`'s events matching `filter`, newest first (`timestamp`
     /// descending, then `event_id` descending), with the total.
-    async fn list(&self, owner: &Owner, filter: &AuditFilter, page: PageRequest) -> Result<Page<AuditEvent>, StoreError>;
+    async fn list(
+        &self,
+        owner: &Owner,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError>;
 
     /// The event `id` of `owner` if its timestamp is at or after `not_before`.
-    async fn find(&self, owner: &Owner, id: EventId, not_before: DateTime<Utc>) -> Result<Option<AuditEvent>, StoreError>;
+    async fn find(
+        &self,
+        owner: &Owner,
+        id: EventId,
+        not_before: DateTime<Utc>,
+    ) -> Result<Option<AuditEvent>, StoreError>;
 }
 
 /// A revoked token as kept durably.
@@ -244,7 +277,12 @@ pub trait RevokedTokenStore: Send + Sync {
     /// Records the revocation of the token `token_id` of `owner` and appends
     /// `event`, in one transaction. Answers `false`, writing nothing, when the
     /// token was already revoked.
-    async fn revoke(&self, owner: &Owner, token: &RevokedToken, event: &AuditEvent) -> Result<bool, StoreError>;
+    async fn revoke(
+        &self,
+        owner: &Owner,
+        token: &RevokedToken,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
 
     /// Every revocation whose token expires after `now`.
     async fn unexpired(&self, now: DateTime<Utc>) -> Result<Vec<RevokedToken>, StoreError>;
@@ -286,7 +324,13 @@ pub struct RateDecision {
 pub trait RateLimiter: Send + Sync {
     /// Counts one request of `key` at `now` if fewer than `limit` were counted in
     /// the `window` before it; refused requests are not counted. Atomic.
-    async fn hit(&self, key: &str, limit: u32, window: Duration, now: DateTime<Utc>) -> Result<RateDecision, StoreError>;
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<RateDecision, StoreError>;
 }
 
 /// The answer of the usage counter.
@@ -304,7 +348,12 @@ pub struct QuotaDecision {
 pub trait UsageCounter: Send + Sync {
     /// Takes one unit of `key`'s quota for the UTC calendar month of `now` if
     /// fewer than `limit` were taken; atomic. A new month starts from zero.
-    async fn try_consume(&self, key: &str, limit: u64, now: DateTime<Utc>) -> Result<QuotaDecision, StoreError>;
+    async fn try_consume(
+        &self,
+        key: &str,
+        limit: u64,
+        now: DateTime<Utc>,
+    ) -> Result<QuotaDecision, StoreError>;
 }
 
 /// Why a token was refused by [`TokenCodec::decode`].
@@ -366,7 +415,10 @@ pub trait SigningKeyStore: Send + Sync {
     /// The stored key for `candidate.algorithm` if there is one; otherwise stores
     /// `candidate` and answers it. Concurrent calls from several nodes MUST all
     /// answer the same key.
-    async fn get_or_insert(&self, candidate: &StoredSigningKey) -> Result<StoredSigningKey, StoreError>;
+    async fn get_or_insert(
+        &self,
+        candidate: &StoredSigningKey,
+    ) -> Result<StoredSigningKey, StoreError>;
 }
 
 /// Whether a backing service answers; for `/readyz`.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::DomainError;
 use crate::values::{AgentId, CredentialId, Owner, ScopeSet, TokenId};
 
 /// The claims of an AgentIdP access token (RFC 9068 plus AgentIdP's own).
@@ -55,5 +56,14 @@ impl Principal {
     /// Whether the caller holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.contains(scope)
+    }
+
+    /// `Ok` when the caller holds `scope`, else [`DomainError::InsufficientScope`].
+    pub fn require_scope(&self, scope: &'static str) -> Result<(), DomainError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(DomainError::InsufficientScope(scope))
+        }
     }
 }

@@ -1,1 +1,47 @@
-//! Services: every rule of the contract.
+//! Services: every rule of the contract, written against the ports.
+//!
+//! Scope checks are the HTTP layer's first step (the contract orders them before
+//! body validation, see [`crate::token::Principal::require_scope`]); services
+//! assume the caller holds the endpoint's scope and enforce everything after it:
+//! tenancy, escalation, limits, lifecycle and the audit trail.
+
+mod agents;
+mod ambient;
+mod audit_query;
+mod bootstrap;
+mod credentials;
+mod tokens;
+
+#[cfg(test)]
+mod tests;
+
+pub use agents::{AgentPatch, AgentService, NewAgent};
+pub use ambient::Ambient;
+pub use audit_query::AuditService;
+pub use bootstrap::{Bootstrapped, bootstrap_agent};
+pub use credentials::{CredentialService, IssuedCredential};
+pub use tokens::{
+    ClientCredentials, IntrospectedClaims, Introspection, IssuedToken, TokenPorts,
+    TokenRequestError, TokenService, TokenSettings,
+};
+
+/// The free-tier limits of contract section 7 that services enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Non-decommissioned agents per owner.
+    pub max_agents_per_owner: u32,
+    /// Active credentials per agent.
+    pub max_credentials_per_agent: u32,
+    /// Days of audit history visible.
+    pub audit_retention_days: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_agents_per_owner: 100,
+            max_credentials_per_agent: 10,
+            audit_retention_days: 90,
+        }
+    }
+}

@@ -88,7 +88,11 @@ mod tests {
 
     #[test]
     fn accepts_common_addresses() {
-        for ok in ["a@b.co", "screener-01@acme.example", "First.Last+tag@Sub.Example.ORG"] {
+        for ok in [
+            "a@b.co",
+            "screener-01@acme.example",
+            "First.Last+tag@Sub.Example.ORG",
+        ] {
             assert!(Email::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -97,8 +101,18 @@ mod tests {
     fn refuses_invalid_addresses() {
         let long = format!("{}@example.com", "a".repeat(250));
         for bad in [
-            "", "plain", "@example.com", "a@", "a@b", "a..b@example.com", ".a@example.com",
-            "a@-b.com", "a@b_c.com", "a b@example.com", "a@b..com", &long,
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a..b@example.com",
+            ".a@example.com",
+            "a@-b.com",
+            "a@b_c.com",
+            "a b@example.com",
+            "a@b..com",
+            &long,
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }

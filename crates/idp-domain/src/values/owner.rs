@@ -62,7 +62,16 @@ mod tests {
 
     #[test]
     fn refuses_non_slugs() {
-        for bad in ["", "a", "-acme", "Acme", "ac me", "acme_", &"a".repeat(64), "ácme"] {
+        for bad in [
+            "",
+            "a",
+            "-acme",
+            "Acme",
+            "ac me",
+            "acme_",
+            &"a".repeat(64),
+            "ácme",
+        ] {
             assert!(Owner::parse(bad).is_err(), "{bad}");
         }
     }

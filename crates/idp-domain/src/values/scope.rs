@@ -7,8 +7,12 @@ use crate::ValueError;
 
 /// The scopes that guard the management API. Granting one of them needs a caller
 /// that holds it (no escalation).
-pub const MANAGEMENT_SCOPES: [&str; 4] =
-    ["agents:read", "agents:write", "audit:read", "tokens:introspect"];
+pub const MANAGEMENT_SCOPES: [&str; 4] = [
+    "agents:read",
+    "agents:write",
+    "audit:read",
+    "tokens:introspect",
+];
 
 /// One scope token: `^[a-z][a-z0-9_.-]*(:[a-z0-9_.*-]+)*$`, at most 64 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -198,10 +202,28 @@ mod tests {
 
     #[test]
     fn scope_grammar() {
-        for ok in ["agents:read", "resume:read", "a", "files.v2:read:*", "x_y-z", "a:b:c"] {
+        for ok in [
+            "agents:read",
+            "resume:read",
+            "a",
+            "files.v2:read:*",
+            "x_y-z",
+            "a:b:c",
+        ] {
             assert!(Scope::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Agents:read", "1abc", "a:", ":a", "a::b", "a b", "a:B", "a*", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "Agents:read",
+            "1abc",
+            "a:",
+            ":a",
+            "a::b",
+            "a b",
+            "a:B",
+            "a*",
+            &"a".repeat(65),
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
     }
@@ -231,6 +253,10 @@ mod tests {
         assert!(ScopeSet::parse_space_separated("").is_err());
         let caps = Capabilities::parse(&["a:y", "b:x", "c"]).unwrap();
         assert!(set.is_subset_of(&caps));
-        assert!(!ScopeSet::parse_space_separated("d").unwrap().is_subset_of(&caps));
+        assert!(
+            !ScopeSet::parse_space_separated("d")
+                .unwrap()
+                .is_subset_of(&caps)
+        );
     }
 }

@@ -53,7 +53,10 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let s = ClientSecret::new("sk_live_abc".into());
         assert!(!format!("{s:?}").contains("abc"));
-        let h = SecretHash { hash: "$argon2id$v=19$xyz".into(), hint: Some("abcd".into()) };
+        let h = SecretHash {
+            hash: "$argon2id$v=19$xyz".into(),
+            hint: Some("abcd".into()),
+        };
         assert!(!format!("{h:?}").contains("xyz"));
     }
 }

@@ -55,7 +55,8 @@ fn is_semver(raw: &str) -> bool {
     }
     let pre_ok = pre.is_none_or(|pre| {
         pre.split('.').all(|id| {
-            is_alnum_identifier(id) && (!id.bytes().all(|b| b.is_ascii_digit()) || is_numeric_identifier(id))
+            is_alnum_identifier(id)
+                && (!id.bytes().all(|b| b.is_ascii_digit()) || is_numeric_identifier(id))
         })
     });
     let build_ok = build.is_none_or(|build| build.split('.').all(is_alnum_identifier));
@@ -81,8 +82,18 @@ mod tests {
 
     #[test]
     fn accepts_semver() {
-        for ok in ["0.0.0", "1.4.2", "10.20.30", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-0.3.7",
-            "1.0.0-x.7.z.92", "1.0.0+20130313144700", "1.0.0-beta+exp.sha.5114f85", "1.0.0-rc-1"] {
+        for ok in [
+            "0.0.0",
+            "1.4.2",
+            "10.20.30",
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-0.3.7",
+            "1.0.0-x.7.z.92",
+            "1.0.0+20130313144700",
+            "1.0.0-beta+exp.sha.5114f85",
+            "1.0.0-rc-1",
+        ] {
             assert!(SemVer::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -90,8 +101,23 @@ mod tests {
     #[test]
     fn refuses_non_semver() {
         let long = format!("1.0.0-{}", "a".repeat(130));
-        for bad in ["", "1", "1.2", "1.2.3.4", "01.2.3", "1.02.3", "v1.2.3", "1.2.3-", "1.2.3+",
-            "1.2.3-01", "1.2.3-a..b", "1.2.3-a_b", " 1.2.3", "1.2.-3", &long] {
+        for bad in [
+            "",
+            "1",
+            "1.2",
+            "1.2.3.4",
+            "01.2.3",
+            "1.02.3",
+            "v1.2.3",
+            "1.2.3-",
+            "1.2.3+",
+            "1.2.3-01",
+            "1.2.3-a..b",
+            "1.2.3-a_b",
+            " 1.2.3",
+            "1.2.-3",
+            &long,
+        ] {
             assert!(SemVer::parse(bad).is_err(), "{bad}");
         }
     }

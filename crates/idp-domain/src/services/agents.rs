@@ -1,0 +1,283 @@
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::audit::RequestContext;
+use crate::entities::Agent;
+use crate::page::{Page, PageRequest};
+use crate::ports::{AgentFilter, AgentRepository};
+use crate::token::Principal;
+use crate::values::{
+    AgentId, AgentStatus, AgentType, AuditAction, Capabilities, DeploymentEnv, Email, Outcome,
+    Owner, SemVer,
+};
+use crate::{DomainError, StoreError, ValueError};
+
+use super::{Ambient, Limits};
+
+/// The validated body of `POST /api/v1/agents`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAgent {
+    /// Email.
+    pub email: Email,
+    /// Type.
+    pub agent_type: AgentType,
+    /// Version.
+    pub version: SemVer,
+    /// Capabilities.
+    pub capabilities: Capabilities,
+    /// Environment.
+    pub deployment_env: DeploymentEnv,
+    /// Owner, if the caller named one; it must be the caller's own.
+    pub owner: Option<Owner>,
+}
+
+/// The validated body of `PATCH /api/v1/agents/{id}`: the fields to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentPatch {
+    /// New email.
+    pub email: Option<Email>,
+    /// New type.
+    pub agent_type: Option<AgentType>,
+    /// New version.
+    pub version: Option<SemVer>,
+    /// New capabilities.
+    pub capabilities: Option<Capabilities>,
+    /// New environment.
+    pub deployment_env: Option<DeploymentEnv>,
+    /// `active` or `suspended`.
+    pub status: Option<AgentStatus>,
+}
+
+impl AgentPatch {
+    /// The camelCase names of the fields present, for the audit event.
+    fn field_names(&self) -> Vec<&'static str> {
+        [
+            ("email", self.email.is_some()),
+            ("agentType", self.agent_type.is_some()),
+            ("version", self.version.is_some()),
+            ("capabilities", self.capabilities.is_some()),
+            ("deploymentEnv", self.deployment_env.is_some()),
+            ("status", self.status.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect()
+    }
+
+    /// Whether no field is present.
+    pub fn is_empty(&self) -> bool {
+        self.field_names().is_empty()
+    }
+}
+
+/// Registration, reading, updating and decommissioning of agents.
+#[derive(Clone)]
+pub struct AgentService {
+    agents: Arc<dyn AgentRepository>,
+    ambient: Ambient,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for AgentService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentService")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses `403 AUTHORIZATION_ERROR` when `granted` holds a management scope the
+/// caller lacks, unless `already_held` holds it too (keeping is not escalating).
+pub(super) fn check_no_escalation(
+    caller: &Principal,
+    granted: &Capabilities,
+    already_held: Option<&Capabilities>,
+) -> Result<(), DomainError> {
+    let escalated: Vec<&str> = granted
+        .management()
+        .filter(|scope| !caller.has_scope(scope.as_str()))
+        .filter(|scope| !already_held.is_some_and(|held| held.contains(scope)))
+        .map(|scope| scope.as_str())
+        .collect();
+    if escalated.is_empty() {
+        Ok(())
+    } else {
+        Err(DomainError::Authorization(format!(
+            "cannot grant management scopes the caller does not hold: {}",
+            escalated.join(", ")
+        )))
+    }
+}
+
+impl AgentService {
+    /// Builds the service.
+    pub fn new(agents: Arc<dyn AgentRepository>, ambient: Ambient, limits: Limits) -> Self {
+        Self {
+            agents,
+            ambient,
+            limits,
+        }
+    }
+
+    /// Registers a new active agent under the caller's owner.
+    pub async fn register(
+        &self,
+        caller: &Principal,
+        new: NewAgent,
+        ctx: &RequestContext,
+    ) -> Result<Agent, DomainError> {
+        if new
+            .owner
+            .as_ref()
+            .is_some_and(|owner| owner != &caller.owner)
+        {
+            return Err(DomainError::Authorization(
+                "owner must be the caller's own".into(),
+            ));
+        }
+        check_no_escalation(caller, &new.capabilities, None)?;
+        let now = self.ambient.now();
+        let agent = Agent {
+            agent_id: AgentId(self.ambient.ids.new_id()),
+            email: new.email,
+            agent_type: new.agent_type,
+            version: new.version,
+            capabilities: new.capabilities,
+            owner: caller.owner.clone(),
+            deployment_env: new.deployment_env,
+            status: AgentStatus::Active,
+            created_at: now,
+            updated_at: now,
+        };
+        let event = self.ambient.event(
+            &agent.owner,
+            agent.agent_id,
+            ctx,
+            AuditAction::AgentCreated,
+            Outcome::Success,
+            json!({ "agentType": agent.agent_type, "deploymentEnv": agent.deployment_env }),
+            now,
+        );
+        match self
+            .agents
+            .create(&agent, self.limits.max_agents_per_owner, &event)
+            .await
+        {
+            Ok(()) => Ok(agent),
+            Err(StoreError::Duplicate) => Err(DomainError::AgentAlreadyExists),
+            Err(StoreError::LimitExceeded) => Err(DomainError::FreeTierLimitExceeded(
+                "the owner already has the maximum number of agents",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A page of the caller's owner's agents.
+    pub async fn list(
+        &self,
+        caller: &Principal,
+        filter: &AgentFilter,
+        page: PageRequest,
+    ) -> Result<Page<Agent>, DomainError> {
+        Ok(self.agents.list(&caller.owner, filter, page).await?)
+    }
+
+    /// One agent of the caller's owner; decommissioned agents stay readable.
+    pub async fn get(&self, caller: &Principal, id: AgentId) -> Result<Agent, DomainError> {
+        self.agents
+            .find(&caller.owner, id)
+            .await?
+            .ok_or(DomainError::AgentNotFound)
+    }
+
+    /// Applies `patch`. Suspending or reactivating writes `agent.suspended` /
+    /// `agent.reactivated`; any other change `agent.updated`.
+    pub async fn update(
+        &self,
+        caller: &Principal,
+        id: AgentId,
+        patch: AgentPatch,
+        ctx: &RequestContext,
+    ) -> Result<Agent, DomainError> {
+        if patch.is_empty() {
+            return Err(ValueError::new("body", "must change at least one field").into());
+        }
+        if patch.status == Some(AgentStatus::Decommissioned) {
+            return Err(ValueError::new(
+                "status",
+                "must be active or suspended; DELETE decommissions",
+            )
+            .into());
+        }
+        let current = self.get(caller, id).await?;
+        if let Some(capabilities) = &patch.capabilities {
+            check_no_escalation(caller, capabilities, Some(&current.capabilities))?;
+        }
+        if current.status == AgentStatus::Decommissioned {
+            return Err(DomainError::AgentDecommissioned);
+        }
+        let now = self.ambient.now();
+        let fields = patch.field_names();
+        let updated = Agent {
+            email: patch.email.unwrap_or_else(|| current.email.clone()),
+            agent_type: patch.agent_type.unwrap_or(current.agent_type),
+            version: patch.version.unwrap_or_else(|| current.version.clone()),
+            capabilities: patch
+                .capabilities
+                .unwrap_or_else(|| current.capabilities.clone()),
+            deployment_env: patch.deployment_env.unwrap_or(current.deployment_env),
+            status: patch.status.unwrap_or(current.status),
+            updated_at: now,
+            ..current.clone()
+        };
+        let action = match (current.status, updated.status) {
+            (AgentStatus::Active, AgentStatus::Suspended) => AuditAction::AgentSuspended,
+            (AgentStatus::Suspended, AgentStatus::Active) => AuditAction::AgentReactivated,
+            _ => AuditAction::AgentUpdated,
+        };
+        let event = self.ambient.event(
+            &updated.owner,
+            updated.agent_id,
+            ctx,
+            action,
+            Outcome::Success,
+            json!({ "fields": fields, "previousStatus": current.status, "status": updated.status }),
+            now,
+        );
+        match self.agents.update(&updated, &event).await {
+            Ok(()) => Ok(updated),
+            Err(StoreError::NotFound) => Err(DomainError::AgentNotFound),
+            Err(StoreError::Duplicate) => Err(DomainError::AgentAlreadyExists),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Decommissions the agent: irreversible; revokes all its credentials.
+    pub async fn decommission(
+        &self,
+        caller: &Principal,
+        id: AgentId,
+        ctx: &RequestContext,
+    ) -> Result<(), DomainError> {
+        let now = self.ambient.now();
+        let event = self.ambient.event(
+            &caller.owner,
+            id,
+            ctx,
+            AuditAction::AgentDecommissioned,
+            Outcome::Success,
+            json!({}),
+            now,
+        );
+        match self
+            .agents
+            .decommission(&caller.owner, id, now, &event)
+            .await
+        {
+            Ok(_revoked) => Ok(()),
+            Err(StoreError::NotFound) => Err(DomainError::AgentNotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

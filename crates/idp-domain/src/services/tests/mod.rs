@@ -1,0 +1,1 @@
+//! Mock-driven unit tests of the services.

@@ -1,0 +1,566 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::RequestContext;
+use crate::entities::{Agent, Credential};
+use crate::ports::{
+    AgentRepository, AuditLog, CredentialRepository, RevocationList, RevokedToken,
+    RevokedTokenStore, SecretHasher, TokenCodec, UsageCounter,
+};
+use crate::token::{AccessTokenClaims, Principal};
+use crate::values::{
+    AgentId, AgentStatus, AuditAction, ClientSecret, CredentialId, CredentialStatus, Outcome,
+    Owner, ScopeSet, TokenId,
+};
+use crate::{DomainError, StoreError};
+
+use super::Ambient;
+
+/// How tokens are issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// `iss` of every token; verified tokens must carry it.
+    pub issuer: String,
+    /// `aud` of every token; verified tokens must carry it.
+    pub audience: String,
+    /// Lifetime of an access token.
+    pub ttl: Duration,
+    /// Tokens per client per calendar month (UTC).
+    pub monthly_quota: u64,
+    /// Tolerance for clocks of other nodes running behind, applied to `nbf` only.
+    pub clock_leeway: Duration,
+}
+
+/// What a client presents to authenticate (RFC 6749 section 2.3.1).
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    /// The claimed client id, as received.
+    pub client_id: String,
+    /// The presented secret.
+    pub client_secret: ClientSecret,
+}
+
+/// A successful token response (RFC 6749 section 5.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The signed JWT.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+}
+
+/// Why the token endpoint refused; the HTTP layer writes the RFC 6749 section 5.2
+/// error for each.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRequestError {
+    /// Client authentication failed (unknown client, wrong, expired or revoked
+    /// secret, agent not active). The reason is for the log and the audit event.
+    #[error("invalid client: {0}")]
+    InvalidClient(&'static str),
+    /// The requested scope is malformed or outside the agent's capabilities.
+    #[error("invalid scope")]
+    InvalidScope,
+    /// The client's monthly token quota is spent.
+    #[error("monthly token quota exceeded")]
+    QuotaExceeded,
+    /// A backing store is unreachable.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] anyhow::Error),
+    /// A bug; the cause goes to the log.
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+impl From<StoreError> for TokenRequestError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(e) => TokenRequestError::Unavailable(e),
+            other => TokenRequestError::Unknown(anyhow::Error::new(other)),
+        }
+    }
+}
+
+/// The answer of introspection (RFC 7662 section 2.2): inactive carries nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Introspection {
+    /// Whether the token is active.
+    pub active: bool,
+    /// The token's claims when active.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<IntrospectedClaims>,
+}
+
+/// The members of an active introspection response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntrospectedClaims {
+    /// Scopes.
+    pub scope: String,
+    /// Client id.
+    pub client_id: String,
+    /// Subject.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Issuer.
+    pub iss: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Token id.
+    pub jti: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Owner.
+    pub owner: String,
+}
+
+/// Why a presented access token is not valid (for the log only; clients see 401
+/// or `active: false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Invalid {
+    Malformed,
+    Signature,
+    Issuer,
+    Audience,
+    NotYetValid,
+    Expired,
+    Revoked,
+    UnknownSubject,
+    AgentNotActive,
+    CredentialRevoked,
+}
+
+impl Invalid {
+    fn reason(self) -> &'static str {
+        match self {
+            Invalid::Malformed => "malformed token",
+            Invalid::Signature => "bad signature",
+            Invalid::Issuer => "foreign issuer",
+            Invalid::Audience => "wrong audience",
+            Invalid::NotYetValid => "token not yet valid",
+            Invalid::Expired => "token expired",
+            Invalid::Revoked => "token revoked",
+            Invalid::UnknownSubject => "unknown subject",
+            Invalid::AgentNotActive => "agent not active",
+            Invalid::CredentialRevoked => "credential revoked",
+        }
+    }
+}
+
+/// A token that passed every check, with its caller.
+struct ValidToken {
+    claims: AccessTokenClaims,
+    principal: Principal,
+}
+
+/// Issues, authenticates, introspects and revokes access tokens.
+#[derive(Clone)]
+pub struct TokenService {
+    agents: Arc<dyn AgentRepository>,
+    credentials: Arc<dyn CredentialRepository>,
+    hasher: Arc<dyn SecretHasher>,
+    codec: Arc<dyn TokenCodec>,
+    revoked_store: Arc<dyn RevokedTokenStore>,
+    revocations: Arc<dyn RevocationList>,
+    usage: Arc<dyn UsageCounter>,
+    audit: Arc<dyn AuditLog>,
+    ambient: Ambient,
+    settings: TokenSettings,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ports the token service talks to.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct TokenPorts {
+    /// Agents.
+    pub agents: Arc<dyn AgentRepository>,
+    /// Credentials.
+    pub credentials: Arc<dyn CredentialRepository>,
+    /// Secret hashing.
+    pub hasher: Arc<dyn SecretHasher>,
+    /// Signing.
+    pub codec: Arc<dyn TokenCodec>,
+    /// Durable revocations.
+    pub revoked_store: Arc<dyn RevokedTokenStore>,
+    /// Fast revocation checks.
+    pub revocations: Arc<dyn RevocationList>,
+    /// Monthly quota.
+    pub usage: Arc<dyn UsageCounter>,
+    /// Audit log.
+    pub audit: Arc<dyn AuditLog>,
+}
+
+impl TokenService {
+    /// Builds the service.
+    pub fn new(ports: TokenPorts, ambient: Ambient, settings: TokenSettings) -> Self {
+        Self {
+            agents: ports.agents,
+            credentials: ports.credentials,
+            hasher: ports.hasher,
+            codec: ports.codec,
+            revoked_store: ports.revoked_store,
+            revocations: ports.revocations,
+            usage: ports.usage,
+            audit: ports.audit,
+            ambient,
+            settings,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    /// The client credentials grant (RFC 6749 section 4.4). Every outcome about a
+    /// known agent writes one audit event: `token.issued` or `auth.failed`.
+    pub async fn issue(
+        &self,
+        client: &ClientCredentials,
+        requested_scope: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<IssuedToken, TokenRequestError> {
+        let (agent, credential) = self.authenticate_client(client, ctx).await?;
+        let scopes = match requested_scope {
+            None => ScopeSet::from(&agent.capabilities),
+            Some(raw) => match ScopeSet::parse_space_separated(raw) {
+                Ok(set) if set.is_subset_of(&agent.capabilities) => set,
+                _ => {
+                    self.audit_failure(&agent, ctx, "invalid_scope").await?;
+                    return Err(TokenRequestError::InvalidScope);
+                }
+            },
+        };
+        let now = self.ambient.now();
+        let quota = self
+            .usage
+            .try_consume(
+                &agent.agent_id.to_string(),
+                self.settings.monthly_quota,
+                now,
+            )
+            .await?;
+        if !quota.allowed {
+            self.audit_failure(&agent, ctx, "monthly_quota_exceeded")
+                .await?;
+            return Err(TokenRequestError::QuotaExceeded);
+        }
+        let jti = self.ambient.ids.new_id();
+        let claims = self.claims(&agent, credential.credential_id, &scopes, jti, now);
+        let access_token = self.codec.sign(&claims)?;
+        let ctx = RequestContext {
+            actor_id: Some(agent.agent_id),
+            ..ctx.clone()
+        };
+        let event = self.ambient.event(
+            &agent.owner,
+            agent.agent_id,
+            &ctx,
+            AuditAction::TokenIssued,
+            Outcome::Success,
+            json!({
+                "jti": claims.jti,
+                "credentialId": credential.credential_id,
+                "scope": claims.scope,
+                "expiresAt": claims.exp,
+            }),
+            now,
+        );
+        self.audit.append(&event).await?;
+        Ok(IssuedToken {
+            access_token,
+            expires_in: self.settings.ttl.num_seconds(),
+            scope: claims.scope,
+        })
+    }
+
+    fn claims(
+        &self,
+        agent: &Agent,
+        cid: CredentialId,
+        scopes: &ScopeSet,
+        jti: Uuid,
+        now: DateTime<Utc>,
+    ) -> AccessTokenClaims {
+        let iat = now.timestamp();
+        AccessTokenClaims {
+            iss: self.settings.issuer.clone(),
+            sub: agent.agent_id.to_string(),
+            aud: self.settings.audience.clone(),
+            client_id: agent.agent_id.to_string(),
+            scope: scopes.to_space_separated(),
+            jti: jti.to_string(),
+            iat,
+            nbf: iat,
+            exp: iat + self.settings.ttl.num_seconds(),
+            owner: agent.owner.to_string(),
+            agent_type: agent.agent_type.to_string(),
+            deployment_env: agent.deployment_env.to_string(),
+            cid: cid.to_string(),
+        }
+    }
+
+    /// Authenticates a client by id and secret (RFC 6749 section 2.3.1), writing
+    /// `auth.failed` when it fails for a known agent. Unknown clients cost one
+    /// dummy verification, so response time does not reveal which ids exist.
+    pub async fn authenticate_client(
+        &self,
+        client: &ClientCredentials,
+        ctx: &RequestContext,
+    ) -> Result<(Agent, Credential), TokenRequestError> {
+        let Ok(agent_id) = Uuid::parse_str(&client.client_id).map(AgentId) else {
+            self.hasher.verify_dummy(&client.client_secret).await?;
+            return Err(TokenRequestError::InvalidClient("unknown client"));
+        };
+        let Some(agent) = self.agents.find_for_authentication(agent_id).await? else {
+            self.hasher.verify_dummy(&client.client_secret).await?;
+            return Err(TokenRequestError::InvalidClient("unknown client"));
+        };
+        let hint = self.hasher.lookup_hint(&client.client_secret);
+        let candidates = self.credentials.find_by_hint(agent_id, &hint).await?;
+        let mut matched = None;
+        for candidate in candidates {
+            if self
+                .hasher
+                .verify(&client.client_secret, &candidate.secret_hash)
+                .await?
+            {
+                matched = Some(candidate);
+                break;
+            }
+        }
+        let failure = match &matched {
+            None => {
+                self.hasher.verify_dummy(&client.client_secret).await?;
+                Some("invalid_client_secret")
+            }
+            Some(credential) => match credential.status(self.ambient.now()) {
+                CredentialStatus::Revoked => Some("credential_revoked"),
+                CredentialStatus::Expired => Some("credential_expired"),
+                CredentialStatus::Active => match agent.status {
+                    AgentStatus::Active => None,
+                    AgentStatus::Suspended => Some("agent_suspended"),
+                    AgentStatus::Decommissioned => Some("agent_decommissioned"),
+                },
+            },
+        };
+        match (failure, matched) {
+            (None, Some(credential)) => Ok((agent, credential)),
+            (reason, _) => {
+                let reason = reason.unwrap_or("invalid_client_secret");
+                self.audit_failure(&agent, ctx, reason).await?;
+                Err(TokenRequestError::InvalidClient(reason))
+            }
+        }
+    }
+
+    /// A caller authenticated by client credentials (for introspection and
+    /// revocation): it holds its agent's capabilities as scopes.
+    pub async fn client_principal(
+        &self,
+        client: &ClientCredentials,
+        ctx: &RequestContext,
+    ) -> Result<Principal, DomainError> {
+        match self.authenticate_client(client, ctx).await {
+            Ok((agent, credential)) => Ok(Principal {
+                agent_id: agent.agent_id,
+                owner: agent.owner,
+                scopes: ScopeSet::from(&agent.capabilities),
+                token_id: None,
+                credential_id: credential.credential_id,
+            }),
+            Err(TokenRequestError::Unavailable(e)) => Err(DomainError::Unavailable(e)),
+            Err(TokenRequestError::Unknown(e)) => Err(DomainError::Unknown(e)),
+            Err(_) => Err(DomainError::Authentication("invalid client credentials")),
+        }
+    }
+
+    async fn audit_failure(
+        &self,
+        agent: &Agent,
+        ctx: &RequestContext,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let event = self.ambient.event(
+            &agent.owner,
+            agent.agent_id,
+            ctx,
+            AuditAction::AuthFailed,
+            Outcome::Failure,
+            json!({ "reason": reason, "endpoint": "token" }),
+            self.ambient.now(),
+        );
+        self.audit.append(&event).await
+    }
+
+    /// Authenticates a Bearer access token: signature with the pinned algorithm,
+    /// issuer, audience, `nbf`/`exp`, revocation, agent status and credential status.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, DomainError> {
+        match self.validate(token).await? {
+            Ok(valid) => Ok(valid.principal),
+            Err(invalid) => Err(DomainError::Authentication(invalid.reason())),
+        }
+    }
+
+    async fn validate(&self, token: &str) -> Result<Result<ValidToken, Invalid>, DomainError> {
+        let claims = match self.codec.decode(token) {
+            Ok(claims) => claims,
+            Err(crate::ports::TokenDecodeError::Malformed) => return Ok(Err(Invalid::Malformed)),
+            Err(crate::ports::TokenDecodeError::BadSignature) => {
+                return Ok(Err(Invalid::Signature));
+            }
+        };
+        if claims.iss != self.settings.issuer {
+            return Ok(Err(Invalid::Issuer));
+        }
+        if claims.aud != self.settings.audience {
+            return Ok(Err(Invalid::Audience));
+        }
+        let now = self.ambient.now();
+        let now_secs = now.timestamp();
+        if claims.nbf > now_secs + self.settings.clock_leeway.num_seconds() {
+            return Ok(Err(Invalid::NotYetValid));
+        }
+        if claims.exp <= now_secs {
+            return Ok(Err(Invalid::Expired));
+        }
+        let (Ok(jti), Ok(sub), Ok(cid), Ok(owner)) = (
+            Uuid::parse_str(&claims.jti).map(TokenId),
+            Uuid::parse_str(&claims.sub).map(AgentId),
+            Uuid::parse_str(&claims.cid).map(CredentialId),
+            Owner::parse(&claims.owner),
+        ) else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        if self.revocations.contains(jti, now).await? {
+            return Ok(Err(Invalid::Revoked));
+        }
+        let Some(state) = self.credentials.subject_state(sub, cid).await? else {
+            return Ok(Err(Invalid::UnknownSubject));
+        };
+        if state.owner != owner {
+            return Ok(Err(Invalid::UnknownSubject));
+        }
+        if state.agent_status != AgentStatus::Active {
+            return Ok(Err(Invalid::AgentNotActive));
+        }
+        if state.credential_revoked {
+            return Ok(Err(Invalid::CredentialRevoked));
+        }
+        let Ok(scopes) = ScopeSet::parse_space_separated(&claims.scope) else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        let principal = Principal {
+            agent_id: sub,
+            owner,
+            scopes,
+            token_id: Some(jti),
+            credential_id: cid,
+        };
+        Ok(Ok(ValidToken { claims, principal }))
+    }
+
+    /// RFC 7662: any token of the caller's owner that passes every check is
+    /// active; everything else is `{"active": false}`.
+    pub async fn introspect(
+        &self,
+        caller: &Principal,
+        token: &str,
+    ) -> Result<Introspection, DomainError> {
+        let inactive = Introspection {
+            active: false,
+            claims: None,
+        };
+        let valid = match self.validate(token).await? {
+            Ok(valid) if valid.principal.owner == caller.owner => valid,
+            _ => return Ok(inactive),
+        };
+        let c = valid.claims;
+        Ok(Introspection {
+            active: true,
+            claims: Some(IntrospectedClaims {
+                scope: c.scope,
+                client_id: c.client_id,
+                sub: c.sub,
+                aud: c.aud,
+                iss: c.iss,
+                exp: c.exp,
+                iat: c.iat,
+                nbf: c.nbf,
+                jti: c.jti,
+                token_type: "Bearer",
+                owner: c.owner,
+            }),
+        })
+    }
+
+    /// RFC 7009: revokes `token` if it is a live token of the caller's owner that
+    /// the caller may revoke (its own, or any with `agents:write`). Anything else
+    /// is silently ignored, as the RFC requires. Writes `token.revoked` only when
+    /// something was revoked.
+    pub async fn revoke(
+        &self,
+        caller: &Principal,
+        token: &str,
+        ctx: &RequestContext,
+    ) -> Result<(), DomainError> {
+        let claims = match self.validate(token).await? {
+            Ok(valid) => valid.claims,
+            // Already revoked, expired, or dead with its agent or credential:
+            // nothing left to revoke.
+            Err(_) => return Ok(()),
+        };
+        let Ok(subject) = Uuid::parse_str(&claims.sub).map(AgentId) else {
+            return Ok(());
+        };
+        let Ok(jti) = Uuid::parse_str(&claims.jti).map(TokenId) else {
+            return Ok(());
+        };
+        let same_owner = claims.owner == caller.owner.as_str();
+        let allowed = subject == caller.agent_id || caller.has_scope("agents:write");
+        if !same_owner || !allowed {
+            return Ok(());
+        }
+        let Some(expires_at) = DateTime::<Utc>::from_timestamp(claims.exp, 0) else {
+            return Ok(());
+        };
+        let revoked = RevokedToken {
+            token_id: jti,
+            expires_at,
+        };
+        let now = self.ambient.now();
+        let event = self.ambient.event(
+            &caller.owner,
+            subject,
+            ctx,
+            AuditAction::TokenRevoked,
+            Outcome::Success,
+            json!({ "jti": claims.jti, "credentialId": claims.cid }),
+            now,
+        );
+        self.revoked_store
+            .revoke(&caller.owner, &revoked, &event)
+            .await?;
+        // Also when the store already had it: a previous attempt may have failed
+        // between the store and the cache.
+        self.revocations.insert(&revoked, now).await?;
+        Ok(())
+    }
+}
