@@ -1,0 +1,112 @@
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use idp_domain::page::PageRequest;
+use idp_domain::services::IssuedCredential;
+use idp_domain::values::CredentialId;
+use serde_json::json;
+
+use super::agents::agent_id;
+use super::{no_store, resource};
+use crate::auth::bearer;
+use crate::error::ApiError;
+use crate::input::{QueryParams, json_object, parse_time, parse_uuid, read_body, request_context};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/api/v1/agents/{agentId}/credentials", "GET, POST")
+            .route(web::post().to(generate))
+            .route(web::get().to(list)),
+    )
+    .service(
+        resource("/api/v1/agents/{agentId}/credentials/{credentialId}/rotate", "POST").route(web::post().to(rotate)),
+    )
+    .service(resource("/api/v1/agents/{agentId}/credentials/{credentialId}", "DELETE").route(web::delete().to(revoke)));
+}
+
+fn credential_id(raw: &str) -> Result<CredentialId, ApiError> {
+    parse_uuid("credentialId", raw).map(CredentialId)
+}
+
+/// The one response that carries a secret: never cached.
+fn with_secret(status: actix_web::http::StatusCode, issued: &IssuedCredential) -> Result<HttpResponse, ApiError> {
+    let mut body = serde_json::to_value(&issued.credential).map_err(|e| {
+        tracing::error!(error = %e, "credential serialization failed");
+        ApiError::internal()
+    })?;
+    body["clientSecret"] = json!(issued.client_secret.expose());
+    let mut res = HttpResponse::build(status).json(body);
+    no_store(&mut res);
+    Ok(res)
+}
+
+async fn generate(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = bearer(&req)?;
+    caller.require_scope("agents:write")?;
+    let body = read_body(&req, payload).await?;
+    let agent = agent_id(&path)?;
+    let expires_at = match json_object(&req, &body)? {
+        None => None,
+        Some(mut obj) => {
+            let expires_at = obj.take_str("expiresAt")?.map(|raw| parse_time("expiresAt", &raw)).transpose()?;
+            obj.finish()?;
+            expires_at
+        }
+    };
+    let ctx = request_context(&req, Some(caller.agent_id));
+    let issued = state.credentials.generate(&caller, agent, expires_at, &ctx).await?;
+    let mut res = with_secret(actix_web::http::StatusCode::CREATED, &issued)?;
+    if let Ok(location) = header::HeaderValue::from_str(&format!(
+        "/api/v1/agents/{agent}/credentials/{}",
+        issued.credential.credential_id
+    )) {
+        res.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(res)
+}
+
+async fn list(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let caller = bearer(&req)?;
+    if !caller.has_scope("agents:read") {
+        caller.require_scope("agents:write")?;
+    }
+    let mut query = QueryParams::parse(&req)?;
+    let page = PageRequest::new(query.take_u32("page")?, query.take_u32("limit")?)?;
+    let status = query.take("status", str::parse)?;
+    query.finish()?;
+    let agent = agent_id(&path)?;
+    let page = state.credentials.list(&caller, agent, status, page).await?;
+    Ok(HttpResponse::Ok().json(page.envelope()))
+}
+
+async fn rotate(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = bearer(&req)?;
+    caller.require_scope("agents:write")?;
+    let body = read_body(&req, payload).await?;
+    if let Some(obj) = json_object(&req, &body)? {
+        obj.finish()?;
+    }
+    let (agent, credential) = (agent_id(&path.0)?, credential_id(&path.1)?);
+    let ctx = request_context(&req, Some(caller.agent_id));
+    let issued = state.credentials.rotate(&caller, agent, credential, &ctx).await?;
+    with_secret(actix_web::http::StatusCode::OK, &issued)
+}
+
+async fn revoke(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let caller = bearer(&req)?;
+    caller.require_scope("agents:write")?;
+    let (agent, credential) = (agent_id(&path.0)?, credential_id(&path.1)?);
+    let ctx = request_context(&req, Some(caller.agent_id));
+    state.credentials.revoke(&caller, agent, credential, &ctx).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,38 @@
+//! Discovery: RFC 8414 server metadata and the JWK Set.
+
+use actix_web::{HttpResponse, web};
+use idp_domain::values::MANAGEMENT_SCOPES;
+use serde_json::json;
+
+use super::resource;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/.well-known/oauth-authorization-server", "GET").route(web::get().to(metadata)))
+        .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(jwks)));
+}
+
+async fn metadata(state: web::Data<AppState>) -> HttpResponse {
+    let issuer = state.settings.issuer.trim_end_matches('/');
+    HttpResponse::Ok().json(json!({
+        "issuer": state.settings.issuer,
+        "token_endpoint": format!("{issuer}/api/v1/token"),
+        "introspection_endpoint": format!("{issuer}/api/v1/token/introspect"),
+        "revocation_endpoint": format!("{issuer}/api/v1/token/revoke"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
+        "scopes_supported": MANAGEMENT_SCOPES,
+        "access_token_signing_alg_values_supported": [state.codec.algorithm()],
+    }))
+}
+
+async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .content_type("application/jwk-set+json")
+        .json(state.codec.jwks())
+}

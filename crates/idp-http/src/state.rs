@@ -1,0 +1,48 @@
+//! What every handler shares: the services, the limiter and the settings.
+
+use std::sync::Arc;
+
+use idp_domain::ports::{Clock, HealthCheck, RateLimiter, TokenCodec};
+use idp_domain::services::{AgentService, AuditService, CredentialService, TokenService};
+
+use crate::metrics::Metrics;
+
+/// HTTP-level settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The issuer URL; endpoints in the metadata are built from it.
+    pub issuer: String,
+    /// Requests per client per minute (contract section 7).
+    pub rate_limit_per_minute: u32,
+}
+
+/// The shared state of the app, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Agents.
+    pub agents: AgentService,
+    /// Credentials.
+    pub credentials: CredentialService,
+    /// Tokens.
+    pub tokens: TokenService,
+    /// Audit queries.
+    pub audit: AuditService,
+    /// The rate limiter.
+    pub rate_limiter: Arc<dyn RateLimiter>,
+    /// The token codec, for the JWKS and metadata.
+    pub codec: Arc<dyn TokenCodec>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// What `/readyz` checks.
+    pub health_checks: Vec<Arc<dyn HealthCheck>>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub settings: HttpSettings,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}

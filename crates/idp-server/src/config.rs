@@ -1,0 +1,317 @@
+//! Configuration: defaults, then an optional TOML file (`IDP_CONFIG_FILE`), then
+//! environment variables. Every variable is listed in [`VARIABLES`] (the README's
+//! table is the same list). A bad value fails start-up with one line naming it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address.
+    pub bind: String,
+    /// `iss` of tokens; default `http://` + bind.
+    pub issuer: Option<String>,
+    /// `aud` of tokens; default the issuer.
+    pub audience: Option<String>,
+    /// PostgreSQL URL; unset selects the embedded store.
+    pub database_url: Option<String>,
+    /// Redis URL; unset selects the in-process cache.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
+    /// Where the embedded store lives.
+    pub data_dir: PathBuf,
+    /// Access token lifetime.
+    pub token_ttl_seconds: u32,
+    /// `RS256`, `ES256` or `EdDSA`.
+    pub signing_alg: String,
+    /// A PEM private key to sign with, instead of the stored generated one.
+    pub signing_key_file: Option<PathBuf>,
+    /// Requests per client per minute.
+    pub rate_limit_per_minute: u32,
+    /// Tokens per client per calendar month.
+    pub token_quota_per_month: u64,
+    /// Non-decommissioned agents per owner.
+    pub max_agents_per_owner: u32,
+    /// Active credentials per agent.
+    pub max_credentials_per_agent: u32,
+    /// Days of audit history visible.
+    pub audit_retention_days: u32,
+    /// Database connections per node.
+    pub db_pool_size: usize,
+    /// Whether `serve` applies pending migrations first.
+    pub migrate_on_start: bool,
+    /// Concurrent secret hashes (each takes ~19 MiB and one core for ~18 ms).
+    pub hash_concurrency: usize,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            issuer: None,
+            audience: None,
+            database_url: None,
+            redis_url: None,
+            redis_prefix: "agentidp:".into(),
+            data_dir: PathBuf::from("./data"),
+            token_ttl_seconds: 3600,
+            signing_alg: "RS256".into(),
+            signing_key_file: None,
+            rate_limit_per_minute: 100,
+            token_quota_per_month: 10_000,
+            max_agents_per_owner: 100,
+            max_credentials_per_agent: 10,
+            audit_retention_days: 90,
+            db_pool_size: 16,
+            migrate_on_start: true,
+            hash_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Every environment variable, its default and meaning: the single source of the
+/// README's configuration table and of `idp-server config`.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("IDP_BIND", "127.0.0.1:8080", "listen address"),
+    ("IDP_ISSUER", "http:// + IDP_BIND", "`iss` of tokens and the metadata's `issuer`"),
+    ("IDP_AUDIENCE", "the issuer", "`aud` of tokens"),
+    ("DATABASE_URL", "unset: the embedded store", "PostgreSQL URL"),
+    ("REDIS_URL", "unset: in-process cache", "Redis URL"),
+    ("IDP_REDIS_PREFIX", "agentidp:", "prefix of every Redis key"),
+    ("IDP_DATA_DIR", "./data", "where the embedded store lives"),
+    ("IDP_TOKEN_TTL_SECONDS", "3600", "access token lifetime"),
+    ("IDP_SIGNING_ALG", "RS256", "RS256, ES256 or EdDSA"),
+    ("IDP_SIGNING_KEY_FILE", "unset: generated and kept in the database", "PKCS#8 PEM private key to sign with"),
+    ("IDP_RATE_LIMIT_PER_MINUTE", "100", "requests per client per minute"),
+    ("IDP_TOKEN_QUOTA_PER_MONTH", "10000", "tokens per client per calendar month (UTC)"),
+    ("IDP_MAX_AGENTS_PER_OWNER", "100", "non-decommissioned agents per owner"),
+    ("IDP_MAX_CREDENTIALS_PER_AGENT", "10", "active credentials per agent"),
+    ("IDP_AUDIT_RETENTION_DAYS", "90", "days of audit history visible"),
+    ("IDP_DB_POOL_SIZE", "16", "database connections per node"),
+    ("IDP_MIGRATE_ON_START", "true", "whether serve applies pending migrations first"),
+    ("IDP_HASH_CONCURRENCY", "number of CPUs", "concurrent Argon2id computations"),
+    ("IDP_LOG_FORMAT", "text", "text or json"),
+    ("IDP_CONFIG_FILE", "unset", "TOML file with the same keys in lower case without IDP_"),
+    ("RUST_LOG", "info", "log filter"),
+];
+
+fn parse_var<T: std::str::FromStr>(name: &str, raw: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{name}={raw:?} is invalid: {e}"))
+}
+
+fn parse_bool(name: &str, raw: &str) -> anyhow::Result<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!("{name}={raw:?} is invalid: expected true or false"),
+    }
+}
+
+impl Config {
+    /// Loads the configuration from `env` (a lookup, so tests need not touch the
+    /// process environment).
+    pub fn load(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut config = match env("IDP_CONFIG_FILE") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("IDP_CONFIG_FILE={path:?} cannot be read"))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("IDP_CONFIG_FILE={path:?} is invalid: {}", e.message()))?
+            }
+            None => Config::default(),
+        };
+        let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get("IDP_BIND") { config.bind = v; }
+        if let Some(v) = get("IDP_ISSUER") { config.issuer = Some(v); }
+        if let Some(v) = get("IDP_AUDIENCE") { config.audience = Some(v); }
+        if let Some(v) = get("DATABASE_URL") { config.database_url = Some(v); }
+        if let Some(v) = get("REDIS_URL") { config.redis_url = Some(v); }
+        if let Some(v) = get("IDP_REDIS_PREFIX") { config.redis_prefix = v; }
+        if let Some(v) = get("IDP_DATA_DIR") { config.data_dir = PathBuf::from(v); }
+        if let Some(v) = get("IDP_TOKEN_TTL_SECONDS") { config.token_ttl_seconds = parse_var("IDP_TOKEN_TTL_SECONDS", &v)?; }
+        if let Some(v) = get("IDP_SIGNING_ALG") { config.signing_alg = v; }
+        if let Some(v) = get("IDP_SIGNING_KEY_FILE") { config.signing_key_file = Some(PathBuf::from(v)); }
+        if let Some(v) = get("IDP_RATE_LIMIT_PER_MINUTE") { config.rate_limit_per_minute = parse_var("IDP_RATE_LIMIT_PER_MINUTE", &v)?; }
+        if let Some(v) = get("IDP_TOKEN_QUOTA_PER_MONTH") { config.token_quota_per_month = parse_var("IDP_TOKEN_QUOTA_PER_MONTH", &v)?; }
+        if let Some(v) = get("IDP_MAX_AGENTS_PER_OWNER") { config.max_agents_per_owner = parse_var("IDP_MAX_AGENTS_PER_OWNER", &v)?; }
+        if let Some(v) = get("IDP_MAX_CREDENTIALS_PER_AGENT") { config.max_credentials_per_agent = parse_var("IDP_MAX_CREDENTIALS_PER_AGENT", &v)?; }
+        if let Some(v) = get("IDP_AUDIT_RETENTION_DAYS") { config.audit_retention_days = parse_var("IDP_AUDIT_RETENTION_DAYS", &v)?; }
+        if let Some(v) = get("IDP_DB_POOL_SIZE") { config.db_pool_size = parse_var("IDP_DB_POOL_SIZE", &v)?; }
+        if let Some(v) = get("IDP_MIGRATE_ON_START") { config.migrate_on_start = parse_bool("IDP_MIGRATE_ON_START", &v)?; }
+        if let Some(v) = get("IDP_HASH_CONCURRENCY") { config.hash_concurrency = parse_var("IDP_HASH_CONCURRENCY", &v)?; }
+        if let Some(v) = get("IDP_LOG_FORMAT") {
+            config.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => bail!("IDP_LOG_FORMAT={v:?} is invalid: expected text or json"),
+            };
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.bind_addr()?;
+        let positive = [
+            ("IDP_TOKEN_TTL_SECONDS", u64::from(self.token_ttl_seconds)),
+            ("IDP_RATE_LIMIT_PER_MINUTE", u64::from(self.rate_limit_per_minute)),
+            ("IDP_TOKEN_QUOTA_PER_MONTH", self.token_quota_per_month),
+            ("IDP_MAX_AGENTS_PER_OWNER", u64::from(self.max_agents_per_owner)),
+            ("IDP_MAX_CREDENTIALS_PER_AGENT", u64::from(self.max_credentials_per_agent)),
+            ("IDP_AUDIT_RETENTION_DAYS", u64::from(self.audit_retention_days)),
+            ("IDP_HASH_CONCURRENCY", self.hash_concurrency as u64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            bail!("{name} must be at least 1");
+        }
+        if self.db_pool_size < 2 {
+            bail!("IDP_DB_POOL_SIZE must be at least 2");
+        }
+        if self.audit_retention_days > 36_500 {
+            bail!("IDP_AUDIT_RETENTION_DAYS must be at most 36500");
+        }
+        if !["RS256", "ES256", "EdDSA"].contains(&self.signing_alg.as_str()) {
+            bail!("IDP_SIGNING_ALG={:?} is invalid: expected RS256, ES256 or EdDSA", self.signing_alg);
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    pub fn bind_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.bind.parse().map_err(|e| anyhow::anyhow!("IDP_BIND={:?} is invalid: {e}", self.bind))
+    }
+
+    /// The issuer for a server bound at `bound` (the real port when IDP_BIND says 0).
+    pub fn issuer_for(&self, bound: SocketAddr) -> String {
+        self.issuer.clone().unwrap_or_else(|| format!("http://{bound}"))
+    }
+
+    /// The configuration as `idp-server config` prints it: secrets in URLs redacted.
+    pub fn redacted(&self) -> serde_json::Value {
+        let redact = |url: &Option<String>| url.as_deref().map(redact_url);
+        serde_json::json!({
+            "bind": self.bind,
+            "issuer": self.issuer,
+            "audience": self.audience,
+            "database_url": redact(&self.database_url),
+            "redis_url": redact(&self.redis_url),
+            "redis_prefix": self.redis_prefix,
+            "data_dir": self.data_dir,
+            "token_ttl_seconds": self.token_ttl_seconds,
+            "signing_alg": self.signing_alg,
+            "signing_key_file": self.signing_key_file,
+            "rate_limit_per_minute": self.rate_limit_per_minute,
+            "token_quota_per_month": self.token_quota_per_month,
+            "max_agents_per_owner": self.max_agents_per_owner,
+            "max_credentials_per_agent": self.max_credentials_per_agent,
+            "audit_retention_days": self.audit_retention_days,
+            "db_pool_size": self.db_pool_size,
+            "migrate_on_start": self.migrate_on_start,
+            "hash_concurrency": self.hash_concurrency,
+            "log_format": match self.log_format { LogFormat::Text => "text", LogFormat::Json => "json" },
+        })
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.bind, "127.0.0.1:8080");
+        assert_eq!(c.token_ttl_seconds, 3600);
+        assert_eq!(c.rate_limit_per_minute, 100);
+        assert_eq!(c.token_quota_per_month, 10_000);
+        assert_eq!(c.max_agents_per_owner, 100);
+        assert_eq!(c.max_credentials_per_agent, 10);
+        assert_eq!(c.audit_retention_days, 90);
+        assert_eq!(c.signing_alg, "RS256");
+        assert_eq!(c.issuer_for("127.0.0.1:8080".parse().unwrap()), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let c = load(&[("IDP_RATE_LIMIT_PER_MINUTE", "7"), ("IDP_SIGNING_ALG", "ES256"), ("IDP_MIGRATE_ON_START", "false")]).unwrap();
+        assert_eq!(c.rate_limit_per_minute, 7);
+        assert_eq!(c.signing_alg, "ES256");
+        assert!(!c.migrate_on_start);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (name, value) in [
+            ("IDP_TOKEN_TTL_SECONDS", "soon"),
+            ("IDP_RATE_LIMIT_PER_MINUTE", "0"),
+            ("IDP_BIND", "nowhere"),
+            ("IDP_SIGNING_ALG", "HS256"),
+            ("IDP_LOG_FORMAT", "xml"),
+            ("IDP_MIGRATE_ON_START", "maybe"),
+        ] {
+            let err = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn config_file_is_strict() {
+        let dir = std::env::temp_dir().join(format!("idp-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "rate_limit_per_minute = 5\n").unwrap();
+        let c = load(&[("IDP_CONFIG_FILE", good.to_str().unwrap())]).unwrap();
+        assert_eq!(c.rate_limit_per_minute, 5);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "no_such_key = 1\n").unwrap();
+        assert!(load(&[("IDP_CONFIG_FILE", bad.to_str().unwrap())]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}
