@@ -41,7 +41,11 @@ pub enum Presented {
 /// Reads the `Authorization` header. Scheme names are case-insensitive (RFC 9110
 /// section 11.1).
 pub fn presented(req: &HttpRequest) -> Presented {
-    let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Presented::None;
     };
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
@@ -65,11 +69,15 @@ fn decode_basic(encoded: &str) -> Result<ClientCredentials, ()> {
     if id.is_empty() {
         return Err(());
     }
-    Ok(ClientCredentials { client_id: id, client_secret: ClientSecret::new(secret) })
+    Ok(ClientCredentials {
+        client_id: id,
+        client_secret: ClientSecret::new(secret),
+    })
 }
 
 fn form_urldecode(raw: &str) -> Result<String, ()> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&format!("v={raw}")).map_err(drop)?;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(&format!("v={raw}")).map_err(drop)?;
     match pairs.as_slice() {
         [(_, value)] => Ok(value.clone()),
         _ => Err(()),
@@ -78,7 +86,10 @@ fn form_urldecode(raw: &str) -> Result<String, ()> {
 
 /// The caller the middleware recorded.
 pub fn caller(req: &HttpRequest) -> Caller {
-    req.extensions().get::<Caller>().cloned().unwrap_or(Caller::Anonymous)
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous)
 }
 
 /// The authenticated Bearer caller, or `401 AUTHENTICATION_ERROR`.

@@ -36,7 +36,13 @@ pub struct ApiError {
 impl ApiError {
     /// An error without details.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: None, headers: Vec::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            headers: Vec::new(),
+        }
     }
 
     /// Adds a header.
@@ -50,7 +56,11 @@ impl ApiError {
         let reason = reason.into();
         Self {
             details: Some(json!({ "field": field, "reason": reason })),
-            ..Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("{field} is invalid"))
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                format!("{field} is invalid"),
+            )
         }
     }
 
@@ -67,35 +77,62 @@ impl ApiError {
         } else {
             r#"Bearer realm="agentidp""#
         };
-        Self::new(StatusCode::UNAUTHORIZED, "AUTHENTICATION_ERROR", "authentication required")
-            .with_header(header::WWW_AUTHENTICATE, challenge)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "AUTHENTICATION_ERROR",
+            "authentication required",
+        )
+        .with_header(header::WWW_AUTHENTICATE, challenge)
     }
 
     /// `413 PAYLOAD_TOO_LARGE`.
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("request body exceeds {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("request body exceeds {limit} bytes"),
+        )
     }
 
     /// `415 UNSUPPORTED_MEDIA_TYPE`.
     pub fn unsupported_media_type(expected: &str) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", format!("content type must be {expected}"))
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            format!("content type must be {expected}"),
+        )
     }
 
     /// `429 RATE_LIMIT_EXCEEDED`.
     pub fn rate_limited(retry_after: u64) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED", "rate limit exceeded")
-            .with_header(header::RETRY_AFTER, retry_after.to_string())
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMIT_EXCEEDED",
+            "rate limit exceeded",
+        )
+        .with_header(header::RETRY_AFTER, retry_after.to_string())
     }
 
     /// `503 SERVICE_UNAVAILABLE`.
     pub fn unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "a backing store is unavailable; retry later")
-            .with_header(header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS.to_string())
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "a backing store is unavailable; retry later",
+        )
+        .with_header(
+            header::RETRY_AFTER,
+            UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+        )
     }
 
     /// `500 INTERNAL_ERROR`: a bug.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error",
+        )
     }
 
     fn body(&self) -> Value {
@@ -109,7 +146,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -145,26 +188,50 @@ impl From<DomainError> for ApiError {
                 tracing::info!(reason, "authentication failed");
                 Self::authentication(true)
             }
-            DomainError::InsufficientScope(scope) => {
-                Self::new(S::FORBIDDEN, "INSUFFICIENT_SCOPE", format!("the token lacks the scope {scope}"))
-                    .with_header(
-                        header::WWW_AUTHENTICATE,
-                        format!(r#"Bearer realm="agentidp", error="insufficient_scope", scope="{scope}""#),
-                    )
+            DomainError::InsufficientScope(scope) => Self::new(
+                S::FORBIDDEN,
+                "INSUFFICIENT_SCOPE",
+                format!("the token lacks the scope {scope}"),
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                format!(r#"Bearer realm="agentidp", error="insufficient_scope", scope="{scope}""#),
+            ),
+            DomainError::Authorization(message) => {
+                Self::new(S::FORBIDDEN, "AUTHORIZATION_ERROR", message)
             }
-            DomainError::Authorization(message) => Self::new(S::FORBIDDEN, "AUTHORIZATION_ERROR", message),
-            DomainError::FreeTierLimitExceeded(message) => Self::new(S::FORBIDDEN, "FREE_TIER_LIMIT_EXCEEDED", message),
-            DomainError::AgentNotFound => Self::new(S::NOT_FOUND, "AGENT_NOT_FOUND", "agent not found"),
-            DomainError::CredentialNotFound => Self::new(S::NOT_FOUND, "CREDENTIAL_NOT_FOUND", "credential not found"),
-            DomainError::AuditEventNotFound => Self::new(S::NOT_FOUND, "AUDIT_EVENT_NOT_FOUND", "audit event not found"),
-            DomainError::AgentAlreadyExists => {
-                Self::new(S::CONFLICT, "AGENT_ALREADY_EXISTS", "an agent with this email already exists")
+            DomainError::FreeTierLimitExceeded(message) => {
+                Self::new(S::FORBIDDEN, "FREE_TIER_LIMIT_EXCEEDED", message)
             }
-            DomainError::AgentNotActive => Self::new(S::CONFLICT, "AGENT_NOT_ACTIVE", "the agent is not active"),
-            DomainError::AgentDecommissioned => {
-                Self::new(S::CONFLICT, "AGENT_DECOMMISSIONED", "the agent is decommissioned")
+            DomainError::AgentNotFound => {
+                Self::new(S::NOT_FOUND, "AGENT_NOT_FOUND", "agent not found")
             }
-            DomainError::CredentialRevoked => Self::new(S::CONFLICT, "CREDENTIAL_REVOKED", "the credential is revoked"),
+            DomainError::CredentialNotFound => {
+                Self::new(S::NOT_FOUND, "CREDENTIAL_NOT_FOUND", "credential not found")
+            }
+            DomainError::AuditEventNotFound => Self::new(
+                S::NOT_FOUND,
+                "AUDIT_EVENT_NOT_FOUND",
+                "audit event not found",
+            ),
+            DomainError::AgentAlreadyExists => Self::new(
+                S::CONFLICT,
+                "AGENT_ALREADY_EXISTS",
+                "an agent with this email already exists",
+            ),
+            DomainError::AgentNotActive => {
+                Self::new(S::CONFLICT, "AGENT_NOT_ACTIVE", "the agent is not active")
+            }
+            DomainError::AgentDecommissioned => Self::new(
+                S::CONFLICT,
+                "AGENT_DECOMMISSIONED",
+                "the agent is decommissioned",
+            ),
+            DomainError::CredentialRevoked => Self::new(
+                S::CONFLICT,
+                "CREDENTIAL_REVOKED",
+                "the credential is revoked",
+            ),
             DomainError::Unavailable(cause) => {
                 tracing::warn!(error = %format!("{cause:#}"), "backing store unavailable");
                 Self::unavailable()
@@ -218,7 +285,11 @@ pub struct OAuthError {
 impl OAuthError {
     /// An error with a description.
     pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into(), retry_after: None }
+        Self {
+            code,
+            description: description.into(),
+            retry_after: None,
+        }
     }
 
     /// Sets `Retry-After`.
@@ -260,6 +331,7 @@ impl ResponseError for OAuthError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(json!({ "error": self.code.to_string(), "error_description": self.description }))
+        response
+            .json(json!({ "error": self.code.to_string(), "error_description": self.description }))
     }
 }

@@ -66,11 +66,18 @@ pub fn media_type(req: &HttpRequest) -> Option<String> {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
 }
 
 fn is_json(media_type: &str) -> bool {
-    media_type == "application/json" || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
 /// Parses a JSON object body. An empty body is `None`; a non-empty body needs a
@@ -86,7 +93,10 @@ pub fn json_object(req: &HttpRequest, body: &[u8]) -> Result<Option<JsonObject>,
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(fields)) => Ok(Some(JsonObject { fields })),
         Ok(_) => Err(ApiError::bad_body("must be a JSON object")),
-        Err(e) => Err(ApiError::bad_body(format!("malformed JSON: {}", e.classify_message()))),
+        Err(e) => Err(ApiError::bad_body(format!(
+            "malformed JSON: {}",
+            e.classify_message()
+        ))),
     }
 }
 
@@ -134,7 +144,8 @@ impl JsonObject {
 
     /// A required string field.
     pub fn require_str(&mut self, name: &str) -> Result<String, ApiError> {
-        self.take_str(name)?.ok_or_else(|| ApiError::validation(name, "is required"))
+        self.take_str(name)?
+            .ok_or_else(|| ApiError::validation(name, "is required"))
     }
 
     /// An optional array-of-strings field.
@@ -155,7 +166,8 @@ impl JsonObject {
 
     /// A required array-of-strings field.
     pub fn require_str_array(&mut self, name: &str) -> Result<Vec<String>, ApiError> {
-        self.take_str_array(name)?.ok_or_else(|| ApiError::validation(name, "is required"))
+        self.take_str_array(name)?
+            .ok_or_else(|| ApiError::validation(name, "is required"))
     }
 
     /// Refuses fields that may not be sent (server-owned or immutable).
@@ -198,7 +210,10 @@ impl QueryParams {
         let mut params = BTreeMap::new();
         for (name, value) in pairs {
             if params.insert(name.clone(), value).is_some() {
-                return Err(ApiError::validation(&truncated(&name), "must not be repeated"));
+                return Err(ApiError::validation(
+                    &truncated(&name),
+                    "must not be repeated",
+                ));
             }
         }
         Ok(Self { params })
@@ -212,19 +227,26 @@ impl QueryParams {
     ) -> Result<Option<T>, ApiError> {
         match self.params.remove(name) {
             None => Ok(None),
-            Some(raw) => parse(&raw).map(Some).map_err(|e| ApiError::validation(name, e.to_string())),
+            Some(raw) => parse(&raw)
+                .map(Some)
+                .map_err(|e| ApiError::validation(name, e.to_string())),
         }
     }
 
     /// Removes a positive integer parameter.
     pub fn take_u32(&mut self, name: &str) -> Result<Option<u32>, ApiError> {
-        self.take(name, |raw| raw.parse::<u32>().map_err(|_| "must be a positive integer"))
+        self.take(name, |raw| {
+            raw.parse::<u32>().map_err(|_| "must be a positive integer")
+        })
     }
 
     /// Refuses any parameter not taken.
     pub fn finish(self) -> Result<(), ApiError> {
         match self.params.keys().next() {
-            Some(name) => Err(ApiError::validation(&truncated(name), "unknown query parameter")),
+            Some(name) => Err(ApiError::validation(
+                &truncated(name),
+                "unknown query parameter",
+            )),
             None => Ok(()),
         }
     }
@@ -263,10 +285,13 @@ pub enum FormError {
 impl FormParams {
     /// Parses a form body, checking the content type when the body is not empty.
     pub fn parse(req: &HttpRequest, body: &[u8]) -> Result<Self, FormError> {
-        if !body.is_empty() && media_type(req).as_deref() != Some("application/x-www-form-urlencoded") {
+        if !body.is_empty()
+            && media_type(req).as_deref() != Some("application/x-www-form-urlencoded")
+        {
             return Err(FormError::WrongMediaType);
         }
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| FormError::Malformed)?;
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|_| FormError::Malformed)?;
         let mut params = BTreeMap::new();
         for (name, value) in pairs {
             if params.insert(name.clone(), value).is_some() {
@@ -278,7 +303,10 @@ impl FormParams {
 
     /// The value of `name`; an empty value counts as absent (RFC 6749 section 3.2).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 }
 

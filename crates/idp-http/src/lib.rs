@@ -40,3 +40,6 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(middleware::gate))
         .wrap(actix_web::middleware::from_fn(middleware::observe))
 }
+
+#[cfg(test)]
+mod tests;

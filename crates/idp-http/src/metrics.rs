@@ -21,7 +21,9 @@ struct ReasonLabels {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ])
 }
 
 /// The server's metrics and their registry.
@@ -46,22 +48,55 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("agentidp");
         let requests = Family::<RouteLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
         let tokens_issued = Counter::default();
         let tokens_refused = Family::<ReasonLabels, Counter>::default();
         let rate_limited = Counter::default();
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route and status", latency.clone());
-        registry.register("tokens_issued", "Access tokens issued", tokens_issued.clone());
-        registry.register("tokens_refused", "Token requests refused, by reason", tokens_refused.clone());
-        registry.register("rate_limited", "Requests refused by the rate limiter", rate_limited.clone());
-        Self { registry, requests, latency, tokens_issued, tokens_refused, rate_limited }
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route and status",
+            latency.clone(),
+        );
+        registry.register(
+            "tokens_issued",
+            "Access tokens issued",
+            tokens_issued.clone(),
+        );
+        registry.register(
+            "tokens_refused",
+            "Token requests refused, by reason",
+            tokens_refused.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by the rate limiter",
+            rate_limited.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            tokens_issued,
+            tokens_refused,
+            rate_limited,
+        }
     }
 
     /// Records one finished request. `route` is the matched pattern, so label
     /// cardinality stays bounded.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let labels = RouteLabels { method: method.to_owned(), route: route.to_owned(), status };
+        let labels = RouteLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(seconds);
     }
@@ -73,7 +108,11 @@ impl Metrics {
 
     /// Counts a refused token request.
     pub fn token_refused(&self, reason: &str) {
-        self.tokens_refused.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+        self.tokens_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a rate-limit refusal.

@@ -21,12 +21,20 @@ const MAX_KEY_ID_CHARS: usize = 64;
 
 /// The limiter key of an unauthenticated request: its peer address.
 pub fn ip_key(req: &HttpRequest) -> String {
-    format!("ip:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default())
+    format!(
+        "ip:{}",
+        req.peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default()
+    )
 }
 
 /// The limiter key of a claimed or authenticated client.
 pub fn client_key(client_id: &str) -> String {
-    format!("client:{}", client_id.chars().take(MAX_KEY_ID_CHARS).collect::<String>())
+    format!(
+        "client:{}",
+        client_id.chars().take(MAX_KEY_ID_CHARS).collect::<String>()
+    )
 }
 
 /// Counts one request of `key`; a spent limit is `429` with `Retry-After`.
@@ -97,17 +105,28 @@ pub async fn gate(
     let guarded = (path == "/api/v1" || path.starts_with("/api/v1/")) && path != TOKEN_PATH;
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let (true, Some(state)) = (guarded, state) else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     };
     let caller = match identify(&state, req.request()).await {
         Ok(caller) => caller,
-        Err(err) => return Ok(req.into_response(err.error_response()).map_into_right_body()),
+        Err(err) => {
+            return Ok(req
+                .into_response(err.error_response())
+                .map_into_right_body());
+        }
     };
     let key = limiter_key(&caller, req.request());
     req.extensions_mut().insert(caller);
     let decision = match check_rate_limit(&state, &key).await {
         Ok(decision) => decision,
-        Err(err) => return Ok(req.into_response(err.error_response()).map_into_right_body()),
+        Err(err) => {
+            return Ok(req
+                .into_response(err.error_response())
+                .map_into_right_body());
+        }
     };
     if !decision.allowed {
         let mut res = ApiError::rate_limited(decision.retry_after).error_response();

@@ -22,7 +22,9 @@ fn request_id(req: &ServiceRequest) -> String {
         .filter(|id| {
             !id.is_empty()
                 && id.len() <= 128
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned)
 }
@@ -37,7 +39,9 @@ pub async fn observe(
     let id = request_id(&req);
     let method = req.method().to_string();
     let path = req.path().to_owned();
-    let metrics = req.app_data::<web::Data<AppState>>().map(|state| state.metrics.clone());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.metrics.clone());
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
@@ -45,12 +49,19 @@ pub async fn observe(
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);
     }
-    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     if let Some(metrics) = metrics {
         metrics.observe_request(&method, &route, status, elapsed.as_secs_f64());
     }
     span.in_scope(|| {
-        tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request served");
+        tracing::info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request served"
+        );
     });
     Ok(res)
 }

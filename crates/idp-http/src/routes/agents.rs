@@ -1,9 +1,9 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use idp_domain::page::PageRequest;
 use idp_domain::ports::AgentFilter;
 use idp_domain::services::{AgentPatch, NewAgent};
 use idp_domain::values::{AgentId, AgentStatus, Capabilities, Email, Owner, SemVer};
-use idp_domain::page::PageRequest;
 
 use super::resource;
 use crate::auth::bearer;
@@ -38,11 +38,16 @@ fn capabilities(raw: &[String]) -> Result<Capabilities, ApiError> {
     Ok(Capabilities::parse(raw)?)
 }
 
-async fn create(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
     let body = read_body(&req, payload).await?;
-    let mut obj = json_object(&req, &body)?.ok_or_else(|| ApiError::bad_body("a JSON object is required"))?;
+    let mut obj =
+        json_object(&req, &body)?.ok_or_else(|| ApiError::bad_body("a JSON object is required"))?;
     obj.refuse(&SERVER_OWNED, "is set by the server")?;
     let new = NewAgent {
         email: Email::parse(&obj.require_str("email")?)?,
@@ -50,13 +55,19 @@ async fn create(req: HttpRequest, payload: web::Payload, state: web::Data<AppSta
         version: SemVer::parse(&obj.require_str("version")?)?,
         capabilities: capabilities(&obj.require_str_array("capabilities")?)?,
         deployment_env: obj.require_str("deploymentEnv")?.parse()?,
-        owner: obj.take_str("owner")?.map(|o| Owner::parse(&o)).transpose()?,
+        owner: obj
+            .take_str("owner")?
+            .map(|o| Owner::parse(&o))
+            .transpose()?,
     };
     obj.finish()?;
     let ctx = request_context(&req, Some(caller.agent_id));
     let agent = state.agents.register(&caller, new, &ctx).await?;
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/agents/{}", agent.agent_id)))
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/agents/{}", agent.agent_id),
+        ))
         .json(&agent))
 }
 
@@ -75,7 +86,11 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(page.envelope()))
 }
 
-async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:read")?;
     let id = agent_id(&path)?;
@@ -92,15 +107,30 @@ fn patch_from(mut obj: JsonObject) -> Result<AgentPatch, ApiError> {
         .take_str("status")?
         .map(|raw| match raw.parse::<AgentStatus>() {
             Ok(status @ (AgentStatus::Active | AgentStatus::Suspended)) => Ok(status),
-            _ => Err(ApiError::validation("status", "must be active or suspended")),
+            _ => Err(ApiError::validation(
+                "status",
+                "must be active or suspended",
+            )),
         })
         .transpose()?;
     let patch = AgentPatch {
-        email: obj.take_str("email")?.map(|e| Email::parse(&e)).transpose()?,
+        email: obj
+            .take_str("email")?
+            .map(|e| Email::parse(&e))
+            .transpose()?,
         agent_type: obj.take_str("agentType")?.map(|t| t.parse()).transpose()?,
-        version: obj.take_str("version")?.map(|v| SemVer::parse(&v)).transpose()?,
-        capabilities: obj.take_str_array("capabilities")?.map(|c| capabilities(&c)).transpose()?,
-        deployment_env: obj.take_str("deploymentEnv")?.map(|d| d.parse()).transpose()?,
+        version: obj
+            .take_str("version")?
+            .map(|v| SemVer::parse(&v))
+            .transpose()?,
+        capabilities: obj
+            .take_str_array("capabilities")?
+            .map(|c| capabilities(&c))
+            .transpose()?,
+        deployment_env: obj
+            .take_str("deploymentEnv")?
+            .map(|d| d.parse())
+            .transpose()?,
         status,
     };
     obj.finish()?;
@@ -117,14 +147,19 @@ async fn update(
     caller.require_scope("agents:write")?;
     let body = read_body(&req, payload).await?;
     let id = agent_id(&path)?;
-    let obj = json_object(&req, &body)?.ok_or_else(|| ApiError::bad_body("must change at least one field"))?;
+    let obj = json_object(&req, &body)?
+        .ok_or_else(|| ApiError::bad_body("must change at least one field"))?;
     let patch = patch_from(obj)?;
     let ctx = request_context(&req, Some(caller.agent_id));
     let agent = state.agents.update(&caller, id, patch, &ctx).await?;
     Ok(HttpResponse::Ok().json(&agent))
 }
 
-async fn decommission(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn decommission(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
     let id = agent_id(&path)?;

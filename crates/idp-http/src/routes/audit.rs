@@ -20,18 +20,30 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
     let mut query = QueryParams::parse(&req)?;
     let page = PageRequest::new(query.take_u32("page")?, query.take_u32("limit")?)?;
     let filter = AuditFilter {
-        agent_id: query.take("agentId", |raw| parse_uuid("agentId", raw).map(AgentId).map_err(|_| "must be a UUID"))?,
+        agent_id: query.take("agentId", |raw| {
+            parse_uuid("agentId", raw)
+                .map(AgentId)
+                .map_err(|_| "must be a UUID")
+        })?,
         action: query.take("action", str::parse)?,
         outcome: query.take("outcome", str::parse)?,
-        from: query.take("fromDate", |raw| parse_time("fromDate", raw).map_err(|_| "must be an RFC 3339 timestamp"))?,
-        to: query.take("toDate", |raw| parse_time("toDate", raw).map_err(|_| "must be an RFC 3339 timestamp"))?,
+        from: query.take("fromDate", |raw| {
+            parse_time("fromDate", raw).map_err(|_| "must be an RFC 3339 timestamp")
+        })?,
+        to: query.take("toDate", |raw| {
+            parse_time("toDate", raw).map_err(|_| "must be an RFC 3339 timestamp")
+        })?,
     };
     query.finish()?;
     let page = state.audit.list(&caller, filter, page).await?;
     Ok(HttpResponse::Ok().json(page.envelope()))
 }
 
-async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("audit:read")?;
     let id = parse_uuid("eventId", &path).map(EventId)?;

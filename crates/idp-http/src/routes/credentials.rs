@@ -19,9 +19,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list)),
     )
     .service(
-        resource("/api/v1/agents/{agentId}/credentials/{credentialId}/rotate", "POST").route(web::post().to(rotate)),
+        resource(
+            "/api/v1/agents/{agentId}/credentials/{credentialId}/rotate",
+            "POST",
+        )
+        .route(web::post().to(rotate)),
     )
-    .service(resource("/api/v1/agents/{agentId}/credentials/{credentialId}", "DELETE").route(web::delete().to(revoke)));
+    .service(
+        resource(
+            "/api/v1/agents/{agentId}/credentials/{credentialId}",
+            "DELETE",
+        )
+        .route(web::delete().to(revoke)),
+    );
 }
 
 fn credential_id(raw: &str) -> Result<CredentialId, ApiError> {
@@ -29,7 +39,10 @@ fn credential_id(raw: &str) -> Result<CredentialId, ApiError> {
 }
 
 /// The one response that carries a secret: never cached.
-fn with_secret(status: actix_web::http::StatusCode, issued: &IssuedCredential) -> Result<HttpResponse, ApiError> {
+fn with_secret(
+    status: actix_web::http::StatusCode,
+    issued: &IssuedCredential,
+) -> Result<HttpResponse, ApiError> {
     let mut body = serde_json::to_value(&issued.credential).map_err(|e| {
         tracing::error!(error = %e, "credential serialization failed");
         ApiError::internal()
@@ -53,13 +66,19 @@ async fn generate(
     let expires_at = match json_object(&req, &body)? {
         None => None,
         Some(mut obj) => {
-            let expires_at = obj.take_str("expiresAt")?.map(|raw| parse_time("expiresAt", &raw)).transpose()?;
+            let expires_at = obj
+                .take_str("expiresAt")?
+                .map(|raw| parse_time("expiresAt", &raw))
+                .transpose()?;
             obj.finish()?;
             expires_at
         }
     };
     let ctx = request_context(&req, Some(caller.agent_id));
-    let issued = state.credentials.generate(&caller, agent, expires_at, &ctx).await?;
+    let issued = state
+        .credentials
+        .generate(&caller, agent, expires_at, &ctx)
+        .await?;
     let mut res = with_secret(actix_web::http::StatusCode::CREATED, &issued)?;
     if let Ok(location) = header::HeaderValue::from_str(&format!(
         "/api/v1/agents/{agent}/credentials/{}",
@@ -70,7 +89,11 @@ async fn generate(
     Ok(res)
 }
 
-async fn list(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     if !caller.has_scope("agents:read") {
         caller.require_scope("agents:write")?;
@@ -98,15 +121,25 @@ async fn rotate(
     }
     let (agent, credential) = (agent_id(&path.0)?, credential_id(&path.1)?);
     let ctx = request_context(&req, Some(caller.agent_id));
-    let issued = state.credentials.rotate(&caller, agent, credential, &ctx).await?;
+    let issued = state
+        .credentials
+        .rotate(&caller, agent, credential, &ctx)
+        .await?;
     with_secret(actix_web::http::StatusCode::OK, &issued)
 }
 
-async fn revoke(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn revoke(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
     let (agent, credential) = (agent_id(&path.0)?, credential_id(&path.1)?);
     let ctx = request_context(&req, Some(caller.agent_id));
-    state.credentials.revoke(&caller, agent, credential, &ctx).await?;
+    state
+        .credentials
+        .revoke(&caller, agent, credential, &ctx)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

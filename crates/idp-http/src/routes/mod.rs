@@ -26,8 +26,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A resource whose unmatched methods answer `405` with `Allow`.
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move || async move {
-        let mut res = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed")
-            .with_header(header::ALLOW, allow);
+        let mut res = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "method not allowed",
+        )
+        .with_header(header::ALLOW, allow);
         res.details = None;
         Err::<HttpResponse, ApiError>(res)
     }))
@@ -35,11 +39,17 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 
 /// Unknown paths: `404` in the contract's shape.
 pub async fn not_found(_req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such resource"))
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such resource",
+    ))
 }
 
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 section 5.1).
 fn no_store(res: &mut HttpResponse) {
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }

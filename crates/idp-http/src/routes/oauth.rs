@@ -26,19 +26,23 @@ fn invalid_request(description: impl Into<String>) -> OAuthError {
 }
 
 /// Picks the one client authentication method used (RFC 6749 section 2.3.1).
-fn client_credentials(req: &HttpRequest, form: &FormParams) -> Result<Option<ClientCredentials>, OAuthError> {
+fn client_credentials(
+    req: &HttpRequest,
+    form: &FormParams,
+) -> Result<Option<ClientCredentials>, OAuthError> {
     let in_body = (form.get("client_id"), form.get("client_secret"));
     match (presented(req), in_body) {
-        (Presented::Basic(_), (_, Some(_))) => {
-            Err(invalid_request("use one client authentication method, not both"))
-        }
-        (Presented::Basic(Ok(basic)), (Some(id), None)) if id != basic.client_id => {
-            Err(invalid_request("client_id in the body differs from the Basic credentials"))
-        }
+        (Presented::Basic(_), (_, Some(_))) => Err(invalid_request(
+            "use one client authentication method, not both",
+        )),
+        (Presented::Basic(Ok(basic)), (Some(id), None)) if id != basic.client_id => Err(
+            invalid_request("client_id in the body differs from the Basic credentials"),
+        ),
         (Presented::Basic(Ok(basic)), _) => Ok(Some(basic)),
-        (Presented::Basic(Err(())), _) => {
-            Err(OAuthError::new(OAuthErrorCode::InvalidClient, "malformed Basic credentials"))
-        }
+        (Presented::Basic(Err(())), _) => Err(OAuthError::new(
+            OAuthErrorCode::InvalidClient,
+            "malformed Basic credentials",
+        )),
         (_, (Some(id), Some(secret))) => Ok(Some(ClientCredentials {
             client_id: id.to_owned(),
             client_secret: ClientSecret::new(secret.to_owned()),
@@ -50,13 +54,19 @@ fn client_credentials(req: &HttpRequest, form: &FormParams) -> Result<Option<Cli
 
 fn form_error(err: FormError) -> OAuthError {
     match err {
-        FormError::WrongMediaType => invalid_request("the body must be application/x-www-form-urlencoded"),
+        FormError::WrongMediaType => {
+            invalid_request("the body must be application/x-www-form-urlencoded")
+        }
         FormError::Malformed => invalid_request("the body is not a valid form"),
         FormError::Repeated(name) => invalid_request(format!("parameter {name} is repeated")),
     }
 }
 
-async fn token(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+async fn token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let mut rate = None;
     let result = issue(&req, payload, &state, &mut rate).await;
     let mut res = match result {
@@ -98,18 +108,37 @@ async fn issue(
     })?;
     *rate = Some(decision);
     if !decision.allowed {
-        return Err(OAuthError::new(OAuthErrorCode::AccessDenied, "rate limit exceeded: too many requests per minute")
-            .retry_after(decision.retry_after));
+        return Err(OAuthError::new(
+            OAuthErrorCode::AccessDenied,
+            "rate limit exceeded: too many requests per minute",
+        )
+        .retry_after(decision.retry_after));
     }
-    let query: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    if query.iter().any(|(name, _)| name == "client_secret" || name == "client_id") {
-        return Err(invalid_request("client credentials must not be sent in the query string"));
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    if query
+        .iter()
+        .any(|(name, _)| name == "client_secret" || name == "client_id")
+    {
+        return Err(invalid_request(
+            "client credentials must not be sent in the query string",
+        ));
     }
-    let grant_type = form.get("grant_type").ok_or_else(|| invalid_request("grant_type is required"))?;
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| invalid_request("grant_type is required"))?;
     if grant_type != "client_credentials" {
-        return Err(OAuthError::new(OAuthErrorCode::UnsupportedGrantType, "only client_credentials is supported"));
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnsupportedGrantType,
+            "only client_credentials is supported",
+        ));
     }
-    let client = client.ok_or_else(|| OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication is required"))?;
+    let client = client.ok_or_else(|| {
+        OAuthError::new(
+            OAuthErrorCode::InvalidClient,
+            "client authentication is required",
+        )
+    })?;
     let ctx = request_context(req, None);
     match state.tokens.issue(&client, form.get("scope"), &ctx).await {
         Ok(issued) => Ok(json!({
@@ -120,7 +149,10 @@ async fn issue(
         })),
         Err(TokenRequestError::InvalidClient(reason)) => {
             tracing::info!(reason, "client authentication failed");
-            Err(OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed"))
+            Err(OAuthError::new(
+                OAuthErrorCode::InvalidClient,
+                "client authentication failed",
+            ))
         }
         Err(TokenRequestError::InvalidScope) => Err(OAuthError::new(
             OAuthErrorCode::InvalidScope,
@@ -133,11 +165,18 @@ async fn issue(
         .retry_after(seconds_to_next_month(state))),
         Err(TokenRequestError::Unavailable(cause)) => {
             tracing::warn!(error = %format!("{cause:#}"), "backing store unavailable");
-            Err(OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "a backing store is unavailable").retry_after(5))
+            Err(OAuthError::new(
+                OAuthErrorCode::TemporarilyUnavailable,
+                "a backing store is unavailable",
+            )
+            .retry_after(5))
         }
         Err(TokenRequestError::Unknown(cause)) => {
             tracing::error!(error = %format!("{cause:#}"), "token request failed");
-            Err(OAuthError::new(OAuthErrorCode::ServerError, "internal error"))
+            Err(OAuthError::new(
+                OAuthErrorCode::ServerError,
+                "internal error",
+            ))
         }
     }
 }
@@ -146,10 +185,18 @@ async fn issue(
 fn seconds_to_next_month(state: &AppState) -> u64 {
     use chrono::{Datelike, TimeZone, Utc};
     let now = state.clock.now();
-    let (year, month) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
+    let (year, month) = if now.month() == 12 {
+        (now.year() + 1, 1)
+    } else {
+        (now.year(), now.month() + 1)
+    };
     Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
         .single()
-        .map_or(1, |next| u64::try_from((next - now).num_seconds()).unwrap_or(1).max(1))
+        .map_or(1, |next| {
+            u64::try_from((next - now).num_seconds())
+                .unwrap_or(1)
+                .max(1)
+        })
 }
 
 /// Authenticates the caller of introspection or revocation: a Bearer token, or
@@ -159,11 +206,17 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, 
         Caller::Bearer(principal) => Ok(principal),
         Caller::Basic(client) => {
             let ctx = request_context(req, None);
-            state.tokens.client_principal(&client, &ctx).await.map_err(|e| match e {
-                DomainError::Authentication(_) => ApiError::authentication(false)
-                    .with_header(actix_web::http::header::WWW_AUTHENTICATE, r#"Basic realm="agentidp""#),
-                other => other.into(),
-            })
+            state
+                .tokens
+                .client_principal(&client, &ctx)
+                .await
+                .map_err(|e| match e {
+                    DomainError::Authentication(_) => ApiError::authentication(false).with_header(
+                        actix_web::http::header::WWW_AUTHENTICATE,
+                        r#"Basic realm="agentidp""#,
+                    ),
+                    other => other.into(),
+                })
         }
         Caller::InvalidBearer => Err(ApiError::authentication(true)),
         Caller::MalformedBasic | Caller::Anonymous => Err(ApiError::authentication(false)),
@@ -173,18 +226,30 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, 
 /// Reads the `token` parameter of an introspection or revocation form.
 async fn token_param(req: &HttpRequest, payload: web::Payload) -> Result<String, ApiError> {
     let body = read_body(req, payload).await?;
-    if media_type(req).is_some_and(|m| m != "application/x-www-form-urlencoded") || (!body.is_empty() && media_type(req).is_none()) {
-        return Err(ApiError::unsupported_media_type("application/x-www-form-urlencoded"));
+    if media_type(req).is_some_and(|m| m != "application/x-www-form-urlencoded")
+        || (!body.is_empty() && media_type(req).is_none())
+    {
+        return Err(ApiError::unsupported_media_type(
+            "application/x-www-form-urlencoded",
+        ));
     }
     let form = FormParams::parse(req, &body).map_err(|e| match e {
-        FormError::WrongMediaType => ApiError::unsupported_media_type("application/x-www-form-urlencoded"),
+        FormError::WrongMediaType => {
+            ApiError::unsupported_media_type("application/x-www-form-urlencoded")
+        }
         FormError::Malformed => ApiError::bad_body("the body is not a valid form"),
         FormError::Repeated(name) => ApiError::validation(&name, "must not be repeated"),
     })?;
-    form.get("token").map(str::to_owned).ok_or_else(|| ApiError::validation("token", "is required"))
+    form.get("token")
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::validation("token", "is required"))
 }
 
-async fn introspect(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn introspect(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state).await?;
     caller.require_scope("tokens:introspect")?;
     let token = token_param(&req, payload).await?;
@@ -194,7 +259,11 @@ async fn introspect(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
     Ok(res)
 }
 
-async fn revoke(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn revoke(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state).await?;
     let token = token_param(&req, payload).await?;
     let ctx = request_context(&req, Some(caller.agent_id));

@@ -41,7 +41,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if ready {
         HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "5")).json(body)
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "5"))
+            .json(body)
     }
 }
 
@@ -68,5 +70,7 @@ async fn openapi_json() -> HttpResponse {
 }
 
 async fn openapi_yaml() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/yaml").body(OPENAPI_YAML)
+    HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(OPENAPI_YAML)
 }

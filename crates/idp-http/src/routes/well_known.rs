@@ -8,8 +8,10 @@ use super::resource;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/.well-known/oauth-authorization-server", "GET").route(web::get().to(metadata)))
-        .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(jwks)));
+    cfg.service(
+        resource("/.well-known/oauth-authorization-server", "GET").route(web::get().to(metadata)),
+    )
+    .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(jwks)));
 }
 
 async fn metadata(state: web::Data<AppState>) -> HttpResponse {
