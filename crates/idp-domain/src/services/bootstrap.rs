@@ -58,17 +58,19 @@ pub async fn bootstrap_agent(
         json!({ "agentType": agent.agent_type, "deploymentEnv": agent.deployment_env, "via": "bootstrap" }),
         now,
     );
+    // Hash before any write: a failed hash must not leave an agent without a credential.
+    let client_secret = secrets.generate();
+    let secret_hash = hasher.hash(&client_secret).await?;
     match agents.create(&agent, u32::MAX, &created).await {
         Ok(()) => {}
         Err(StoreError::Duplicate) => return Err(DomainError::AgentAlreadyExists),
         Err(e) => return Err(e.into()),
     }
-    let client_secret = secrets.generate();
     let credential = Credential {
         credential_id: CredentialId(ambient.ids.new_id()),
         agent_id: agent.agent_id,
         owner: agent.owner.clone(),
-        secret_hash: hasher.hash(&client_secret).await?,
+        secret_hash,
         created_at: now,
         expires_at: None,
         revoked_at: None,

@@ -156,6 +156,14 @@ impl Invalid {
     }
 }
 
+/// Whether a token of a suspended agent passes validation: not for using it,
+/// but yes for revoking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SuspendedAgent {
+    Refuse,
+    Accept,
+}
+
 /// A token that passed every check, with its caller.
 struct ValidToken {
     claims: AccessTokenClaims,
@@ -404,7 +412,7 @@ impl TokenService {
             ctx,
             AuditAction::AuthFailed,
             Outcome::Failure,
-            json!({ "reason": reason, "endpoint": "token" }),
+            json!({ "reason": reason }),
             self.ambient.now(),
         );
         self.audit.append(&event).await
@@ -413,13 +421,17 @@ impl TokenService {
     /// Authenticates a Bearer access token: signature with the pinned algorithm,
     /// issuer, audience, `nbf`/`exp`, revocation, agent status and credential status.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, DomainError> {
-        match self.validate(token).await? {
+        match self.validate(token, SuspendedAgent::Refuse).await? {
             Ok(valid) => Ok(valid.principal),
             Err(invalid) => Err(DomainError::Authentication(invalid.reason())),
         }
     }
 
-    async fn validate(&self, token: &str) -> Result<Result<ValidToken, Invalid>, DomainError> {
+    async fn validate(
+        &self,
+        token: &str,
+        suspended: SuspendedAgent,
+    ) -> Result<Result<ValidToken, Invalid>, DomainError> {
         let claims = match self.codec.decode(token) {
             Ok(claims) => claims,
             Err(crate::ports::TokenDecodeError::Malformed) => return Ok(Err(Invalid::Malformed)),
@@ -458,7 +470,12 @@ impl TokenService {
         if state.owner != owner {
             return Ok(Err(Invalid::UnknownSubject));
         }
-        if state.agent_status != AgentStatus::Active {
+        let status_ok = match state.agent_status {
+            AgentStatus::Active => true,
+            AgentStatus::Suspended => suspended == SuspendedAgent::Accept,
+            AgentStatus::Decommissioned => false,
+        };
+        if !status_ok {
             return Ok(Err(Invalid::AgentNotActive));
         }
         if state.credential_revoked {
@@ -488,7 +505,7 @@ impl TokenService {
             active: false,
             claims: None,
         };
-        let valid = match self.validate(token).await? {
+        let valid = match self.validate(token, SuspendedAgent::Refuse).await? {
             Ok(valid) if valid.principal.owner == caller.owner => valid,
             _ => return Ok(inactive),
         };
@@ -521,7 +538,8 @@ impl TokenService {
         token: &str,
         ctx: &RequestContext,
     ) -> Result<(), DomainError> {
-        let claims = match self.validate(token).await? {
+        // A suspended agent's token is revocable: reactivation would otherwise revive it.
+        let claims = match self.validate(token, SuspendedAgent::Accept).await? {
             Ok(valid) => valid.claims,
             // Already revoked, expired, or dead with its agent or credential:
             // nothing left to revoke.

@@ -1,1 +1,16 @@
 //! Mock-driven unit tests of the services.
+//!
+//! Each service gets only the mocks of the ports it talks to; every expected
+//! call says how often it happens and with what arguments, so a write with the
+//! wrong owner, limit or audit event fails the test. Any call no test expected
+//! fails too (mockall refuses it).
+
+mod agents;
+mod audit;
+mod bootstrap;
+mod credentials;
+mod fixtures;
+mod principal;
+mod token_checks;
+mod token_issue;
+mod token_revocation;

@@ -1,0 +1,242 @@
+//! `AuditService`: the retention window and the date filters.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use serde_json::json;
+
+use super::fixtures::*;
+use crate::DomainError;
+use crate::audit::{AuditEvent, AuditFilter};
+use crate::page::{Page, PageRequest};
+use crate::ports::MockAuditLog;
+use crate::services::{AuditService, Limits};
+use crate::values::{AuditAction, EventId, Outcome};
+
+fn service(audit: MockAuditLog) -> AuditService {
+    AuditService::new(Arc::new(audit), ambient(), limits())
+}
+
+/// Now minus the fixture's 30-day retention.
+fn window_start() -> chrono::DateTime<chrono::Utc> {
+    now() - Duration::days(30)
+}
+
+fn event() -> AuditEvent {
+    AuditEvent {
+        event_id: EventId(generated_id(50)),
+        owner: Some(owner()),
+        agent_id: Some(TARGET),
+        actor_id: Some(CALLER),
+        action: AuditAction::AgentUpdated,
+        outcome: Outcome::Success,
+        ip_address: None,
+        user_agent: None,
+        metadata: json!({}),
+        timestamp: now() - Duration::days(2),
+    }
+}
+
+/// The log is listed once for the caller's owner with exactly `expected`.
+fn lists(audit: &mut MockAuditLog, expected: AuditFilter, page: PageRequest) {
+    audit
+        .expect_list()
+        .withf(move |o, filter, p| *o == owner() && *filter == expected && *p == page)
+        .times(1)
+        .returning(|_, _, p| {
+            Ok(Page {
+                items: vec![event()],
+                request: p,
+                total: 1,
+            })
+        });
+}
+
+async fn list(audit: MockAuditLog, filter: AuditFilter) -> Result<Page<AuditEvent>, DomainError> {
+    service(audit)
+        .list(&caller(&["audit:read"]), filter, PageRequest::default())
+        .await
+}
+
+#[tokio::test]
+async fn list_refuses_from_after_to_without_reading() {
+    let mut audit = MockAuditLog::new();
+    audit.expect_list().never();
+    let filter = AuditFilter {
+        from: Some(now() - Duration::days(1)),
+        to: Some(now() - Duration::days(1) - Duration::milliseconds(1)),
+        ..AuditFilter::default()
+    };
+
+    let err = list(audit, filter).await.unwrap_err();
+
+    match err {
+        DomainError::Validation(e) => assert_eq!(e.field, "fromDate"),
+        other => panic!("expected Validation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn list_accepts_from_equal_to_to() {
+    let at = now() - Duration::days(1);
+    let filter = AuditFilter {
+        from: Some(at),
+        to: Some(at),
+        ..AuditFilter::default()
+    };
+    let mut audit = MockAuditLog::new();
+    lists(&mut audit, filter.clone(), PageRequest::default());
+
+    list(audit, filter).await.unwrap();
+}
+
+#[tokio::test]
+async fn list_without_from_starts_at_the_retention_window() {
+    let filter = AuditFilter {
+        agent_id: Some(TARGET),
+        action: Some(AuditAction::TokenIssued),
+        outcome: Some(Outcome::Failure),
+        from: None,
+        to: Some(now() - Duration::hours(1)),
+    };
+    let page = PageRequest::new(Some(4), Some(25)).unwrap();
+    let mut audit = MockAuditLog::new();
+    lists(
+        &mut audit,
+        AuditFilter {
+            from: Some(window_start()),
+            ..filter.clone()
+        },
+        page,
+    );
+
+    let listed = service(audit)
+        .list(&caller(&["audit:read"]), filter, page)
+        .await
+        .unwrap();
+
+    assert_eq!(listed.items, vec![event()]);
+    assert_eq!(listed.request, page);
+}
+
+#[tokio::test]
+async fn list_clamps_an_earlier_from_to_the_window() {
+    for from in [
+        now() - Duration::days(400),
+        window_start() - Duration::milliseconds(1),
+    ] {
+        let mut audit = MockAuditLog::new();
+        lists(
+            &mut audit,
+            AuditFilter {
+                from: Some(window_start()),
+                ..AuditFilter::default()
+            },
+            PageRequest::default(),
+        );
+
+        list(
+            audit,
+            AuditFilter {
+                from: Some(from),
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn list_keeps_a_from_inside_the_window() {
+    for from in [window_start(), now() - Duration::days(3), now()] {
+        let filter = AuditFilter {
+            from: Some(from),
+            ..AuditFilter::default()
+        };
+        let mut audit = MockAuditLog::new();
+        lists(&mut audit, filter.clone(), PageRequest::default());
+
+        list(audit, filter).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn list_uses_the_configured_retention() {
+    let mut audit = MockAuditLog::new();
+    audit
+        .expect_list()
+        .withf(|_, filter, _| filter.from == Some(now() - Duration::days(90)))
+        .times(1)
+        .returning(|_, _, p| {
+            Ok(Page {
+                items: vec![],
+                request: p,
+                total: 0,
+            })
+        });
+    let service = AuditService::new(
+        Arc::new(audit),
+        ambient(),
+        Limits {
+            audit_retention_days: 90,
+            ..limits()
+        },
+    );
+
+    service
+        .list(
+            &caller(&["audit:read"]),
+            AuditFilter::default(),
+            PageRequest::default(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn get_asks_for_the_callers_owner_inside_the_window() {
+    let id = event().event_id;
+    let mut audit = MockAuditLog::new();
+    audit
+        .expect_find()
+        .withf(move |o, i, not_before| *o == owner() && *i == id && *not_before == window_start())
+        .times(1)
+        .returning(|_, _, _| Ok(Some(event())));
+
+    let found = service(audit)
+        .get(&caller(&["audit:read"]), id)
+        .await
+        .unwrap();
+
+    assert_eq!(found, event());
+}
+
+#[tokio::test]
+async fn get_of_a_missing_old_or_foreign_event_is_audit_event_not_found() {
+    let mut audit = MockAuditLog::new();
+    audit.expect_find().times(1).returning(|_, _, _| Ok(None));
+
+    let err = service(audit)
+        .get(&caller(&["audit:read"]), event().event_id)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, DomainError::AuditEventNotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn get_reports_an_unreachable_log_as_unavailable() {
+    let mut audit = MockAuditLog::new();
+    audit
+        .expect_find()
+        .times(1)
+        .returning(|_, _, _| Err(unavailable()));
+
+    let err = service(audit)
+        .get(&caller(&["audit:read"]), event().event_id)
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, DomainError::Unavailable(_)), "{err:?}");
+}
