@@ -54,7 +54,7 @@ pub enum StoreError {
     CredentialRevoked,
     /// The backing store cannot be reached (connection refused, pool timeout).
     #[error("store unavailable: {0}")]
-    Unavailable(#[source] anyhow::Error),
+    Unavailable(anyhow::Error),
     /// Any other failure of the adapter; a bug or a broken database.
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
@@ -102,7 +102,7 @@ pub enum DomainError {
     CredentialRevoked,
     /// `503 SERVICE_UNAVAILABLE`.
     #[error("service unavailable: {0}")]
-    Unavailable(#[source] anyhow::Error),
+    Unavailable(anyhow::Error),
     /// `500`: a bug. The cause goes to the log.
     #[error(transparent)]
     Unknown(anyhow::Error),

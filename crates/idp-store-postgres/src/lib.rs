@@ -1,1 +1,83 @@
+//! # idp-store-postgres
+//!
+//! The PostgreSQL adapters of the store ports of `idp-domain`
+//! ([`AgentRepository`](idp_domain::ports::AgentRepository),
+//! [`CredentialRepository`](idp_domain::ports::CredentialRepository),
+//! [`AuditLog`](idp_domain::ports::AuditLog),
+//! [`RevokedTokenStore`](idp_domain::ports::RevokedTokenStore),
+//! [`SigningKeyStore`](idp_domain::ports::SigningKeyStore) and a
+//! [`HealthCheck`](idp_domain::ports::HealthCheck) named `database`), on
+//! diesel-async over tokio-postgres (no libpq).
+//!
+//! Start-up, as the server does it:
+//!
+//! ```no_run
+//! # async fn start(url: &str) -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use idp_domain::ports::AgentRepository;
+//! use idp_store_postgres::{PgStore, connect, run_migrations};
+//!
+//! run_migrations(url).await?; // `idp-server migrate`, or before `serve`
+//! let store = PgStore::new(connect(url, 10).await?);
+//! let agents: Arc<dyn AgentRepository> = Arc::new(store.clone());
+//! # Ok(()) }
+//! ```
+//!
+//! Rules every query here follows:
+//! * the owner is in the WHERE clause of every tenant query;
+//! * a write of several rows runs in one transaction on one connection, which is
+//!   passed down as `&mut AsyncPgConnection`: no second checkout while one is
+//!   held, and no transaction future is ever raced against a timeout;
+//! * the free-tier limits are checked under a lock (an advisory lock per owner
+//!   for agents, the agent's row for credentials), so concurrent writers cannot
+//!   both pass the count;
+//! * errors are mapped in one place, the `error` module.
 
+mod agents;
+mod audit;
+mod credentials;
+mod error;
+mod health;
+mod migrate;
+mod paging;
+mod pool;
+mod revoked_tokens;
+mod rows;
+mod schema;
+mod signing_keys;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use migrate::{MIGRATIONS, run_migrations};
+pub use pool::{PgPool, PoolConfig, connect, connect_with};
+
+/// The PostgreSQL store: one value implementing every store port of the
+/// domain, plus the `database` [`HealthCheck`](idp_domain::ports::HealthCheck).
+/// Cloning is cheap and shares the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// A store over `pool` (see [`connect`]).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, e.g. for metrics of its size.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PgStore")
+            .field("max_size", &status.max_size)
+            .field("size", &status.size)
+            .field("available", &status.available)
+            .finish()
+    }
+}

@@ -1,0 +1,122 @@
+//! [`AuditLog`] on `audit_events`. Append-only: this module has no UPDATE or
+//! DELETE, and the table's triggers refuse them from anywhere else.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use idp_domain::StoreError;
+use idp_domain::audit::{AuditEvent, AuditFilter};
+use idp_domain::page::{Page, PageRequest};
+use idp_domain::ports::AuditLog;
+use idp_domain::values::{EventId, Owner};
+
+use crate::PgStore;
+use crate::error::{TxError, from_diesel};
+use crate::paging::{limit_offset, total};
+use crate::pool::checkout;
+use crate::rows::{AuditEventRow, NewAuditEventRow};
+use crate::schema::audit_events;
+
+/// Appends `row` on `conn` (inside the caller's transaction, if any).
+pub(crate) async fn insert_event(
+    conn: &mut AsyncPgConnection,
+    row: NewAuditEventRow<'_>,
+) -> QueryResult<()> {
+    diesel::insert_into(audit_events::table)
+        .values(row)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// `owner`'s events matching `filter`.
+fn matching<'a>(owner: &'a Owner, filter: &AuditFilter) -> audit_events::BoxedQuery<'a, Pg> {
+    let mut query = audit_events::table
+        .filter(audit_events::owner.eq(owner.as_str()))
+        .into_boxed();
+    if let Some(agent_id) = filter.agent_id {
+        query = query.filter(audit_events::agent_id.eq(agent_id.0));
+    }
+    if let Some(action) = filter.action {
+        query = query.filter(audit_events::action.eq(action.as_str()));
+    }
+    if let Some(outcome) = filter.outcome {
+        query = query.filter(audit_events::outcome.eq(outcome.as_str()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(audit_events::timestamp.ge(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(audit_events::timestamp.le(to));
+    }
+    query
+}
+
+#[async_trait]
+impl AuditLog for PgStore {
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut conn = checkout(&self.pool).await?;
+        insert_event(&mut conn, event.into())
+            .await
+            .map_err(from_diesel)
+    }
+
+    async fn list(
+        &self,
+        owner: &Owner,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        let (limit, offset) = limit_offset(page)?;
+        let mut conn = checkout(&self.pool).await?;
+        // One snapshot for the count and the page, so they agree.
+        let (count, rows) = conn
+            .build_transaction()
+            .read_only()
+            .repeatable_read()
+            .run(async |conn| {
+                let count: i64 = matching(owner, filter).count().get_result(conn).await?;
+                let rows: Vec<AuditEventRow> = matching(owner, filter)
+                    .select(AuditEventRow::as_select())
+                    .order((
+                        audit_events::timestamp.desc(),
+                        audit_events::event_id.desc(),
+                    ))
+                    .limit(limit)
+                    .offset(offset)
+                    .load(conn)
+                    .await?;
+                Ok::<_, TxError>((count, rows))
+            })
+            .await?;
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .map(AuditEvent::try_from)
+                .collect::<Result<_, _>>()?,
+            request: page,
+            total: total(count)?,
+        })
+    }
+
+    async fn find(
+        &self,
+        owner: &Owner,
+        id: EventId,
+        not_before: DateTime<Utc>,
+    ) -> Result<Option<AuditEvent>, StoreError> {
+        let mut conn = checkout(&self.pool).await?;
+        let row: Option<AuditEventRow> = audit_events::table
+            .filter(audit_events::event_id.eq(id.0))
+            .filter(audit_events::owner.eq(owner.as_str()))
+            .filter(audit_events::timestamp.ge(not_before))
+            .select(AuditEventRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(AuditEvent::try_from).transpose()
+    }
+}

@@ -1,0 +1,112 @@
+//! The connection pool and the start-up check that the database answers.
+
+use std::time::Duration;
+
+use deadpool::Runtime;
+use diesel::IntoSql;
+use diesel::sql_types::Integer;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use idp_domain::StoreError;
+
+use crate::error::{from_diesel, from_pool};
+
+/// The pool every adapter of this crate shares.
+pub type PgPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
+
+/// A connection checked out of a [`PgPool`].
+pub(crate) type PooledConnection =
+    diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+
+/// Size and timeouts of the pool. Every timeout is explicit, so an unreachable
+/// or exhausted database answers `503` within a bound instead of hanging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Most connections open at once; at least [`PoolConfig::MIN_SIZE`].
+    pub max_size: usize,
+    /// How long a request waits for a free connection.
+    pub wait_timeout: Duration,
+    /// How long opening a new connection may take.
+    pub create_timeout: Duration,
+    /// How long the health check of a returned connection may take.
+    pub recycle_timeout: Duration,
+}
+
+impl PoolConfig {
+    /// The smallest pool accepted: one connection may be held by a long
+    /// transaction while a health check or another request still gets one.
+    pub const MIN_SIZE: usize = 2;
+
+    /// Defaults with `max_size` connections.
+    pub fn with_max_size(max_size: usize) -> Self {
+        Self {
+            max_size,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 10,
+            wait_timeout: Duration::from_secs(5),
+            create_timeout: Duration::from_secs(5),
+            recycle_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Builds a pool of at most `pool_size` connections with the default timeouts
+/// and checks that the database answers; see [`connect_with`].
+pub async fn connect(database_url: &str, pool_size: usize) -> Result<PgPool, StoreError> {
+    connect_with(database_url, PoolConfig::with_max_size(pool_size)).await
+}
+
+/// Builds a pool and checks out one connection to run `SELECT 1`, so a server
+/// started against an unreachable database fails at once with a one-line
+/// [`StoreError::Unavailable`] instead of on its first request. The URL (which
+/// may hold a password) never appears in the error.
+///
+/// Must be called inside a Tokio runtime (the pool's timeouts use it).
+pub async fn connect_with(database_url: &str, config: PoolConfig) -> Result<PgPool, StoreError> {
+    if config.max_size < PoolConfig::MIN_SIZE {
+        return Err(StoreError::Unknown(anyhow::anyhow!(
+            "database pool size must be at least {}, got {}",
+            PoolConfig::MIN_SIZE,
+            config.max_size
+        )));
+    }
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    let pool = PgPool::builder(manager)
+        .max_size(config.max_size)
+        .wait_timeout(Some(config.wait_timeout))
+        .create_timeout(Some(config.create_timeout))
+        .recycle_timeout(Some(config.recycle_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Unknown(anyhow::anyhow!("cannot build the database pool: {e}")))?;
+    ping(&pool).await?;
+    Ok(pool)
+}
+
+/// Checks out a connection.
+pub(crate) async fn checkout(pool: &PgPool) -> Result<PooledConnection, StoreError> {
+    pool.get().await.map_err(from_pool)
+}
+
+/// `SELECT 1` on a pooled connection.
+pub(crate) async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    let mut conn = checkout(pool).await?;
+    let one: i32 = diesel::select(1.into_sql::<Integer>())
+        .get_result(&mut conn)
+        .await
+        .map_err(from_diesel)?;
+    if one == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Unknown(anyhow::anyhow!(
+            "SELECT 1 answered {one}"
+        )))
+    }
+}

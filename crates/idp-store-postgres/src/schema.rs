@@ -1,0 +1,69 @@
+//! The tables of `migrations/postgres`, written by hand (no `diesel print-schema`
+//! step in the build). Keep in step with the migrations: the integration tests
+//! exercise every column through the ports.
+
+diesel::table! {
+    agents (agent_id) {
+        agent_id -> Uuid,
+        email -> Text,
+        /// `GENERATED ALWAYS AS (lower(email))`: read-only, never inserted.
+        email_normalized -> Text,
+        agent_type -> Text,
+        version -> Text,
+        capabilities -> Array<Text>,
+        owner -> Text,
+        deployment_env -> Text,
+        status -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    credentials (credential_id) {
+        credential_id -> Uuid,
+        agent_id -> Uuid,
+        owner -> Text,
+        secret_hash -> Text,
+        secret_hint -> Nullable<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    audit_events (event_id) {
+        event_id -> Uuid,
+        owner -> Nullable<Text>,
+        agent_id -> Nullable<Uuid>,
+        actor_id -> Nullable<Uuid>,
+        action -> Text,
+        outcome -> Text,
+        ip_address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        metadata -> Jsonb,
+        timestamp -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Uuid,
+        owner -> Text,
+        expires_at -> Timestamptz,
+        revoked_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    signing_keys (algorithm) {
+        algorithm -> Text,
+        kid -> Text,
+        private_pem -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(credentials -> agents (agent_id));
+diesel::allow_tables_to_appear_in_same_query!(agents, credentials);

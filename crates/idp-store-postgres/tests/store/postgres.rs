@@ -1,0 +1,258 @@
+//! What only the PostgreSQL adapter promises.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use idp_domain::StoreError;
+use idp_domain::audit::AuditFilter;
+use idp_domain::page::PageRequest;
+use idp_domain::ports::{AgentFilter, AgentRepository, HealthCheck};
+use idp_domain::values::{AgentId, AuditAction};
+use idp_port_tests::store::fixtures::{agent, at, event, owner};
+use idp_store_postgres::testing::TestDatabase;
+use idp_store_postgres::{PgStore, PoolConfig, connect, connect_with, run_migrations};
+use uuid::Uuid;
+
+use crate::Harness;
+
+/// Nothing listens there.
+const UNREACHABLE_URL: &str = "postgres://postgres@127.0.0.1:1/nowhere";
+
+async fn raw_connection(url: &str) -> AsyncPgConnection {
+    AsyncPgConnection::establish(url)
+        .await
+        .expect("raw connection")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_to_rewrite_audit_history() {
+    let harness = Harness::start().await;
+    let audit = harness.audit();
+    let owner = owner();
+    let original = event(
+        &owner,
+        AgentId(Uuid::new_v4()),
+        AuditAction::TokenIssued,
+        at(0),
+    );
+    audit.append(&original).await.unwrap();
+
+    let mut conn = raw_connection(&harness.db.url).await;
+    for sql in [
+        "UPDATE audit_events SET action = 'auth.failed'",
+        "UPDATE audit_events SET metadata = '{}'::jsonb WHERE event_id = event_id",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+    ] {
+        let err = diesel::sql_query(sql)
+            .execute(&mut conn)
+            .await
+            .expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let stored = audit.find(&owner, original.event_id, at(-1)).await.unwrap();
+    assert_eq!(stored, Some(original));
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_and_then_are_idempotent() {
+    let db = TestDatabase::create_empty().await.unwrap();
+    let applied = run_migrations(&db.url).await.unwrap();
+    assert_eq!(applied, vec!["20261123000000".to_owned()]);
+    assert!(run_migrations(&db.url).await.unwrap().is_empty());
+    // The schema works.
+    let store = PgStore::new(connect(&db.url, 2).await.unwrap());
+    let listed = AgentRepository::list(
+        &store,
+        &owner(),
+        &AgentFilter::default(),
+        PageRequest::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.total, 0);
+    drop(store);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() {
+    let db = TestDatabase::create_empty().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let url = db.url.clone();
+        tasks.spawn(async move { run_migrations(&url).await });
+    }
+    let mut applied = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        applied.extend(joined.unwrap().expect("every node's migrate succeeds"));
+    }
+    assert_eq!(
+        applied,
+        vec!["20261123000000".to_owned()],
+        "exactly one node applied it"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_database_is_already_migrated() {
+    let harness = Harness::start().await;
+    assert!(run_migrations(&harness.db.url).await.unwrap().is_empty());
+    harness.finish().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_not_a_panic() {
+    let Err(err) = connect(UNREACHABLE_URL, 2).await else {
+        panic!("connected to nothing")
+    };
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(
+        !message.contains("nowhere"),
+        "the URL stays out of the message: {message}"
+    );
+
+    let err = run_migrations(UNREACHABLE_URL).await.unwrap_err();
+    assert!(!format!("{err:#}").contains('\n'), "{err:#}");
+}
+
+#[tokio::test]
+async fn a_missing_database_is_unavailable() {
+    let url = idp_store_postgres::testing::with_database(
+        &std::env::var("IDP_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| idp_store_postgres::testing::DEFAULT_TEST_DATABASE_URL.to_owned()),
+        &format!("missing_{}", Uuid::new_v4().simple()),
+    )
+    .unwrap();
+    let Err(err) = connect(&url, 2).await else {
+        panic!("connected to a missing database")
+    };
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_pool_smaller_than_two_is_refused() {
+    for size in [0, 1] {
+        let Err(err) = connect(UNREACHABLE_URL, size).await else {
+            panic!("accepted a pool of {size}")
+        };
+        assert!(matches!(err, StoreError::Unknown(_)), "{err:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_runs_select_one_and_reports_loss() {
+    let harness = Harness::start().await;
+    let health: Arc<dyn HealthCheck> = Arc::new(harness.store.clone());
+    assert_eq!(health.name(), "database");
+    health.check().await.unwrap();
+
+    let Harness { store, db } = harness;
+    db.drop_db().await;
+    let err = health.check().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_is_unavailable_not_a_hang() {
+    let db = TestDatabase::create().await.unwrap();
+    let config = PoolConfig {
+        max_size: 2,
+        wait_timeout: Duration::from_millis(200),
+        ..PoolConfig::default()
+    };
+    let store = PgStore::new(connect_with(&db.url, config).await.unwrap());
+    let first = store.pool().get().await.unwrap();
+    let second = store.pool().get().await.unwrap();
+    let err = store.check().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    drop((first, second));
+    store.check().await.unwrap();
+    drop(store);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_are_unknown_errors_not_panics() {
+    let harness = Harness::start().await;
+    let agents = harness.agents();
+    let audit = harness.audit();
+    let owner = owner();
+    let good = agent(&owner, at(0));
+    agents
+        .create(
+            &good,
+            10,
+            &event(&owner, good.agent_id, AuditAction::AgentCreated, at(0)),
+        )
+        .await
+        .unwrap();
+
+    let mut conn = raw_connection(&harness.db.url).await;
+    diesel::sql_query("UPDATE agents SET version = 'not-a-version' WHERE agent_id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(good.agent_id.0)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query(
+        "INSERT INTO audit_events (event_id, owner, action, outcome, \"timestamp\") \
+         VALUES ($1, $2, 'agent.exploded', 'success', now())",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(Uuid::new_v4())
+    .bind::<diesel::sql_types::Text, _>(owner.as_str())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let err = agents.find(&owner, good.agent_id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unknown(_)), "{err:?}");
+    let err = agents
+        .list(&owner, &AgentFilter::default(), PageRequest::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unknown(_)), "{err:?}");
+    let err = audit
+        .list(&owner, &AuditFilter::default(), PageRequest::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unknown(_)), "{err:?}");
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_uniqueness_is_enforced_by_the_database() {
+    let harness = Harness::start().await;
+    let owner = owner();
+    let a = agent(&owner, at(0));
+    harness
+        .agents()
+        .create(
+            &a,
+            10,
+            &event(&owner, a.agent_id, AuditAction::AgentCreated, at(0)),
+        )
+        .await
+        .unwrap();
+    let mut conn = raw_connection(&harness.db.url).await;
+    let err = diesel::sql_query(
+        "INSERT INTO agents (agent_id, email, agent_type, version, capabilities, owner, \
+         deployment_env, status, created_at, updated_at) \
+         VALUES ($1, upper($2), 'custom', '1.0.0', ARRAY['a:b'], 'other', 'staging', 'active', now(), now())",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(Uuid::new_v4())
+    .bind::<diesel::sql_types::Text, _>(a.email.as_str())
+    .execute(&mut conn)
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("agents_email_normalized_key"),
+        "{err}"
+    );
+    harness.finish().await;
+}
