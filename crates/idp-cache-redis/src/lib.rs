@@ -1,1 +1,43 @@
+//! # idp-cache-redis
+//!
+//! Redis adapters of the cache ports, shared by every server node:
+//!
+//! * [`RedisRateLimiter`] ([`RateLimiter`](idp_domain::ports::RateLimiter)): an
+//!   exact sliding-window log in a sorted set, one Lua script per hit.
+//! * [`RedisUsageCounter`] ([`UsageCounter`](idp_domain::ports::UsageCounter)):
+//!   one counter per key and UTC month, one Lua script per unit.
+//! * [`RedisRevocationList`] ([`RevocationList`](idp_domain::ports::RevocationList)):
+//!   revoked `jti`s with a "loaded" marker; when Redis lost its data the list
+//!   reloads from the durable [`RevokedTokenStore`](idp_domain::ports::RevokedTokenStore)
+//!   before it answers.
+//! * [`RedisHealth`]: the `cache` [`HealthCheck`](idp_domain::ports::HealthCheck) (PING).
+//! * [`RedisCache`]: the pool and key prefix the adapters share, made by
+//!   [`connect`], with a constructor for each adapter.
+//!
+//! Every key lives under the configured prefix (e.g. `agentidp:`), so several
+//! deployments or test runs can share one Redis. Time always comes from the
+//! `now` argument (the domain's `Clock`), never from Redis: expiries are set as
+//! durations computed from that `now`.
+//!
+//! Error policy: a pool or connection failure (refused, dropped, timed out,
+//! Redis loading or read-only) is [`StoreError::Unavailable`](idp_domain::StoreError)
+//! (503 with `Retry-After`); anything else, such as an unexpected reply, is
+//! `StoreError::Unknown`. [`connect`] answers its own [`ConnectError`] for the
+//! one-line start-up message.
 
+mod cache;
+mod error;
+mod keys;
+mod quota;
+mod rate;
+mod revocation;
+
+pub use cache::{ConnectError, RedisCache, RedisHealth, connect};
+pub use quota::RedisUsageCounter;
+pub use rate::RedisRateLimiter;
+pub use revocation::RedisRevocationList;
+
+/// The pool type the adapters are built on.
+pub use deadpool_redis::Pool;
+/// The `redis` crate this adapter speaks through (deadpool-redis's re-export).
+pub use deadpool_redis::redis;

@@ -32,7 +32,11 @@ pub enum Command {
         #[arg(long)]
         email: String,
         /// Comma-separated capabilities; default: the four management scopes.
-        #[arg(long, value_delimiter = ',', default_value = "agents:read,agents:write,audit:read,tokens:introspect")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "agents:read,agents:write,audit:read,tokens:introspect"
+        )]
         capabilities: Vec<String>,
     },
     /// Print the effective configuration as JSON, secrets redacted, and exit.

@@ -92,25 +92,69 @@ impl Default for Config {
 /// README's configuration table and of `idp-server config`.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("IDP_BIND", "127.0.0.1:8080", "listen address"),
-    ("IDP_ISSUER", "http:// + IDP_BIND", "`iss` of tokens and the metadata's `issuer`"),
+    (
+        "IDP_ISSUER",
+        "http:// + IDP_BIND",
+        "`iss` of tokens and the metadata's `issuer`",
+    ),
     ("IDP_AUDIENCE", "the issuer", "`aud` of tokens"),
-    ("DATABASE_URL", "unset: the embedded store", "PostgreSQL URL"),
+    (
+        "DATABASE_URL",
+        "unset: the embedded store",
+        "PostgreSQL URL",
+    ),
     ("REDIS_URL", "unset: in-process cache", "Redis URL"),
     ("IDP_REDIS_PREFIX", "agentidp:", "prefix of every Redis key"),
     ("IDP_DATA_DIR", "./data", "where the embedded store lives"),
     ("IDP_TOKEN_TTL_SECONDS", "3600", "access token lifetime"),
     ("IDP_SIGNING_ALG", "RS256", "RS256, ES256 or EdDSA"),
-    ("IDP_SIGNING_KEY_FILE", "unset: generated and kept in the database", "PKCS#8 PEM private key to sign with"),
-    ("IDP_RATE_LIMIT_PER_MINUTE", "100", "requests per client per minute"),
-    ("IDP_TOKEN_QUOTA_PER_MONTH", "10000", "tokens per client per calendar month (UTC)"),
-    ("IDP_MAX_AGENTS_PER_OWNER", "100", "non-decommissioned agents per owner"),
-    ("IDP_MAX_CREDENTIALS_PER_AGENT", "10", "active credentials per agent"),
-    ("IDP_AUDIT_RETENTION_DAYS", "90", "days of audit history visible"),
+    (
+        "IDP_SIGNING_KEY_FILE",
+        "unset: generated and kept in the database",
+        "PKCS#8 PEM private key to sign with",
+    ),
+    (
+        "IDP_RATE_LIMIT_PER_MINUTE",
+        "100",
+        "requests per client per minute",
+    ),
+    (
+        "IDP_TOKEN_QUOTA_PER_MONTH",
+        "10000",
+        "tokens per client per calendar month (UTC)",
+    ),
+    (
+        "IDP_MAX_AGENTS_PER_OWNER",
+        "100",
+        "non-decommissioned agents per owner",
+    ),
+    (
+        "IDP_MAX_CREDENTIALS_PER_AGENT",
+        "10",
+        "active credentials per agent",
+    ),
+    (
+        "IDP_AUDIT_RETENTION_DAYS",
+        "90",
+        "days of audit history visible",
+    ),
     ("IDP_DB_POOL_SIZE", "16", "database connections per node"),
-    ("IDP_MIGRATE_ON_START", "true", "whether serve applies pending migrations first"),
-    ("IDP_HASH_CONCURRENCY", "number of CPUs", "concurrent Argon2id computations"),
+    (
+        "IDP_MIGRATE_ON_START",
+        "true",
+        "whether serve applies pending migrations first",
+    ),
+    (
+        "IDP_HASH_CONCURRENCY",
+        "number of CPUs",
+        "concurrent Argon2id computations",
+    ),
     ("IDP_LOG_FORMAT", "text", "text or json"),
-    ("IDP_CONFIG_FILE", "unset", "TOML file with the same keys in lower case without IDP_"),
+    (
+        "IDP_CONFIG_FILE",
+        "unset",
+        "TOML file with the same keys in lower case without IDP_",
+    ),
     ("RUST_LOG", "info", "log filter"),
 ];
 
@@ -118,7 +162,9 @@ fn parse_var<T: std::str::FromStr>(name: &str, raw: &str) -> anyhow::Result<T>
 where
     T::Err: std::fmt::Display,
 {
-    raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{name}={raw:?} is invalid: {e}"))
+    raw.trim()
+        .parse::<T>()
+        .map_err(|e| anyhow::anyhow!("{name}={raw:?} is invalid: {e}"))
 }
 
 fn parse_bool(name: &str, raw: &str) -> anyhow::Result<bool> {
@@ -135,30 +181,69 @@ impl Config {
     pub fn load(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let mut config = match env("IDP_CONFIG_FILE") {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("IDP_CONFIG_FILE={path:?} cannot be read"))?;
-                toml::from_str(&text).map_err(|e| anyhow::anyhow!("IDP_CONFIG_FILE={path:?} is invalid: {}", e.message()))?
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("IDP_CONFIG_FILE={path:?} cannot be read"))?;
+                toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("IDP_CONFIG_FILE={path:?} is invalid: {}", e.message())
+                })?
             }
             None => Config::default(),
         };
         let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("IDP_BIND") { config.bind = v; }
-        if let Some(v) = get("IDP_ISSUER") { config.issuer = Some(v); }
-        if let Some(v) = get("IDP_AUDIENCE") { config.audience = Some(v); }
-        if let Some(v) = get("DATABASE_URL") { config.database_url = Some(v); }
-        if let Some(v) = get("REDIS_URL") { config.redis_url = Some(v); }
-        if let Some(v) = get("IDP_REDIS_PREFIX") { config.redis_prefix = v; }
-        if let Some(v) = get("IDP_DATA_DIR") { config.data_dir = PathBuf::from(v); }
-        if let Some(v) = get("IDP_TOKEN_TTL_SECONDS") { config.token_ttl_seconds = parse_var("IDP_TOKEN_TTL_SECONDS", &v)?; }
-        if let Some(v) = get("IDP_SIGNING_ALG") { config.signing_alg = v; }
-        if let Some(v) = get("IDP_SIGNING_KEY_FILE") { config.signing_key_file = Some(PathBuf::from(v)); }
-        if let Some(v) = get("IDP_RATE_LIMIT_PER_MINUTE") { config.rate_limit_per_minute = parse_var("IDP_RATE_LIMIT_PER_MINUTE", &v)?; }
-        if let Some(v) = get("IDP_TOKEN_QUOTA_PER_MONTH") { config.token_quota_per_month = parse_var("IDP_TOKEN_QUOTA_PER_MONTH", &v)?; }
-        if let Some(v) = get("IDP_MAX_AGENTS_PER_OWNER") { config.max_agents_per_owner = parse_var("IDP_MAX_AGENTS_PER_OWNER", &v)?; }
-        if let Some(v) = get("IDP_MAX_CREDENTIALS_PER_AGENT") { config.max_credentials_per_agent = parse_var("IDP_MAX_CREDENTIALS_PER_AGENT", &v)?; }
-        if let Some(v) = get("IDP_AUDIT_RETENTION_DAYS") { config.audit_retention_days = parse_var("IDP_AUDIT_RETENTION_DAYS", &v)?; }
-        if let Some(v) = get("IDP_DB_POOL_SIZE") { config.db_pool_size = parse_var("IDP_DB_POOL_SIZE", &v)?; }
-        if let Some(v) = get("IDP_MIGRATE_ON_START") { config.migrate_on_start = parse_bool("IDP_MIGRATE_ON_START", &v)?; }
-        if let Some(v) = get("IDP_HASH_CONCURRENCY") { config.hash_concurrency = parse_var("IDP_HASH_CONCURRENCY", &v)?; }
+        if let Some(v) = get("IDP_BIND") {
+            config.bind = v;
+        }
+        if let Some(v) = get("IDP_ISSUER") {
+            config.issuer = Some(v);
+        }
+        if let Some(v) = get("IDP_AUDIENCE") {
+            config.audience = Some(v);
+        }
+        if let Some(v) = get("DATABASE_URL") {
+            config.database_url = Some(v);
+        }
+        if let Some(v) = get("REDIS_URL") {
+            config.redis_url = Some(v);
+        }
+        if let Some(v) = get("IDP_REDIS_PREFIX") {
+            config.redis_prefix = v;
+        }
+        if let Some(v) = get("IDP_DATA_DIR") {
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("IDP_TOKEN_TTL_SECONDS") {
+            config.token_ttl_seconds = parse_var("IDP_TOKEN_TTL_SECONDS", &v)?;
+        }
+        if let Some(v) = get("IDP_SIGNING_ALG") {
+            config.signing_alg = v;
+        }
+        if let Some(v) = get("IDP_SIGNING_KEY_FILE") {
+            config.signing_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("IDP_RATE_LIMIT_PER_MINUTE") {
+            config.rate_limit_per_minute = parse_var("IDP_RATE_LIMIT_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = get("IDP_TOKEN_QUOTA_PER_MONTH") {
+            config.token_quota_per_month = parse_var("IDP_TOKEN_QUOTA_PER_MONTH", &v)?;
+        }
+        if let Some(v) = get("IDP_MAX_AGENTS_PER_OWNER") {
+            config.max_agents_per_owner = parse_var("IDP_MAX_AGENTS_PER_OWNER", &v)?;
+        }
+        if let Some(v) = get("IDP_MAX_CREDENTIALS_PER_AGENT") {
+            config.max_credentials_per_agent = parse_var("IDP_MAX_CREDENTIALS_PER_AGENT", &v)?;
+        }
+        if let Some(v) = get("IDP_AUDIT_RETENTION_DAYS") {
+            config.audit_retention_days = parse_var("IDP_AUDIT_RETENTION_DAYS", &v)?;
+        }
+        if let Some(v) = get("IDP_DB_POOL_SIZE") {
+            config.db_pool_size = parse_var("IDP_DB_POOL_SIZE", &v)?;
+        }
+        if let Some(v) = get("IDP_MIGRATE_ON_START") {
+            config.migrate_on_start = parse_bool("IDP_MIGRATE_ON_START", &v)?;
+        }
+        if let Some(v) = get("IDP_HASH_CONCURRENCY") {
+            config.hash_concurrency = parse_var("IDP_HASH_CONCURRENCY", &v)?;
+        }
         if let Some(v) = get("IDP_LOG_FORMAT") {
             config.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -174,11 +259,23 @@ impl Config {
         self.bind_addr()?;
         let positive = [
             ("IDP_TOKEN_TTL_SECONDS", u64::from(self.token_ttl_seconds)),
-            ("IDP_RATE_LIMIT_PER_MINUTE", u64::from(self.rate_limit_per_minute)),
+            (
+                "IDP_RATE_LIMIT_PER_MINUTE",
+                u64::from(self.rate_limit_per_minute),
+            ),
             ("IDP_TOKEN_QUOTA_PER_MONTH", self.token_quota_per_month),
-            ("IDP_MAX_AGENTS_PER_OWNER", u64::from(self.max_agents_per_owner)),
-            ("IDP_MAX_CREDENTIALS_PER_AGENT", u64::from(self.max_credentials_per_agent)),
-            ("IDP_AUDIT_RETENTION_DAYS", u64::from(self.audit_retention_days)),
+            (
+                "IDP_MAX_AGENTS_PER_OWNER",
+                u64::from(self.max_agents_per_owner),
+            ),
+            (
+                "IDP_MAX_CREDENTIALS_PER_AGENT",
+                u64::from(self.max_credentials_per_agent),
+            ),
+            (
+                "IDP_AUDIT_RETENTION_DAYS",
+                u64::from(self.audit_retention_days),
+            ),
             ("IDP_HASH_CONCURRENCY", self.hash_concurrency as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -191,19 +288,26 @@ impl Config {
             bail!("IDP_AUDIT_RETENTION_DAYS must be at most 36500");
         }
         if !["RS256", "ES256", "EdDSA"].contains(&self.signing_alg.as_str()) {
-            bail!("IDP_SIGNING_ALG={:?} is invalid: expected RS256, ES256 or EdDSA", self.signing_alg);
+            bail!(
+                "IDP_SIGNING_ALG={:?} is invalid: expected RS256, ES256 or EdDSA",
+                self.signing_alg
+            );
         }
         Ok(())
     }
 
     /// The listen address.
     pub fn bind_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.bind.parse().map_err(|e| anyhow::anyhow!("IDP_BIND={:?} is invalid: {e}", self.bind))
+        self.bind
+            .parse()
+            .map_err(|e| anyhow::anyhow!("IDP_BIND={:?} is invalid: {e}", self.bind))
     }
 
     /// The issuer for a server bound at `bound` (the real port when IDP_BIND says 0).
     pub fn issuer_for(&self, bound: SocketAddr) -> String {
-        self.issuer.clone().unwrap_or_else(|| format!("http://{bound}"))
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
     }
 
     /// The configuration as `idp-server config` prints it: secrets in URLs redacted.
@@ -254,7 +358,10 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load(|name| map.get(name).cloned())
     }
 
@@ -269,12 +376,20 @@ mod tests {
         assert_eq!(c.max_credentials_per_agent, 10);
         assert_eq!(c.audit_retention_days, 90);
         assert_eq!(c.signing_alg, "RS256");
-        assert_eq!(c.issuer_for("127.0.0.1:8080".parse().unwrap()), "http://127.0.0.1:8080");
+        assert_eq!(
+            c.issuer_for("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
     }
 
     #[test]
     fn environment_overrides() {
-        let c = load(&[("IDP_RATE_LIMIT_PER_MINUTE", "7"), ("IDP_SIGNING_ALG", "ES256"), ("IDP_MIGRATE_ON_START", "false")]).unwrap();
+        let c = load(&[
+            ("IDP_RATE_LIMIT_PER_MINUTE", "7"),
+            ("IDP_SIGNING_ALG", "ES256"),
+            ("IDP_MIGRATE_ON_START", "false"),
+        ])
+        .unwrap();
         assert_eq!(c.rate_limit_per_minute, 7);
         assert_eq!(c.signing_alg, "ES256");
         assert!(!c.migrate_on_start);
@@ -311,7 +426,13 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

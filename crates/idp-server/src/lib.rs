@@ -7,7 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod system;
-pub mod wiring;
+mod wiring;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -31,7 +31,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::json!({ "applied": applied }));
             Ok(())
         }
-        Command::Bootstrap { owner, email, capabilities } => bootstrap(config, &owner, &email, &capabilities).await,
+        Command::Bootstrap {
+            owner,
+            email,
+            capabilities,
+        } => bootstrap(config, &owner, &email, &capabilities).await,
         Command::Config => {
             println!("{}", serde_json::to_string_pretty(&config.redacted())?);
             Ok(())
@@ -42,22 +46,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Logs go to stderr, so stdout carries only a command's result.
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.bind_addr()?;
-    let listener = TcpListener::bind(addr).with_context(|| format!("IDP_BIND={addr}: cannot listen"))?;
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("IDP_BIND={addr}: cannot listen"))?;
     let bound = listener.local_addr()?;
     let issuer = config.issuer_for(bound);
     let stores = wiring::stores(&config, config.migrate_on_start).await?;
     let ambient = wiring::ambient();
     let caches = wiring::caches(&config, &stores, ambient.clock.as_ref()).await?;
-    let secrets = wiring::secrets(&config);
+    let secrets = wiring::secrets(&config)?;
     let codec = wiring::token_codec(&config, &stores).await?;
     let state = wiring::app_state(&config, issuer.clone(), &stores, &caches, &secrets, codec);
     let server = actix_web::HttpServer::new(move || idp_http::app(state.clone()))
@@ -74,12 +85,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bootstrap(config: Config, owner: &str, email: &str, capabilities: &[String]) -> anyhow::Result<()> {
+async fn bootstrap(
+    config: Config,
+    owner: &str,
+    email: &str,
+    capabilities: &[String],
+) -> anyhow::Result<()> {
     let owner = Owner::parse(owner).map_err(|e| anyhow::anyhow!("--owner: {}", e.reason))?;
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {}", e.reason))?;
-    let capabilities = Capabilities::parse(capabilities).map_err(|e| anyhow::anyhow!("--capabilities: {}", e.reason))?;
+    let capabilities = Capabilities::parse(capabilities)
+        .map_err(|e| anyhow::anyhow!("--capabilities: {}", e.reason))?;
     let stores = wiring::stores(&config, true).await?;
-    let secrets = wiring::secrets(&config);
+    let secrets = wiring::secrets(&config)?;
     let ambient = wiring::ambient();
     let made = bootstrap_agent(
         stores.agents.as_ref(),
@@ -93,7 +110,9 @@ async fn bootstrap(config: Config, owner: &str, email: &str, capabilities: &[Str
     )
     .await
     .map_err(|e| match e {
-        idp_domain::DomainError::AgentAlreadyExists => anyhow::anyhow!("--email: an agent with this email already exists"),
+        idp_domain::DomainError::AgentAlreadyExists => {
+            anyhow::anyhow!("--email: an agent with this email already exists")
+        }
         other => anyhow::anyhow!("bootstrap failed: {other}"),
     })?;
     println!(

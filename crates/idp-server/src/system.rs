@@ -9,10 +9,14 @@ use uuid::Uuid;
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    #[expect(clippy::disallowed_methods, reason = "the one adapter allowed to read the system clock")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one adapter allowed to read the system clock"
+    )]
     fn now(&self) -> DateTime<Utc> {
         let now = Utc::now();
-        now.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(now)
+        now.duration_trunc(TimeDelta::milliseconds(1))
+            .unwrap_or(now)
     }
 }
 

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::Duration;
-use idp_cache_redis::{RedisHealth, RedisRateLimiter, RedisRevocationList, RedisUsageCounter};
 use idp_crypto::{Argon2SecretHasher, JoseTokenCodec, OsSecretGenerator, SigningAlgorithm};
 use idp_domain::ports::{
-    AgentRepository, AuditLog, Clock, CredentialRepository, HealthCheck, RateLimiter, RevocationList,
-    RevokedTokenStore, SecretGenerator, SecretHasher, SigningKeyStore, TokenCodec, UsageCounter,
+    AgentRepository, AuditLog, Clock, CredentialRepository, HealthCheck, RateLimiter,
+    RevocationList, RevokedTokenStore, SecretGenerator, SecretHasher, SigningKeyStore, TokenCodec,
+    UsageCounter,
 };
 use idp_domain::services::{
-    AgentService, Ambient, AuditService, CredentialService, Limits, TokenPorts, TokenService, TokenSettings,
+    AgentService, Ambient, AuditService, CredentialService, Limits, TokenPorts, TokenService,
+    TokenSettings,
 };
 use idp_http::{AppState, HttpSettings, Metrics};
 use idp_store_postgres::PgStore;
@@ -47,7 +48,10 @@ pub struct Secrets {
 }
 
 pub fn ambient() -> Ambient {
-    Ambient { clock: Arc::new(SystemClock), ids: Arc::new(UuidV7Ids) }
+    Ambient {
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(UuidV7Ids),
+    }
 }
 
 pub fn limits(config: &Config) -> Limits {
@@ -61,14 +65,18 @@ pub fn limits(config: &Config) -> Limits {
 fn database_url(config: &Config) -> anyhow::Result<&str> {
     match config.database_url.as_deref() {
         Some(url) => Ok(url),
-        None => bail!("DATABASE_URL is not set: set it to a PostgreSQL URL (postgres://user@host:5432/db)"),
+        None => bail!(
+            "DATABASE_URL is not set: set it to a PostgreSQL URL (postgres://user@host:5432/db)"
+        ),
     }
 }
 
 /// Applies pending migrations.
 pub async fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
     let url = database_url(config)?;
-    idp_store_postgres::run_migrations(url).await.context("DATABASE_URL: migration failed")
+    idp_store_postgres::run_migrations(url)
+        .await
+        .context("DATABASE_URL: migration failed")
 }
 
 /// Connects the store, migrating first when asked.
@@ -96,28 +104,29 @@ pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyh
     let Some(url) = config.redis_url.as_deref() else {
         bail!("REDIS_URL is not set: set it to a Redis URL (redis://host:6379)");
     };
-    let pool = idp_cache_redis::connect(url)
+    let cache = idp_cache_redis::connect(url, &config.redis_prefix)
         .await
         .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect to Redis: {e}"))?;
-    let prefix = config.redis_prefix.clone();
-    let revocations = RedisRevocationList::new(pool.clone(), prefix.clone(), stores.revoked.clone());
+    let revocations = cache.revocation_list(stores.revoked.clone());
     revocations
         .warm(clock.now())
         .await
         .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot load the revocation list: {e}"))?;
     Ok(Caches {
-        rate_limiter: Arc::new(RedisRateLimiter::new(pool.clone(), prefix.clone())),
-        usage: Arc::new(RedisUsageCounter::new(pool.clone(), prefix)),
+        rate_limiter: Arc::new(cache.rate_limiter()),
+        usage: Arc::new(cache.usage_counter()),
         revocations: Arc::new(revocations),
-        health: Arc::new(RedisHealth::new(pool)),
+        health: Arc::new(cache.health()),
     })
 }
 
-pub fn secrets(config: &Config) -> Secrets {
-    Secrets {
-        hasher: Arc::new(Argon2SecretHasher::new(config.hash_concurrency)),
+pub fn secrets(config: &Config) -> anyhow::Result<Secrets> {
+    let hasher = Argon2SecretHasher::new(config.hash_concurrency)
+        .map_err(|e| anyhow::anyhow!("IDP_HASH_CONCURRENCY: cannot set up secret hashing: {e}"))?;
+    Ok(Secrets {
+        hasher: Arc::new(hasher),
         generator: Arc::new(OsSecretGenerator),
-    }
+    })
 }
 
 /// The signing key: from `IDP_SIGNING_KEY_FILE`, or the one kept in the store
@@ -140,7 +149,8 @@ pub async fn token_codec(config: &Config, stores: &Stores) -> anyhow::Result<Arc
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot load the signing key: {e}"))?
         }
     };
-    let codec = JoseTokenCodec::new(&key).map_err(|e| anyhow::anyhow!("the signing key is unusable: {e}"))?;
+    let codec = JoseTokenCodec::new(&key)
+        .map_err(|e| anyhow::anyhow!("the signing key is unusable: {e}"))?;
     Ok(Arc::new(codec))
 }
 
@@ -193,6 +203,9 @@ pub fn app_state(
         clock: ambient.clock.clone(),
         health_checks: vec![stores.health.clone(), caches.health.clone()],
         metrics: Arc::new(Metrics::new()),
-        settings: HttpSettings { issuer, rate_limit_per_minute: config.rate_limit_per_minute },
+        settings: HttpSettings {
+            issuer,
+            rate_limit_per_minute: config.rate_limit_per_minute,
+        },
     }
 }

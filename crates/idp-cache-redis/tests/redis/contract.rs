@@ -1,0 +1,106 @@
+//! The shared contract suites of `idp-port-tests`, run against Redis.
+
+use std::sync::Arc;
+
+use idp_cache_redis::RedisCache;
+use idp_domain::ports::{RateLimiter, RevocationList, RevokedTokenStore, UsageCounter};
+use idp_port_tests::cache;
+
+use crate::support::TestRedis;
+
+fn limiter(redis: &TestRedis) -> Arc<dyn RateLimiter> {
+    Arc::new(redis.cache.rate_limiter())
+}
+
+fn list_on(cache: &RedisCache, durable: Arc<dyn RevokedTokenStore>) -> Arc<dyn RevocationList> {
+    Arc::new(cache.revocation_list(durable))
+}
+
+fn counter(redis: &TestRedis) -> Arc<dyn UsageCounter> {
+    Arc::new(redis.cache.usage_counter())
+}
+
+#[tokio::test]
+async fn rate_limiter_sliding_window() {
+    let redis = TestRedis::new().await;
+    cache::rate_limiter_sliding_window(limiter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn rate_limiter_refused_not_counted() {
+    let redis = TestRedis::new().await;
+    cache::rate_limiter_refused_not_counted(limiter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn rate_limiter_keys_independent() {
+    let redis = TestRedis::new().await;
+    cache::rate_limiter_keys_independent(limiter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+/// 50 parallel hits with limit 10: exactly 10 allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiter_concurrent_hits_are_atomic() {
+    let redis = TestRedis::new().await;
+    cache::rate_limiter_concurrent_hits_are_atomic(limiter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn usage_counter_limit() {
+    let redis = TestRedis::new().await;
+    cache::usage_counter_limit(counter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn usage_counter_month_rollover() {
+    let redis = TestRedis::new().await;
+    cache::usage_counter_month_rollover(counter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn usage_counter_keys_independent() {
+    let redis = TestRedis::new().await;
+    cache::usage_counter_keys_independent(counter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_counter_concurrent_is_atomic() {
+    let redis = TestRedis::new().await;
+    cache::usage_counter_concurrent_is_atomic(counter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn revocation_insert_and_contains() {
+    let redis = TestRedis::new().await;
+    let cache_handle = redis.cache.clone();
+    cache::revocation_insert_and_contains(async |durable| list_on(&cache_handle, durable)).await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn revocation_expiry() {
+    let redis = TestRedis::new().await;
+    let cache_handle = redis.cache.clone();
+    cache::revocation_expiry(async |durable| list_on(&cache_handle, durable)).await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn revocation_survives_storage_loss() {
+    let redis = TestRedis::new().await;
+    let cache_handle = redis.cache.clone();
+    cache::revocation_survives_storage_loss(
+        async |durable| list_on(&cache_handle, durable),
+        async || redis.wipe().await,
+    )
+    .await;
+    redis.wipe().await;
+}

@@ -1,0 +1,94 @@
+use idp_cache_redis::redis;
+use idp_cache_redis::{RedisCache, connect};
+use uuid::Uuid;
+
+/// The Redis the tests use.
+pub fn redis_url() -> String {
+    std::env::var("IDP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A connection to the test Redis with a prefix of its own.
+pub struct TestRedis {
+    pub cache: RedisCache,
+    pub prefix: String,
+}
+
+impl TestRedis {
+    pub async fn new() -> Self {
+        let prefix = format!("idp-test:{}:", Uuid::new_v4().simple());
+        let url = redis_url();
+        let cache = connect(&url, &prefix)
+            .await
+            .unwrap_or_else(|e| panic!("no Redis at IDP_TEST_REDIS_URL ({url}): {e:#}"));
+        Self { cache, prefix }
+    }
+
+    /// Every key under this test's prefix.
+    pub async fn keys(&self) -> Vec<String> {
+        let mut conn = self.cache.pool().get().await.unwrap();
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", self.prefix))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Deletes every key under the prefix: what FLUSHALL or a restart without
+    /// persistence does to this test's data, without touching anyone else's.
+    pub async fn wipe(&self) {
+        wipe_prefix(&self.cache).await;
+    }
+
+    /// Milliseconds `key` has left to live (-1 none, -2 absent).
+    pub async fn pttl(&self, key: &str) -> i64 {
+        let mut conn = self.cache.pool().get().await.unwrap();
+        redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+/// Deletes every key under the cache's prefix.
+pub async fn wipe_prefix(cache: &RedisCache) {
+    let mut conn = cache.pool().get().await.unwrap();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", cache.prefix()))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !batch.is_empty() {
+            let () = redis::cmd("UNLINK")
+                .arg(&batch)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
