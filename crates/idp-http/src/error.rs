@@ -165,7 +165,8 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status);
         for (name, value) in &self.headers {
             if let Ok(value) = HeaderValue::from_str(value) {
-                response.insert_header((name.clone(), value));
+                // Appended: a 401 may carry a Bearer and a Basic challenge.
+                response.append_header((name.clone(), value));
             }
         }
         response.json(self.body())

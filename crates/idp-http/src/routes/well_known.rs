@@ -25,8 +25,10 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "grant_types_supported": ["client_credentials"],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
+        // Registered client authentication methods only (RFC 8414 section 2); a
+        // Bearer access token is accepted too.
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
         "scopes_supported": MANAGEMENT_SCOPES,
         "access_token_signing_alg_values_supported": [state.codec.algorithm()],
     }))
