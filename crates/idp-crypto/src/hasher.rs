@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::CryptoError;
+use crate::verified::VerifiedSecrets;
 
 /// Hex characters of SHA-256(secret) kept as the lookup hint: 32 bits, enough
 /// to pick the right credential among an agent's few, far too few to test
@@ -35,6 +36,8 @@ pub struct Argon2SecretHasher {
     /// An Argon2id hash of a random secret, made once at construction, for
     /// [`SecretHasher::verify_dummy`].
     dummy_hash: Arc<str>,
+    /// Secrets that already verified, so repeats skip the slow hash.
+    verified: Arc<VerifiedSecrets>,
 }
 
 impl std::fmt::Debug for Argon2SecretHasher {
@@ -60,6 +63,7 @@ impl Argon2SecretHasher {
         Ok(Self {
             permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
             dummy_hash: dummy_hash.into(),
+            verified: Arc::new(VerifiedSecrets::new()?),
         })
     }
 
@@ -163,10 +167,21 @@ impl SecretHasher for Argon2SecretHasher {
     }
 
     async fn verify(&self, secret: &ClientSecret, hash: &SecretHash) -> Result<bool, StoreError> {
-        let secret = secret.clone();
+        if self
+            .verified
+            .contains(&hash.hash, secret.expose().as_bytes())
+        {
+            return Ok(true);
+        }
+        let owned_secret = secret.clone();
         let stored = hash.hash.clone();
-        self.run_blocking(move || verify_blocking(secret.expose().as_bytes(), &stored))
-            .await
+        let matches = self
+            .run_blocking(move || verify_blocking(owned_secret.expose().as_bytes(), &stored))
+            .await?;
+        if matches {
+            self.verified.insert(&hash.hash, secret.expose().as_bytes());
+        }
+        Ok(matches)
     }
 
     async fn verify_dummy(&self, secret: &ClientSecret) -> Result<(), StoreError> {
@@ -316,7 +331,11 @@ mod tests {
         let (mut verify, mut dummy) = (Duration::MAX, Duration::MAX);
         for _ in 0..3 {
             let started = Instant::now();
-            hasher.verify(&secret(SECRET), &real).await.unwrap();
+            // A wrong secret: never remembered, so always the slow path.
+            hasher
+                .verify(&secret("sk_live_wrong"), &real)
+                .await
+                .unwrap();
             verify = verify.min(started.elapsed());
             let started = Instant::now();
             hasher.verify_dummy(&secret(SECRET)).await.unwrap();
@@ -327,6 +346,32 @@ mod tests {
             dummy * 4 > verify && verify * 4 > dummy,
             "{dummy:?} vs {verify:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn only_successful_verifications_are_remembered() {
+        let hasher = Argon2SecretHasher::new(1).unwrap();
+        let real = hasher.hash(&secret(SECRET)).await.unwrap();
+        assert!(
+            !hasher
+                .verify(&secret("sk_live_wrong"), &real)
+                .await
+                .unwrap()
+        );
+        assert_eq!(hasher.verified.len(), 0);
+        assert!(hasher.verify(&secret(SECRET), &real).await.unwrap());
+        assert_eq!(hasher.verified.len(), 1);
+        // Remembered: true again, and a wrong secret is still refused.
+        assert!(hasher.verify(&secret(SECRET), &real).await.unwrap());
+        assert!(
+            !hasher
+                .verify(&secret("sk_live_wrong"), &real)
+                .await
+                .unwrap()
+        );
+        // A rotated credential has a new hash: the old secret does not match it.
+        let rotated = hasher.hash(&secret("sk_live_new")).await.unwrap();
+        assert!(!hasher.verify(&secret(SECRET), &rotated).await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

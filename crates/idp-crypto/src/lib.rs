@@ -22,6 +22,7 @@ mod codec;
 mod error;
 mod hasher;
 mod secret;
+mod verified;
 
 pub use algorithm::SigningAlgorithm;
 pub use codec::{JoseTokenCodec, MAX_TOKEN_LEN, generate_signing_key, load_pem_file};

@@ -27,8 +27,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable message.
     pub message: String,
-    /// Optional details (`field`, `reason`, ...).
-    pub details: Option<Value>,
+    /// Optional details (`field`, `reason`, ...); boxed to keep `Result`s small.
+    pub details: Option<Box<Value>>,
     /// Extra response headers (`WWW-Authenticate`, `Retry-After`).
     pub headers: Vec<(header::HeaderName, String)>,
 }
@@ -55,7 +55,7 @@ impl ApiError {
     pub fn validation(field: &str, reason: impl Into<String>) -> Self {
         let reason = reason.into();
         Self {
-            details: Some(json!({ "field": field, "reason": reason })),
+            details: Some(Box::new(json!({ "field": field, "reason": reason }))),
             ..Self::new(
                 StatusCode::BAD_REQUEST,
                 "VALIDATION_ERROR",
@@ -138,7 +138,7 @@ impl ApiError {
     fn body(&self) -> Value {
         let mut body = json!({ "code": self.code, "message": self.message });
         if let Some(details) = &self.details {
-            body["details"] = details.clone();
+            body["details"] = (**details).clone();
         }
         body
     }

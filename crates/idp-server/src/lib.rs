@@ -65,7 +65,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         TcpListener::bind(addr).with_context(|| format!("IDP_BIND={addr}: cannot listen"))?;
     let bound = listener.local_addr()?;
     let issuer = config.issuer_for(bound);
-    let stores = wiring::stores(&config, config.migrate_on_start).await?;
+    wiring::check_cache_for_deployment(&config)?;
+    let stores = wiring::stores(&config, wiring::Role::Server, config.migrate_on_start).await?;
     let ambient = wiring::ambient();
     let caches = wiring::caches(&config, &stores, ambient.clock.as_ref()).await?;
     let secrets = wiring::secrets(&config)?;
@@ -79,6 +80,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // The one line on stdout: tests and scripts read the bound address from it.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on http://{bound}")?;
+    match wiring::deployment(&config) {
+        wiring::Deployment::Embedded(path) => writeln!(
+            stdout,
+            "embedded store: {} (one node; set DATABASE_URL and REDIS_URL to run several)",
+            path.display()
+        )?,
+        wiring::Deployment::Postgres(_) => writeln!(stdout, "store: PostgreSQL + Redis")?,
+    }
+    writeln!(
+        stdout,
+        "first agent of an owner: idp-server bootstrap --owner OWNER --email EMAIL"
+    )?;
     stdout.flush()?;
     server.await.context("server failed")?;
     tracing::info!("AgentIdP stopped");
@@ -95,7 +108,7 @@ async fn bootstrap(
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {}", e.reason))?;
     let capabilities = Capabilities::parse(capabilities)
         .map_err(|e| anyhow::anyhow!("--capabilities: {}", e.reason))?;
-    let stores = wiring::stores(&config, true).await?;
+    let stores = wiring::stores(&config, wiring::Role::OneOff, true).await?;
     let secrets = wiring::secrets(&config)?;
     let ambient = wiring::ambient();
     let made = bootstrap_agent(

@@ -1,9 +1,11 @@
 //! Builds the adapters from the configuration and wires them into the services.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::Duration;
+use idp_cache_memory::MemoryCache;
 use idp_crypto::{Argon2SecretHasher, JoseTokenCodec, OsSecretGenerator, SigningAlgorithm};
 use idp_domain::ports::{
     AgentRepository, AuditLog, Clock, CredentialRepository, HealthCheck, RateLimiter,
@@ -16,6 +18,7 @@ use idp_domain::services::{
 };
 use idp_http::{AppState, HttpSettings, Metrics};
 use idp_store_postgres::PgStore;
+use idp_store_sqlite::InstanceLock;
 
 use crate::config::Config;
 use crate::system::{SystemClock, UuidV7Ids};
@@ -29,6 +32,49 @@ pub struct Stores {
     pub revoked: Arc<dyn RevokedTokenStore>,
     pub signing_keys: Arc<dyn SigningKeyStore>,
     pub health: Arc<dyn HealthCheck>,
+    /// Held while the server runs on the embedded store: a second server on
+    /// the same data directory is refused.
+    _instance_lock: Option<Arc<InstanceLock>>,
+}
+
+/// An adapter serving every store port.
+trait StoreAdapter:
+    AgentRepository
+    + CredentialRepository
+    + AuditLog
+    + RevokedTokenStore
+    + SigningKeyStore
+    + HealthCheck
+    + 'static
+{
+}
+
+impl<T> StoreAdapter for T where
+    T: AgentRepository
+        + CredentialRepository
+        + AuditLog
+        + RevokedTokenStore
+        + SigningKeyStore
+        + HealthCheck
+        + 'static
+{
+}
+
+impl Stores {
+    fn from_adapter<S: StoreAdapter>(
+        store: Arc<S>,
+        instance_lock: Option<Arc<InstanceLock>>,
+    ) -> Self {
+        Self {
+            agents: store.clone(),
+            credentials: store.clone(),
+            audit: store.clone(),
+            revoked: store.clone(),
+            signing_keys: store.clone(),
+            health: store,
+            _instance_lock: instance_lock,
+        }
+    }
 }
 
 /// The cache ports.
@@ -62,62 +108,133 @@ pub fn limits(config: &Config) -> Limits {
     }
 }
 
-fn database_url(config: &Config) -> anyhow::Result<&str> {
+/// Where the data lives, decided by `DATABASE_URL`.
+pub enum Deployment<'a> {
+    /// PostgreSQL (with Redis): any number of nodes.
+    Postgres(&'a str),
+    /// The embedded SQLite file: one node.
+    Embedded(PathBuf),
+}
+
+impl std::fmt::Debug for Deployment<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Deployment::Postgres(_) => f.write_str("Postgres"),
+            Deployment::Embedded(path) => f.debug_tuple("Embedded").field(path).finish(),
+        }
+    }
+}
+
+pub fn deployment(config: &Config) -> Deployment<'_> {
     match config.database_url.as_deref() {
-        Some(url) => Ok(url),
-        None => bail!(
-            "DATABASE_URL is not set: set it to a PostgreSQL URL (postgres://user@host:5432/db)"
-        ),
+        Some(url) => Deployment::Postgres(url),
+        None => Deployment::Embedded(config.data_dir.join(idp_store_sqlite::DATABASE_FILE_NAME)),
     }
 }
 
 /// Applies pending migrations.
 pub async fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
-    let url = database_url(config)?;
-    idp_store_postgres::run_migrations(url)
-        .await
-        .context("DATABASE_URL: migration failed")
-}
-
-/// Connects the store, migrating first when asked.
-pub async fn stores(config: &Config, run_migrations: bool) -> anyhow::Result<Stores> {
-    let url = database_url(config)?;
-    if run_migrations {
-        migrate(config).await?;
+    match deployment(config) {
+        Deployment::Postgres(url) => idp_store_postgres::run_migrations(url)
+            .await
+            .context("DATABASE_URL: migration failed"),
+        Deployment::Embedded(path) => idp_store_sqlite::run_migrations(&path).await.map_err(|e| {
+            anyhow::anyhow!("IDP_DATA_DIR: migration of {} failed: {e}", path.display())
+        }),
     }
-    let pool = idp_store_postgres::connect(url, config.db_pool_size)
-        .await
-        .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
-    let store = Arc::new(PgStore::new(pool));
-    Ok(Stores {
-        agents: store.clone(),
-        credentials: store.clone(),
-        audit: store.clone(),
-        revoked: store.clone(),
-        signing_keys: store.clone(),
-        health: store,
-    })
 }
 
-/// Connects the cache; the revocation list is warmed from the durable store.
+/// Whether the caller is the long-running server (which must be the only one
+/// serving an embedded store) or a one-off command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `serve`.
+    Server,
+    /// `bootstrap`: SQLite serializes its writes with a running server's.
+    OneOff,
+}
+
+/// Connects the store (PostgreSQL, or the embedded SQLite file), migrating
+/// first when asked (the embedded store always migrates on open).
+pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow::Result<Stores> {
+    match deployment(config) {
+        Deployment::Postgres(url) => {
+            if run_migrations {
+                migrate(config).await?;
+            }
+            let pool = idp_store_postgres::connect(url, config.db_pool_size)
+                .await
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
+            Ok(Stores::from_adapter(Arc::new(PgStore::new(pool)), None))
+        }
+        Deployment::Embedded(path) => {
+            let lock = match role {
+                Role::Server => Some(Arc::new(
+                    idp_store_sqlite::lock_data_dir(&config.data_dir)
+                        .map_err(|e| anyhow::anyhow!("IDP_DATA_DIR: {e}"))?,
+                )),
+                Role::OneOff => None,
+            };
+            let store = idp_store_sqlite::open(&path, config.db_pool_size)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "IDP_DATA_DIR: cannot open the embedded store {}: {e}",
+                        path.display()
+                    )
+                })?;
+            Ok(Stores::from_adapter(Arc::new(store), lock))
+        }
+    }
+}
+
+/// Refuses PostgreSQL without Redis: nodes sharing PostgreSQL without a shared
+/// cache would each keep their own revocations and limits, so a token revoked
+/// on one node would stay valid on the others.
+pub fn check_cache_for_deployment(config: &Config) -> anyhow::Result<()> {
+    if config.database_url.is_some() && config.redis_url.is_none() {
+        bail!(
+            "REDIS_URL is not set but DATABASE_URL is: nodes sharing PostgreSQL need Redis for revocations and limits; set REDIS_URL, or unset DATABASE_URL for the single-node embedded store"
+        );
+    }
+    Ok(())
+}
+
+/// Connects the cache: Redis when `REDIS_URL` is set, else in-process. The
+/// revocation list is loaded from the durable store before the first request.
 pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyhow::Result<Caches> {
-    let Some(url) = config.redis_url.as_deref() else {
-        bail!("REDIS_URL is not set: set it to a Redis URL (redis://host:6379)");
-    };
-    let cache = idp_cache_redis::connect(url, &config.redis_prefix)
-        .await
-        .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect to Redis: {e}"))?;
-    let revocations = cache.revocation_list(stores.revoked.clone());
-    revocations
-        .warm(clock.now())
-        .await
-        .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot load the revocation list: {e}"))?;
-    Ok(Caches {
-        rate_limiter: Arc::new(cache.rate_limiter()),
-        usage: Arc::new(cache.usage_counter()),
-        revocations: Arc::new(revocations),
-        health: Arc::new(cache.health()),
-    })
+    let now = clock.now();
+    match (config.redis_url.as_deref(), &config.database_url) {
+        (Some(url), _) => {
+            let cache = idp_cache_redis::connect(url, &config.redis_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect to Redis: {e}"))?;
+            let revocations = cache.revocation_list(stores.revoked.clone());
+            revocations
+                .warm(now)
+                .await
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot load the revocation list: {e}"))?;
+            Ok(Caches {
+                rate_limiter: Arc::new(cache.rate_limiter()),
+                usage: Arc::new(cache.usage_counter()),
+                revocations: Arc::new(revocations),
+                health: Arc::new(cache.health()),
+            })
+        }
+        (None, _) => {
+            let cache = MemoryCache::new();
+            let revocations = cache.revocation_list(stores.revoked.clone());
+            revocations.warm(now).await.map_err(|e| {
+                anyhow::anyhow!("cannot load the revocation list from the embedded store: {e}")
+            })?;
+            Ok(Caches {
+                rate_limiter: Arc::new(cache.rate_limiter()),
+                usage: Arc::new(cache.usage_counter()),
+                revocations: Arc::new(revocations),
+                health: Arc::new(cache.health()),
+            })
+        }
+    }
 }
 
 pub fn secrets(config: &Config) -> anyhow::Result<Secrets> {

@@ -1,0 +1,47 @@
+//! # idp-cache-memory
+//!
+//! In-process adapters of the cache ports, used when no `REDIS_URL` is set
+//! (the "embedded default"). They keep the exact semantics of the Redis
+//! adapters, but their state lives in this process only:
+//!
+//! * [`MemoryRateLimiter`] ([`RateLimiter`](idp_domain::ports::RateLimiter)):
+//!   the same exact sliding-window log, one sorted `VecDeque` of request times
+//!   per key in sharded maps.
+//! * [`MemoryUsageCounter`] ([`UsageCounter`](idp_domain::ports::UsageCounter)):
+//!   one counter per key and UTC month.
+//! * [`MemoryRevocationList`] ([`RevocationList`](idp_domain::ports::RevocationList)):
+//!   revoked `jti`s with their expiry, loaded from the durable
+//!   [`RevokedTokenStore`](idp_domain::ports::RevokedTokenStore) at start
+//!   ([`MemoryRevocationList::warm`]) and in any case before the first answer.
+//! * [`MemoryHealth`]: the `cache` [`HealthCheck`](idp_domain::ports::HealthCheck),
+//!   always healthy.
+//! * [`MemoryCache`]: the state all of the above share, so every handle made
+//!   from one `MemoryCache` sees the same counters.
+//!
+//! Limits of the embedded default: counters are per process, so several
+//! server nodes without Redis each enforce the limits on their own, and a
+//! restart forgets rate windows and monthly usage. Revocations survive a
+//! restart, because the durable store holds them.
+//!
+//! Time always comes from the `now` argument (the domain's `Clock`); nothing
+//! here reads a clock. Memory stays bounded: entries that no longer count are
+//! swept every so often, amortised over the calls, with the calls' `now`.
+//!
+//! Locks are `std::sync` locks held only for a few map operations, never
+//! across an `.await`. A poisoned lock is recovered (see the `lock` module).
+//!
+//! Error policy: these adapters cannot fail on their own; the only error is
+//! the durable store's, passed through unchanged when the revocation list
+//! loads from it.
+
+mod cache;
+mod keys;
+mod lock;
+mod quota;
+mod rate;
+mod revocation;
+
+pub use cache::{MemoryCache, MemoryHealth};
+pub use quota::MemoryUsageCounter;
+pub use rate::MemoryRateLimiter;
+pub use revocation::MemoryRevocationList;

@@ -1,0 +1,350 @@
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use idp_domain::StoreError;
+use idp_domain::ports::{RateDecision, RateLimiter};
+
+use crate::keys::key_part;
+use crate::lock::lock;
+
+/// Number of independently locked maps: hits on different keys rarely wait
+/// for each other, and a sweep holds one shard at a time.
+const SHARDS: usize = 16;
+/// Fewest hits between two sweeps, so a small map is not swept on every hit.
+const SWEEP_MIN_HITS: u64 = 1024;
+
+/// The requests of one key counted in its window.
+#[derive(Debug)]
+struct Log {
+    /// Times (unix ms) of the counted requests, ascending.
+    times: VecDeque<i64>,
+    /// The window (ms) of the latest hit: how long the entries count, for the
+    /// sweep.
+    window_ms: i64,
+}
+
+/// What one hit found: whether it was counted, how many requests are counted
+/// after it, and the time of the oldest of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HitOutcome {
+    allowed: bool,
+    counted: usize,
+    oldest_ms: Option<i64>,
+}
+
+impl Log {
+    fn new(window_ms: i64) -> Self {
+        Self {
+            times: VecDeque::new(),
+            window_ms,
+        }
+    }
+
+    /// Forgets the requests that left the window ending at `now_ms`: those at
+    /// or before `now_ms - window_ms` (the Redis script's `ZREMRANGEBYSCORE`).
+    fn forget_left(&mut self, now_ms: i64) {
+        let cutoff = now_ms.saturating_sub(self.window_ms);
+        while self.times.front().is_some_and(|&t| t <= cutoff) {
+            self.times.pop_front();
+        }
+    }
+
+    /// One hit at `now_ms`: forget what left the window, then count this
+    /// request only if fewer than `limit` remain.
+    fn hit(&mut self, now_ms: i64, window_ms: i64, limit: u32) -> HitOutcome {
+        self.window_ms = window_ms;
+        self.forget_left(now_ms);
+        let allowed = self.times.len() < usize::try_from(limit).unwrap_or(usize::MAX);
+        if allowed {
+            // Concurrent callers may pass slightly different `now`s in any
+            // order; inserting in place keeps the log sorted, so the front is
+            // always the oldest (the Redis sorted set's lowest score).
+            let at = self.times.partition_point(|&t| t <= now_ms);
+            self.times.insert(at, now_ms);
+        }
+        HitOutcome {
+            allowed,
+            counted: self.times.len(),
+            oldest_ms: self.times.front().copied(),
+        }
+    }
+}
+
+/// The logs of some keys, by key (as `key_part` names it).
+type Shard = Mutex<HashMap<Box<str>, Log>>;
+
+/// The logs of all keys, sharded by key.
+struct RateState {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    /// Hits since the last sweep.
+    hits_since_sweep: AtomicU64,
+    /// The sweep runs once `hits_since_sweep` reaches this: the number of keys
+    /// the last sweep kept, at least [`SWEEP_MIN_HITS`], so its cost is
+    /// amortised to O(1) per hit and at most about twice the live keys (plus
+    /// the minimum) are ever held.
+    sweep_after: AtomicU64,
+}
+
+impl RateState {
+    fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            hits_since_sweep: AtomicU64::new(0),
+            sweep_after: AtomicU64::new(SWEEP_MIN_HITS),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Shard {
+        // Truncating the hash is fine: any bits pick a shard.
+        #[expect(clippy::cast_possible_truncation, reason = "only picks a shard")]
+        let index = self.hasher.hash_one(key) as usize % self.shards.len();
+        &self.shards[index]
+    }
+
+    /// One hit of `key` (already passed through `key_part`), atomic under the
+    /// shard's lock. A key whose log ends up empty is not kept.
+    fn hit(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> HitOutcome {
+        let mut logs = lock(self.shard(key));
+        if let Some(log) = logs.get_mut(key) {
+            let outcome = log.hit(now_ms, window_ms, limit);
+            if log.times.is_empty() {
+                logs.remove(key);
+            }
+            outcome
+        } else {
+            let mut log = Log::new(window_ms);
+            let outcome = log.hit(now_ms, window_ms, limit);
+            if !log.times.is_empty() {
+                logs.insert(key.into(), log);
+            }
+            outcome
+        }
+    }
+
+    /// Counts a hit and sweeps when enough hits have passed since the last
+    /// sweep. Only one of several racing callers sweeps.
+    fn sweep_if_due(&self, now_ms: i64) {
+        let due = self.sweep_after.load(Ordering::Relaxed);
+        if self.hits_since_sweep.fetch_add(1, Ordering::Relaxed) + 1 < due {
+            return;
+        }
+        // Whoever resets the count sweeps; a racer that finds it reset leaves.
+        if self.hits_since_sweep.swap(0, Ordering::Relaxed) < due {
+            return;
+        }
+        let kept = self.sweep(now_ms);
+        let kept = u64::try_from(kept).unwrap_or(u64::MAX);
+        self.sweep_after
+            .store(kept.max(SWEEP_MIN_HITS), Ordering::Relaxed);
+    }
+
+    /// Forgets every request that left its key's window at `now_ms`, drops
+    /// the keys left empty, and answers how many keys remain.
+    fn sweep(&self, now_ms: i64) -> usize {
+        let mut kept = 0;
+        for shard in &self.shards {
+            let mut logs = lock(shard);
+            logs.retain(|_, log| {
+                log.forget_left(now_ms);
+                // A burst may have grown the log far beyond what it now holds.
+                if log.times.capacity() > 4 * log.times.len().max(8) {
+                    log.times.shrink_to_fit();
+                }
+                !log.times.is_empty()
+            });
+            if logs.capacity() > 4 * logs.len().max(64) {
+                logs.shrink_to_fit();
+            }
+            kept += logs.len();
+        }
+        kept
+    }
+
+    fn key_count(&self) -> usize {
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
+    }
+}
+
+/// [`RateLimiter`] in this process: the exact sliding-window log of the Redis
+/// adapter, a sorted `VecDeque` of request times (ms) per key in one of 16
+/// mutex-guarded maps chosen by the key's hash.
+///
+/// A hit forgets the key's requests at or before `now - window`, counts this
+/// one only if fewer than `limit` remain (refused requests are not counted),
+/// and reports: `remaining` after this request; `reset_at`, the unix second
+/// (rounded up) at which the oldest counted request leaves the window (a full
+/// window from `now` when nothing is counted); `retry_after`, when refused, the
+/// whole seconds until then, at least 1, and 0 when allowed.
+///
+/// Keys longer than 128 bytes or not printable ASCII are stored as their
+/// SHA-256. Every so often (after as many hits as there were keys, at least
+/// 1024) a hit sweeps all keys and drops those with nothing left in their
+/// window, so memory follows the keys active in the last window.
+///
+/// Cloning shares the state; [`MemoryCache::rate_limiter`](crate::MemoryCache::rate_limiter)
+/// hands out clones of one limiter's state.
+#[derive(Clone)]
+pub struct MemoryRateLimiter {
+    state: Arc<RateState>,
+}
+
+impl fmt::Debug for MemoryRateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryRateLimiter")
+            .field("shards", &self.state.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryRateLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryRateLimiter {
+    /// An empty limiter with a state of its own.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(RateState::new()),
+        }
+    }
+
+    /// How many keys have requests in memory; for metrics and tests.
+    pub fn key_count(&self) -> usize {
+        self.state.key_count()
+    }
+
+    /// Sweeps now: forgets every request that left its window at `now` and
+    /// drops the keys left empty. Answers how many keys remain. Optional: hits
+    /// sweep on their own every so often.
+    pub fn prune(&self, now: DateTime<Utc>) -> usize {
+        self.state.sweep(now.timestamp_millis())
+    }
+}
+
+/// `ms` rounded up to whole seconds.
+fn ceil_secs(ms: i64) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
+}
+
+/// The decision of a hit at `now_ms`, computed exactly as the Redis adapter
+/// computes it from its script's reply.
+fn decision(outcome: HitOutcome, limit: u32, window_ms: i64, now_ms: i64) -> RateDecision {
+    let counted = u32::try_from(outcome.counted).unwrap_or(u32::MAX);
+    // Room comes back when the oldest counted request leaves the window;
+    // with nothing counted (limit 0) that is a full window from now.
+    let oldest_ms = outcome.oldest_ms.unwrap_or(now_ms);
+    let frees_at_ms = oldest_ms.saturating_add(window_ms);
+    let retry_after = if outcome.allowed {
+        0
+    } else {
+        u64::try_from(ceil_secs(frees_at_ms.saturating_sub(now_ms)))
+            .unwrap_or(0)
+            .max(1)
+    };
+    RateDecision {
+        allowed: outcome.allowed,
+        limit,
+        remaining: limit.saturating_sub(counted),
+        reset_at: ceil_secs(frees_at_ms),
+        retry_after,
+    }
+}
+
+#[async_trait]
+impl RateLimiter for MemoryRateLimiter {
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<RateDecision, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let outcome = self.state.hit(&key_part(key), limit, window_ms, now_ms);
+        self.state.sweep_if_due(now_ms);
+        Ok(decision(outcome, limit, window_ms, now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceil_secs_rounds_up() {
+        assert_eq!(ceil_secs(0), 0);
+        assert_eq!(ceil_secs(1), 1);
+        assert_eq!(ceil_secs(999), 1);
+        assert_eq!(ceil_secs(1000), 1);
+        assert_eq!(ceil_secs(1001), 2);
+        assert_eq!(ceil_secs(-1), 0);
+        assert_eq!(ceil_secs(-1000), -1);
+    }
+
+    #[test]
+    fn the_log_stays_sorted_when_times_arrive_out_of_order() {
+        let mut log = Log::new(10_000);
+        for t in [1_002, 1_000, 1_001, 1_000] {
+            assert!(log.hit(t, 10_000, 10).allowed);
+        }
+        assert_eq!(log.times, [1_000, 1_000, 1_001, 1_002]);
+        let outcome = log.hit(11_000, 10_000, 10);
+        assert_eq!(
+            outcome,
+            HitOutcome {
+                allowed: true,
+                counted: 3,
+                oldest_ms: Some(1_001)
+            },
+            "both entries at exactly now - window left"
+        );
+    }
+
+    #[test]
+    fn limit_zero_counts_nothing_and_keeps_no_key() {
+        let state = RateState::new();
+        let outcome = state.hit("k", 0, 1_000, 5_000);
+        assert_eq!(
+            outcome,
+            HitOutcome {
+                allowed: false,
+                counted: 0,
+                oldest_ms: None
+            }
+        );
+        assert_eq!(state.key_count(), 0);
+        let d = decision(outcome, 0, 1_000, 5_000);
+        assert_eq!((d.reset_at, d.retry_after, d.remaining), (6, 1, 0));
+    }
+
+    #[test]
+    fn a_key_whose_window_emptied_is_dropped_on_its_next_refusal() {
+        let state = RateState::new();
+        assert!(state.hit("k", 1, 1_000, 0).allowed);
+        // Limit lowered to 0 after the window passed: nothing counted, no key.
+        assert!(!state.hit("k", 0, 1_000, 1_000).allowed);
+        assert_eq!(state.key_count(), 0);
+    }
+
+    #[test]
+    fn extreme_windows_and_times_do_not_overflow() {
+        let state = RateState::new();
+        let outcome = state.hit("k", 1, i64::MAX, i64::MAX - 1);
+        assert!(outcome.allowed);
+        let d = decision(outcome, 1, i64::MAX, i64::MAX - 1);
+        assert_eq!(d.remaining, 0);
+        assert!(!state.hit("k", 1, i64::MAX, i64::MIN + 1).allowed);
+        assert_eq!(state.sweep(i64::MIN), 1);
+    }
+}

@@ -1,0 +1,307 @@
+//! Connections: how each one is opened, the pool that holds them, and how a
+//! unit of work runs on one.
+//!
+//! # Why blocking connections on `spawn_blocking`, not `SyncConnectionWrapper`
+//!
+//! SQLite is a library, not a server: every call blocks the calling thread.
+//! This crate keeps a small deadpool pool of plain diesel `SqliteConnection`s
+//! and runs each port method as one closure (a *unit of work*, usually one
+//! transaction) on Tokio's blocking pool, with the connection moved into it.
+//! diesel-async's `SyncConnectionWrapper` does the same per statement, but:
+//!
+//! * a cancelled future (actix-web drops a handler's future when its client
+//!   disconnects) leaves that wrapper's transaction open on a pooled connection
+//!   (documented on its `immediate_transaction`), still holding SQLite's write
+//!   lock, and its cancel guard calls `block_in_place`, which panics on the
+//!   current-thread runtimes actix-web's workers run on. Here the closure runs
+//!   to its commit or rollback whatever happens to the future awaiting it;
+//! * one hop to the blocking pool per port call instead of one per statement.
+//!
+//! Every connection is set up the same way, before it is used:
+//! `busy_timeout` (so a writer waits for another instead of failing at once),
+//! `journal_mode = WAL` (readers never wait for the writer), `foreign_keys = ON`
+//! (SQLite's default is off), `synchronous = FULL` (every commit is on disk
+//! before it returns, also across a power loss: the contract makes audit
+//! events durable before the response).
+
+use std::time::Duration;
+
+use deadpool::Runtime;
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use diesel::connection::{
+    AnsiTransactionManager, Connection, SimpleConnection, TransactionManager,
+};
+use diesel::sql_types::{BigInt, Text};
+use diesel::{QueryableByName, RunQueryDsl, SqliteConnection};
+use idp_domain::StoreError;
+
+use crate::error::{TxError, from_connection, from_diesel, from_join, from_pool};
+
+/// Size and timeouts of the embedded store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteConfig {
+    /// Most connections open at once; at least [`SqliteConfig::MIN_POOL_SIZE`].
+    /// Readers run in parallel; writers take turns whatever the size.
+    pub pool_size: usize,
+    /// How long a writer waits for another writer's transaction to end before
+    /// the store answers [`StoreError::Unavailable`] (`PRAGMA busy_timeout`).
+    pub busy_timeout: Duration,
+    /// How long a request waits for a free connection.
+    pub wait_timeout: Duration,
+    /// How long opening a new connection may take.
+    pub create_timeout: Duration,
+}
+
+impl SqliteConfig {
+    /// The smallest pool accepted: one connection may be held by a long
+    /// transaction while a health check or another request still gets one.
+    pub const MIN_POOL_SIZE: usize = 2;
+
+    /// Defaults with `pool_size` connections.
+    pub fn with_pool_size(pool_size: usize) -> Self {
+        Self {
+            pool_size,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 4,
+            busy_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(5),
+            create_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens one connection to `url` and sets it up (see the module docs).
+/// Blocking.
+pub(crate) fn establish(url: &str, busy_timeout: Duration) -> Result<SqliteConnection, StoreError> {
+    let mut conn = SqliteConnection::establish(url).map_err(from_connection)?;
+    let busy_ms = busy_timeout.as_millis().min(i32::MAX as u128);
+    // busy_timeout first, so switching to WAL waits for a concurrent opener.
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {busy_ms}; \
+         PRAGMA journal_mode = WAL; \
+         PRAGMA foreign_keys = ON; \
+         PRAGMA synchronous = FULL;"
+    ))
+    .map_err(from_diesel)?;
+    // journal_mode answers the mode it could set rather than failing (e.g. on
+    // a file system without shared memory); concurrent readers need WAL.
+    let mode = pragma_text(&mut conn, "journal_mode")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unknown(anyhow::anyhow!(
+            "cannot put the database in WAL mode (it stays in {mode} mode)"
+        )));
+    }
+    Ok(conn)
+}
+
+#[derive(QueryableByName)]
+struct PragmaText {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+#[cfg(any(test, feature = "testing"))]
+#[derive(QueryableByName)]
+struct PragmaInteger {
+    #[diesel(sql_type = BigInt)]
+    value: i64,
+}
+
+/// The value of a text pragma (`journal_mode`, ...) on `conn`.
+pub(crate) fn pragma_text(conn: &mut SqliteConnection, name: &str) -> Result<String, StoreError> {
+    // Pragma names cannot be bound; every caller passes a literal.
+    diesel::sql_query(format!("SELECT (SELECT * FROM pragma_{name}()) AS value"))
+        .get_result::<PragmaText>(conn)
+        .map(|row| row.value)
+        .map_err(from_diesel)
+}
+
+/// The value of an integer pragma (`foreign_keys`, `busy_timeout`, ...) on `conn`.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn pragma_integer(conn: &mut SqliteConnection, name: &str) -> Result<i64, StoreError> {
+    diesel::sql_query(format!("SELECT (SELECT * FROM pragma_{name}()) AS value"))
+        .get_result::<PragmaInteger>(conn)
+        .map(|row| row.value)
+        .map_err(from_diesel)
+}
+
+/// Opens and recycles the pool's connections.
+#[derive(Debug)]
+pub(crate) struct ConnectionManager {
+    url: String,
+    busy_timeout: Duration,
+}
+
+impl managed::Manager for ConnectionManager {
+    type Type = SqliteConnection;
+    type Error = StoreError;
+
+    async fn create(&self) -> Result<SqliteConnection, StoreError> {
+        let url = self.url.clone();
+        let busy_timeout = self.busy_timeout;
+        tokio::task::spawn_blocking(move || establish(&url, busy_timeout))
+            .await
+            .map_err(from_join)?
+    }
+
+    /// A connection whose unit of work panicked inside a transaction comes
+    /// back with the transaction open: drop it (closing it rolls back).
+    async fn recycle(&self, conn: &mut SqliteConnection, _: &Metrics) -> RecycleResult<StoreError> {
+        match AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth() {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(RecycleError::message("left inside a transaction")),
+            Err(_) => Err(RecycleError::message("transaction manager broken")),
+        }
+    }
+}
+
+/// The pool every adapter of this crate shares.
+pub(crate) type SqlitePool = managed::Pool<ConnectionManager>;
+
+/// Refuses a pool smaller than [`SqliteConfig::MIN_POOL_SIZE`].
+pub(crate) fn check_pool_size(config: &SqliteConfig) -> Result<(), StoreError> {
+    if config.pool_size < SqliteConfig::MIN_POOL_SIZE {
+        return Err(StoreError::Unknown(anyhow::anyhow!(
+            "database pool size must be at least {}, got {}",
+            SqliteConfig::MIN_POOL_SIZE,
+            config.pool_size
+        )));
+    }
+    Ok(())
+}
+
+/// Builds the pool (opening no connection yet).
+pub(crate) fn build_pool(url: String, config: &SqliteConfig) -> Result<SqlitePool, StoreError> {
+    check_pool_size(config)?;
+    let manager = ConnectionManager {
+        url,
+        busy_timeout: config.busy_timeout,
+    };
+    SqlitePool::builder(manager)
+        .max_size(config.pool_size)
+        .wait_timeout(Some(config.wait_timeout))
+        .create_timeout(Some(config.create_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Unknown(anyhow::anyhow!("cannot build the database pool: {e}")))
+}
+
+/// Runs `work` on a pooled connection on Tokio's blocking pool, inside the
+/// caller's tracing span. Once started, `work` runs to its end (its commit or
+/// rollback) even if the returned future is dropped; the connection then goes
+/// back to the pool.
+pub(crate) async fn run<R, F>(pool: &SqlitePool, work: F) -> Result<R, StoreError>
+where
+    F: FnOnce(&mut SqliteConnection) -> Result<R, StoreError> + Send + 'static,
+    R: Send + 'static,
+{
+    let mut conn = pool.get().await.map_err(from_pool)?;
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| work(&mut conn)))
+        .await
+        .map_err(from_join)?
+}
+
+/// Runs `work` in a `BEGIN IMMEDIATE` transaction: it takes SQLite's write
+/// lock before its first read, so every check it makes (a count, a status)
+/// still holds when it writes. Writers of every connection and every process
+/// using the file take turns, each waiting up to the busy timeout.
+pub(crate) fn write_transaction<R>(
+    conn: &mut SqliteConnection,
+    work: impl FnOnce(&mut SqliteConnection) -> Result<R, TxError>,
+) -> Result<R, StoreError> {
+    conn.immediate_transaction(work).map_err(StoreError::from)
+}
+
+/// Runs `work` in a read transaction: its queries see one snapshot (WAL), so
+/// a count and the page it counts agree.
+pub(crate) fn read_transaction<R>(
+    conn: &mut SqliteConnection,
+    work: impl FnOnce(&mut SqliteConnection) -> Result<R, TxError>,
+) -> Result<R, StoreError> {
+    conn.transaction(work).map_err(StoreError::from)
+}
+
+/// Reads the schema through a pooled connection: the file is there, readable,
+/// and a connection can be had within the pool's timeouts.
+pub(crate) async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
+    run(pool, |conn| {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let tables = diesel::sql_query("SELECT count(*) AS n FROM sqlite_schema")
+            .get_result::<Count>(conn)
+            .map_err(from_diesel)?;
+        if tables.n > 0 {
+            Ok(())
+        } else {
+            Err(StoreError::Unknown(anyhow::anyhow!(
+                "the database has no schema"
+            )))
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::TransactionManager;
+
+    use super::*;
+    use crate::testing::TestDataDir;
+
+    #[test]
+    fn every_connection_is_set_up() {
+        let dir = TestDataDir::create().unwrap();
+        let name = dir.database().to_str().unwrap().to_owned();
+        let mut conn = establish(&name, Duration::from_millis(1_234)).unwrap();
+        assert_eq!(pragma_text(&mut conn, "journal_mode").unwrap(), "wal");
+        assert_eq!(pragma_integer(&mut conn, "busy_timeout").unwrap(), 1_234);
+        assert_eq!(pragma_integer(&mut conn, "foreign_keys").unwrap(), 1);
+        // 1 is NORMAL.
+        assert_eq!(pragma_integer(&mut conn, "synchronous").unwrap(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exhausted_pool_is_unavailable_not_a_hang() {
+        let dir = TestDataDir::create().unwrap();
+        let config = SqliteConfig {
+            pool_size: 2,
+            wait_timeout: Duration::from_millis(200),
+            ..SqliteConfig::default()
+        };
+        let store = dir.open(config).await.unwrap();
+        let first = store.pool.get().await.unwrap();
+        let second = store.pool.get().await.unwrap();
+        let err = ping(&store.pool).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        drop((first, second));
+        ping(&store.pool).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_left_in_a_transaction_is_not_reused() {
+        let dir = TestDataDir::create().unwrap();
+        let store = dir.open(SqliteConfig::with_pool_size(2)).await.unwrap();
+        let mut conn = store.pool.get().await.unwrap();
+        AnsiTransactionManager::begin_transaction(&mut *conn).unwrap();
+        drop(conn);
+        let mut conn = store.pool.get().await.unwrap();
+        assert_eq!(
+            AnsiTransactionManager::transaction_manager_status_mut(&mut *conn)
+                .transaction_depth()
+                .unwrap(),
+            None,
+            "the pool handed out a connection inside a transaction"
+        );
+    }
+}

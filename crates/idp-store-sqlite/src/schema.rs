@@ -1,0 +1,73 @@
+//! The tables of `migrations/sqlite`, written by hand (no `diesel print-schema`
+//! step in the build). Keep in step with the migrations: the integration tests
+//! exercise every column through the ports. Column types follow the layout of
+//! the `columns` module: UUIDs and JSON as `Text`, instants as `BigInt`
+//! milliseconds.
+
+diesel::table! {
+    agents (agent_id) {
+        agent_id -> Text,
+        email -> Text,
+        /// `GENERATED ALWAYS AS (lower(email)) STORED`: read-only, never inserted.
+        email_normalized -> Text,
+        agent_type -> Text,
+        version -> Text,
+        /// A JSON array of strings.
+        capabilities -> Text,
+        owner -> Text,
+        deployment_env -> Text,
+        status -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    credentials (credential_id) {
+        credential_id -> Text,
+        agent_id -> Text,
+        owner -> Text,
+        secret_hash -> Text,
+        secret_hint -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    audit_events (event_id) {
+        event_id -> Text,
+        owner -> Nullable<Text>,
+        agent_id -> Nullable<Text>,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        outcome -> Text,
+        ip_address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        /// A JSON value.
+        metadata -> Text,
+        timestamp -> BigInt,
+    }
+}
+
+diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Text,
+        owner -> Text,
+        expires_at -> BigInt,
+        revoked_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    signing_keys (algorithm) {
+        algorithm -> Text,
+        kid -> Text,
+        private_pem -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::joinable!(credentials -> agents (agent_id));
+diesel::allow_tables_to_appear_in_same_query!(agents, credentials);

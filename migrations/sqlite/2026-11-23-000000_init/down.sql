@@ -1,0 +1,10 @@
+DROP TABLE IF EXISTS signing_keys;
+DROP TABLE IF EXISTS revoked_tokens;
+DROP TRIGGER IF EXISTS audit_events_no_replace;
+DROP TRIGGER IF EXISTS audit_events_no_delete;
+DROP TRIGGER IF EXISTS audit_events_no_update;
+DROP TABLE IF EXISTS audit_events;
+DROP TABLE IF EXISTS credentials;
+DROP TRIGGER IF EXISTS agents_capabilities_are_strings_on_update;
+DROP TRIGGER IF EXISTS agents_capabilities_are_strings_on_insert;
+DROP TABLE IF EXISTS agents;
