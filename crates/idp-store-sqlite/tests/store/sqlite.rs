@@ -558,7 +558,7 @@ async fn every_pooled_connection_is_set_up() {
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        assert_eq!(joined.unwrap(), ("wal".to_owned(), 1, 5_000, 1));
+        assert_eq!(joined.unwrap(), ("wal".to_owned(), 1, 5_000, 2));
     }
     harness.finish();
 }
