@@ -36,6 +36,10 @@ check:
 fmt:
     cargo fmt --all
 
+# Load benchmark (bench/README.md): release build, wrk, both deployments, one table.
+bench *args:
+    bench/run.sh {{args}}
+
 # Check that the OpenAPI document parses (and validate it as OpenAPI 3.1 when openapi-spec-validator is installed).
 openapi-check:
     python3 -c "import yaml,sys; yaml.safe_load(open('openapi/openapi.yaml'))"

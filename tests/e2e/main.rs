@@ -1,1 +1,28 @@
-fn main() {}
+//! End-to-end tests of AgentIdP: each test starts the real `idp-server` binary
+//! on port 0 with a PostgreSQL database and a Redis key prefix of its own, and
+//! walks the HTTP contract (`/work/shared/api-contract.md`) over the wire.
+//!
+//! Needs PostgreSQL (`IDP_TEST_DATABASE_URL`) and Redis (`IDP_TEST_REDIS_URL`),
+//! and the server binary built first: `cargo build -p idp-server` (or point
+//! `IDP_SERVER_BIN` at one).
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed assumption must fail the test loudly"
+)]
+
+mod support;
+
+mod agents;
+mod audit;
+mod concurrency;
+mod credentials;
+mod introspection;
+mod lifecycle;
+mod limits;
+mod malformed;
+mod operations;
+mod process;
+mod token_endpoint;

@@ -1,0 +1,225 @@
+//! Driving load: the data files the wrk scripts read, one wrk run, and the
+//! single cold token requests of `token-cold`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde::Deserialize;
+
+use crate::cli::Scenario;
+use crate::report::RunReport;
+use crate::seed::{Seeded, http_client, request_token};
+use crate::server::{Sampler, cpu_seconds, load_average, machine_busy_seconds};
+
+/// Writes the files bench/wrk/*.lua read (tab-separated, one request each):
+/// `token.tsv` (Basic credentials), `introspect.tsv` (caller token, token),
+/// `agents.tsv` (caller token, agent id, is-admin), `owners.tsv` (caller token),
+/// `audit.tsv` (caller token, agent id, fromDate, toDate).
+pub fn write_data_files(dir: &Path, seeded: &Seeded, now: DateTime<Utc>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let admin = |owner: usize| seeded.owners[owner].admin_token.as_str();
+    let (mut token, mut introspect, mut agents, mut owners, mut audit) = (
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    );
+    let from = (now - Duration::days(7)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    let to = (now + Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    // Interleave the owners, so consecutive requests hit different tenants.
+    let mut order: Vec<usize> = (0..seeded.agents.len()).collect();
+    let mut rank = vec![0usize; seeded.owners.len()];
+    let ranks: Vec<usize> = seeded
+        .agents
+        .iter()
+        .map(|a| {
+            rank[a.owner] += 1;
+            rank[a.owner]
+        })
+        .collect();
+    order.sort_by_key(|&a| (ranks[a], seeded.agents[a].owner));
+    for &a in &order {
+        let agent = &seeded.agents[a];
+        let caller = admin(agent.owner);
+        for credential in &agent.credentials {
+            let basic = STANDARD.encode(format!(
+                "{}:{}",
+                credential.client_id, credential.client_secret
+            ));
+            writeln!(token, "{basic}")?;
+            if let Some(access_token) = &credential.access_token {
+                writeln!(introspect, "{caller}\t{access_token}")?;
+            }
+        }
+        writeln!(
+            agents,
+            "{caller}\t{}\t{}",
+            agent.agent_id,
+            u8::from(agent.is_admin)
+        )?;
+        writeln!(audit, "{caller}\t{}\t{from}\t{to}", agent.agent_id)?;
+    }
+    for owner in &seeded.owners {
+        writeln!(owners, "{}", owner.admin_token)?;
+    }
+    for (name, text) in [
+        ("token.tsv", token),
+        ("introspect.tsv", introspect),
+        ("agents.tsv", agents),
+        ("owners.tsv", owners),
+        ("audit.tsv", audit),
+    ] {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// What bench/wrk/common.lua prints after `IDP_BENCH_RESULT `.
+#[derive(Debug, Deserialize)]
+struct WrkResult {
+    requests: u64,
+    duration_us: u64,
+    bad: u64,
+    connect: u64,
+    read: u64,
+    write: u64,
+    timeout: u64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    max_us: f64,
+}
+
+/// wrk's settings of a run.
+#[derive(Debug, Clone)]
+pub struct WrkSettings {
+    pub scripts: PathBuf,
+    pub threads: u32,
+    pub connections: u32,
+    pub duration_s: u32,
+}
+
+/// One wrk run of `scenario` against `base`, sampling the server's RSS.
+pub fn run_wrk(
+    settings: &WrkSettings,
+    scenario: Scenario,
+    base: &str,
+    data_dir: &Path,
+    server_pid: u32,
+    log: &Path,
+) -> anyhow::Result<RunReport> {
+    let script = settings.scripts.join(format!("{}.lua", scenario.name()));
+    if !script.is_file() {
+        bail!("no wrk script {}", script.display());
+    }
+    let load_before = load_average();
+    let machine_before = machine_busy_seconds();
+    let cpu_before = cpu_seconds(server_pid);
+    let started = Instant::now();
+    let child = Command::new("wrk")
+        .arg(format!("-t{}", settings.threads))
+        .arg(format!("-c{}", settings.connections))
+        .arg(format!("-d{}s", settings.duration_s))
+        .args(["--timeout", "10s", "-s"])
+        .arg(&script)
+        .arg(base)
+        .arg("--")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run wrk (apt-get install -y wrk)")?;
+    let sampler = Sampler::start(server_pid, child.id());
+    let output = child.wait_with_output();
+    let samples = sampler.finish();
+    let output = output.context("wrk did not finish")?;
+    let wall = started.elapsed().as_secs_f64();
+    let server_cpu_s = match (cpu_before, cpu_seconds(server_pid)) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
+    let percent = |seconds: f64| seconds / wall * 100.0;
+    // Everything the machine did besides the server and wrk: other sessions'
+    // builds and tests, which take cores away from both.
+    let other_cpu_percent = match (
+        machine_before,
+        machine_busy_seconds(),
+        server_cpu_s,
+        samples.load_generator_cpu_s,
+    ) {
+        (Some(before), Some(after), Some(server), Some(wrk)) if wall > 0.0 => {
+            Some(percent((after - before - server - wrk).max(0.0)))
+        }
+        _ => None,
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let _ = std::fs::write(log, format!("{stdout}\n--- stderr ---\n{stderr}"));
+    if !output.status.success() {
+        bail!("wrk failed ({}): {}", output.status, stderr.trim());
+    }
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("IDP_BENCH_RESULT "))
+        .with_context(|| format!("wrk printed no result: {}", stderr.trim()))?;
+    let r: WrkResult =
+        serde_json::from_str(line).with_context(|| format!("wrk result {line:?}"))?;
+    let seconds = r.duration_us as f64 / 1e6;
+    Ok(RunReport {
+        requests: r.requests,
+        seconds,
+        requests_per_s: if seconds > 0.0 {
+            r.requests as f64 / seconds
+        } else {
+            0.0
+        },
+        p50_ms: r.p50_us / 1e3,
+        p90_ms: r.p90_us / 1e3,
+        p99_ms: r.p99_us / 1e3,
+        max_ms: r.max_us / 1e3,
+        bad_responses: r.bad,
+        socket_errors: r.connect + r.read + r.write + r.timeout,
+        rss_peak_kib: samples.rss_peak_kib,
+        server_cpu_percent: server_cpu_s.filter(|_| wall > 0.0).map(percent),
+        other_cpu_percent,
+        load_before,
+    })
+}
+
+/// `token-cold`: one token request per never-used credential, one at a time
+/// on an idle server; its latencies, sorted, in milliseconds, and how many
+/// were not 2xx.
+pub async fn cold_tokens(base: &str, seeded: &Seeded) -> anyhow::Result<(Vec<f64>, u64)> {
+    if seeded.cold.is_empty() {
+        bail!("no cold credential was kept (--cold-samples 0)");
+    }
+    let client = http_client()?;
+    // Open the connection first: the figure is the request, not the TCP handshake.
+    client.get(format!("{base}/healthz")).send().await?;
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for credential in &seeded.cold {
+        let started = Instant::now();
+        let (status, _) = request_token(
+            &client,
+            base,
+            &credential.client_id,
+            &credential.client_secret,
+        )
+        .await?;
+        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+        if !status.is_success() {
+            errors += 1;
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok((latencies, errors))
+}

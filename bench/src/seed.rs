@@ -1,0 +1,368 @@
+//! Seeding a fresh server with realistic data, through its own API: one admin
+//! per owner from `idp-server bootstrap`, then agents, credentials and one token
+//! per credential over HTTP, concurrently. The bulk of the audit log is added
+//! afterwards with SQL ([`crate::audit_seed`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{StreamExt, stream};
+use reqwest::{Client, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::server::{ServerEnv, bootstrap};
+
+/// How much to seed.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedPlan {
+    pub owners: usize,
+    /// Agents per owner, the bootstrapped admin included.
+    pub agents_per_owner: usize,
+    pub credentials_per_agent: usize,
+    /// Credentials kept unused for `token-cold`.
+    pub cold_samples: usize,
+    pub concurrency: usize,
+}
+
+/// A client credential and, once warmed up, one valid access token of it.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub client_id: String,
+    pub client_secret: String,
+    pub access_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeededAgent {
+    pub agent_id: String,
+    /// Index into [`Seeded::owners`].
+    pub owner: usize,
+    pub is_admin: bool,
+    pub credentials: Vec<Credential>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeededOwner {
+    pub slug: String,
+    /// A token of the owner's admin: all four management scopes.
+    pub admin_token: String,
+}
+
+/// Everything the scenarios need.
+#[derive(Debug, Clone)]
+pub struct Seeded {
+    pub owners: Vec<SeededOwner>,
+    pub agents: Vec<SeededAgent>,
+    /// Never used to request a token: the first request of each is cold.
+    pub cold: Vec<Credential>,
+}
+
+const AGENT_TYPES: [&str; 8] = [
+    "screener",
+    "classifier",
+    "orchestrator",
+    "extractor",
+    "summarizer",
+    "router",
+    "monitor",
+    "custom",
+];
+const ENVIRONMENTS: [&str; 3] = ["production", "staging", "development"];
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentResponse {
+    agent_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialResponse {
+    client_id: String,
+    client_secret: String,
+}
+
+/// The HTTP client of the seeding steps and of `token-cold`.
+pub fn http_client() -> anyhow::Result<Client> {
+    Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+async fn check(response: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    bail!(
+        "{what}: {status} {}",
+        body.chars().take(300).collect::<String>()
+    )
+}
+
+/// `POST /api/v1/token` with client_secret_basic.
+pub async fn request_token(
+    client: &Client,
+    base: &str,
+    client_id: &str,
+    secret: &str,
+) -> anyhow::Result<(StatusCode, String)> {
+    let response = client
+        .post(format!("{base}/api/v1/token"))
+        .basic_auth(client_id, Some(secret))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .context("token request")?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn token(client: &Client, base: &str, id: &str, secret: &str) -> anyhow::Result<String> {
+    let (status, body) = request_token(client, base, id, secret).await?;
+    if !status.is_success() {
+        bail!("token for {id}: {status} {body}");
+    }
+    let parsed: TokenResponse =
+        serde_json::from_str(&body).with_context(|| format!("token response {body:?}"))?;
+    Ok(parsed.access_token)
+}
+
+/// Runs `jobs` with at most `concurrency` in flight; stops at the first error.
+async fn run_all<T, F>(jobs: Vec<F>, concurrency: usize) -> anyhow::Result<Vec<T>>
+where
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut stream = stream::iter(jobs).buffered(concurrency.max(1));
+    while let Some(result) = stream.next().await {
+        results.push(result?);
+    }
+    Ok(results)
+}
+
+fn step(label: &str, started: Instant) {
+    eprintln!("  {label} ({:.1} s)", started.elapsed().as_secs_f64());
+}
+
+/// Seeds a running server at `base` (whose configuration is `env`).
+pub async fn seed(env: &ServerEnv, base: &str, plan: SeedPlan) -> anyhow::Result<Seeded> {
+    let client = Arc::new(http_client()?);
+    let run = crate::deployment::random_suffix();
+
+    // 1. One admin per owner, from the operator's CLI (sequential: it opens the
+    //    store itself, and the embedded store is one file).
+    let started = Instant::now();
+    let mut owners = Vec::with_capacity(plan.owners);
+    let mut agents = Vec::with_capacity(plan.owners * plan.agents_per_owner);
+    for o in 0..plan.owners {
+        let slug = format!("bench-{run}-{o:02}");
+        let admin = bootstrap(env, &slug, &format!("admin@{slug}.example"))?;
+        let admin_token = token(&client, base, &admin.client_id, &admin.client_secret).await?;
+        owners.push(SeededOwner { slug, admin_token });
+        agents.push(SeededAgent {
+            agent_id: admin.agent_id,
+            owner: o,
+            is_admin: true,
+            credentials: vec![Credential {
+                client_id: admin.client_id,
+                client_secret: admin.client_secret,
+                access_token: None,
+            }],
+        });
+    }
+    step(&format!("bootstrapped {} owners", owners.len()), started);
+
+    // 2. The other agents, through the API.
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for (o, owner) in owners.iter().enumerate() {
+        for i in 1..plan.agents_per_owner {
+            let client = Arc::clone(&client);
+            let url = format!("{base}/api/v1/agents");
+            let auth = format!("Bearer {}", owner.admin_token);
+            let body = json!({
+                "email": format!("agent-{i:03}@{}.example", owner.slug),
+                "agentType": AGENT_TYPES[i % AGENT_TYPES.len()],
+                "version": format!("1.{}.{}", i % 7, i % 3),
+                "capabilities": ["resume:read", "resume:write", "jobs:read"],
+                "deploymentEnv": ENVIRONMENTS[i % ENVIRONMENTS.len()],
+            });
+            jobs.push(async move {
+                let response = client
+                    .post(url)
+                    .header("Authorization", auth)
+                    .json(&body)
+                    .send()
+                    .await?;
+                let created: AgentResponse = check(response, "create agent").await?.json().await?;
+                Ok(SeededAgent {
+                    agent_id: created.agent_id,
+                    owner: o,
+                    is_admin: false,
+                    credentials: Vec::new(),
+                })
+            });
+        }
+    }
+    agents.extend(run_all(jobs, plan.concurrency).await?);
+    step(&format!("created {} agents", agents.len()), started);
+
+    // 3. Credentials up to `credentials_per_agent` each (the admin has one).
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for (a, agent) in agents.iter().enumerate() {
+        for _ in agent.credentials.len()..plan.credentials_per_agent {
+            let client = Arc::clone(&client);
+            let url = format!("{base}/api/v1/agents/{}/credentials", agent.agent_id);
+            let auth = format!("Bearer {}", owners[agent.owner].admin_token);
+            jobs.push(async move {
+                let response = client
+                    .post(url)
+                    .header("Authorization", auth)
+                    .send()
+                    .await?;
+                let made: CredentialResponse =
+                    check(response, "create credential").await?.json().await?;
+                Ok((
+                    a,
+                    Credential {
+                        client_id: made.client_id,
+                        client_secret: made.client_secret,
+                        access_token: None,
+                    },
+                ))
+            });
+        }
+    }
+    let made = run_all(jobs, plan.concurrency).await?;
+    let credentials = made.len() + owners.len();
+    for (a, credential) in made {
+        agents[a].credentials.push(credential);
+    }
+    step(&format!("created {credentials} credentials"), started);
+
+    // 4. Keep a few never-used credentials for `token-cold` (the last one of
+    //    non-admin agents spread over the owners), then warm up every other
+    //    credential with one token: the load then measures the steady state,
+    //    and the tokens feed `introspect`.
+    let mut cold = Vec::new();
+    let mut candidates: Vec<usize> = (0..agents.len())
+        .filter(|&a| !agents[a].is_admin && agents[a].credentials.len() > 1)
+        .collect();
+    // Round robin over the owners: the n-th agent of each owner, then the next.
+    candidates.sort_by_key(|&a| {
+        let rank = (0..a)
+            .filter(|&b| agents[b].owner == agents[a].owner)
+            .count();
+        (rank, agents[a].owner)
+    });
+    for a in candidates.into_iter().take(plan.cold_samples) {
+        if let Some(credential) = agents[a].credentials.pop() {
+            cold.push(credential);
+        }
+    }
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for (a, agent) in agents.iter().enumerate() {
+        for (c, credential) in agent.credentials.iter().enumerate() {
+            let client = Arc::clone(&client);
+            let base = base.to_owned();
+            let id = credential.client_id.clone();
+            let secret = credential.client_secret.clone();
+            jobs.push(async move { Ok((a, c, token(&client, &base, &id, &secret).await?)) });
+        }
+    }
+    let warmed = run_all(jobs, plan.concurrency).await?;
+    let warmed_count = warmed.len();
+    for (a, c, access_token) in warmed {
+        agents[a].credentials[c].access_token = Some(access_token);
+    }
+    step(
+        &format!(
+            "warmed up {warmed_count} credentials with one token each ({} kept cold)",
+            cold.len()
+        ),
+        started,
+    );
+
+    Ok(Seeded {
+        owners,
+        agents,
+        cold,
+    })
+}
+
+/// Total audit events visible to the owners, through `GET /api/v1/audit`.
+pub async fn audit_total(base: &str, owners: &[SeededOwner]) -> anyhow::Result<u64> {
+    #[derive(Deserialize)]
+    struct Page {
+        pagination: Pagination,
+    }
+    #[derive(Deserialize)]
+    struct Pagination {
+        total: u64,
+    }
+    let client = http_client()?;
+    let mut total = 0;
+    for owner in owners {
+        let response = client
+            .get(format!("{base}/api/v1/audit?limit=1"))
+            .header("Authorization", format!("Bearer {}", owner.admin_token))
+            .send()
+            .await?;
+        let page: Page = check(response, "audit count").await?.json().await?;
+        total += page.pagination.total;
+    }
+    Ok(total)
+}
+
+/// Appends `count` audit events through the API: each `PATCH` of an agent's
+/// version writes one `agent.updated` event. The fallback when SQL cannot be
+/// used; slow (one committed write per event).
+pub async fn audit_through_api(
+    base: &str,
+    seeded: &Seeded,
+    count: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let client = Arc::new(http_client()?);
+    let targets: Vec<&SeededAgent> = seeded.agents.iter().filter(|a| !a.is_admin).collect();
+    if targets.is_empty() {
+        bail!("no agent to update");
+    }
+    let jobs = (0..count).map(|n| {
+        let client = Arc::clone(&client);
+        let agent = targets[usize::try_from(n).unwrap_or(0) % targets.len()];
+        let url = format!("{base}/api/v1/agents/{}", agent.agent_id);
+        let auth = format!("Bearer {}", seeded.owners[agent.owner].admin_token);
+        let body = json!({ "version": format!("1.{}.{}", n / 1000, n % 1000) });
+        async move {
+            let response = client
+                .patch(url)
+                .header("Authorization", auth)
+                .json(&body)
+                .send()
+                .await?;
+            check(response, "update agent").await?;
+            anyhow::Ok(())
+        }
+    });
+    let mut stream = stream::iter(jobs).buffer_unordered(concurrency.max(1));
+    while let Some(result) = stream.next().await {
+        result?;
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+-- The requests of each scenario, built from the driver's data files; shared
+-- by the scenario scripts and mixed.lua.
+
+function token_requests(dir)
+  local list = {}
+  for _, row in ipairs(read_tsv(dir, "token.tsv")) do
+    list[#list + 1] = wrk.format("POST", "/api/v1/token", {
+      ["Authorization"] = "Basic " .. row[1],
+      ["Content-Type"] = "application/x-www-form-urlencoded",
+    }, "grant_type=client_credentials")
+  end
+  return list
+end
+
+function introspect_requests(dir)
+  local list = {}
+  for _, row in ipairs(read_tsv(dir, "introspect.tsv")) do
+    list[#list + 1] = wrk.format("POST", "/api/v1/token/introspect", {
+      ["Authorization"] = bearer(row[1]),
+      ["Content-Type"] = "application/x-www-form-urlencoded",
+    }, "token=" .. row[2])
+  end
+  return list
+end
+
+function agents_get_requests(dir)
+  local list = {}
+  for _, row in ipairs(read_tsv(dir, "agents.tsv")) do
+    list[#list + 1] = wrk.format("GET", "/api/v1/agents/" .. row[2], {
+      ["Authorization"] = bearer(row[1]),
+    })
+  end
+  return list
+end
+
+function agents_list_requests(dir)
+  local list = {}
+  for _, row in ipairs(read_tsv(dir, "owners.tsv")) do
+    list[#list + 1] = wrk.format("GET", "/api/v1/agents?limit=20&status=active", {
+      ["Authorization"] = bearer(row[1]),
+    })
+  end
+  return list
+end
+
+function audit_query_requests(dir)
+  local list = {}
+  for _, row in ipairs(read_tsv(dir, "audit.tsv")) do
+    local path = "/api/v1/audit?agentId=" .. row[2] .. "&fromDate=" .. row[3] .. "&toDate=" .. row[4]
+    list[#list + 1] = wrk.format("GET", path, {
+      ["Authorization"] = bearer(row[1]),
+    })
+  end
+  return list
+end
+
+-- PATCH of an agent's version (not of the admins, whose tokens the reads use).
+function patch_requests(dir)
+  local list = {}
+  for i, row in ipairs(read_tsv(dir, "agents.tsv")) do
+    if row[3] ~= "1" then
+      local body = string.format('{"version":"2.%d.%d"}', i % 100, (thread_index or 1))
+      list[#list + 1] = wrk.format("PATCH", "/api/v1/agents/" .. row[2], {
+        ["Authorization"] = bearer(row[1]),
+        ["Content-Type"] = "application/json",
+      }, body)
+    end
+  end
+  return list
+end

@@ -1,0 +1,60 @@
+//! The end-to-end harness: the real `idp-server` binary, a database and a
+//! Redis prefix per test, and HTTP helpers.
+
+mod app;
+mod http;
+pub mod jwt;
+mod process;
+mod redis;
+
+pub use app::{AgentClient, MANAGEMENT_SCOPES, TestApp, agent_body, client_from_credential};
+pub use http::{Exchange, Reply, raw_exchange};
+pub use process::{run_to_completion, server_command};
+
+/// The wall clock. The server reads the same one, and some rules (an
+/// `expiresAt` in the future, a rate-limit reset in the next minute) are
+/// stated against it.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the server under test runs on the real clock; tests must compare against it"
+)]
+pub fn wall_clock() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// Whether `raw` is an RFC 3339 UTC timestamp with at least millisecond
+/// precision, as the contract's conventions require.
+pub fn is_contract_timestamp(raw: &serde_json::Value) -> bool {
+    let Some(raw) = raw.as_str() else {
+        return false;
+    };
+    let Some(fraction) = raw.strip_suffix('Z').and_then(|r| r.split_once('.')) else {
+        return false;
+    };
+    chrono::DateTime::parse_from_rfc3339(raw).is_ok()
+        && fraction.1.len() >= 3
+        && fraction.1.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `raw` is a UUID string.
+pub fn is_uuid(raw: &serde_json::Value) -> bool {
+    raw.as_str()
+        .is_some_and(|s| uuid::Uuid::parse_str(s).is_ok())
+}
+
+/// The sorted keys of a JSON object.
+pub fn keys(value: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// Sorted owned strings, for comparing key sets.
+pub fn sorted(names: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    names.sort();
+    names
+}
