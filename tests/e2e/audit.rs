@@ -36,7 +36,6 @@ fn assert_event(
     assert!(event["metadata"].is_object(), "{event}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn every_write_appends_exactly_one_event() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -166,7 +165,6 @@ async fn every_write_appends_exactly_one_event() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn token_refusals_are_audited_as_auth_failed() {
     let app = TestApp::builder()
         .env("IDP_TOKEN_QUOTA_PER_MONTH", "2")
@@ -212,7 +210,6 @@ async fn token_refusals_are_audited_as_auth_failed() {
     assert_eq!(app.audit_total(&token).await, before);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn filters_pagination_and_order() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -326,7 +323,6 @@ async fn filtered_agent(app: &TestApp, token: &str, agent_id: &str) -> Vec<Value
         .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn events_are_read_one_by_one_within_the_owner() {
     let app = TestApp::start().await;
     let (_, acme) = app.bootstrap_admin("acme").await;
@@ -368,4 +364,11 @@ async fn events_are_read_one_by_one_within_the_owner() {
     )
     .await
     .expect_insufficient_scope("audit:read");
+}
+
+e2e_tests! {
+    every_write_appends_exactly_one_event,
+    token_refusals_are_audited_as_auth_failed,
+    filters_pagination_and_order,
+    events_are_read_one_by_one_within_the_owner,
 }

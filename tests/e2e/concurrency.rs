@@ -42,7 +42,6 @@ fn winners(replies: &[Reply], status: u16, other_status: u16, code: &str) -> usi
     won
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_creates_respect_the_agent_limit() {
     let app = TestApp::builder()
         .env("IDP_MAX_AGENTS_PER_OWNER", "4")
@@ -62,7 +61,6 @@ async fn concurrent_creates_respect_the_agent_limit() {
     assert_eq!(page["pagination"]["total"], 4);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_creates_with_one_email_make_one_agent() {
     let app = TestApp::start().await;
     let (_, acme) = app.bootstrap_admin("acme").await;
@@ -86,7 +84,6 @@ async fn concurrent_creates_with_one_email_make_one_agent() {
     assert_eq!(winners(&replies, 201, 409, "AGENT_ALREADY_EXISTS"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_generation_respects_the_credential_limit() {
     let app = TestApp::builder()
         .env("IDP_MAX_CREDENTIALS_PER_AGENT", "3")
@@ -103,7 +100,6 @@ async fn concurrent_generation_respects_the_credential_limit() {
     assert_eq!(winners(&replies, 201, 403, "FREE_TIER_LIMIT_EXCEEDED"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_token_requests_respect_the_quota() {
     let app = TestApp::builder()
         .env("IDP_TOKEN_QUOTA_PER_MONTH", "3")
@@ -121,7 +117,6 @@ async fn concurrent_token_requests_respect_the_quota() {
     assert_eq!(winners(&replies, 200, 429, "access_denied"), 3);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_respect_the_rate_limit() {
     let app = TestApp::builder()
         .env("IDP_RATE_LIMIT_PER_MINUTE", "5")
@@ -136,7 +131,6 @@ async fn concurrent_requests_respect_the_rate_limit() {
     assert_eq!(winners(&replies, 200, 429, "RATE_LIMIT_EXCEEDED"), 4);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_lifecycle_changes_have_one_winner() {
     let app = TestApp::start().await;
     let (_, token) = app.bootstrap_admin("acme").await;
@@ -185,9 +179,6 @@ async fn concurrent_lifecycle_changes_have_one_winner() {
     app.get_as(&token, &path).await.expect(200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: PATCH /agents/{id} reads the agent outside the transaction and then \
-            writes every column, so a concurrent PATCH can silently undo a suspension"]
 async fn an_acknowledged_suspension_is_never_lost_to_a_concurrent_update() {
     let app = TestApp::start().await;
     let (_, token) = app.bootstrap_admin("acme").await;
@@ -217,4 +208,16 @@ async fn an_acknowledged_suspension_is_never_lost_to_a_concurrent_update() {
         assert!(!app.token_works(&worker_token, &worker.agent_id).await);
         app.set_status(&token, &worker.agent_id, "active").await;
     }
+}
+
+e2e_tests! {
+    concurrent_creates_respect_the_agent_limit,
+    concurrent_creates_with_one_email_make_one_agent,
+    concurrent_generation_respects_the_credential_limit,
+    concurrent_token_requests_respect_the_quota,
+    concurrent_requests_respect_the_rate_limit,
+    concurrent_lifecycle_changes_have_one_winner,
+    #[ignore = "BUG: PATCH /agents/{id} reads the agent outside the transaction and then \
+    writes every column, so a concurrent PATCH can silently undo a suspension"]
+    an_acknowledged_suspension_is_never_lost_to_a_concurrent_update,
 }

@@ -38,7 +38,6 @@ async fn credentials_of(app: &TestApp, token: &str, agent_id: &str, query: &str)
     .expect_json(200)
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn generate_returns_the_secret_exactly_once() {
     let app = TestApp::start().await;
     let (_, token) = app.bootstrap_admin("acme").await;
@@ -89,7 +88,6 @@ async fn generate_returns_the_secret_exactly_once() {
     assert_eq!(item["credentialId"], cid);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn generate_takes_an_optional_future_expiry() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -129,7 +127,6 @@ async fn generate_takes_an_optional_future_expiry() {
     post(json!({})).await.expect(201);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn an_expired_credential_stops_authenticating() {
     let app = TestApp::start().await;
     let (_, token) = app.bootstrap_admin("acme").await;
@@ -167,7 +164,6 @@ async fn an_expired_credential_stops_authenticating() {
     .expect(204);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn the_free_tier_caps_active_credentials_per_agent() {
     let app = TestApp::builder()
         .env("IDP_MAX_CREDENTIALS_PER_AGENT", "2")
@@ -192,7 +188,6 @@ async fn the_free_tier_caps_active_credentials_per_agent() {
         .expect_error(403, "FREE_TIER_LIMIT_EXCEEDED");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_suspended_agent_gets_no_new_credential() {
     let app = TestApp::start().await;
     let (_, token) = app.bootstrap_admin("acme").await;
@@ -206,7 +201,6 @@ async fn a_suspended_agent_gets_no_new_credential() {
     app.generate_credential(&token, id).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn list_paginates_filters_and_accepts_either_scope() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -255,7 +249,6 @@ async fn list_paginates_filters_and_accepts_either_scope() {
         .expect_insufficient_scope("agents:write");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn rotate_and_revoke_refuse_revoked_and_unknown_credentials() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -298,4 +291,14 @@ async fn rotate_and_revoke_refuse_revoked_and_unknown_credentials() {
     app.rotate(&token, id, &cid)
         .await
         .expect_error(409, "CREDENTIAL_REVOKED");
+}
+
+e2e_tests! {
+    generate_returns_the_secret_exactly_once,
+    generate_takes_an_optional_future_expiry,
+    an_expired_credential_stops_authenticating,
+    the_free_tier_caps_active_credentials_per_agent,
+    a_suspended_agent_gets_no_new_credential,
+    list_paginates_filters_and_accepts_either_scope,
+    rotate_and_revoke_refuse_revoked_and_unknown_credentials,
 }

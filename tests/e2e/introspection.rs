@@ -10,7 +10,6 @@ use crate::support::{Exchange, TestApp, jwt};
 
 const INTROSPECT: &str = "/api/v1/token/introspect";
 
-#[tokio::test(flavor = "multi_thread")]
 async fn an_active_token_answers_with_its_claims() {
     let app = TestApp::start().await;
     let (_, admin) = app.bootstrap_admin("acme").await;
@@ -84,7 +83,6 @@ async fn an_active_token_answers_with_its_claims() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn client_credentials_may_introspect_when_the_agent_has_the_capability() {
     let app = TestApp::start().await;
     let (admin, admin_token) = app.bootstrap_admin("acme").await;
@@ -129,7 +127,6 @@ async fn client_credentials_may_introspect_when_the_agent_has_the_capability() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn callers_need_authentication_the_scope_and_a_token_parameter() {
     let app = TestApp::start().await;
     let (admin, admin_token) = app.bootstrap_admin("acme").await;
@@ -190,7 +187,6 @@ async fn callers_need_authentication_the_scope_and_a_token_parameter() {
         .expect_error(400, "VALIDATION_ERROR");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn everything_but_a_live_token_of_the_owner_is_just_inactive() {
     let app = TestApp::start().await;
     let (_, admin) = app.bootstrap_admin("acme").await;
@@ -232,7 +228,6 @@ async fn everything_but_a_live_token_of_the_owner_is_just_inactive() {
     assert_eq!(app.introspect(&globex, &live).await, inactive);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn an_expired_token_is_refused_and_inactive() {
     let app = TestApp::builder()
         .env("IDP_TOKEN_TTL_SECONDS", "1")
@@ -256,4 +251,12 @@ async fn an_expired_token_is_refused_and_inactive() {
         .await
         .expect_json(200);
     assert_eq!(answer, json!({ "active": false }));
+}
+
+e2e_tests! {
+    an_active_token_answers_with_its_claims,
+    client_credentials_may_introspect_when_the_agent_has_the_capability,
+    callers_need_authentication_the_scope_and_a_token_parameter,
+    everything_but_a_live_token_of_the_owner_is_just_inactive,
+    an_expired_token_is_refused_and_inactive,
 }

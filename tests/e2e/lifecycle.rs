@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::support::{AgentClient, Exchange, TestApp};
+use crate::support::{AgentClient, Deployment, Exchange, TestApp};
 
 /// An owner's admin token, and an agent of that owner with a live token.
 async fn admin_and_worker(app: &TestApp) -> (String, AgentClient, String) {
@@ -21,7 +21,6 @@ async fn admin_and_worker(app: &TestApp) -> (String, AgentClient, String) {
     (admin_token, worker, worker_token)
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn suspension_stops_live_tokens_at_once_and_reactivation_restores_them() {
     let app = TestApp::start().await;
     let (admin, worker, token) = admin_and_worker(&app).await;
@@ -41,7 +40,6 @@ async fn suspension_stops_live_tokens_at_once_and_reactivation_restores_them() {
     app.token(&worker).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn decommissioning_kills_tokens_and_revokes_every_credential_in_one_event() {
     let app = TestApp::start().await;
     let (admin, worker, token) = admin_and_worker(&app).await;
@@ -105,7 +103,6 @@ async fn decommissioning_kills_tokens_and_revokes_every_credential_in_one_event(
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn rotation_refuses_the_old_secret_at_once_but_keeps_issued_tokens() {
     let app = TestApp::start().await;
     let (admin, worker, token) = admin_and_worker(&app).await;
@@ -129,7 +126,6 @@ async fn rotation_refuses_the_old_secret_at_once_but_keeps_issued_tokens() {
     assert_eq!(app.introspect(&admin, &token).await["active"], true);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn revoking_a_credential_kills_the_tokens_issued_under_it_only() {
     let app = TestApp::start().await;
     let (admin, worker, token) = admin_and_worker(&app).await;
@@ -153,7 +149,6 @@ async fn revoking_a_credential_kills_the_tokens_issued_under_it_only() {
     assert!(app.token_works(&other_token, &worker.agent_id).await);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_token_is_refused_everywhere() {
     let app = TestApp::start().await;
     let (admin, worker, token) = admin_and_worker(&app).await;
@@ -183,7 +178,6 @@ async fn a_revoked_token_is_refused_everywhere() {
     assert!(app.token_works(&fresh, &worker.agent_id).await);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn an_agent_may_revoke_its_own_token_by_bearer_or_basic() {
     let app = TestApp::start().await;
     let (_, worker, token) = admin_and_worker(&app).await;
@@ -206,7 +200,6 @@ async fn an_agent_may_revoke_its_own_token_by_bearer_or_basic() {
     assert!(!app.token_works(&second, &worker.agent_id).await);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn revoking_another_agents_token_needs_agents_write() {
     let app = TestApp::start().await;
     let (admin, worker, token) = admin_and_worker(&app).await;
@@ -237,7 +230,6 @@ async fn revoking_another_agents_token_needs_agents_write() {
     assert!(!app.token_works(&token, &worker.agent_id).await);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn revocation_ignores_tokens_it_cannot_revoke_and_still_checks_the_caller() {
     let app = TestApp::start().await;
     let (admin, _, _) = admin_and_worker(&app).await;
@@ -279,18 +271,18 @@ async fn revocation_ignores_tokens_it_cannot_revoke_and_still_checks_the_caller(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_token_stays_refused_after_redis_loses_everything() {
-    let app = TestApp::start().await;
+    let app = TestApp::builder().on(Deployment::Postgres).start().await;
     let (admin, worker, token) = admin_and_worker(&app).await;
     let survivor = app.token(&worker).await;
     app.revoke_token(&admin, &token).await;
     assert!(!app.token_works(&token, &worker.agent_id).await);
     assert!(
-        app.redis.key_count().await > 0,
+        app.redis().key_count().await > 0,
         "the server keeps keys under its prefix"
     );
 
-    app.redis.flush().await;
-    assert_eq!(app.redis.key_count().await, 0);
+    app.redis().flush().await;
+    assert_eq!(app.redis().key_count().await, 0);
     assert!(
         !app.token_works(&token, &worker.agent_id).await,
         "revocation survived the flush"
@@ -303,14 +295,14 @@ async fn a_revoked_token_stays_refused_after_redis_loses_everything() {
 
     // And again, flushing between every request.
     for _ in 0..3 {
-        app.redis.flush().await;
+        app.redis().flush().await;
         assert!(!app.token_works(&token, &worker.agent_id).await);
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revocations_and_lifecycle_changes_reach_every_node_at_once() {
-    let app = TestApp::start().await;
+    let app = TestApp::builder().on(Deployment::Postgres).start().await;
     let other = app.start_another_node().await;
     let (admin, worker, token) = admin_and_worker(&app).await;
     let on_other = |token: &str| {
@@ -344,7 +336,6 @@ async fn revocations_and_lifecycle_changes_reach_every_node_at_once() {
     on_other(&from_other).await.expect(200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_token_revoked_while_suspended_stays_dead_after_reactivation() {
     let app = TestApp::start().await;
     let (admin, worker, token) = admin_and_worker(&app).await;
@@ -354,4 +345,16 @@ async fn a_token_revoked_while_suspended_stays_dead_after_reactivation() {
     app.set_status(&admin, &worker.agent_id, "active").await;
     assert!(!app.token_works(&token, &worker.agent_id).await);
     assert!(app.token_works(&kept, &worker.agent_id).await);
+}
+
+e2e_tests! {
+    suspension_stops_live_tokens_at_once_and_reactivation_restores_them,
+    decommissioning_kills_tokens_and_revokes_every_credential_in_one_event,
+    rotation_refuses_the_old_secret_at_once_but_keeps_issued_tokens,
+    revoking_a_credential_kills_the_tokens_issued_under_it_only,
+    a_revoked_token_is_refused_everywhere,
+    an_agent_may_revoke_its_own_token_by_bearer_or_basic,
+    revoking_another_agents_token_needs_agents_write,
+    revocation_ignores_tokens_it_cannot_revoke_and_still_checks_the_caller,
+    a_token_revoked_while_suspended_stays_dead_after_reactivation,
 }

@@ -1,6 +1,6 @@
 //! Rate limit and monthly quota (contract section 7).
 
-use crate::support::{Exchange, Reply, TestApp, wall_clock};
+use crate::support::{Deployment, Exchange, Reply, TestApp, wall_clock};
 
 fn remaining(reply: &Reply) -> u64 {
     reply
@@ -23,7 +23,6 @@ fn assert_rate_headers(reply: &Reply, limit: u64) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn api_requests_count_down_then_429_with_retry_after() {
     let app = TestApp::builder()
         .env("IDP_RATE_LIMIT_PER_MINUTE", "3")
@@ -68,7 +67,6 @@ async fn api_requests_count_down_then_429_with_retry_after() {
     app.get("/.well-known/jwks.json").reply().await.expect(200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn anonymous_requests_are_limited_by_address() {
     let app = TestApp::builder()
         .env("IDP_RATE_LIMIT_PER_MINUTE", "2")
@@ -92,6 +90,7 @@ async fn anonymous_requests_are_limited_by_address() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_limit_holds_across_nodes_sharing_redis() {
     let app = TestApp::builder()
+        .on(Deployment::Postgres)
         .env("IDP_RATE_LIMIT_PER_MINUTE", "3")
         .start()
         .await;
@@ -113,7 +112,6 @@ async fn the_limit_holds_across_nodes_sharing_redis() {
         .expect_error(429, "RATE_LIMIT_EXCEEDED");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn the_monthly_quota_ends_in_access_denied() {
     let app = TestApp::builder()
         .env("IDP_TOKEN_QUOTA_PER_MONTH", "2")
@@ -144,4 +142,10 @@ async fn the_monthly_quota_ends_in_access_denied() {
     // Issued tokens still work; the quota is per client.
     assert!(app.token_works(&first, &admin.agent_id).await);
     app.token(&other).await;
+}
+
+e2e_tests! {
+    api_requests_count_down_then_429_with_retry_after,
+    anonymous_requests_are_limited_by_address,
+    the_monthly_quota_ends_in_access_denied,
 }

@@ -13,6 +13,7 @@
     reason = "test code: a failed assumption must fail the test loudly"
 )]
 
+#[macro_use]
 mod support;
 
 mod agents;
@@ -25,4 +26,5 @@ mod limits;
 mod malformed;
 mod operations;
 mod process;
+mod restart;
 mod token_endpoint;

@@ -86,7 +86,6 @@ fn with(field: &str, value: Value) -> Value {
     body
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn json_bodies_that_are_not_valid_agents_are_400() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -272,7 +271,6 @@ async fn json_bodies_that_are_not_valid_agents_are_400() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn patch_and_credential_bodies_that_are_malformed_are_400() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -382,7 +380,6 @@ async fn patch_and_credential_bodies_that_are_malformed_are_400() {
     assert_eq!(unchanged["status"], "active");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn content_types_and_sizes() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -538,7 +535,6 @@ async fn content_types_and_sizes() {
     assert!(reply.head.contains("x-request-id"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn query_parameters() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -625,10 +621,6 @@ async fn query_parameters() {
     run(probes).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: endpoints without query parameters ignore unknown ones (GET/PATCH/DELETE \
-            /agents/{id}, POST /agents, credential generate/rotate/revoke, GET /audit/{id}), \
-            while the list endpoints refuse them with 400"]
 async fn unknown_query_parameters_are_refused_everywhere() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -664,7 +656,6 @@ async fn unknown_query_parameters_are_refused_everywhere() {
     run(probes).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn path_parameters() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -758,7 +749,6 @@ async fn path_parameters() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn authorization_headers() {
     let app = TestApp::start().await;
     let (admin, token) = app.bootstrap_admin("acme").await;
@@ -928,7 +918,6 @@ async fn authorization_headers() {
     assert!(!logs.contains(signature), "a token in the logs");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn odd_methods_and_request_ids() {
     let app = TestApp::start().await;
     let (_, token) = app.bootstrap_admin("acme").await;
@@ -959,4 +948,18 @@ async fn odd_methods_and_request_ids() {
         assert_ne!(id, hostile, "an unsafe request id was echoed");
         assert!(id.len() <= 128);
     }
+}
+
+e2e_tests! {
+    json_bodies_that_are_not_valid_agents_are_400,
+    patch_and_credential_bodies_that_are_malformed_are_400,
+    content_types_and_sizes,
+    query_parameters,
+    #[ignore = "BUG: endpoints without query parameters ignore unknown ones (GET/PATCH/DELETE \
+    /agents/{id}, POST /agents, credential generate/rotate/revoke, GET /audit/{id}), \
+    while the list endpoints refuse them with 400"]
+    unknown_query_parameters_are_refused_everywhere,
+    path_parameters,
+    authorization_headers,
+    odd_methods_and_request_ids,
 }

@@ -5,7 +5,6 @@ use serde_json::Value;
 
 use crate::support::{Exchange, MANAGEMENT_SCOPES, TestApp, jwt};
 
-#[tokio::test(flavor = "multi_thread")]
 async fn health_and_readiness_answer_200_without_rate_limiting() {
     let app = TestApp::builder()
         .env("IDP_RATE_LIMIT_PER_MINUTE", "1")
@@ -19,7 +18,6 @@ async fn health_and_readiness_answer_200_without_rate_limiting() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_prometheus_text_with_agentidp_series() {
     let app = TestApp::start().await;
     let (admin, _) = app.bootstrap_admin("acme").await;
@@ -53,7 +51,6 @@ async fn metrics_are_prometheus_text_with_agentidp_series() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn openapi_document_is_served_as_json_and_yaml() {
     let app = TestApp::start().await;
     let doc = app.get("/openapi.json").reply().await.expect_json(200);
@@ -101,7 +98,6 @@ async fn openapi_document_is_served_as_json_and_yaml() {
     assert!(yaml.text.contains("openapi:"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn server_metadata_follows_rfc_8414() {
     let app = TestApp::start().await;
     let meta = app
@@ -154,7 +150,6 @@ async fn server_metadata_follows_rfc_8414() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn jwks_publishes_only_public_members() {
     let app = TestApp::start().await;
     let jwks = app
@@ -214,17 +209,14 @@ async fn tokens_are_signed_with(alg: &str, kty: &str) {
     assert_eq!(app.get_as(&token, "/api/v1/agents").await.status, 200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn es256_signing_is_configurable() {
     tokens_are_signed_with("ES256", "EC").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn eddsa_signing_is_configurable() {
     tokens_are_signed_with("EdDSA", "OKP").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn request_ids_are_echoed_or_made() {
     let app = TestApp::start().await;
     for path in ["/healthz", "/api/v1/agents", "/nowhere", "/api/v1/nowhere"] {
@@ -247,7 +239,6 @@ async fn request_ids_are_echoed_or_made() {
     assert_eq!(token.header("x-request-id"), Some("tok-1"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn unknown_paths_and_methods_answer_in_the_contract_shape() {
     let app = TestApp::start().await;
     let (_, token) = app.bootstrap_admin("acme").await;
@@ -270,9 +261,6 @@ async fn unknown_paths_and_methods_answer_in_the_contract_shape() {
     app.get("/api/v1/token").reply().await.expect(405);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: the request metrics label every distinct HTTP method a client invents, \
-            so unauthenticated requests grow /metrics and the registry without bound"]
 async fn metric_labels_stay_bounded_whatever_clients_send() {
     let app = TestApp::start().await;
     let baseline = app.get("/metrics").reply().await.expect(200).text.len();
@@ -287,4 +275,19 @@ async fn metric_labels_stay_bounded_whatever_clients_send() {
         "an invented method became a label value ({} bytes of metrics, {baseline} before)",
         metrics.len()
     );
+}
+
+e2e_tests! {
+    health_and_readiness_answer_200_without_rate_limiting,
+    metrics_are_prometheus_text_with_agentidp_series,
+    openapi_document_is_served_as_json_and_yaml,
+    server_metadata_follows_rfc_8414,
+    jwks_publishes_only_public_members,
+    es256_signing_is_configurable,
+    eddsa_signing_is_configurable,
+    request_ids_are_echoed_or_made,
+    unknown_paths_and_methods_answer_in_the_contract_shape,
+    #[ignore = "BUG: the request metrics label every distinct HTTP method a client invents, \
+    so unauthenticated requests grow /metrics and the registry without bound"]
+    metric_labels_stay_bounded_whatever_clients_send,
 }

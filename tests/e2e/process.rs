@@ -13,7 +13,7 @@ const GIVE_UP_WITHIN: Duration = Duration::from_secs(20);
 
 /// Runs `idp-server serve` expecting it to give up: returns its stderr after
 /// asserting a non-zero exit, soon, with a one-line error and no panic.
-async fn serve_fails(env: &[(&str, &str)]) -> String {
+pub(crate) async fn serve_fails(env: &[(&str, &str)]) -> String {
     let mut env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -108,7 +108,6 @@ async fn invalid_configuration_names_the_variable() {
     database.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_server_gracefully() {
     let mut app = TestApp::start().await;
     let (_, token) = app.bootstrap_admin("acme").await;
@@ -123,7 +122,6 @@ async fn sigterm_stops_the_server_gracefully() {
     assert!(!logs.contains("panicked"), "{logs}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn bootstrap_prints_one_json_object_and_refuses_bad_input() {
     let app = TestApp::start().await;
     let output = run_to_completion(
@@ -366,4 +364,9 @@ async fn a_lost_redis_makes_the_server_unready_and_503_not_500() {
     );
     assert!(retry_after);
     app.get("/healthz").reply().await.expect(200);
+}
+
+e2e_tests! {
+    sigterm_stops_the_server_gracefully,
+    bootstrap_prints_one_json_object_and_refuses_bad_input,
 }

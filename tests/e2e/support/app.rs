@@ -1,5 +1,6 @@
-//! [`TestApp`]: the real server on port 0 with a database and a Redis key
-//! prefix of its own, and the small steps tests are made of.
+//! [`TestApp`]: the real server on port 0 with stores of its own (a database
+//! and a Redis key prefix, or an embedded data directory), and the small steps
+//! tests are made of.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use idp_store_postgres::testing::TestDatabase;
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
+use super::deployment::Deployment;
 use super::http::{Exchange, Reply};
 use super::process::{ServerProcess, run_to_completion};
 use super::redis::RedisNamespace;
@@ -40,6 +42,7 @@ pub struct AgentClient {
 #[derive(Debug, Default)]
 pub struct TestAppBuilder {
     overrides: Vec<(String, String)>,
+    deployment: Option<Deployment>,
 }
 
 impl TestAppBuilder {
@@ -49,17 +52,17 @@ impl TestAppBuilder {
         self
     }
 
-    /// Creates the database and starts the server.
+    /// Runs on `deployment` instead of the test's current one.
+    pub fn on(mut self, deployment: Deployment) -> Self {
+        self.deployment = Some(deployment);
+        self
+    }
+
+    /// Creates the stores and starts the server.
     pub async fn start(self) -> TestApp {
-        let database = TestDatabase::create()
-            .await
-            .unwrap_or_else(|e| panic!("no test database (IDP_TEST_DATABASE_URL): {e:#}"));
-        let redis = RedisNamespace::new();
+        let deployment = self.deployment.unwrap_or_else(Deployment::current);
         let mut env: Vec<(String, String)> = [
             ("IDP_BIND", "127.0.0.1:0"),
-            ("DATABASE_URL", database.url.as_str()),
-            ("REDIS_URL", redis.url.as_str()),
-            ("IDP_REDIS_PREFIX", redis.prefix.as_str()),
             ("IDP_RATE_LIMIT_PER_MINUTE", RELAXED_RATE_LIMIT),
             ("IDP_DB_POOL_SIZE", "4"),
             ("IDP_HASH_CONCURRENCY", "2"),
@@ -68,6 +71,28 @@ impl TestAppBuilder {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        let stores = match deployment {
+            Deployment::Postgres => {
+                let database = TestDatabase::create()
+                    .await
+                    .unwrap_or_else(|e| panic!("no test database (IDP_TEST_DATABASE_URL): {e:#}"));
+                let redis = RedisNamespace::new();
+                env.extend(
+                    [
+                        ("DATABASE_URL", database.url.as_str()),
+                        ("REDIS_URL", redis.url.as_str()),
+                        ("IDP_REDIS_PREFIX", redis.prefix.as_str()),
+                    ]
+                    .map(|(k, v)| (k.to_owned(), v.to_owned())),
+                );
+                Stores::Postgres { redis, database }
+            }
+            Deployment::Embedded => {
+                let data_dir = DataDir::new();
+                env.push(("IDP_DATA_DIR".into(), data_dir.path_str().to_owned()));
+                Stores::Embedded { data_dir }
+            }
+        };
         for (name, value) in self.overrides {
             env.retain(|(k, _)| *k != name);
             env.push((name, value));
@@ -82,28 +107,64 @@ impl TestAppBuilder {
             server,
             env,
             http,
-            redis,
-            database,
+            stores,
         }
     }
 }
 
-/// One test's server, database and Redis prefix. Dropping it kills the server
-/// (printing its logs if the test failed), deletes the Redis keys and drops
-/// the database, in that order.
+/// A data directory of the test's own under the temp directory, deleted on drop.
+#[derive(Debug)]
+pub struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn new() -> Self {
+        let path =
+            std::env::temp_dir().join(format!("idp-e2e-data-{}", uuid::Uuid::new_v4().simple()));
+        Self(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn path_str(&self) -> &str {
+        self.0.to_str().expect("the temp directory's path is UTF-8")
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a test's server keeps its data in; dropped after the server.
+#[derive(Debug)]
+enum Stores {
+    Postgres {
+        redis: RedisNamespace,
+        #[expect(
+            dead_code,
+            reason = "held for its Drop, which drops the database once the server is gone"
+        )]
+        database: TestDatabase,
+    },
+    Embedded {
+        data_dir: DataDir,
+    },
+}
+
+/// One test's server and stores. Dropping it kills the server (printing its
+/// logs if the test failed), then deletes the Redis keys and drops the
+/// database, or deletes the data directory.
 #[derive(Debug)]
 pub struct TestApp {
     /// The server (a field before the stores, so it dies first).
     pub server: ServerProcess,
     env: Vec<(String, String)>,
     http: reqwest::Client,
-    /// The Redis prefix.
-    pub redis: RedisNamespace,
-    #[expect(
-        dead_code,
-        reason = "held for its Drop, which drops the database once the server is gone"
-    )]
-    database: TestDatabase,
+    stores: Stores,
 }
 
 impl TestApp {
@@ -125,6 +186,41 @@ impl TestApp {
     /// The server's environment.
     pub fn env(&self) -> &[(String, String)] {
         &self.env
+    }
+
+    /// The Redis key prefix of a PostgreSQL + Redis server.
+    pub fn redis(&self) -> &RedisNamespace {
+        match &self.stores {
+            Stores::Postgres { redis, .. } => redis,
+            Stores::Embedded { .. } => panic!("an embedded server has no Redis"),
+        }
+    }
+
+    /// The data directory of an embedded server.
+    pub fn data_dir(&self) -> &std::path::Path {
+        match &self.stores {
+            Stores::Embedded { data_dir } => data_dir.path(),
+            Stores::Postgres { .. } => panic!("a PostgreSQL server has no data directory"),
+        }
+    }
+
+    /// Stops the server with SIGTERM and starts it again on the same address
+    /// and stores, as an operator's restart does.
+    pub async fn restart(&mut self) {
+        let status = self.server.terminate(Duration::from_secs(20)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the server did not stop cleanly: {status:?}"
+        );
+        let address = self
+            .base_url()
+            .strip_prefix("http://")
+            .expect("an http:// base URL")
+            .to_owned();
+        let mut env = self.env.clone();
+        env.retain(|(k, _)| k != "IDP_BIND");
+        env.push(("IDP_BIND".into(), address));
+        self.server = ServerProcess::start(&env).await;
     }
 
     /// A second node on the same database and Redis prefix, sharing the

@@ -1,5 +1,8 @@
-//! The end-to-end harness: the real `idp-server` binary, a database and a
-//! Redis prefix per test, and HTTP helpers.
+//! The end-to-end harness: the real `idp-server` binary, stores of its own
+//! per test (PostgreSQL + Redis, or the embedded store), and HTTP helpers.
+
+#[macro_use]
+mod deployment;
 
 mod app;
 mod http;
@@ -8,6 +11,7 @@ mod process;
 mod redis;
 
 pub use app::{AgentClient, MANAGEMENT_SCOPES, TestApp, agent_body, client_from_credential};
+pub use deployment::Deployment;
 pub use http::{Exchange, Reply, raw_exchange};
 pub use process::{run_to_completion, server_command};
 
