@@ -78,6 +78,18 @@ pub struct AgentFilter {
     pub deployment_env: Option<DeploymentEnv>,
 }
 
+/// What [`AgentRepository::update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum UpdateOutcome {
+    /// The stored agent still equalled the expected one: the change and its
+    /// event are committed.
+    Applied,
+    /// The stored agent changed since the expected one was read: nothing was
+    /// written. Read it again and recompute the change.
+    Stale,
+}
+
 /// The persistent store of agents.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
@@ -112,14 +124,32 @@ pub trait AgentRepository: Send + Sync {
         page: PageRequest,
     ) -> Result<Page<Agent>, StoreError>;
 
-    /// Replaces the mutable fields (`email`, `agent_type`, `version`,
-    /// `capabilities`, `deployment_env`, `status`, `updated_at`) of the agent with
-    /// `agent.agent_id` and `agent.owner`, and appends `event`, in one transaction.
+    /// Compare-and-swap of an agent: if the stored agent `expected.agent_id` of
+    /// `expected.owner` still equals `expected` in every field, replaces its
+    /// mutable fields (`email`, `agent_type`, `version`, `capabilities`,
+    /// `deployment_env`, `status`, `updated_at`) with those of `updated` and
+    /// appends `event`, in one transaction that holds the agent's row lock from
+    /// the comparison to the commit. `updated`'s immutable fields are not
+    /// written. `expected` is what [`AgentRepository::find`] answered; the
+    /// caller computed `updated` from it.
+    ///
+    /// This is what keeps a read-modify-write from losing a concurrent change
+    /// (a stale read must never undo an acknowledged suspension): a change
+    /// computed from a stale read is refused, and the caller reads again and
+    /// recomputes it. The whole row is compared, not only `updated_at`, whose
+    /// millisecond precision cannot tell apart two changes in one millisecond.
     ///
     /// MUST answer [`StoreError::NotFound`] when no such agent exists for that
-    /// owner, [`StoreError::AgentDecommissioned`] when it is decommissioned (the
-    /// row is not changed), and [`StoreError::Duplicate`] on an email clash.
-    async fn update(&self, agent: &Agent, event: &AuditEvent) -> Result<(), StoreError>;
+    /// owner, [`StoreError::AgentDecommissioned`] when it is decommissioned
+    /// (whatever `expected` says), [`UpdateOutcome::Stale`] when it differs from
+    /// `expected`, and [`StoreError::Duplicate`] on an email clash; in each of
+    /// these cases nothing is written.
+    async fn update(
+        &self,
+        expected: &Agent,
+        updated: &Agent,
+        event: &AuditEvent,
+    ) -> Result<UpdateOutcome, StoreError>;
 
     /// Decommissions the agent: sets status `decommissioned` and `updated_at = now`,
     /// revokes (`revoked_at = now`) every credential of it not yet revoked, and

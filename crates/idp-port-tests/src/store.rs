@@ -24,11 +24,11 @@ use idp_domain::entities::{Agent, Credential};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::{
     AgentFilter, AgentRepository, AuditLog, CredentialRepository, RevokedToken, RevokedTokenStore,
-    SigningKeyStore, StoredSigningKey, SubjectState,
+    SigningKeyStore, StoredSigningKey, SubjectState, UpdateOutcome,
 };
 use idp_domain::values::{
-    AgentId, AgentStatus, AgentType, AuditAction, CredentialId, CredentialStatus, DeploymentEnv,
-    Email, EventId, Outcome, Owner, TokenId,
+    AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, CredentialStatus,
+    DeploymentEnv, Email, EventId, Outcome, Owner, SemVer, TokenId,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -178,7 +178,8 @@ async fn suspend(agents: &Arc<dyn AgentRepository>, agent: &Agent, now: DateTime
         AuditAction::AgentSuspended,
         now,
     );
-    agents.update(&suspended, &e).await.unwrap();
+    let outcome = agents.update(agent, &suspended, &e).await.unwrap();
+    assert_eq!(outcome, UpdateOutcome::Applied);
     suspended
 }
 
@@ -355,7 +356,7 @@ pub async fn agent_email_unique_on_update(
     clash.email = Email::parse(&a.email.as_str().to_uppercase()).unwrap();
     clash.updated_at = at(5);
     let e = event(&b.owner, b.agent_id, AuditAction::AgentUpdated, at(5));
-    let result = agents.update(&clash, &e).await;
+    let result = agents.update(&b, &clash, &e).await;
     assert!(matches!(result, Err(StoreError::Duplicate)), "{result:?}");
     assert_eq!(
         agents.find(&b.owner, b.agent_id).await.unwrap(),
@@ -367,7 +368,8 @@ pub async fn agent_email_unique_on_update(
     recased.email = Email::parse(&a.email.as_str().to_uppercase()).unwrap();
     recased.updated_at = at(6);
     let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(6));
-    agents.update(&recased, &e).await.unwrap();
+    let outcome = agents.update(&a, &recased, &e).await.unwrap();
+    assert_eq!(outcome, UpdateOutcome::Applied);
     assert_eq!(
         agents.find(&a.owner, a.agent_id).await.unwrap(),
         Some(recased)
@@ -472,12 +474,14 @@ pub async fn agent_tenancy(agents: Arc<dyn AgentRepository>, audit: Arc<dyn Audi
     assert!(listed.items.is_empty());
     assert_eq!(listed.total, 0);
 
-    let mut foreign = a.clone();
-    foreign.owner = stranger.clone();
+    // The stranger read the agent as if it were its own.
+    let mut read = a.clone();
+    read.owner = stranger.clone();
+    let mut foreign = read.clone();
     foreign.status = AgentStatus::Suspended;
     foreign.updated_at = at(5);
     let e = event(&stranger, a.agent_id, AuditAction::AgentSuspended, at(5));
-    let result = agents.update(&foreign, &e).await;
+    let result = agents.update(&read, &foreign, &e).await;
     assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
     assert_event_absent(&audit, &e).await;
 
@@ -630,7 +634,8 @@ pub async fn agent_update(agents: Arc<dyn AgentRepository>, audit: Arc<dyn Audit
     changed.status = AgentStatus::Suspended;
     changed.updated_at = at(100);
     let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(100));
-    agents.update(&changed, &e).await.unwrap();
+    let outcome = agents.update(&a, &changed, &e).await.unwrap();
+    assert_eq!(outcome, UpdateOutcome::Applied);
     assert_eq!(
         agents.find(&a.owner, a.agent_id).await.unwrap(),
         Some(changed.clone())
@@ -641,7 +646,8 @@ pub async fn agent_update(agents: Arc<dyn AgentRepository>, audit: Arc<dyn Audit
     reactivated.status = AgentStatus::Active;
     reactivated.updated_at = at(101);
     let e = event(&a.owner, a.agent_id, AuditAction::AgentReactivated, at(101));
-    agents.update(&reactivated, &e).await.unwrap();
+    let outcome = agents.update(&changed, &reactivated, &e).await.unwrap();
+    assert_eq!(outcome, UpdateOutcome::Applied);
     assert_eq!(
         agents.find(&a.owner, a.agent_id).await.unwrap(),
         Some(reactivated.clone())
@@ -654,7 +660,7 @@ pub async fn agent_update(agents: Arc<dyn AgentRepository>, audit: Arc<dyn Audit
         AuditAction::AgentUpdated,
         at(102),
     );
-    let result = agents.update(&missing, &e).await;
+    let result = agents.update(&missing, &missing, &e).await;
     assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
     assert_event_absent(&audit, &e).await;
 
@@ -665,7 +671,7 @@ pub async fn agent_update(agents: Arc<dyn AgentRepository>, audit: Arc<dyn Audit
     late.version = idp_domain::values::SemVer::parse("9.9.9").unwrap();
     late.updated_at = at(104);
     let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(104));
-    let result = agents.update(&late, &e).await;
+    let result = agents.update(&before, &late, &e).await;
     assert!(
         matches!(result, Err(StoreError::AgentDecommissioned)),
         "{result:?}"
@@ -675,6 +681,229 @@ pub async fn agent_update(agents: Arc<dyn AgentRepository>, audit: Arc<dyn Audit
         Some(before)
     );
     assert_event_absent(&audit, &e).await;
+}
+
+/// `update` is a compare-and-swap: when the stored agent differs from
+/// `expected` in any field (not only `updated_at`; an email differing only in
+/// case counts), it answers `Stale` and writes nothing, no event either. The
+/// same change computed from a fresh read applies. A decommissioned agent is
+/// `AgentDecommissioned` whatever `expected` says. `updated`'s immutable
+/// fields are not written.
+pub async fn agent_update_refuses_a_stale_read(
+    agents: Arc<dyn AgentRepository>,
+    audit: Arc<dyn AuditLog>,
+) {
+    let a = agent(&owner(), at(0));
+    create_agent(&agents, &a).await;
+    let suspended = suspend(&agents, &a, at(10)).await;
+
+    // Computed from the read before the suspension: writing it would undo it.
+    let mut stale = a.clone();
+    stale.version = SemVer::parse("1.5.0").unwrap();
+    stale.updated_at = at(11);
+    let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(11));
+    let outcome = agents.update(&a, &stale, &e).await.unwrap();
+    assert_eq!(outcome, UpdateOutcome::Stale);
+    assert_eq!(
+        agents.find(&a.owner, a.agent_id).await.unwrap(),
+        Some(suspended.clone()),
+        "a stale update must change nothing"
+    );
+    assert_event_absent(&audit, &e).await;
+
+    let differing: [fn(&mut Agent); 8] = [
+        |x| x.email = Email::parse(&x.email.as_str().to_uppercase()).unwrap(),
+        |x| x.agent_type = AgentType::Monitor,
+        |x| x.version = SemVer::parse("1.4.3").unwrap(),
+        |x| x.capabilities = Capabilities::parse(&["resume:read"]).unwrap(),
+        |x| x.deployment_env = DeploymentEnv::Staging,
+        |x| x.status = AgentStatus::Active,
+        |x| x.created_at = at(-1),
+        |x| x.updated_at = at(9),
+    ];
+    for (i, differ) in differing.into_iter().enumerate() {
+        let mut expected = suspended.clone();
+        differ(&mut expected);
+        let mut updated = expected.clone();
+        updated.version = SemVer::parse("3.0.0").unwrap();
+        updated.updated_at = at(12);
+        let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(12));
+        let outcome = agents.update(&expected, &updated, &e).await.unwrap();
+        assert_eq!(outcome, UpdateOutcome::Stale, "field {i} differs");
+        assert_eq!(
+            agents.find(&a.owner, a.agent_id).await.unwrap(),
+            Some(suspended.clone())
+        );
+        assert_event_absent(&audit, &e).await;
+    }
+
+    let mut fresh = suspended.clone();
+    fresh.version = SemVer::parse("1.5.0").unwrap();
+    fresh.updated_at = at(13);
+    let mut with_other_immutables = fresh.clone();
+    with_other_immutables.created_at = at(-50);
+    let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(13));
+    let outcome = agents
+        .update(&suspended, &with_other_immutables, &e)
+        .await
+        .unwrap();
+    assert_eq!(outcome, UpdateOutcome::Applied);
+    assert_eq!(
+        agents.find(&a.owner, a.agent_id).await.unwrap(),
+        Some(fresh.clone()),
+        "the change applies on top of the suspension; created_at is not written"
+    );
+    assert_event_stored(&audit, &e).await;
+
+    decommission(&agents, &a, at(14)).await;
+    let mut late = fresh.clone();
+    late.version = SemVer::parse("4.0.0").unwrap();
+    late.updated_at = at(15);
+    let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(15));
+    let result = agents.update(&fresh, &late, &e).await;
+    assert!(
+        matches!(result, Err(StoreError::AgentDecommissioned)),
+        "{result:?}"
+    );
+    assert_event_absent(&audit, &e).await;
+}
+
+/// Concurrent `update`s computed from one read: exactly one is `Applied`, the
+/// others `Stale`; the stored agent holds the winner's change and the log the
+/// winner's event only.
+pub async fn agent_update_has_one_winner_per_read(
+    agents: Arc<dyn AgentRepository>,
+    audit: Arc<dyn AuditLog>,
+) {
+    const WRITERS: u32 = 8;
+    let a = agent(&owner(), at(0));
+    create_agent(&agents, &a).await;
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        let agents = Arc::clone(&agents);
+        let read = a.clone();
+        let mut updated = a.clone();
+        updated.version = SemVer::parse(&format!("1.{i}.0")).unwrap();
+        if i % 2 == 0 {
+            updated.status = AgentStatus::Suspended;
+        }
+        updated.updated_at = at(10 + i64::from(i));
+        let e = event(
+            &a.owner,
+            a.agent_id,
+            AuditAction::AgentUpdated,
+            updated.updated_at,
+        );
+        tasks.push(tokio::spawn(async move {
+            let outcome = agents.update(&read, &updated, &e).await.unwrap();
+            (outcome, updated, e)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (outcome, updated, e) = task.await.unwrap();
+        match outcome {
+            UpdateOutcome::Applied => winners.push((updated, e)),
+            UpdateOutcome::Stale => assert_event_absent(&audit, &e).await,
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one update from one read applies");
+    let (winner, e) = winners.remove(0);
+    assert_eq!(
+        agents.find(&a.owner, a.agent_id).await.unwrap(),
+        Some(winner)
+    );
+    assert_event_stored(&audit, &e).await;
+}
+
+/// Concurrent read-modify-write loops (`find`, change one field, `update`,
+/// again from a fresh `find` on `Stale`), each changing a different field:
+/// every change is in the final agent, none is lost, and each loop's applied
+/// event is stored while none of its stale attempts' events is.
+pub async fn agent_concurrent_updates_lose_nothing(
+    agents: Arc<dyn AgentRepository>,
+    audit: Arc<dyn AuditLog>,
+) {
+    /// Copies field `field` of `from` into `to`.
+    fn copy_field(field: usize, from: &Agent, to: &mut Agent) {
+        match field {
+            0 => to.status = from.status,
+            1 => to.version = from.version.clone(),
+            2 => to.deployment_env = from.deployment_env,
+            3 => to.agent_type = from.agent_type,
+            4 => to.capabilities = from.capabilities.clone(),
+            _ => to.email = from.email.clone(),
+        }
+    }
+    const FIELDS: usize = 6;
+    const ROUNDS: usize = 5;
+
+    let a = agent(&owner(), at(0));
+    create_agent(&agents, &a).await;
+    let mut target = a.clone();
+    target.status = AgentStatus::Suspended;
+    target.version = SemVer::parse("7.7.7").unwrap();
+    target.deployment_env = DeploymentEnv::Development;
+    target.agent_type = AgentType::Router;
+    target.capabilities = Capabilities::parse(&["x:y", "agents:write"]).unwrap();
+    target.email = unique_email();
+
+    for round in 0..ROUNDS {
+        // Round 0 moves every field to `target`, round 1 back to `a`, and so on.
+        let (from, to) = if round % 2 == 0 {
+            (&a, &target)
+        } else {
+            (&target, &a)
+        };
+        assert_eq!(
+            agents
+                .find(&a.owner, a.agent_id)
+                .await
+                .unwrap()
+                .map(|mut x| {
+                    x.updated_at = from.updated_at;
+                    x
+                }),
+            Some(from.clone())
+        );
+        let mut tasks = Vec::new();
+        for field in 0..FIELDS {
+            let agents = Arc::clone(&agents);
+            let to = to.clone();
+            let stamp = at(100 * (round as i64 + 1) + field as i64);
+            tasks.push(tokio::spawn(async move {
+                let mut stale_events = Vec::new();
+                for _ in 0..1_000 {
+                    let read = agents.find(&to.owner, to.agent_id).await.unwrap().unwrap();
+                    let mut updated = read.clone();
+                    copy_field(field, &to, &mut updated);
+                    updated.updated_at = stamp;
+                    let e = event(&to.owner, to.agent_id, AuditAction::AgentUpdated, stamp);
+                    match agents.update(&read, &updated, &e).await.unwrap() {
+                        UpdateOutcome::Applied => return (e, stale_events),
+                        UpdateOutcome::Stale => stale_events.push(e),
+                    }
+                }
+                panic!("field {field}: 1000 stale reads in a row");
+            }));
+        }
+        for task in tasks {
+            let (applied, stale) = task.await.unwrap();
+            assert_event_stored(&audit, &applied).await;
+            for e in &stale {
+                assert_event_absent(&audit, e).await;
+            }
+        }
+        let stored = agents.find(&a.owner, a.agent_id).await.unwrap().unwrap();
+        assert_eq!(
+            Agent {
+                updated_at: to.updated_at,
+                ..stored
+            },
+            to.clone(),
+            "round {round}: a concurrent update was lost"
+        );
+    }
 }
 
 /// `decommission` sets the status and `updated_at`, revokes at `now` every

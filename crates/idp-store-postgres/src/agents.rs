@@ -10,7 +10,7 @@ use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
 use idp_domain::entities::Agent;
 use idp_domain::page::{Page, PageRequest};
-use idp_domain::ports::{AgentFilter, AgentRepository};
+use idp_domain::ports::{AgentFilter, AgentRepository, UpdateOutcome};
 use idp_domain::values::{AgentId, AgentStatus, CredentialId, Owner};
 use uuid::Uuid;
 
@@ -184,26 +184,45 @@ impl AgentRepository for PgStore {
         })
     }
 
-    async fn update(&self, agent: &Agent, event: &AuditEvent) -> Result<(), StoreError> {
+    async fn update(
+        &self,
+        expected: &Agent,
+        updated: &Agent,
+        event: &AuditEvent,
+    ) -> Result<UpdateOutcome, StoreError> {
         let mut conn = checkout(&self.pool).await?;
-        conn.transaction(async |conn| {
-            if lock_agent(conn, &agent.owner, agent.agent_id).await? == AgentStatus::Decommissioned
-            {
-                return Err(StoreError::AgentDecommissioned.into());
-            }
-            diesel::update(
-                agents::table
-                    .filter(agents::agent_id.eq(agent.agent_id.0))
-                    .filter(agents::owner.eq(agent.owner.as_str())),
-            )
-            .set(AgentChanges::from(agent))
-            .execute(conn)
+        let outcome = conn
+            .transaction(async |conn| {
+                // The row lock is held from this read to the commit, so the
+                // comparison still holds when the row is written.
+                let stored: Option<AgentRow> = agents::table
+                    .filter(agents::agent_id.eq(expected.agent_id.0))
+                    .filter(agents::owner.eq(expected.owner.as_str()))
+                    .select(AgentRow::as_select())
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?;
+                let stored = Agent::try_from(stored.ok_or(StoreError::NotFound)?)?;
+                if stored.status == AgentStatus::Decommissioned {
+                    return Err(StoreError::AgentDecommissioned.into());
+                }
+                if stored != *expected {
+                    return Ok(UpdateOutcome::Stale);
+                }
+                diesel::update(
+                    agents::table
+                        .filter(agents::agent_id.eq(expected.agent_id.0))
+                        .filter(agents::owner.eq(expected.owner.as_str())),
+                )
+                .set(AgentChanges::from(updated))
+                .execute(conn)
+                .await?;
+                insert_event(conn, event.into()).await?;
+                Ok::<_, TxError>(UpdateOutcome::Applied)
+            })
             .await?;
-            insert_event(conn, event.into()).await?;
-            Ok::<_, TxError>(())
-        })
-        .await?;
-        Ok(())
+        Ok(outcome)
     }
 
     async fn decommission(

@@ -31,6 +31,9 @@
 //! * the free-tier limits are checked under a lock (an advisory lock per owner
 //!   for agents, the agent's row for credentials), so concurrent writers cannot
 //!   both pass the count;
+//! * an agent update is a compare-and-swap under the agent's row lock: a change
+//!   computed from a stale read is refused (`UpdateOutcome::Stale`), never
+//!   written over a concurrent one;
 //! * errors are mapped in one place, the `error` module.
 
 mod agents;

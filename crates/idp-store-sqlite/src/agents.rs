@@ -8,7 +8,7 @@ use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
 use idp_domain::entities::Agent;
 use idp_domain::page::{Page, PageRequest};
-use idp_domain::ports::{AgentFilter, AgentRepository};
+use idp_domain::ports::{AgentFilter, AgentRepository, UpdateOutcome};
 use idp_domain::values::{AgentId, AgentStatus, CredentialId, Owner};
 
 use crate::SqliteStore;
@@ -162,15 +162,28 @@ impl AgentRepository for SqliteStore {
         })
     }
 
-    async fn update(&self, agent: &Agent, event: &AuditEvent) -> Result<(), StoreError> {
-        let changes = AgentChanges::try_from(agent)?;
+    async fn update(
+        &self,
+        expected: &Agent,
+        updated: &Agent,
+        event: &AuditEvent,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let changes = AgentChanges::try_from(updated)?;
         let event = NewAuditEventRow::try_from(event)?;
-        let owner = agent.owner.as_str().to_owned();
-        let id = uuid_text(agent.agent_id.0);
+        let expected = expected.clone();
+        let owner = expected.owner.as_str().to_owned();
+        let id = uuid_text(expected.agent_id.0);
         run(&self.pool, move |conn| {
             write_transaction(conn, |conn| {
-                if agent_status(conn, &owner, &id)? == AgentStatus::Decommissioned {
+                // Under BEGIN IMMEDIATE this transaction holds the write lock
+                // from this read to the commit, so the comparison still holds
+                // when the row is written.
+                let stored = find_agent(conn, Some(&owner), &id)?.ok_or(StoreError::NotFound)?;
+                if stored.status == AgentStatus::Decommissioned {
                     return Err(StoreError::AgentDecommissioned.into());
+                }
+                if stored != expected {
+                    return Ok(UpdateOutcome::Stale);
                 }
                 diesel::update(
                     agents::table
@@ -180,7 +193,7 @@ impl AgentRepository for SqliteStore {
                 .set(&changes)
                 .execute(conn)?;
                 insert_event(conn, &event)?;
-                Ok(())
+                Ok(UpdateOutcome::Applied)
             })
         })
         .await

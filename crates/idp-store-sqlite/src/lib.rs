@@ -37,6 +37,9 @@
 //!   transaction, which takes the database's write lock before its first
 //!   read: writers (of every connection and every process) take turns, so
 //!   no two can both pass a count;
+//! * an agent update is a compare-and-swap in such a transaction: a change
+//!   computed from a stale read is refused (`UpdateOutcome::Stale`), never
+//!   written over a concurrent one;
 //! * reads of a page and its total share one snapshot;
 //! * errors are mapped in one place, the `error` module.
 //!

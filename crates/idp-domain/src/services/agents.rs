@@ -2,10 +2,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::audit::RequestContext;
+use crate::audit::{AuditEvent, RequestContext};
 use crate::entities::Agent;
 use crate::page::{Page, PageRequest};
-use crate::ports::{AgentFilter, AgentRepository};
+use crate::ports::{AgentFilter, AgentRepository, UpdateOutcome};
 use crate::token::Principal;
 use crate::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, DeploymentEnv, Email, Outcome,
@@ -111,6 +111,12 @@ pub(super) fn check_no_escalation(
 }
 
 impl AgentService {
+    /// How many times [`AgentService::update`] reads and tries to write an
+    /// agent that other writers keep changing before it gives up. Each refusal
+    /// means another change was committed, so a request fails only when this
+    /// many land inside its own read-to-write windows.
+    pub const MAX_UPDATE_ATTEMPTS: u32 = 8;
+
     /// Builds the service.
     pub fn new(agents: Arc<dyn AgentRepository>, ambient: Ambient, limits: Limits) -> Self {
         Self {
@@ -193,6 +199,14 @@ impl AgentService {
 
     /// Applies `patch`. Suspending or reactivating writes `agent.suspended` /
     /// `agent.reactivated`; any other change `agent.updated`.
+    ///
+    /// Read, check, compute, then compare-and-swap ([`AgentRepository::update`]):
+    /// when another change landed between the read and the write, the store
+    /// refuses this one and it is recomputed from a fresh read, so a stale read
+    /// never undoes a concurrent change (such as an acknowledged suspension),
+    /// and the checks (escalation, decommissioned) always judge the state the
+    /// write replaces. After [`Self::MAX_UPDATE_ATTEMPTS`] refusals in a row the
+    /// agent is too busy: [`DomainError::Unavailable`] (503, retry later).
     pub async fn update(
         &self,
         caller: &Principal,
@@ -210,7 +224,32 @@ impl AgentService {
             )
             .into());
         }
-        let current = self.get(caller, id).await?;
+        for _ in 0..Self::MAX_UPDATE_ATTEMPTS {
+            let current = self.get(caller, id).await?;
+            let (updated, event) = self.patched(caller, &current, &patch, ctx)?;
+            match self.agents.update(&current, &updated, &event).await {
+                Ok(UpdateOutcome::Applied) => return Ok(updated),
+                Ok(UpdateOutcome::Stale) => continue,
+                Err(StoreError::NotFound) => return Err(DomainError::AgentNotFound),
+                Err(StoreError::Duplicate) => return Err(DomainError::AgentAlreadyExists),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DomainError::Unavailable(anyhow::anyhow!(
+            "agent {id} changed concurrently {} times while being updated",
+            Self::MAX_UPDATE_ATTEMPTS
+        )))
+    }
+
+    /// The agent `current` with `patch` applied, stamped now, and its audit
+    /// event; or why the caller may not apply it to `current`.
+    fn patched(
+        &self,
+        caller: &Principal,
+        current: &Agent,
+        patch: &AgentPatch,
+        ctx: &RequestContext,
+    ) -> Result<(Agent, AuditEvent), DomainError> {
         if let Some(capabilities) = &patch.capabilities {
             check_no_escalation(caller, capabilities, Some(&current.capabilities))?;
         }
@@ -218,13 +257,16 @@ impl AgentService {
             return Err(DomainError::AgentDecommissioned);
         }
         let now = self.ambient.now();
-        let fields = patch.field_names();
         let updated = Agent {
-            email: patch.email.unwrap_or_else(|| current.email.clone()),
+            email: patch.email.clone().unwrap_or_else(|| current.email.clone()),
             agent_type: patch.agent_type.unwrap_or(current.agent_type),
-            version: patch.version.unwrap_or_else(|| current.version.clone()),
+            version: patch
+                .version
+                .clone()
+                .unwrap_or_else(|| current.version.clone()),
             capabilities: patch
                 .capabilities
+                .clone()
                 .unwrap_or_else(|| current.capabilities.clone()),
             deployment_env: patch.deployment_env.unwrap_or(current.deployment_env),
             status: patch.status.unwrap_or(current.status),
@@ -242,15 +284,14 @@ impl AgentService {
             ctx,
             action,
             Outcome::Success,
-            json!({ "fields": fields, "previousStatus": current.status, "status": updated.status }),
+            json!({
+                "fields": patch.field_names(),
+                "previousStatus": current.status,
+                "status": updated.status,
+            }),
             now,
         );
-        match self.agents.update(&updated, &event).await {
-            Ok(()) => Ok(updated),
-            Err(StoreError::NotFound) => Err(DomainError::AgentNotFound),
-            Err(StoreError::Duplicate) => Err(DomainError::AgentAlreadyExists),
-            Err(e) => Err(e.into()),
-        }
+        Ok((updated, event))
     }
 
     /// Decommissions the agent: irreversible; revokes all its credentials.

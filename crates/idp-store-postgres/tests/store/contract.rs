@@ -26,6 +26,9 @@ contract! {
     agent_list_order_and_pagination => agent_list_order_and_pagination(agents);
     agent_list_filters => agent_list_filters(agents);
     agent_update => agent_update(agents, audit);
+    agent_update_refuses_a_stale_read => agent_update_refuses_a_stale_read(agents, audit);
+    agent_update_has_one_winner_per_read => agent_update_has_one_winner_per_read(agents, audit);
+    agent_concurrent_updates_lose_nothing => agent_concurrent_updates_lose_nothing(agents, audit);
     agent_decommission => agent_decommission(agents, credentials, audit);
     credential_create_requires_active_agent => credential_create_requires_active_agent(agents, credentials, audit);
     credential_limit_per_agent => credential_limit_per_agent(agents, credentials, audit);

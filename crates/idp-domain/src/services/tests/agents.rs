@@ -8,7 +8,7 @@ use super::fixtures::*;
 use crate::audit::AuditEvent;
 use crate::entities::Agent;
 use crate::page::{Page, PageRequest};
-use crate::ports::{AgentFilter, MockAgentRepository};
+use crate::ports::{AgentFilter, MockAgentRepository, UpdateOutcome};
 use crate::services::{AgentPatch, AgentService, Limits, NewAgent};
 use crate::values::{
     AgentId, AgentStatus, AgentType, AuditAction, DeploymentEnv, Email, EventId, MANAGEMENT_SCOPES,
@@ -502,9 +502,9 @@ async fn update_lets_a_caller_keep_a_management_scope_it_does_not_hold() {
     finds(&mut agents, Some(active_agent()));
     agents
         .expect_update()
-        .withf(|agent, _| agent.capabilities == caps(&["agents:read", "summaries:write"]))
+        .withf(|_, agent, _| agent.capabilities == caps(&["agents:read", "summaries:write"]))
         .times(1)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _, _| Ok(UpdateOutcome::Applied));
     let patch = AgentPatch {
         capabilities: Some(caps(&["agents:read", "summaries:write"])),
         ..AgentPatch::default()
@@ -524,9 +524,9 @@ async fn update_lets_a_caller_drop_a_management_scope_it_does_not_hold() {
     finds(&mut agents, Some(active_agent()));
     agents
         .expect_update()
-        .withf(|agent, _| agent.capabilities == caps(&["resume:read"]))
+        .withf(|_, agent, _| agent.capabilities == caps(&["resume:read"]))
         .times(1)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _, _| Ok(UpdateOutcome::Applied));
     let patch = AgentPatch {
         capabilities: Some(caps(&["resume:read"])),
         ..AgentPatch::default()
@@ -539,7 +539,10 @@ async fn update_lets_a_caller_drop_a_management_scope_it_does_not_hold() {
 async fn update_grants_a_management_scope_the_caller_holds() {
     let mut agents = MockAgentRepository::new();
     finds(&mut agents, Some(active_agent()));
-    agents.expect_update().times(1).returning(|_, _| Ok(()));
+    agents
+        .expect_update()
+        .times(1)
+        .returning(|_, _, _| Ok(UpdateOutcome::Applied));
     let patch = AgentPatch {
         capabilities: Some(caps(&["resume:read", "audit:read"])),
         ..AgentPatch::default()
@@ -580,9 +583,11 @@ async fn suspending_writes_agent_suspended() {
     let stored = expected.clone();
     agents
         .expect_update()
-        .withf(move |agent, event| *agent == stored && *event == expected_event)
+        .withf(move |read, agent, event| {
+            *read == active_agent() && *agent == stored && *event == expected_event
+        })
         .times(1)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _, _| Ok(UpdateOutcome::Applied));
 
     let updated = service(agents)
         .update(&caller, TARGET, status_patch(AgentStatus::Suspended), &ctx)
@@ -601,7 +606,7 @@ async fn reactivating_writes_agent_reactivated() {
     );
     agents
         .expect_update()
-        .withf(|agent, event| {
+        .withf(|_, agent, event| {
             agent.status == AgentStatus::Active
                 && is_event(
                     event,
@@ -614,7 +619,7 @@ async fn reactivating_writes_agent_reactivated() {
                 && event.metadata["status"] == "active"
         })
         .times(1)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _, _| Ok(UpdateOutcome::Applied));
 
     let updated = update(agents, &["agents:write"], status_patch(AgentStatus::Active))
         .await
@@ -637,7 +642,7 @@ async fn other_changes_write_agent_updated() {
         finds(&mut agents, Some(agent(status, &["resume:read"])));
         agents
             .expect_update()
-            .withf(move |agent, event| {
+            .withf(move |_, agent, event| {
                 agent.status == status
                     && is_event(
                         event,
@@ -648,7 +653,7 @@ async fn other_changes_write_agent_updated() {
                     )
             })
             .times(1)
-            .returning(|_, _| Ok(()));
+            .returning(|_, _, _| Ok(UpdateOutcome::Applied));
 
         update(agents, &["agents:write"], patch).await.unwrap();
     }
@@ -666,7 +671,7 @@ async fn update_preserves_the_fields_it_does_not_change() {
     let stored = expected.clone();
     agents
         .expect_update()
-        .withf(move |agent, event| {
+        .withf(move |_, agent, event| {
             *agent == stored
                 && event.metadata
                     == json!({
@@ -676,7 +681,7 @@ async fn update_preserves_the_fields_it_does_not_change() {
                     })
         })
         .times(1)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _, _| Ok(UpdateOutcome::Applied));
 
     let updated = update(agents, &["agents:write"], version_patch())
         .await
@@ -712,7 +717,7 @@ async fn update_applies_every_field_of_the_patch_and_keeps_the_immutable_ones() 
     let stored = expected.clone();
     agents
         .expect_update()
-        .withf(move |agent, event| {
+        .withf(move |_, agent, event| {
             *agent == stored
                 && event.action == AuditAction::AgentSuspended
                 && event.metadata["fields"]
@@ -726,7 +731,7 @@ async fn update_applies_every_field_of_the_patch_and_keeps_the_immutable_ones() 
                     ])
         })
         .times(1)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _, _| Ok(UpdateOutcome::Applied));
 
     let updated = update(agents, &["agents:write"], patch).await.unwrap();
 
@@ -740,7 +745,7 @@ async fn update_maps_the_stores_not_found_to_agent_not_found() {
     agents
         .expect_update()
         .times(1)
-        .returning(|_, _| Err(StoreError::NotFound));
+        .returning(|_, _, _| Err(StoreError::NotFound));
 
     let err = update(agents, &["agents:write"], version_patch())
         .await
@@ -756,7 +761,7 @@ async fn update_maps_an_email_clash_to_agent_already_exists() {
     agents
         .expect_update()
         .times(1)
-        .returning(|_, _| Err(StoreError::Duplicate));
+        .returning(|_, _, _| Err(StoreError::Duplicate));
     let patch = AgentPatch {
         email: Some(Email::parse("taken@acme.example").unwrap()),
         ..AgentPatch::default()
@@ -774,13 +779,210 @@ async fn update_racing_a_decommission_is_agent_decommissioned() {
     agents
         .expect_update()
         .times(1)
-        .returning(|_, _| Err(StoreError::AgentDecommissioned));
+        .returning(|_, _, _| Err(StoreError::AgentDecommissioned));
 
     let err = update(agents, &["agents:write"], version_patch())
         .await
         .unwrap_err();
 
     assert!(matches!(err, DomainError::AgentDecommissioned), "{err:?}");
+}
+
+/// The store finds each of `reads` in turn, one per call.
+fn finds_in_turn(agents: &mut MockAgentRepository, reads: Vec<Agent>) {
+    let times = reads.len();
+    let mut reads = reads.into_iter();
+    agents
+        .expect_find()
+        .withf(|o, id| *o == owner() && *id == TARGET)
+        .times(times)
+        .returning(move |_, _| Ok(reads.next()));
+}
+
+#[tokio::test]
+async fn a_stale_update_is_recomputed_from_a_fresh_read() {
+    // Read active; a concurrent suspension lands; the version change must be
+    // written on top of the suspension, not undo it.
+    let suspended = agent(AgentStatus::Suspended, &["resume:read"]);
+    let mut agents = MockAgentRepository::new();
+    finds_in_turn(
+        &mut agents,
+        vec![
+            agent(AgentStatus::Active, &["resume:read"]),
+            suspended.clone(),
+        ],
+    );
+    let seen = Captured::new();
+    let sink = seen.clone();
+    let mut attempts = 0;
+    agents
+        .expect_update()
+        .times(2)
+        .returning(move |read, updated, event| {
+            sink.push((read.clone(), updated.clone(), event.clone()));
+            attempts += 1;
+            Ok(if attempts == 1 {
+                UpdateOutcome::Stale
+            } else {
+                UpdateOutcome::Applied
+            })
+        });
+
+    let updated = update(agents, &["agents:write"], version_patch())
+        .await
+        .unwrap();
+
+    let expected = Agent {
+        version: SemVer::parse("1.5.0").unwrap(),
+        updated_at: now(),
+        ..suspended.clone()
+    };
+    assert_eq!(updated, expected);
+    let seen = seen.all();
+    assert_eq!(seen.len(), 2);
+    let (read, written, event) = &seen[1];
+    assert_eq!(
+        *read, suspended,
+        "the retry compares against the fresh read"
+    );
+    assert_eq!(*written, expected);
+    assert_eq!(event.event_id, EventId(generated_id(2)));
+    assert_ne!(seen[0].2.event_id, event.event_id);
+    assert!(is_event(
+        event,
+        AuditAction::AgentUpdated,
+        Outcome::Success,
+        TARGET,
+        Some(CALLER)
+    ));
+    assert_eq!(
+        event.metadata,
+        json!({ "fields": ["version"], "previousStatus": "suspended", "status": "suspended" })
+    );
+}
+
+#[tokio::test]
+async fn a_stale_suspension_names_the_action_the_fresh_read_makes_it() {
+    // Read suspended; a concurrent reactivation lands; suspending again is a
+    // suspension of an active agent.
+    let mut agents = MockAgentRepository::new();
+    finds_in_turn(
+        &mut agents,
+        vec![
+            agent(AgentStatus::Suspended, &["resume:read"]),
+            agent(AgentStatus::Active, &["resume:read"]),
+        ],
+    );
+    let mut attempts = 0;
+    agents
+        .expect_update()
+        .times(2)
+        .returning(move |_, updated, event| {
+            attempts += 1;
+            if attempts == 1 {
+                assert_eq!(event.action, AuditAction::AgentUpdated);
+                return Ok(UpdateOutcome::Stale);
+            }
+            assert_eq!(updated.status, AgentStatus::Suspended);
+            assert_eq!(event.action, AuditAction::AgentSuspended);
+            assert_eq!(event.metadata["previousStatus"], "active");
+            Ok(UpdateOutcome::Applied)
+        });
+
+    let updated = update(
+        agents,
+        &["agents:write"],
+        status_patch(AgentStatus::Suspended),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(updated.status, AgentStatus::Suspended);
+}
+
+#[tokio::test]
+async fn a_stale_update_is_checked_again_against_the_fresh_read() {
+    // The first read still held agents:read, so keeping it was no escalation;
+    // it was removed concurrently, so now the caller would be granting it.
+    let mut agents = MockAgentRepository::new();
+    finds_in_turn(
+        &mut agents,
+        vec![active_agent(), agent(AgentStatus::Active, &["resume:read"])],
+    );
+    agents
+        .expect_update()
+        .times(1)
+        .returning(|_, _, _| Ok(UpdateOutcome::Stale));
+    let patch = AgentPatch {
+        capabilities: Some(caps(&["agents:read", "summaries:write"])),
+        ..AgentPatch::default()
+    };
+
+    let err = update(agents, &["agents:write"], patch).await.unwrap_err();
+
+    assert!(matches!(err, DomainError::Authorization(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_stale_update_of_an_agent_decommissioned_meanwhile_is_agent_decommissioned() {
+    let mut agents = MockAgentRepository::new();
+    finds_in_turn(
+        &mut agents,
+        vec![
+            active_agent(),
+            agent(AgentStatus::Decommissioned, &["resume:read"]),
+        ],
+    );
+    agents
+        .expect_update()
+        .times(1)
+        .returning(|_, _, _| Ok(UpdateOutcome::Stale));
+
+    let err = update(agents, &["agents:write"], version_patch())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, DomainError::AgentDecommissioned), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_stale_update_of_an_agent_gone_meanwhile_is_agent_not_found() {
+    let mut agents = MockAgentRepository::new();
+    let mut reads = vec![Some(active_agent()), None].into_iter();
+    agents
+        .expect_find()
+        .times(2)
+        .returning(move |_, _| Ok(reads.next().flatten()));
+    agents
+        .expect_update()
+        .times(1)
+        .returning(|_, _, _| Ok(UpdateOutcome::Stale));
+
+    let err = update(agents, &["agents:write"], version_patch())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, DomainError::AgentNotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_agent_that_keeps_changing_is_unavailable_after_the_last_attempt() {
+    let attempts = AgentService::MAX_UPDATE_ATTEMPTS as usize;
+    let mut agents = MockAgentRepository::new();
+    agents
+        .expect_find()
+        .times(attempts)
+        .returning(|_, _| Ok(Some(active_agent())));
+    agents
+        .expect_update()
+        .times(attempts)
+        .returning(|_, _, _| Ok(UpdateOutcome::Stale));
+
+    let err = update(agents, &["agents:write"], version_patch())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, DomainError::Unavailable(_)), "{err:?}");
 }
 
 // ----- decommission ----------------------------------------------------------
