@@ -77,7 +77,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .shutdown_timeout(10)
         .run();
     tracing::info!(%bound, %issuer, "AgentIdP listening");
-    // The one line on stdout: tests and scripts read the bound address from it.
+    // Three lines on stdout; tests and scripts read the bound address from the first.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on http://{bound}")?;
     match wiring::deployment(&config) {

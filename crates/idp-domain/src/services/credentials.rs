@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::audit::RequestContext;
-use crate::entities::{Credential, CredentialView};
+use crate::entities::{Agent, Credential, CredentialView};
 use crate::page::{Page, PageRequest};
 use crate::ports::{AgentRepository, CredentialRepository, SecretGenerator, SecretHasher};
 use crate::token::Principal;
@@ -14,6 +14,7 @@ use crate::values::{
 };
 use crate::{DomainError, StoreError, ValueError};
 
+use super::agents::check_no_escalation;
 use super::{Ambient, Limits};
 
 /// A credential together with its secret, which is shown exactly once.
@@ -72,6 +73,9 @@ impl CredentialService {
     }
 
     /// Generates a credential for an active agent of the caller's owner.
+    ///
+    /// A credential is the agent's authority: a caller lacking one of the agent's
+    /// management scopes is refused `Authorization`, as when granting that scope.
     pub async fn generate(
         &self,
         caller: &Principal,
@@ -85,11 +89,8 @@ impl CredentialService {
         }
         // Fail before the slow hash when the agent cannot take a credential; the
         // store checks again atomically.
-        let agent = self
-            .agents
-            .find(&caller.owner, agent_id)
-            .await?
-            .ok_or(DomainError::AgentNotFound)?;
+        let agent = self.find_agent(caller, agent_id).await?;
+        check_no_escalation(caller, &agent.capabilities, None)?;
         if agent.status != AgentStatus::Active {
             return Err(DomainError::AgentNotActive);
         }
@@ -146,10 +147,7 @@ impl CredentialService {
         status: Option<CredentialStatus>,
         page: PageRequest,
     ) -> Result<Page<CredentialView>, DomainError> {
-        self.agents
-            .find(&caller.owner, agent_id)
-            .await?
-            .ok_or(DomainError::AgentNotFound)?;
+        self.find_agent(caller, agent_id).await?;
         let now = self.ambient.now();
         let page = self
             .credentials
@@ -159,7 +157,8 @@ impl CredentialService {
     }
 
     /// Replaces the secret of a credential that is not revoked. Tokens issued
-    /// under it stay valid until they expire.
+    /// under it stay valid until they expire. Refused, like [`Self::generate`],
+    /// when the agent holds a management scope the caller lacks.
     pub async fn rotate(
         &self,
         caller: &Principal,
@@ -167,7 +166,9 @@ impl CredentialService {
         id: CredentialId,
         ctx: &RequestContext,
     ) -> Result<IssuedCredential, DomainError> {
-        let current = self.find(caller, agent_id, id).await?;
+        let agent = self.find_agent(caller, agent_id).await?;
+        check_no_escalation(caller, &agent.capabilities, None)?;
+        let current = self.find_credential(caller, agent_id, id).await?;
         if current.revoked_at.is_some() {
             return Err(DomainError::CredentialRevoked);
         }
@@ -227,10 +228,29 @@ impl CredentialService {
         agent_id: AgentId,
         id: CredentialId,
     ) -> Result<Credential, DomainError> {
+        self.find_agent(caller, agent_id).await?;
+        self.find_credential(caller, agent_id, id).await
+    }
+
+    /// The agent of the caller's owner, or `AgentNotFound`.
+    async fn find_agent(
+        &self,
+        caller: &Principal,
+        agent_id: AgentId,
+    ) -> Result<Agent, DomainError> {
         self.agents
             .find(&caller.owner, agent_id)
             .await?
-            .ok_or(DomainError::AgentNotFound)?;
+            .ok_or(DomainError::AgentNotFound)
+    }
+
+    /// The agent's credential of the caller's owner, or `CredentialNotFound`.
+    async fn find_credential(
+        &self,
+        caller: &Principal,
+        agent_id: AgentId,
+        id: CredentialId,
+    ) -> Result<Credential, DomainError> {
         self.credentials
             .find(&caller.owner, agent_id, id)
             .await?

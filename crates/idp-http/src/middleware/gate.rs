@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, ResponseError, web};
@@ -13,8 +14,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 const WINDOW: Duration = Duration::from_secs(60);
-/// The token endpoint limits by the claimed client id, which only its body tells;
-/// it calls [`check_rate_limit`] itself.
+/// The token endpoint limits a `POST` by the claimed client id, which only its
+/// body tells; it calls [`check_rate_limit`] itself. Other methods there (`405`)
+/// go through the gate like any request.
 const TOKEN_PATH: &str = "/api/v1/token";
 /// Claimed client ids are clipped in limiter keys so a caller cannot grow them.
 const MAX_KEY_ID_CHARS: usize = 64;
@@ -95,14 +97,16 @@ fn limiter_key(caller: &Caller, req: &HttpRequest) -> String {
 }
 
 /// Authenticates `Authorization: Bearer` once and rate-limits every `/api/v1`
-/// request (but the token endpoint's) by its client, or by address when
-/// anonymous. Every such response carries the `X-RateLimit-*` headers.
+/// request (but a `POST` to the token endpoint, which limits itself) by its
+/// client, or by address when anonymous. Every such response carries the
+/// `X-RateLimit-*` headers.
 pub async fn gate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let path = req.path();
-    let guarded = (path == "/api/v1" || path.starts_with("/api/v1/")) && path != TOKEN_PATH;
+    let token_post = path == TOKEN_PATH && req.method() == Method::POST;
+    let guarded = (path == "/api/v1" || path.starts_with("/api/v1/")) && !token_post;
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let (true, Some(state)) = (guarded, state) else {
         return next

@@ -37,7 +37,7 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let id = request_id(&req);
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let path = req.path().to_owned();
     let metrics = req
         .app_data::<web::Data<AppState>>()

@@ -45,6 +45,7 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
+    QueryParams::parse(&req)?.finish()?;
     let body = read_body(&req, payload).await?;
     let mut obj =
         json_object(&req, &body)?.ok_or_else(|| ApiError::bad_body("a JSON object is required"))?;
@@ -93,6 +94,7 @@ async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:read")?;
+    QueryParams::parse(&req)?.finish()?;
     let id = agent_id(&path)?;
     let agent = state.agents.get(&caller, id).await?;
     Ok(HttpResponse::Ok().json(&agent))
@@ -145,6 +147,7 @@ async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
+    QueryParams::parse(&req)?.finish()?;
     let body = read_body(&req, payload).await?;
     let id = agent_id(&path)?;
     let obj = json_object(&req, &body)?
@@ -162,6 +165,7 @@ async fn decommission(
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
+    QueryParams::parse(&req)?.finish()?;
     let id = agent_id(&path)?;
     let ctx = request_context(&req, Some(caller.agent_id));
     state.agents.decommission(&caller, id, &ctx).await?;

@@ -46,6 +46,7 @@ async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("audit:read")?;
+    QueryParams::parse(&req)?.finish()?;
     let id = parse_uuid("eventId", &path).map(EventId)?;
     let event = state.audit.get(&caller, id).await?;
     Ok(HttpResponse::Ok().json(&event))

@@ -61,6 +61,7 @@ async fn generate(
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
+    QueryParams::parse(&req)?.finish()?;
     let body = read_body(&req, payload).await?;
     let agent = agent_id(&path)?;
     let expires_at = match json_object(&req, &body)? {
@@ -115,6 +116,7 @@ async fn rotate(
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
+    QueryParams::parse(&req)?.finish()?;
     let body = read_body(&req, payload).await?;
     if let Some(obj) = json_object(&req, &body)? {
         obj.finish()?;
@@ -135,6 +137,7 @@ async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
+    QueryParams::parse(&req)?.finish()?;
     let (agent, credential) = (agent_id(&path.0)?, credential_id(&path.1)?);
     let ctx = request_context(&req, Some(caller.agent_id));
     state

@@ -87,22 +87,45 @@ async fn token(
     res
 }
 
-async fn issue(
+/// Reads the form and picks the client authentication method.
+async fn read_token_request(
     req: &HttpRequest,
     payload: web::Payload,
-    state: &AppState,
-    rate: &mut Option<idp_domain::ports::RateDecision>,
-) -> Result<serde_json::Value, OAuthError> {
+) -> Result<(FormParams, Option<ClientCredentials>), OAuthError> {
     let body = read_body(req, payload).await.map_err(|e| match e {
         BodyError::TooLarge => invalid_request("the body exceeds 64 KiB"),
         BodyError::Incomplete => invalid_request("the body could not be read"),
     })?;
     let form = FormParams::parse(req, &body).map_err(form_error)?;
     let client = client_credentials(req, &form)?;
-    let key = match &client {
-        Some(client) => crate::middleware::client_key(&client.client_id),
-        None => crate::middleware::ip_key(req),
-    };
+    Ok((form, client))
+}
+
+/// The limiter key of a token request: the claimed client id when the request
+/// names one (in the body or a decodable Basic header, even if the request is
+/// otherwise refused), else the caller's address.
+fn token_limiter_key(
+    req: &HttpRequest,
+    parsed: &Result<(FormParams, Option<ClientCredentials>), OAuthError>,
+) -> String {
+    match (parsed, presented(req)) {
+        (Ok((_, Some(client))), _) => crate::middleware::client_key(&client.client_id),
+        (_, Presented::Basic(Ok(basic))) => crate::middleware::client_key(&basic.client_id),
+        _ => crate::middleware::ip_key(req),
+    }
+}
+
+/// Every token request counts against the limiter before any refusal, so a
+/// client cannot send malformed requests uncounted, and every answer carries the
+/// `X-RateLimit-*` headers.
+async fn issue(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    rate: &mut Option<idp_domain::ports::RateDecision>,
+) -> Result<serde_json::Value, OAuthError> {
+    let parsed = read_token_request(req, payload).await;
+    let key = token_limiter_key(req, &parsed);
     let decision = check_rate_limit(state, &key).await.map_err(|e| {
         OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, e.message).retry_after(5)
     })?;
@@ -114,6 +137,7 @@ async fn issue(
         )
         .retry_after(decision.retry_after));
     }
+    let (form, client) = parsed?;
     let query: Vec<(String, String)> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     if query

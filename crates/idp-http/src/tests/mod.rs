@@ -3,5 +3,6 @@
 
 mod fixtures;
 mod gate;
+mod metrics;
 mod oauth;
 mod validation;

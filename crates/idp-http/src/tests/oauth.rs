@@ -190,3 +190,137 @@ async fn metadata_names_the_configured_algorithm() {
     assert_eq!(body["token_endpoint"], format!("{ISSUER}/api/v1/token"));
     assert_eq!(body["scopes_supported"].as_array().unwrap().len(), 4);
 }
+
+/// A limiter expecting exactly one hit, under `key`, answering `allowed`.
+fn limiter_once(key: String, allowed: bool) -> idp_domain::ports::MockRateLimiter {
+    let mut limiter = idp_domain::ports::MockRateLimiter::new();
+    limiter
+        .expect_hit()
+        .withf(move |k, _, _, _| k == key)
+        .times(1)
+        .returning(move |_, limit, _, _| {
+            Ok(idp_domain::ports::RateDecision {
+                allowed,
+                limit,
+                remaining: if allowed { 7 } else { 0 },
+                reset_at: now().timestamp() + 30,
+                retry_after: if allowed { 0 } else { 30 },
+            })
+        });
+    limiter
+}
+
+/// The requests refused before any client is authenticated, and the limiter
+/// key each must be counted under: the Basic client id when one decodes, else
+/// the caller's address.
+fn malformed_token_requests() -> Vec<(&'static str, TestRequest, String)> {
+    let agent_key = format!("client:{AGENT}");
+    let ip_key = "ip:10.0.0.1".to_owned();
+    vec![
+        (
+            "JSON body",
+            TestRequest::post()
+                .uri("/api/v1/token")
+                .insert_header(("Content-Type", "application/json"))
+                .set_payload(r#"{"grant_type":"client_credentials"}"#),
+            ip_key.clone(),
+        ),
+        (
+            "JSON body with Basic",
+            TestRequest::post()
+                .uri("/api/v1/token")
+                .insert_header(("Authorization", basic(AGENT, "s")))
+                .insert_header(("Content-Type", "application/json"))
+                .set_payload(r#"{"grant_type":"client_credentials"}"#),
+            agent_key.clone(),
+        ),
+        (
+            "over 64 KiB",
+            token_request(&format!(
+                "grant_type=client_credentials&p={}",
+                "p".repeat(65 * 1024)
+            ))
+            .insert_header(("Authorization", basic(AGENT, "s"))),
+            agent_key.clone(),
+        ),
+        (
+            "repeated parameter",
+            token_request("grant_type=a&grant_type=b"),
+            ip_key.clone(),
+        ),
+        (
+            "two authentication methods",
+            token_request(&format!(
+                "grant_type=client_credentials&client_id={AGENT}&client_secret=s"
+            ))
+            .insert_header(("Authorization", basic(AGENT, "s"))),
+            agent_key.clone(),
+        ),
+        (
+            "malformed Basic",
+            token_request("grant_type=client_credentials")
+                .insert_header(("Authorization", "Basic !!!")),
+            ip_key.clone(),
+        ),
+        (
+            "secret without id",
+            token_request("grant_type=client_credentials&client_secret=x"),
+            ip_key.clone(),
+        ),
+    ]
+}
+
+#[actix_web::test]
+async fn malformed_token_requests_are_counted_and_carry_the_rate_headers() {
+    for (what, req, key) in malformed_token_requests() {
+        let mocks = Mocks {
+            limiter: limiter_once(key, true),
+            ..Mocks::default()
+        };
+        let (status, headers, body) = send(mocks.state(), req).await;
+        assert!(status == 400 || status == 401, "{what}: {status} {body}");
+        assert!(body["error"].is_string(), "{what}: {body}");
+        assert_eq!(headers.get("x-ratelimit-limit").unwrap(), "100", "{what}");
+        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7", "{what}");
+        assert!(headers.contains_key("x-ratelimit-reset"), "{what}");
+        assert_eq!(headers.get("cache-control").unwrap(), "no-store", "{what}");
+    }
+}
+
+#[actix_web::test]
+async fn a_spent_limit_refuses_malformed_token_requests_too() {
+    for (what, req, key) in malformed_token_requests() {
+        let mocks = Mocks {
+            limiter: limiter_once(key, false),
+            ..Mocks::default()
+        };
+        let (status, headers, body) = send(mocks.state(), req).await;
+        assert_eq!(status, 429, "{what}: {body}");
+        assert_eq!(body["error"], "access_denied", "{what}");
+        assert_eq!(headers.get("retry-after").unwrap(), "30", "{what}");
+        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "0", "{what}");
+    }
+}
+
+#[actix_web::test]
+async fn well_formed_token_requests_are_keyed_by_the_claimed_client_id() {
+    let mocks = Mocks {
+        limiter: limiter_once("client:posted-id".into(), false),
+        ..Mocks::default()
+    };
+    let req = token_request("grant_type=client_credentials&client_id=posted-id&client_secret=s");
+    let (status, _, body) = send(mocks.state(), req).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"], "access_denied");
+}
+
+#[actix_web::test]
+async fn other_methods_on_the_token_endpoint_are_rate_limited_too() {
+    let mocks = Mocks {
+        limiter: limiter_once("ip:10.0.0.1".into(), true),
+        ..Mocks::default()
+    };
+    let (status, headers, _) = send(mocks.state(), TestRequest::get().uri("/api/v1/token")).await;
+    assert_eq!(status, 405);
+    assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7");
+}

@@ -186,3 +186,98 @@ async fn store_outage_is_503_with_retry_after() {
         "causes stay in the log"
     );
 }
+
+/// Every endpoint without query parameters, as (method, path, the scope it needs).
+fn endpoints_without_query_parameters() -> Vec<(actix_web::http::Method, String, &'static str)> {
+    use actix_web::http::Method;
+    let agent = format!("/api/v1/agents/{AGENT}");
+    let credentials = format!("{agent}/credentials");
+    let credential = format!("{credentials}/{CREDENTIAL}");
+    vec![
+        (Method::POST, "/api/v1/agents".to_owned(), "agents:write"),
+        (Method::GET, agent.clone(), "agents:read"),
+        (Method::PATCH, agent.clone(), "agents:write"),
+        (Method::DELETE, agent, "agents:write"),
+        (Method::POST, credentials, "agents:write"),
+        (Method::POST, format!("{credential}/rotate"), "agents:write"),
+        (Method::DELETE, credential, "agents:write"),
+        (
+            Method::GET,
+            format!("/api/v1/audit/{CREDENTIAL}"),
+            "audit:read",
+        ),
+    ]
+}
+
+#[actix_web::test]
+async fn unknown_query_parameters_are_400_on_every_endpoint() {
+    // The mocks expect no store call: the refusal comes before any.
+    for (method, path, scope) in endpoints_without_query_parameters() {
+        for (query, field) in [("dryRun=true", "dryRun"), ("x", "x"), ("a=1&b=2", "a")] {
+            let state = Mocks::authenticated(scope).state();
+            let uri = format!("{path}?{query}");
+            let req = bearer(
+                TestRequest::default().method(method.clone()).uri(&uri),
+                "good",
+            );
+            let (status, _, body) = send(state, req).await;
+            assert_eq!(status, 400, "{method} {uri}");
+            assert_eq!(body["code"], "VALIDATION_ERROR", "{method} {uri}");
+            assert_eq!(body["details"]["field"], field, "{method} {uri}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn repeated_or_undecodable_query_parameters_are_400_on_every_endpoint() {
+    for (method, path, scope) in endpoints_without_query_parameters() {
+        for (query, field) in [("x=1&x=2", "x"), ("%zz=1", "%zz")] {
+            let state = Mocks::authenticated(scope).state();
+            let uri = format!("{path}?{query}");
+            let req = bearer(
+                TestRequest::default().method(method.clone()).uri(&uri),
+                "good",
+            );
+            let (status, _, body) = send(state, req).await;
+            assert_eq!(status, 400, "{method} {uri}");
+            assert_eq!(body["code"], "VALIDATION_ERROR", "{method} {uri}");
+            assert_eq!(body["details"]["field"], field, "{method} {uri}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn unknown_query_parameters_come_after_authentication_and_scope() {
+    for (method, path, _) in endpoints_without_query_parameters() {
+        let uri = format!("{path}?foo=bar");
+        let mut mocks = Mocks::default();
+        allow_all(&mut mocks.limiter);
+        let req = TestRequest::default().method(method.clone()).uri(&uri);
+        let (status, _, body) = send(mocks.state(), req).await;
+        assert_eq!(status, 401, "{method} {uri}");
+        assert_eq!(body["code"], "AUTHENTICATION_ERROR");
+
+        let state = Mocks::authenticated("tokens:introspect").state();
+        let req = bearer(
+            TestRequest::default().method(method.clone()).uri(&uri),
+            "good",
+        );
+        let (status, _, body) = send(state, req).await;
+        assert_eq!(status, 403, "{method} {uri}");
+        assert_eq!(body["code"], "INSUFFICIENT_SCOPE", "{method} {uri}");
+    }
+}
+
+#[actix_web::test]
+async fn an_empty_query_string_is_no_parameter() {
+    let mut mocks = Mocks::authenticated("agents:read");
+    mocks
+        .agents
+        .expect_find()
+        .times(1)
+        .returning(|_, _| Ok(None));
+    let uri = format!("/api/v1/agents/{AGENT}?");
+    let (status, _, body) = send(mocks.state(), bearer(TestRequest::get().uri(&uri), "good")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "AGENT_NOT_FOUND");
+}

@@ -87,8 +87,49 @@ impl Mocks {
     }
 }
 
+/// A writer that also holds `agents:read`, the one management scope of
+/// [`active_agent`], so acting on its credentials escalates nothing.
 fn writer() -> crate::token::Principal {
+    caller(&["agents:read", "agents:write"])
+}
+
+/// A writer holding no other management scope.
+fn writer_only() -> crate::token::Principal {
     caller(&["agents:write"])
+}
+
+/// An active agent holding management scopes beyond [`writer_only`]'s.
+fn privileged_agent(status: AgentStatus) -> Agent {
+    agent(
+        status,
+        &[
+            "resume:read",
+            "agents:write",
+            "audit:read",
+            "tokens:introspect",
+        ],
+    )
+}
+
+/// The refusal names the scopes the caller lacks, and only those.
+fn assert_escalation_refused(err: &DomainError) {
+    match err {
+        DomainError::Authorization(reason) => {
+            assert!(
+                reason.contains("audit:read") && reason.contains("tokens:introspect"),
+                "missing scope not named: {reason}"
+            );
+            assert!(
+                !reason.contains("agents:write"),
+                "held scope named: {reason}"
+            );
+            assert!(
+                !reason.contains("resume:read"),
+                "ordinary scope named: {reason}"
+            );
+        }
+        other => panic!("expected Authorization, got {other:?}"),
+    }
 }
 
 // ----- generate ----------------------------------------------------------------
@@ -153,6 +194,77 @@ async fn generate_for_an_inactive_agent_is_agent_not_active_without_hashing() {
             "{status}: {err:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn generate_for_a_more_privileged_agent_is_authorization_error_without_hashing() {
+    // A credential hands over every capability of its agent: taking one of an
+    // agent holding audit:read would grant the caller audit:read.
+    let mut m = Mocks::new();
+    m.agent_is(Some(privileged_agent(AgentStatus::Active)));
+    m.no_secret();
+    m.credentials.expect_create().never();
+
+    let err = m
+        .build()
+        .generate(&writer_only(), TARGET, None, &ctx_of(&writer_only()))
+        .await
+        .unwrap_err();
+
+    assert_escalation_refused(&err);
+}
+
+#[tokio::test]
+async fn generate_checks_escalation_before_the_agents_state() {
+    // Contract section 1: authorization (403) comes before state (409).
+    let mut m = Mocks::new();
+    m.agent_is(Some(privileged_agent(AgentStatus::Suspended)));
+    m.no_secret();
+    m.credentials.expect_create().never();
+
+    let err = m
+        .build()
+        .generate(&writer_only(), TARGET, None, &ctx_of(&writer_only()))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, DomainError::Authorization(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn generate_lets_a_writer_take_an_agent_with_ordinary_capabilities_only() {
+    let mut m = Mocks::new();
+    m.agent_is(Some(agent(
+        AgentStatus::Active,
+        &["resume:read", "files:write"],
+    )));
+    m.new_secret_is_hashed();
+    m.credentials
+        .expect_create()
+        .times(1)
+        .returning(|_, _, _, _| Ok(()));
+
+    m.build()
+        .generate(&writer_only(), TARGET, None, &ctx_of(&writer_only()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn generate_lets_a_caller_holding_every_management_scope_of_the_agent() {
+    let caller = caller(&["agents:write", "audit:read", "tokens:introspect"]);
+    let mut m = Mocks::new();
+    m.agent_is(Some(privileged_agent(AgentStatus::Active)));
+    m.new_secret_is_hashed();
+    m.credentials
+        .expect_create()
+        .times(1)
+        .returning(|_, _, _, _| Ok(()));
+
+    m.build()
+        .generate(&caller, TARGET, None, &ctx_of(&caller))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -506,6 +618,68 @@ async fn rotate_under_a_missing_agent_is_agent_not_found() {
 }
 
 #[tokio::test]
+async fn rotate_for_a_more_privileged_agent_is_authorization_error_without_a_new_secret() {
+    let mut m = Mocks::new();
+    m.agent_is(Some(privileged_agent(AgentStatus::Active)));
+    m.credentials.expect_find().never();
+    m.no_secret();
+    m.credentials.expect_rotate().never();
+
+    let err = m
+        .build()
+        .rotate(&writer_only(), TARGET, CREDENTIAL, &ctx_of(&writer_only()))
+        .await
+        .unwrap_err();
+
+    assert_escalation_refused(&err);
+}
+
+#[tokio::test]
+async fn rotate_checks_escalation_before_the_credentials_existence_or_state() {
+    // 403 before 404 and 409: the credential is not even looked up, so a caller
+    // learns nothing about the credentials of an agent it may not act for.
+    let mut m = Mocks::new();
+    m.agent_is(Some(privileged_agent(AgentStatus::Active)));
+    m.credentials.expect_find().never();
+    m.no_secret();
+    m.credentials.expect_rotate().never();
+
+    let err = m
+        .build()
+        .rotate(&writer_only(), TARGET, CREDENTIAL, &ctx_of(&writer_only()))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, DomainError::Authorization(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn rotate_lets_a_caller_holding_every_management_scope_of_the_agent() {
+    let caller = caller(&["agents:write", "audit:read", "tokens:introspect"]);
+    let mut m = Mocks::new();
+    m.agent_is(Some(privileged_agent(AgentStatus::Active)));
+    m.credential_is(Some(credential()));
+    m.new_secret_is_hashed();
+    m.credentials
+        .expect_rotate()
+        .times(1)
+        .returning(|_, _, _, hash, _| {
+            Ok(Credential {
+                secret_hash: hash.clone(),
+                ..credential()
+            })
+        });
+
+    let issued = m
+        .build()
+        .rotate(&caller, TARGET, CREDENTIAL, &ctx_of(&caller))
+        .await
+        .unwrap();
+
+    assert_eq!(issued.client_secret.expose(), NEW_SECRET);
+}
+
+#[tokio::test]
 async fn rotate_stores_a_new_hash_and_returns_the_new_secret_once() {
     let caller = writer();
     let ctx = ctx_of(&caller);
@@ -634,6 +808,29 @@ async fn revoke_revokes_at_now_and_writes_credential_revoked() {
 
     m.build()
         .revoke(&caller, TARGET, CREDENTIAL, &ctx)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn revoke_of_a_more_privileged_agents_credential_is_allowed() {
+    // Revoking hands the caller nothing, so it is no escalation.
+    let mut m = Mocks::new();
+    m.agent_is(Some(privileged_agent(AgentStatus::Active)));
+    m.credential_is(Some(credential()));
+    m.no_secret();
+    m.credentials
+        .expect_revoke()
+        .times(1)
+        .returning(|_, _, _, at, _| {
+            Ok(Credential {
+                revoked_at: Some(at),
+                ..credential()
+            })
+        });
+
+    m.build()
+        .revoke(&writer_only(), TARGET, CREDENTIAL, &ctx_of(&writer_only()))
         .await
         .unwrap();
 }
