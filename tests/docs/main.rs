@@ -1,0 +1,53 @@
+//! The documentation in `docs/` and the container files in `docker/`, checked
+//! against the code so they cannot drift:
+//!
+//! * `quick_start`: runs the ```bash blocks of `docs/quick-start.md`, in order,
+//!   in one shell session against a freshly started `idp-server` on the
+//!   embedded store, and checks what they print.
+//! * `links`: every link between docs resolves (anchors included), every page
+//!   is reachable from `docs/README.md`, every ```bash block is valid bash.
+//! * `configuration`: the operate guide's variable table is exactly
+//!   `idp_server::config::VARIABLES`, which covers what `idp-server config` prints.
+//! * `api_reference`: `docs/api-reference.md` has a section for every operation
+//!   of `openapi/openapi.yaml`, listing each of its statuses and error codes,
+//!   with a curl example.
+//! * `verify_tokens`: the Rust example of the verification guide is this
+//!   crate's `verify_token_example.rs`, and it accepts a real token.
+//! * `containers`: `docker/compose.yml` parses (serde_yaml_ng and Python's
+//!   PyYAML) and has the shape the operate guide describes; the image's
+//!   healthcheck script answers for a live server.
+//!
+//! Needs the server binary (`cargo build -p idp-server`, or `IDP_SERVER_BIN`),
+//! `bash`, `curl`, `jq` and `python3` with PyYAML; no PostgreSQL or Redis.
+
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed assumption must fail the test loudly"
+)]
+
+mod api_reference;
+mod configuration;
+mod containers;
+mod links;
+mod markdown;
+mod quick_start;
+mod server;
+mod verify_token_example;
+mod verify_tokens;
+
+use std::path::{Path, PathBuf};
+
+/// The repository's root (this crate lives in `<root>/tests`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The text of a file of the repository, by its path from the root.
+pub fn read_repo_file(relative: &str) -> String {
+    let path = repo_root().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
