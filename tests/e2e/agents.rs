@@ -687,8 +687,6 @@ e2e_tests! {
     the_free_tier_caps_live_agents_per_owner,
     emails_are_unique_case_insensitively_across_owners,
     another_owners_agent_is_absent_everywhere,
-    #[ignore = "BUG (contract gap, security): an agents:write caller can generate or rotate a \
-    credential of an agent holding management scopes it lacks, and so obtain them"]
     credentials_of_a_more_privileged_agent_cannot_be_taken,
     create_accepts_values_at_the_limits,
 }

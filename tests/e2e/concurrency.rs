@@ -217,7 +217,5 @@ e2e_tests! {
     concurrent_token_requests_respect_the_quota,
     concurrent_requests_respect_the_rate_limit,
     concurrent_lifecycle_changes_have_one_winner,
-    #[ignore = "BUG: PATCH /agents/{id} reads the agent outside the transaction and then \
-    writes every column, so a concurrent PATCH can silently undo a suspension"]
     an_acknowledged_suspension_is_never_lost_to_a_concurrent_update,
 }

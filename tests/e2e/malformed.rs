@@ -955,9 +955,6 @@ e2e_tests! {
     patch_and_credential_bodies_that_are_malformed_are_400,
     content_types_and_sizes,
     query_parameters,
-    #[ignore = "BUG: endpoints without query parameters ignore unknown ones (GET/PATCH/DELETE \
-    /agents/{id}, POST /agents, credential generate/rotate/revoke, GET /audit/{id}), \
-    while the list endpoints refuse them with 400"]
     unknown_query_parameters_are_refused_everywhere,
     path_parameters,
     authorization_headers,

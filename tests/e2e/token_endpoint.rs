@@ -494,9 +494,6 @@ e2e_tests! {
     the_access_token_is_an_rfc_9068_jwt_verified_by_the_jwks,
     issuer_audience_and_lifetime_are_configurable,
     token_requests_carry_rate_limit_headers,
-    #[ignore = "BUG: token requests refused before the rate-limit check (body not a form, \
-    > 64 KiB, repeated parameter, two auth methods, malformed Basic, secret without \
-    id) carry no X-RateLimit-* headers and are not counted"]
     malformed_token_requests_are_rate_limited_too,
     token_endpoint_answers_only_post,
 }

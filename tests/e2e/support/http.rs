@@ -23,8 +23,9 @@ pub struct Reply {
 }
 
 /// Sends a request and reads the reply, checking the invariants of every
-/// response: an `X-Request-Id`, no 5xx but the contract's 503, and `X-RateLimit-*` on every
-/// `/api/v1` response but the token endpoint's (checked by its own tests).
+/// response: an `X-Request-Id`, no 5xx but the contract's 503, `X-RateLimit-*` on every
+/// `/api/v1` response but the token endpoint's (checked by its own tests), and
+/// a status and body that `openapi/openapi.yaml` documents.
 pub trait Exchange {
     /// Sends and reads the whole reply.
     fn reply(self) -> impl std::future::Future<Output = Reply> + Send;
@@ -85,6 +86,13 @@ impl Reply {
                 );
             }
         }
+        super::openapi::check(
+            method,
+            &self.path,
+            self.status,
+            self.header("content-type"),
+            &self.text,
+        );
     }
 
     /// The first value of a header.

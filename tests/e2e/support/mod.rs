@@ -7,6 +7,7 @@ mod deployment;
 mod app;
 mod http;
 pub mod jwt;
+mod openapi;
 mod process;
 mod redis;
 
