@@ -272,6 +272,22 @@ pub trait AuditLog: Send + Sync {
     /// Appends one event durably (committed before this returns).
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError>;
 
+    /// Appends `events` durably (committed before this returns), in order,
+    /// each stored exactly as [`AuditLog::append`] would store it. An empty
+    /// slice writes nothing and succeeds.
+    ///
+    /// This is what lets concurrent writers share one commit (group commit):
+    /// an adapter of a database MUST override it to write all the events in one
+    /// transaction, all or none, so one refused event (an existing `event_id`)
+    /// stores none of them. The default, for adapters that cannot, appends one
+    /// by one and stops at the first failure, which may leave a prefix stored.
+    async fn append_all(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        for event in events {
+            self.append(event).await?;
+        }
+        Ok(())
+    }
+
     /// A page of `owner`'s events matching `filter`, newest first (`timestamp`
     /// descending, then `event_id` descending), with the total.
     async fn list(

@@ -1839,11 +1839,134 @@ pub async fn audit_append_never_overwrites(audit: Arc<dyn AuditLog>) {
     assert_event_stored(&audit, &original).await;
 }
 
+/// `append_all` stores every event of the batch exactly as given (optional
+/// fields absent or present, ownerless events, failures, equal timestamps),
+/// listed like events appended one by one; an empty batch writes nothing and
+/// succeeds; a batch larger than one statement's worth is stored whole.
+pub async fn audit_append_all(audit: Arc<dyn AuditLog>) {
+    audit.append_all(&[]).await.unwrap();
+
+    let large_owner = owner();
+    let owner = owner();
+    let subject = AgentId(Uuid::new_v4());
+    let mut batch = Vec::new();
+    for (i, seconds) in [5, 0, 5, 3, 5, 1].into_iter().enumerate() {
+        let mut e = event(&owner, subject, AuditAction::TokenIssued, at(seconds));
+        e.metadata = json!({"i": i, "scope": "a b", "nested": {"list": [i]}});
+        if i % 2 == 1 {
+            e.actor_id = None;
+            e.ip_address = None;
+            e.user_agent = None;
+            e.outcome = Outcome::Failure;
+            e.action = AuditAction::AuthFailed;
+            e.metadata = json!({});
+        }
+        batch.push(e);
+    }
+    let mut ownerless = event(&owner, subject, AuditAction::AuthFailed, at(6));
+    ownerless.owner = None;
+    let other_owner = owner_with_events(&audit, subject).await;
+    let foreign = event(&other_owner, subject, AuditAction::TokenIssued, at(7));
+    let mut all = batch.clone();
+    all.push(ownerless.clone());
+    all.push(foreign.clone());
+
+    audit.append_all(&all).await.unwrap();
+
+    for e in &batch {
+        assert_event_stored(&audit, e).await;
+    }
+    assert_event_stored(&audit, &foreign).await;
+    assert_eq!(
+        audit
+            .find(&owner, ownerless.event_id, long_ago())
+            .await
+            .unwrap(),
+        None,
+        "an ownerless event is no tenant's"
+    );
+    let mut expected = batch.clone();
+    expected.sort_by_key(|v| std::cmp::Reverse((v.timestamp, v.event_id)));
+    let listed = audit
+        .list(&owner, &AuditFilter::default(), page(1, 100))
+        .await
+        .unwrap();
+    assert_eq!(listed.items, expected, "every field kept, listed as usual");
+    assert_eq!(listed.total, batch.len() as u64);
+
+    const LARGE: usize = 2_345;
+    let large: Vec<AuditEvent> = (0..LARGE)
+        .map(|i| {
+            let mut e = event(
+                &large_owner,
+                subject,
+                AuditAction::TokenIssued,
+                at(i as i64),
+            );
+            e.metadata = json!({ "i": i });
+            e
+        })
+        .collect();
+    audit.append_all(&large).await.unwrap();
+    let listed = audit
+        .list(&large_owner, &AuditFilter::default(), page(1, 100))
+        .await
+        .unwrap();
+    assert_eq!(listed.total, LARGE as u64);
+    assert_eq!(listed.items[0], large[LARGE - 1]);
+    assert_event_stored(&audit, &large[0]).await;
+    assert_event_stored(&audit, &large[LARGE / 2]).await;
+}
+
+/// `append_all` is all or none and never rewrites history: a batch holding an
+/// event whose `event_id` is already stored, or two events with one
+/// `event_id`, fails and stores none of its events (however large the batch),
+/// and the stored event stays as it was.
+pub async fn audit_append_all_is_all_or_none(audit: Arc<dyn AuditLog>) {
+    let owner = owner();
+    let subject = AgentId(Uuid::new_v4());
+    let original = event(&owner, subject, AuditAction::TokenIssued, at(0));
+    audit.append(&original).await.unwrap();
+    let forged = AuditEvent {
+        action: AuditAction::AuthFailed,
+        outcome: Outcome::Failure,
+        metadata: json!({"forged": true}),
+        ..original.clone()
+    };
+
+    for size in [3, 1_500] {
+        let fresh: Vec<AuditEvent> = (0..size)
+            .map(|i| event(&owner, subject, AuditAction::TokenIssued, at(i + 1)))
+            .collect();
+
+        let mut with_existing = fresh.clone();
+        with_existing.insert(with_existing.len() / 2, forged.clone());
+        let result = audit.append_all(&with_existing).await;
+        assert!(result.is_err(), "an existing event id must fail the batch");
+
+        let mut with_twice = fresh.clone();
+        with_twice.push(fresh[0].clone());
+        let result = audit.append_all(&with_twice).await;
+        assert!(result.is_err(), "an event id twice must fail the batch");
+
+        for e in [&fresh[0], &fresh[fresh.len() - 1]] {
+            assert_event_absent(&audit, e).await;
+        }
+        let listed = audit
+            .list(&owner, &AuditFilter::default(), page(1, 10))
+            .await
+            .unwrap();
+        assert_eq!(listed.total, 1, "batch of {size}: nothing of it stored");
+        assert_event_stored(&audit, &original).await;
+    }
+}
+
 /// Audit immutability, as far as the port can express it: [`AuditLog`] has
-/// only `append`, `list` and `find`, so no caller can update or delete an
-/// event through it. This function compiles only while an implementation of
-/// those three methods alone is a complete `AuditLog`: adding an `update` or
-/// `delete` to the port breaks the build here. (That the database itself
+/// only `append`, `append_all` (with a default built on `append`), `list` and
+/// `find`, so no caller can update or delete an event through it. This
+/// function compiles only while an implementation of `append`, `list` and
+/// `find` alone is a complete `AuditLog`: adding an `update` or `delete` to
+/// the port breaks the build here. (That the database itself
 /// refuses is each adapter's own test.)
 pub async fn audit_log_port_has_no_update_or_delete() {
     /// A log that can only append and read.

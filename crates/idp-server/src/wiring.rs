@@ -1,5 +1,7 @@
 //! Builds the adapters from the configuration and wires them into the services.
 
+mod group_commit;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,6 +24,8 @@ use idp_store_sqlite::InstanceLock;
 
 use crate::config::Config;
 use crate::system::{SystemClock, UuidV7Ids};
+
+use self::group_commit::GroupCommitAuditLog;
 
 /// The store ports, all served by one adapter.
 #[derive(Clone)]
@@ -61,19 +65,26 @@ impl<T> StoreAdapter for T where
 }
 
 impl Stores {
+    /// Every port from `store`; the audit log's appends share commits (see
+    /// [`GroupCommitAuditLog`]), so concurrent token requests do not each wait
+    /// for a commit of their own. Needs a Tokio runtime for the writer task.
     fn from_adapter<S: StoreAdapter>(
         store: Arc<S>,
         instance_lock: Option<Arc<InstanceLock>>,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        let audit = GroupCommitAuditLog::start(
+            store.clone() as Arc<dyn AuditLog>,
+            GroupCommitAuditLog::DEFAULT_MAX_BATCH,
+        )?;
+        Ok(Self {
             agents: store.clone(),
             credentials: store.clone(),
-            audit: store.clone(),
+            audit: Arc::new(audit),
             revoked: store.clone(),
             signing_keys: store.clone(),
             health: store,
             _instance_lock: instance_lock,
-        }
+        })
     }
 }
 
@@ -165,7 +176,7 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
             let pool = idp_store_postgres::connect(url, config.db_pool_size)
                 .await
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
-            Ok(Stores::from_adapter(Arc::new(PgStore::new(pool)), None))
+            Stores::from_adapter(Arc::new(PgStore::new(pool)), None)
         }
         Deployment::Embedded(path) => {
             let lock = match role {
@@ -183,7 +194,7 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
                         path.display()
                     )
                 })?;
-            Ok(Stores::from_adapter(Arc::new(store), lock))
+            Stores::from_adapter(Arc::new(store), lock)
         }
     }
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use idp_domain::StoreError;
 use idp_domain::audit::{AuditEvent, AuditFilter};
 use idp_domain::page::{Page, PageRequest};
@@ -29,6 +29,25 @@ pub(crate) async fn insert_event(
         .execute(conn)
         .await
         .map(drop)
+}
+
+/// Most rows in one INSERT: 10 bind parameters a row stays far below
+/// PostgreSQL's limit of 65,535 parameters per statement.
+const ROWS_PER_INSERT: usize = 1_000;
+
+/// Appends `rows` on `conn` with one multi-row INSERT per [`ROWS_PER_INSERT`]
+/// rows (inside the caller's transaction, if any).
+async fn insert_events(
+    conn: &mut AsyncPgConnection,
+    rows: &[NewAuditEventRow<'_>],
+) -> QueryResult<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(audit_events::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// `owner`'s events matching `filter`.
@@ -61,6 +80,25 @@ impl AuditLog for PgStore {
         insert_event(&mut conn, event.into())
             .await
             .map_err(from_diesel)
+    }
+
+    /// One multi-row INSERT, atomic on its own; several (over
+    /// [`ROWS_PER_INSERT`] events) share one transaction. One commit either way.
+    async fn append_all(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<NewAuditEventRow<'_>> = events.iter().map(Into::into).collect();
+        let mut conn = checkout(&self.pool).await?;
+        if rows.len() <= ROWS_PER_INSERT {
+            return insert_events(&mut conn, &rows).await.map_err(from_diesel);
+        }
+        conn.transaction(async |conn| {
+            insert_events(conn, &rows).await?;
+            Ok::<_, TxError>(())
+        })
+        .await?;
+        Ok(())
     }
 
     async fn list(

@@ -16,7 +16,7 @@ use crate::SqliteStore;
 use crate::columns::{at_or_after, at_or_before, uuid_text};
 use crate::error::from_diesel;
 use crate::paging::{limit_offset, total};
-use crate::pool::{read_transaction, run};
+use crate::pool::{read_transaction, run, write_transaction};
 use crate::rows::{AuditEventRow, NewAuditEventRow};
 use crate::schema::audit_events;
 
@@ -26,6 +26,21 @@ pub(crate) fn insert_event(conn: &mut SqliteConnection, row: &NewAuditEventRow) 
         .values(row)
         .execute(conn)
         .map(drop)
+}
+
+/// Most rows in one INSERT: 10 bind parameters a row stays far below
+/// SQLite's limit of 32,766 parameters per statement.
+const ROWS_PER_INSERT: usize = 1_000;
+
+/// Appends `rows` on `conn` with one multi-row INSERT per [`ROWS_PER_INSERT`]
+/// rows (inside the caller's transaction, if any).
+fn insert_events(conn: &mut SqliteConnection, rows: &[NewAuditEventRow]) -> QueryResult<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(audit_events::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// `owner`'s events matching `filter`.
@@ -58,6 +73,26 @@ impl AuditLog for SqliteStore {
         let row = NewAuditEventRow::try_from(event)?;
         run(&self.pool, move |conn| {
             insert_event(conn, &row).map_err(from_diesel)
+        })
+        .await
+    }
+
+    /// One multi-row INSERT, atomic on its own; several (over
+    /// [`ROWS_PER_INSERT`] events) share one `BEGIN IMMEDIATE` transaction.
+    /// One commit, so one sync of the WAL, either way.
+    async fn append_all(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows = events
+            .iter()
+            .map(NewAuditEventRow::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        run(&self.pool, move |conn| {
+            if rows.len() <= ROWS_PER_INSERT {
+                return insert_events(conn, &rows).map_err(from_diesel);
+            }
+            write_transaction(conn, |conn| Ok(insert_events(conn, &rows)?))
         })
         .await
     }
@@ -118,5 +153,45 @@ impl AuditLog for SqliteStore {
         })
         .await?;
         row.map(AuditEvent::try_from).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use idp_domain::values::{AuditAction, Outcome};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn event(owner: Option<&str>) -> AuditEvent {
+        AuditEvent {
+            event_id: EventId(Uuid::new_v4()),
+            owner: owner.map(|o| Owner::parse(o).unwrap()),
+            agent_id: None,
+            actor_id: None,
+            action: AuditAction::AuthFailed,
+            outcome: Outcome::Failure,
+            ip_address: None,
+            user_agent: None,
+            metadata: serde_json::json!({}),
+            timestamp: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_batch_with_absent_values_is_one_multi_row_insert() {
+        // diesel would run one INSERT per row (inside BEGIN ... COMMIT) if an
+        // absent value were written as DEFAULT.
+        let rows = [event(Some("acme")), event(None), event(None)]
+            .iter()
+            .map(NewAuditEventRow::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let query = diesel::insert_into(audit_events::table).values(&rows[..]);
+        let sql = diesel::debug_query::<Sqlite, _>(&query).to_string();
+        assert_eq!(sql.matches("INSERT").count(), 1, "{sql}");
+        assert!(!sql.contains("BEGIN"), "{sql}");
+        assert_eq!(sql.matches("), (").count(), 2, "{sql}");
     }
 }

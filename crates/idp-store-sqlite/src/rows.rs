@@ -258,9 +258,16 @@ impl TryFrom<AuditEventRow> for AuditEvent {
     }
 }
 
-/// A new row of `audit_events`.
+/// A new row of `audit_events`. An absent value is bound as NULL rather than
+/// written as `DEFAULT` (the same for these columns, which have no default):
+/// diesel writes a batch of SQLite rows with a `DEFAULT` as one INSERT per row,
+/// a batch without as one multi-row INSERT.
 #[derive(Debug, Insertable)]
-#[diesel(table_name = audit_events, check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(
+    table_name = audit_events,
+    check_for_backend(diesel::sqlite::Sqlite),
+    treat_none_as_default_value = false
+)]
 pub(crate) struct NewAuditEventRow {
     event_id: String,
     owner: Option<String>,

@@ -240,3 +240,93 @@ async fn get_reports_an_unreachable_log_as_unavailable() {
 
     assert!(matches!(err, DomainError::Unavailable(_)), "{err:?}");
 }
+
+// ----- AuditLog::append_all's default ---------------------------------------
+
+/// A log that implements only the required methods, so `append_all` is the
+/// port's default; `append` refuses the event ids in `refused`.
+#[derive(Default)]
+struct OneByOne {
+    appended: std::sync::Mutex<Vec<EventId>>,
+    refused: Vec<EventId>,
+}
+
+#[async_trait::async_trait]
+impl crate::ports::AuditLog for OneByOne {
+    async fn append(&self, event: &AuditEvent) -> Result<(), crate::StoreError> {
+        if self.refused.contains(&event.event_id) {
+            return Err(crate::StoreError::Duplicate);
+        }
+        self.appended.lock().unwrap().push(event.event_id);
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        _owner: &crate::values::Owner,
+        _filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEvent>, crate::StoreError> {
+        Ok(Page {
+            items: Vec::new(),
+            request: page,
+            total: 0,
+        })
+    }
+
+    async fn find(
+        &self,
+        _owner: &crate::values::Owner,
+        _id: EventId,
+        _not_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<AuditEvent>, crate::StoreError> {
+        Ok(None)
+    }
+}
+
+fn numbered(n: u64) -> AuditEvent {
+    AuditEvent {
+        event_id: EventId(generated_id(n)),
+        ..event()
+    }
+}
+
+#[tokio::test]
+async fn append_all_by_default_appends_in_order() {
+    use crate::ports::AuditLog;
+    let log = OneByOne::default();
+
+    log.append_all(&[]).await.unwrap();
+    log.append_all(&[numbered(3), numbered(1), numbered(2)])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        *log.appended.lock().unwrap(),
+        vec![
+            EventId(generated_id(3)),
+            EventId(generated_id(1)),
+            EventId(generated_id(2))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn append_all_by_default_stops_at_the_first_refusal() {
+    use crate::ports::AuditLog;
+    let log = OneByOne {
+        refused: vec![EventId(generated_id(2))],
+        ..OneByOne::default()
+    };
+
+    let err = log
+        .append_all(&[numbered(1), numbered(2), numbered(3)])
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, crate::StoreError::Duplicate), "{err:?}");
+    assert_eq!(
+        *log.appended.lock().unwrap(),
+        vec![EventId(generated_id(1))]
+    );
+}
