@@ -24,6 +24,7 @@ mod introspection;
 mod lifecycle;
 mod limits;
 mod malformed;
+mod observability;
 mod operations;
 mod process;
 mod restart;

@@ -1,11 +1,34 @@
-//! Prometheus metrics: request counts and latencies by route and status, and the
-//! token endpoint's decisions.
+//! Prometheus metrics (`GET /metrics`, text exposition format).
+//!
+//! Every label value comes from a closed set, so no client can grow the number
+//! of series: the method through [`method_label`], the route as the matched
+//! pattern (never the raw path), the status code, the token refusal as a
+//! [`TokenRefusal`], and a dependency as its health check's static name.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `agentidp_http_requests_total` | counter | `method`, `route`, `status` |
+//! | `agentidp_http_request_duration_seconds` | histogram | `method`, `route`, `status` |
+//! | `agentidp_tokens_issued_total` | counter | |
+//! | `agentidp_tokens_refused_total` | counter | `reason` ([`TokenRefusal`]) |
+//! | `agentidp_rate_limited_total` | counter | |
+//! | `agentidp_quota_exceeded_total` | counter | |
+//! | `agentidp_dependency_up` | gauge | `dependency` (`database`, `cache`) |
+//! | `agentidp_db_pool_max_size`, `_size`, `_available`, `_waiting` | gauge | |
+//! | `agentidp_hash_queue_depth` | gauge | |
+//!
+//! The gauges of things this crate does not own (the connection pool, the
+//! hasher) are read at scrape time through a [`Probe`] the server hands in, so
+//! this crate knows no adapter's types.
+
+use std::sync::Arc;
 
 use actix_web::http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -18,7 +41,142 @@ struct RouteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
-    reason: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabels {
+    dependency: &'static str,
+}
+
+/// Why the token endpoint refused a request: the `reason` label of
+/// `agentidp_tokens_refused_total` is [`TokenRefusal::as_str`]. The
+/// client-authentication and scope reasons are the ones the domain writes into
+/// `auth.failed` audit events.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Malformed, missing or repeated parameters; two authentication methods;
+    /// credentials in the query string; a body that is not a form.
+    InvalidRequest,
+    /// A grant type other than `client_credentials`.
+    UnsupportedGrantType,
+    /// No client authentication at all.
+    NoClientAuthentication,
+    /// A `Basic` header that does not decode.
+    MalformedClientAuthentication,
+    /// The client id names no agent.
+    UnknownClient,
+    /// The secret matches no credential of the agent.
+    InvalidClientSecret,
+    /// The matching credential is revoked.
+    CredentialRevoked,
+    /// The matching credential has expired.
+    CredentialExpired,
+    /// The agent is suspended.
+    AgentSuspended,
+    /// The agent is decommissioned.
+    AgentDecommissioned,
+    /// Client authentication failed for a reason this list does not know.
+    InvalidClient,
+    /// The scope is malformed or outside the agent's capabilities.
+    InvalidScope,
+    /// The client's per-minute rate limit is spent.
+    RateLimited,
+    /// The client's monthly token quota is spent.
+    MonthlyQuotaExceeded,
+    /// A backing store is unreachable.
+    Unavailable,
+    /// A bug.
+    ServerError,
+}
+
+impl TokenRefusal {
+    /// Every refusal, for tests and dashboards.
+    pub const ALL: [Self; 16] = [
+        Self::InvalidRequest,
+        Self::UnsupportedGrantType,
+        Self::NoClientAuthentication,
+        Self::MalformedClientAuthentication,
+        Self::UnknownClient,
+        Self::InvalidClientSecret,
+        Self::CredentialRevoked,
+        Self::CredentialExpired,
+        Self::AgentSuspended,
+        Self::AgentDecommissioned,
+        Self::InvalidClient,
+        Self::InvalidScope,
+        Self::RateLimited,
+        Self::MonthlyQuotaExceeded,
+        Self::Unavailable,
+        Self::ServerError,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::NoClientAuthentication => "no_client_authentication",
+            Self::MalformedClientAuthentication => "malformed_client_authentication",
+            Self::UnknownClient => "unknown_client",
+            Self::InvalidClientSecret => "invalid_client_secret",
+            Self::CredentialRevoked => "credential_revoked",
+            Self::CredentialExpired => "credential_expired",
+            Self::AgentSuspended => "agent_suspended",
+            Self::AgentDecommissioned => "agent_decommissioned",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidScope => "invalid_scope",
+            Self::RateLimited => "rate_limited",
+            Self::MonthlyQuotaExceeded => "monthly_quota_exceeded",
+            Self::Unavailable => "unavailable",
+            Self::ServerError => "server_error",
+        }
+    }
+
+    /// The refusal of a failed client authentication, from the reason the
+    /// domain gives (and writes into the `auth.failed` event). An unknown
+    /// reason falls into [`TokenRefusal::InvalidClient`], so the set stays closed.
+    pub fn from_client_failure(reason: &str) -> Self {
+        match reason {
+            "unknown client" | "unknown_client" => Self::UnknownClient,
+            "invalid_client_secret" => Self::InvalidClientSecret,
+            "credential_revoked" => Self::CredentialRevoked,
+            "credential_expired" => Self::CredentialExpired,
+            "agent_suspended" => Self::AgentSuspended,
+            "agent_decommissioned" => Self::AgentDecommissioned,
+            _ => Self::InvalidClient,
+        }
+    }
+}
+
+/// The state of a connection pool, as its adapter reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Most connections the pool opens.
+    pub max_size: usize,
+    /// Connections open now.
+    pub size: usize,
+    /// Open connections not checked out.
+    pub available: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
+/// A reading taken at every scrape. It must be cheap and must not block: it
+/// runs on an async worker.
+pub type Probe<T> = Arc<dyn Fn() -> T + Send + Sync>;
+
+struct PoolGauges {
+    probe: Probe<PoolStatus>,
+    max_size: Gauge,
+    size: Gauge,
+    available: Gauge,
+    waiting: Gauge,
+}
+
+struct HashQueueGauge {
+    probe: Probe<usize>,
+    depth: Gauge,
 }
 
 /// The `method` label: the standard methods by name, any other as `OTHER`. A
@@ -43,8 +201,11 @@ fn latency_histogram() -> Histogram {
     ])
 }
 
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// The server's metrics and their registry.
-#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Family<RouteLabels, Counter>,
@@ -52,6 +213,19 @@ pub struct Metrics {
     tokens_issued: Counter,
     tokens_refused: Family<ReasonLabels, Counter>,
     rate_limited: Counter,
+    quota_exceeded: Counter,
+    dependency_up: Family<DependencyLabels, Gauge>,
+    pool: Option<PoolGauges>,
+    hash_queue: Option<HashQueueGauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("pool_probe", &self.pool.is_some())
+            .field("hash_queue_probe", &self.hash_queue.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -61,7 +235,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric.
+    /// Registers every metric but the probed gauges (see
+    /// [`Metrics::with_pool_status`] and [`Metrics::with_hash_queue_depth`]).
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("agentidp");
         let requests = Family::<RouteLabels, Counter>::default();
@@ -71,14 +246,16 @@ impl Metrics {
         let tokens_issued = Counter::default();
         let tokens_refused = Family::<ReasonLabels, Counter>::default();
         let rate_limited = Counter::default();
+        let quota_exceeded = Counter::default();
+        let dependency_up = Family::<DependencyLabels, Gauge>::default();
         registry.register(
             "http_requests",
-            "HTTP requests by route and status",
+            "HTTP requests by method, matched route pattern and status",
             requests.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request latency by route and status",
+            "HTTP request latency by method, matched route pattern and status",
             latency.clone(),
         );
         registry.register(
@@ -93,8 +270,18 @@ impl Metrics {
         );
         registry.register(
             "rate_limited",
-            "Requests refused by the rate limiter",
+            "Requests refused by the per-client rate limit (every endpoint)",
             rate_limited.clone(),
+        );
+        registry.register(
+            "quota_exceeded",
+            "Token requests refused because the client's monthly quota is spent",
+            quota_exceeded.clone(),
+        );
+        registry.register(
+            "dependency_up",
+            "Whether a backing store answered its health check at the last scrape (1) or not (0)",
+            dependency_up.clone(),
         );
         Self {
             registry,
@@ -103,7 +290,57 @@ impl Metrics {
             tokens_issued,
             tokens_refused,
             rate_limited,
+            quota_exceeded,
+            dependency_up,
+            pool: None,
+            hash_queue: None,
         }
+    }
+
+    /// Adds the database pool gauges, read from `probe` at every scrape.
+    pub fn with_pool_status(mut self, probe: Probe<PoolStatus>) -> Self {
+        let gauges = PoolGauges {
+            probe,
+            max_size: Gauge::default(),
+            size: Gauge::default(),
+            available: Gauge::default(),
+            waiting: Gauge::default(),
+        };
+        for (name, help, gauge) in [
+            (
+                "db_pool_max_size",
+                "Most connections the database pool opens",
+                &gauges.max_size,
+            ),
+            ("db_pool_size", "Database connections open", &gauges.size),
+            (
+                "db_pool_available",
+                "Open database connections not in use",
+                &gauges.available,
+            ),
+            (
+                "db_pool_waiting",
+                "Requests waiting for a database connection",
+                &gauges.waiting,
+            ),
+        ] {
+            self.registry.register(name, help, gauge.clone());
+        }
+        self.pool = Some(gauges);
+        self
+    }
+
+    /// Adds the hashing queue gauge, read from `probe` at every scrape: secret
+    /// hashes and verifications waiting for or holding a hashing slot.
+    pub fn with_hash_queue_depth(mut self, probe: Probe<usize>) -> Self {
+        let depth = Gauge::default();
+        self.registry.register(
+            "hash_queue_depth",
+            "Secret hashes and verifications waiting for or holding a hashing slot",
+            depth.clone(),
+        );
+        self.hash_queue = Some(HashQueueGauge { probe, depth });
+        self
     }
 
     /// Records one finished request. The method goes through [`method_label`]
@@ -124,11 +361,15 @@ impl Metrics {
         self.tokens_issued.inc();
     }
 
-    /// Counts a refused token request.
-    pub fn token_refused(&self, reason: &str) {
+    /// Counts a refused token request; a spent quota is also counted in
+    /// `agentidp_quota_exceeded_total`.
+    pub fn token_refused(&self, reason: TokenRefusal) {
+        if reason == TokenRefusal::MonthlyQuotaExceeded {
+            self.quota_exceeded.inc();
+        }
         self.tokens_refused
             .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
+                reason: reason.as_str(),
             })
             .inc();
     }
@@ -138,8 +379,25 @@ impl Metrics {
         self.rate_limited.inc();
     }
 
-    /// The text exposition.
+    /// Records whether the dependency `name` answered its health check.
+    pub fn dependency_up(&self, name: &'static str, up: bool) {
+        self.dependency_up
+            .get_or_create(&DependencyLabels { dependency: name })
+            .set(i64::from(up));
+    }
+
+    /// The text exposition, with the probed gauges read now.
     pub fn render(&self) -> String {
+        if let Some(pool) = &self.pool {
+            let status = (pool.probe)();
+            pool.max_size.set(gauge_value(status.max_size));
+            pool.size.set(gauge_value(status.size));
+            pool.available.set(gauge_value(status.available));
+            pool.waiting.set(gauge_value(status.waiting));
+        }
+        if let Some(queue) = &self.hash_queue {
+            queue.depth.set(gauge_value((queue.probe)()));
+        }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             tracing::error!("metrics encoding failed");

@@ -1,14 +1,43 @@
-//! The command line.
+//! The command line. Settings come from the environment (see
+//! [`crate::config::VARIABLES`]); every command's `--help` ends with the
+//! variables it reads, their defaults and meaning, from that one list.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::VARIABLES;
+
+/// Closes every short help (`-h`).
+const SHORT_HINT: &str = "Settings come from environment variables: `--help` lists them.";
 
 /// AgentIdP: an OAuth 2.0 identity provider for AI agents.
 ///
-/// Configuration comes from environment variables (see `idp-server config` and
-/// the README); `DATABASE_URL` and `REDIS_URL` select PostgreSQL and Redis.
+/// Every setting comes from an environment variable (listed below), or from a
+/// TOML file the environment overrides. `DATABASE_URL` and `REDIS_URL` select
+/// PostgreSQL and Redis; without them the server keeps its data in an embedded
+/// store under `IDP_DATA_DIR`. `idp-server config` prints what is in effect.
 #[derive(Debug, Parser)]
-#[command(name = "idp-server", version, about, long_about)]
+#[command(
+    name = "idp-server",
+    version,
+    about,
+    long_about,
+    after_help = SHORT_HINT
+)]
 pub struct Cli {
+    /// A TOML file of settings: the variables' names in lower case without
+    /// `IDP_` (`rate_limit_per_minute = 50`, `database_url = "..."`). A
+    /// variable that is set wins over the file.
+    #[arg(
+        long,
+        global = true,
+        env = "IDP_CONFIG_FILE",
+        value_name = "FILE",
+        hide_env_values = true
+    )]
+    pub config_file: Option<PathBuf>,
+
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -17,28 +46,230 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP server (the default). Applies pending migrations first unless
-    /// IDP_MIGRATE_ON_START=false.
+    /// Run the HTTP server (the default).
+    ///
+    /// Listens on `IDP_BIND` and prints `listening on http://ADDRESS` on stdout
+    /// once it accepts connections. Applies pending migrations first unless
+    /// `IDP_MIGRATE_ON_START=false`. Stops gracefully on SIGTERM or Ctrl-C.
     Serve,
     /// Apply pending database migrations and exit.
+    ///
+    /// Migrates the store the configuration selects (PostgreSQL when
+    /// `DATABASE_URL` is set, else the embedded store under `IDP_DATA_DIR`) and
+    /// prints `{"applied": [versions]}` on stdout.
     Migrate,
-    /// Create an active agent with one credential for any owner and print
-    /// `{"agentId", "clientId", "clientSecret", "owner"}` once, on stdout.
+    /// Create an agent and one credential for any owner, and print its secret
+    /// once.
+    ///
+    /// The way to the first agent of an owner: an operator command with direct
+    /// access to the store (no token needed). Writes the `agent.created` and
+    /// `credential.generated` audit events and prints
+    /// `{"agentId", "clientId", "clientSecret", "owner"}` on stdout. The secret
+    /// is shown only this once.
     Bootstrap {
-        /// The owner (tenant slug, ^[a-z0-9][a-z0-9-]{1,62}$).
-        #[arg(long)]
+        /// The owner (tenant) the agent belongs to: 2 to 63 characters of
+        /// `a-z`, `0-9` and `-`, not starting with `-`.
+        #[arg(long, value_name = "OWNER")]
         owner: String,
-        /// The agent's email, unique across all owners.
-        #[arg(long)]
+        /// The agent's email address, unique across all owners
+        /// (case-insensitive).
+        #[arg(long, value_name = "EMAIL")]
         email: String,
-        /// Comma-separated capabilities; default: the four management scopes.
+        /// The scopes the agent may be granted, comma-separated (1 to 50, such
+        /// as `resume:read`); by default the four management scopes, which let
+        /// it register and manage the owner's other agents.
         #[arg(
             long,
+            value_name = "SCOPE,...",
             value_delimiter = ',',
             default_value = "agents:read,agents:write,audit:read,tokens:introspect"
         )]
         capabilities: Vec<String>,
     },
-    /// Print the effective configuration as JSON, secrets redacted, and exit.
+    /// Print the effective configuration as JSON, passwords redacted, and exit.
+    ///
+    /// Shows what the environment and the config file add up to, after
+    /// defaults; the password in `DATABASE_URL` and `REDIS_URL` reads `***`. A
+    /// bad value fails here as it would at start, naming its variable.
     Config,
+}
+
+/// The variables `migrate` reads; the others are checked all the same.
+const MIGRATE_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "IDP_DATA_DIR",
+    "IDP_CONFIG_FILE",
+    "IDP_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// The variables `bootstrap` reads; the others are checked all the same.
+const BOOTSTRAP_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "IDP_DATA_DIR",
+    "IDP_DB_POOL_SIZE",
+    "IDP_HASH_CONCURRENCY",
+    "IDP_CONFIG_FILE",
+    "IDP_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// A help section listing the variables of `VARIABLES` that `wanted` accepts.
+fn environment_help(title: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let rows: Vec<_> = VARIABLES
+        .iter()
+        .filter(|(name, _, _)| wanted(name))
+        .collect();
+    let width = rows
+        .iter()
+        .map(|(name, _, _)| name.len())
+        .max()
+        .unwrap_or(0);
+    let mut text = format!("{title}\n");
+    for (name, default, meaning) in rows {
+        let meaning = meaning.replace('`', "");
+        text.push_str(&format!(
+            "  {name:<width$}  {meaning} [default: {default}]\n"
+        ));
+    }
+    text
+}
+
+const ALL_READ: &str = "Environment (every variable is read):";
+const SOME_READ: &str =
+    "Environment (these are used; a bad value of any other stops the command too):";
+
+/// The command line with each command's environment section.
+pub fn command() -> clap::Command {
+    let all = || environment_help(ALL_READ, |_| true);
+    let some = |names: &'static [&'static str]| {
+        environment_help(SOME_READ, move |name| names.contains(&name))
+    };
+    let sections = [
+        ("serve", all()),
+        ("config", all()),
+        ("migrate", some(MIGRATE_VARIABLES)),
+        ("bootstrap", some(BOOTSTRAP_VARIABLES)),
+    ];
+    sections.into_iter().fold(
+        Cli::command().after_long_help(all()),
+        |command, (name, section)| {
+            command.mut_subcommand(name, |c| c.after_help(SHORT_HINT).after_long_help(section))
+        },
+    )
+}
+
+/// Parses the process's arguments; `--help`, `--version` and usage errors
+/// print and exit, as clap does.
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn long_help(subcommand: Option<&str>) -> String {
+        let mut command = command();
+        command.build();
+        match subcommand {
+            None => command.render_long_help().to_string(),
+            Some(name) => command
+                .find_subcommand_mut(name)
+                .unwrap()
+                .render_long_help()
+                .to_string(),
+        }
+    }
+
+    fn all_variables() -> Vec<&'static str> {
+        VARIABLES.iter().map(|(name, _, _)| *name).collect()
+    }
+
+    #[test]
+    fn each_help_names_every_variable_its_command_reads() {
+        for (subcommand, variables) in [
+            (None, all_variables()),
+            (Some("serve"), all_variables()),
+            (Some("config"), all_variables()),
+            (Some("migrate"), MIGRATE_VARIABLES.to_vec()),
+            (Some("bootstrap"), BOOTSTRAP_VARIABLES.to_vec()),
+        ] {
+            let help = long_help(subcommand);
+            for name in variables {
+                assert!(
+                    help.lines().any(|l| l.trim_start().starts_with(name)),
+                    "{subcommand:?} --help does not list {name}:\n{help}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn help_gives_each_variable_its_default() {
+        let help = long_help(None);
+        for (name, default, _) in VARIABLES {
+            let line = help
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no line for {name}:\n{help}"));
+            assert!(line.contains(&format!("[default: {default}]")), "{line}");
+        }
+    }
+
+    #[test]
+    fn the_listed_variables_exist() {
+        for name in MIGRATE_VARIABLES.iter().chain(BOOTSTRAP_VARIABLES) {
+            assert!(all_variables().contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_option_is_explained() {
+        let mut command = command();
+        command.build();
+        let mut commands = vec![command.clone()];
+        commands.extend(command.get_subcommands().cloned());
+        for command in commands {
+            for arg in command.get_arguments() {
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "{} --{:?} has no help",
+                    command.get_name(),
+                    arg.get_long()
+                );
+            }
+            assert!(command.get_about().is_some(), "{}", command.get_name());
+        }
+        let bootstrap = long_help(Some("bootstrap"));
+        for option in ["--owner", "--email", "--capabilities", "--config-file"] {
+            assert!(bootstrap.contains(option), "{option}:\n{bootstrap}");
+        }
+        assert!(
+            long_help(Some("serve")).contains("[env: IDP_CONFIG_FILE"),
+            "the config file option names its variable"
+        );
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        command().debug_assert();
+        let cli = Cli::from_arg_matches(&command().get_matches_from([
+            "idp-server",
+            "bootstrap",
+            "--owner",
+            "acme",
+            "--email",
+            "a@acme.example",
+            "--config-file",
+            "x.toml",
+        ]))
+        .unwrap();
+        assert_eq!(cli.config_file, Some(PathBuf::from("x.toml")));
+        let Some(Command::Bootstrap { capabilities, .. }) = cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(capabilities.len(), 4);
+    }
 }

@@ -18,8 +18,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// The effective configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The effective configuration. Its `Debug` is [`Config::redacted`], so a
+/// logged configuration never shows a password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listen address.
@@ -60,6 +61,12 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// `text` or `json`.
     pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Config {}", self.redacted())
+    }
 }
 
 impl Default for Config {
@@ -179,12 +186,15 @@ impl Config {
     /// Loads the configuration from `env` (a lookup, so tests need not touch the
     /// process environment).
     pub fn load(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let mut config = match env("IDP_CONFIG_FILE") {
+        let mut config = match env("IDP_CONFIG_FILE").filter(|path| !path.trim().is_empty()) {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("IDP_CONFIG_FILE={path:?} cannot be read"))?;
                 toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("IDP_CONFIG_FILE={path:?} is invalid: {}", e.message())
+                    let at = toml_error_key(&text, &e)
+                        .map(|key| format!(" at `{key}`"))
+                        .unwrap_or_default();
+                    anyhow::anyhow!("IDP_CONFIG_FILE={path:?} is invalid{at}: {}", e.message())
                 })?
             }
             None => Config::default(),
@@ -245,7 +255,7 @@ impl Config {
             config.hash_concurrency = parse_var("IDP_HASH_CONCURRENCY", &v)?;
         }
         if let Some(v) = get("IDP_LOG_FORMAT") {
-            config.log_format = match v.as_str() {
+            config.log_format = match v.trim().to_ascii_lowercase().as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
                 _ => bail!("IDP_LOG_FORMAT={v:?} is invalid: expected text or json"),
@@ -257,6 +267,16 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.bind_addr()?;
+        if let Some(issuer) = &self.issuer {
+            check_issuer(issuer)?;
+        }
+        if self
+            .audience
+            .as_deref()
+            .is_some_and(|a| a.trim().is_empty())
+        {
+            bail!("IDP_AUDIENCE must not be empty");
+        }
         let positive = [
             ("IDP_TOKEN_TTL_SECONDS", u64::from(self.token_ttl_seconds)),
             (
@@ -312,43 +332,174 @@ impl Config {
 
     /// The configuration as `idp-server config` prints it: secrets in URLs redacted.
     pub fn redacted(&self) -> serde_json::Value {
+        // Destructured, so a new field cannot be left out of the output.
+        let Config {
+            bind,
+            issuer,
+            audience,
+            database_url,
+            redis_url,
+            redis_prefix,
+            data_dir,
+            token_ttl_seconds,
+            signing_alg,
+            signing_key_file,
+            rate_limit_per_minute,
+            token_quota_per_month,
+            max_agents_per_owner,
+            max_credentials_per_agent,
+            audit_retention_days,
+            db_pool_size,
+            migrate_on_start,
+            hash_concurrency,
+            log_format,
+        } = self;
         let redact = |url: &Option<String>| url.as_deref().map(redact_url);
         serde_json::json!({
-            "bind": self.bind,
-            "issuer": self.issuer,
-            "audience": self.audience,
-            "database_url": redact(&self.database_url),
-            "redis_url": redact(&self.redis_url),
-            "redis_prefix": self.redis_prefix,
-            "data_dir": self.data_dir,
-            "token_ttl_seconds": self.token_ttl_seconds,
-            "signing_alg": self.signing_alg,
-            "signing_key_file": self.signing_key_file,
-            "rate_limit_per_minute": self.rate_limit_per_minute,
-            "token_quota_per_month": self.token_quota_per_month,
-            "max_agents_per_owner": self.max_agents_per_owner,
-            "max_credentials_per_agent": self.max_credentials_per_agent,
-            "audit_retention_days": self.audit_retention_days,
-            "db_pool_size": self.db_pool_size,
-            "migrate_on_start": self.migrate_on_start,
-            "hash_concurrency": self.hash_concurrency,
-            "log_format": match self.log_format { LogFormat::Text => "text", LogFormat::Json => "json" },
+            "bind": bind,
+            "issuer": issuer,
+            "audience": audience,
+            "database_url": redact(database_url),
+            "redis_url": redact(redis_url),
+            "redis_prefix": redis_prefix,
+            "data_dir": data_dir,
+            "token_ttl_seconds": token_ttl_seconds,
+            "signing_alg": signing_alg,
+            "signing_key_file": signing_key_file,
+            "rate_limit_per_minute": rate_limit_per_minute,
+            "token_quota_per_month": token_quota_per_month,
+            "max_agents_per_owner": max_agents_per_owner,
+            "max_credentials_per_agent": max_credentials_per_agent,
+            "audit_retention_days": audit_retention_days,
+            "db_pool_size": db_pool_size,
+            "migrate_on_start": migrate_on_start,
+            "hash_concurrency": hash_concurrency,
+            "log_format": match log_format { LogFormat::Text => "text", LogFormat::Json => "json" },
         })
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+/// RFC 8414 section 2: the issuer is an absolute `https` URL (`http` is
+/// accepted for development) with no query or fragment.
+fn check_issuer(issuer: &str) -> anyhow::Result<()> {
+    let host = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"))
+        .map(|rest| rest.split('/').next().unwrap_or_default());
+    let well_formed = host.is_some_and(|host| !host.is_empty())
+        && !issuer.contains(['?', '#'])
+        && !issuer.contains(char::is_whitespace);
+    if !well_formed {
+        bail!(
+            "IDP_ISSUER={issuer:?} is invalid: expected an https:// (or http://) URL without query or fragment"
+        );
     }
+    Ok(())
+}
+
+/// The key of the config file's line a TOML error points at (never the
+/// line's value, which may be a URL with a password).
+fn toml_error_key(text: &str, err: &toml::de::Error) -> Option<String> {
+    let start = err.span()?.start;
+    let line_start = text[..start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty() && key.len() <= 64).then(|| key.to_owned())
+}
+
+/// What stands for a redacted secret.
+const REDACTED: &str = "***";
+
+/// Query or key-value parameters that carry a password: `password` (libpq,
+/// tokio-postgres) and `pass` (redis-rs's `redis+unix://...?pass=`).
+const SECRET_PARAMETERS: &[&str] = &["password", "pass"];
+
+/// A database or cache URL with its secrets replaced by `***`: the password of
+/// `scheme://user:password@host` (the user name stays), every `password=` or
+/// `pass=` query parameter, and the `password=` of a key-value connection
+/// string (`host=h user=u password=p`).
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return redact_key_values(url);
+    };
+    let rest = &url[scheme_end..];
+    // The authority ends at the first `/`, `?` or `#`; its last `@` ends the
+    // user information (a password may hold an `@` of its own).
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:{REDACTED}@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((query, fragment)) => (query, Some(fragment)),
+                None => (query, None),
+            };
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if is_secret_parameter(key) => format!("{key}={REDACTED}"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+            format!("{path}?{}{fragment}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{}{authority}{tail}", &url[..scheme_end])
+}
+
+fn is_secret_parameter(key: &str) -> bool {
+    SECRET_PARAMETERS
+        .iter()
+        .any(|secret| key.eq_ignore_ascii_case(secret))
+}
+
+/// `host=h password=p` with the password's value replaced; a quoted value
+/// (`password='a b'`) is replaced whole.
+fn redact_key_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(eq) = rest.find('=') {
+        let key_start = rest[..eq].rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let key = rest[key_start..eq].trim();
+        out.push_str(&rest[..=eq]);
+        rest = &rest[eq + 1..];
+        if !is_secret_parameter(key) {
+            continue;
+        }
+        let value_end = if let Some(quoted) = rest.strip_prefix('\'') {
+            // Up to the closing quote that is not escaped.
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in quoted.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '\'' if !escaped => {
+                        end = Some(i + 2);
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            end.unwrap_or(rest.len())
+        } else {
+            rest.find(char::is_whitespace).unwrap_or(rest.len())
+        };
+        out.push_str(REDACTED);
+        rest = &rest[value_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -411,6 +562,68 @@ mod tests {
     }
 
     #[test]
+    fn more_bad_values_name_the_variable() {
+        for (name, value) in [
+            ("IDP_ISSUER", "not a url"),
+            ("IDP_ISSUER", "https://idp.example/?x=1"),
+            ("IDP_ISSUER", "ftp://idp.example"),
+            ("IDP_AUDIENCE", " "),
+            ("IDP_DB_POOL_SIZE", "1"),
+            ("IDP_HASH_CONCURRENCY", "lots"),
+            ("IDP_TOKEN_QUOTA_PER_MONTH", "-5"),
+            ("IDP_AUDIT_RETENTION_DAYS", "99999"),
+            ("IDP_CONFIG_FILE", "/nonexistent/agentidp.toml"),
+        ] {
+            let vars = [(name, value)];
+            let err = match name {
+                // A blank value counts as unset; set it through a file instead.
+                "IDP_AUDIENCE" => Config {
+                    audience: Some(value.to_owned()),
+                    ..Config::default()
+                }
+                .validate()
+                .unwrap_err()
+                .to_string(),
+                _ => load(&vars).unwrap_err().to_string(),
+            };
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+        for issuer in ["https://idp.example", "http://127.0.0.1:8080/tenant"] {
+            assert!(load(&[("IDP_ISSUER", issuer)]).is_ok(), "{issuer}");
+        }
+        assert_eq!(
+            load(&[("IDP_LOG_FORMAT", "JSON")]).unwrap().log_format,
+            LogFormat::Json
+        );
+    }
+
+    #[test]
+    fn a_bad_config_file_line_is_named_by_its_key_never_its_value() {
+        let dir = std::env::temp_dir().join(format!("idp-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:0\"\ndatabse_url = \"postgres://u:hunter2@h/db\"\n",
+        )
+        .unwrap();
+        let err = load(&[("IDP_CONFIG_FILE", file.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("IDP_CONFIG_FILE") && err.contains("databse_url"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        std::fs::write(&file, "rate_limit_per_minute = \"x\"\n").unwrap();
+        let err = load(&[("IDP_CONFIG_FILE", file.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`rate_limit_per_minute`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn config_file_is_strict() {
         let dir = std::env::temp_dir().join(format!("idp-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -426,13 +639,73 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
+        for (url, redacted) in [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgresql://u:s%40cr@t@h/db", "postgresql://u:***@h/db"),
+            (
+                "postgres://u:secret@h/db?sslmode=require&password=other#x",
+                "postgres://u:***@h/db?sslmode=require&password=***#x",
+            ),
+            (
+                "postgres://h/db?user=u&Password=secret",
+                "postgres://h/db?user=u&Password=***",
+            ),
+            (
+                "postgres://u@h/db?options=-c%20a@b",
+                "postgres://u@h/db?options=-c%20a@b",
+            ),
+            (
+                "host=h user=u password=secret dbname=d",
+                "host=h user=u password=*** dbname=d",
+            ),
+            (
+                r"host=h password='se cr\'et' dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:secret@h:6379/0", "redis://:***@h:6379/0"),
+            ("rediss://user:secret@h", "rediss://user:***@h"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=secret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+        ] {
+            assert_eq!(redact_url(url), redacted, "{url}");
+            assert!(!redact_url(url).contains("secret"), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_printed_configuration_shows_no_password() {
+        let c = load(&[
+            ("DATABASE_URL", "postgres://app:pg-secret@db:5432/idp"),
+            ("REDIS_URL", "redis://:redis-secret@cache:6379"),
+        ])
+        .unwrap();
+        let printed = c.redacted().to_string();
+        assert!(!printed.contains("pg-secret"), "{printed}");
+        assert!(!printed.contains("redis-secret"), "{printed}");
         assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
+            c.redacted()["database_url"],
+            "postgres://app:***@db:5432/idp"
         );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
+        assert_eq!(c.redacted()["redis_url"], "redis://:***@cache:6379");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        // Every variable but the file and the log filter is a printed key.
+        let printed = c.redacted();
+        for (name, _, _) in VARIABLES {
+            if ["IDP_CONFIG_FILE", "RUST_LOG"].contains(name) {
+                continue;
+            }
+            let key = name.strip_prefix("IDP_").unwrap_or(name).to_lowercase();
+            assert!(
+                printed.get(&key).is_some(),
+                "{name}: no `{key}` in {printed}"
+            );
+        }
     }
 }

@@ -7,23 +7,33 @@
 pub mod cli;
 pub mod config;
 pub mod system;
+pub mod telemetry;
 mod wiring;
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use anyhow::Context;
 use idp_domain::services::bootstrap_agent;
 use idp_domain::values::{Capabilities, Email, Owner};
-use tracing_subscriber::EnvFilter;
+use idp_http::Metrics;
 
 use crate::cli::{Cli, Command};
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 
-/// Runs the command `cli` asks for with the process environment's configuration.
+/// Runs the command `cli` asks for with the process environment's configuration
+/// (`--config-file` standing in for `IDP_CONFIG_FILE`).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(|name| std::env::var(name).ok())?;
-    init_logging(config.log_format);
+    let config_file = cli
+        .config_file
+        .as_ref()
+        .map(|path| path.to_string_lossy().into_owned());
+    let config = Config::load(|name| match name {
+        "IDP_CONFIG_FILE" => config_file.clone(),
+        _ => std::env::var(name).ok(),
+    })?;
+    telemetry::init_logging(config.log_format, std::env::var("RUST_LOG").ok().as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => {
@@ -43,22 +53,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Logs go to stderr, so stdout carries only a command's result.
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-    };
-}
-
 async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.bind_addr()?;
     let listener =
@@ -69,9 +63,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let stores = wiring::stores(&config, wiring::Role::Server, config.migrate_on_start).await?;
     let ambient = wiring::ambient();
     let caches = wiring::caches(&config, &stores, ambient.clock.as_ref()).await?;
-    let secrets = wiring::secrets(&config)?;
+    let mut secrets = wiring::secrets(&config)?;
+    let hash_queue = telemetry::HashQueue::new(secrets.hasher.clone());
+    let mut metrics = Metrics::new().with_hash_queue_depth(hash_queue.probe());
+    if let Some(probe) = stores.pool_status.clone() {
+        metrics = metrics.with_pool_status(probe);
+    }
+    secrets.hasher = Arc::new(hash_queue);
     let codec = wiring::token_codec(&config, &stores).await?;
-    let state = wiring::app_state(&config, issuer.clone(), &stores, &caches, &secrets, codec);
+    let mut state = wiring::app_state(&config, issuer.clone(), &stores, &caches, &secrets, codec);
+    state.metrics = Arc::new(metrics);
     let server = actix_web::HttpServer::new(move || idp_http::app(state.clone()))
         .listen(listener)?
         .shutdown_timeout(10)

@@ -2,12 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use idp_server::cli::Cli;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = idp_server::cli::parse();
     match idp_server::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -36,6 +36,8 @@ pub struct Stores {
     pub revoked: Arc<dyn RevokedTokenStore>,
     pub signing_keys: Arc<dyn SigningKeyStore>,
     pub health: Arc<dyn HealthCheck>,
+    /// The connection pool's state, for `/metrics`, where the adapter tells it.
+    pub pool_status: Option<idp_http::metrics::Probe<idp_http::metrics::PoolStatus>>,
     /// Held while the server runs on the embedded store: a second server on
     /// the same data directory is refused.
     _instance_lock: Option<Arc<InstanceLock>>,
@@ -83,6 +85,7 @@ impl Stores {
             revoked: store.clone(),
             signing_keys: store.clone(),
             health: store,
+            pool_status: None,
             _instance_lock: instance_lock,
         })
     }
@@ -176,7 +179,9 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
             let pool = idp_store_postgres::connect(url, config.db_pool_size)
                 .await
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
-            Stores::from_adapter(Arc::new(PgStore::new(pool)), None)
+            let mut stores = Stores::from_adapter(Arc::new(PgStore::new(pool.clone())), None)?;
+            stores.pool_status = Some(crate::telemetry::pg_pool_status(pool));
+            Ok(stores)
         }
         Deployment::Embedded(path) => {
             let lock = match role {

@@ -12,6 +12,7 @@ use super::{no_store, resource};
 use crate::auth::{Caller, Presented, caller, presented};
 use crate::error::{ApiError, OAuthError, OAuthErrorCode};
 use crate::input::{BodyError, FormError, FormParams, media_type, read_body, request_context};
+use crate::metrics::TokenRefusal;
 use crate::middleware::{apply_rate_headers, check_rate_limit};
 use crate::state::AppState;
 
@@ -21,15 +22,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/v1/token/revoke", "POST").route(web::post().to(revoke)));
 }
 
-fn invalid_request(description: impl Into<String>) -> OAuthError {
-    OAuthError::new(OAuthErrorCode::InvalidRequest, description)
+/// A refused token request: the answer, and the reason it is counted under.
+#[derive(Debug)]
+struct Refusal {
+    reason: TokenRefusal,
+    error: OAuthError,
+}
+
+impl Refusal {
+    fn new(reason: TokenRefusal, code: OAuthErrorCode, description: impl Into<String>) -> Self {
+        Self {
+            reason,
+            error: OAuthError::new(code, description),
+        }
+    }
+
+    fn retry_after(mut self, seconds: u64) -> Self {
+        self.error = self.error.retry_after(seconds);
+        self
+    }
+}
+
+fn invalid_request(description: impl Into<String>) -> Refusal {
+    Refusal::new(
+        TokenRefusal::InvalidRequest,
+        OAuthErrorCode::InvalidRequest,
+        description,
+    )
 }
 
 /// Picks the one client authentication method used (RFC 6749 section 2.3.1).
 fn client_credentials(
     req: &HttpRequest,
     form: &FormParams,
-) -> Result<Option<ClientCredentials>, OAuthError> {
+) -> Result<Option<ClientCredentials>, Refusal> {
     let in_body = (form.get("client_id"), form.get("client_secret"));
     match (presented(req), in_body) {
         (Presented::Basic(_), (_, Some(_))) => Err(invalid_request(
@@ -39,7 +65,8 @@ fn client_credentials(
             invalid_request("client_id in the body differs from the Basic credentials"),
         ),
         (Presented::Basic(Ok(basic)), _) => Ok(Some(basic)),
-        (Presented::Basic(Err(())), _) => Err(OAuthError::new(
+        (Presented::Basic(Err(())), _) => Err(Refusal::new(
+            TokenRefusal::MalformedClientAuthentication,
             OAuthErrorCode::InvalidClient,
             "malformed Basic credentials",
         )),
@@ -52,7 +79,7 @@ fn client_credentials(
     }
 }
 
-fn form_error(err: FormError) -> OAuthError {
+fn form_error(err: FormError) -> Refusal {
     match err {
         FormError::WrongMediaType => {
             invalid_request("the body must be application/x-www-form-urlencoded")
@@ -76,9 +103,9 @@ async fn token(
             no_store(&mut res);
             res
         }
-        Err(err) => {
-            state.metrics.token_refused(&err.code.to_string());
-            actix_web::ResponseError::error_response(&err)
+        Err(refusal) => {
+            state.metrics.token_refused(refusal.reason);
+            actix_web::ResponseError::error_response(&refusal.error)
         }
     };
     if let Some(decision) = rate {
@@ -91,7 +118,7 @@ async fn token(
 async fn read_token_request(
     req: &HttpRequest,
     payload: web::Payload,
-) -> Result<(FormParams, Option<ClientCredentials>), OAuthError> {
+) -> Result<(FormParams, Option<ClientCredentials>), Refusal> {
     let body = read_body(req, payload).await.map_err(|e| match e {
         BodyError::TooLarge => invalid_request("the body exceeds 64 KiB"),
         BodyError::Incomplete => invalid_request("the body could not be read"),
@@ -106,7 +133,7 @@ async fn read_token_request(
 /// otherwise refused), else the caller's address.
 fn token_limiter_key(
     req: &HttpRequest,
-    parsed: &Result<(FormParams, Option<ClientCredentials>), OAuthError>,
+    parsed: &Result<(FormParams, Option<ClientCredentials>), Refusal>,
 ) -> String {
     match (parsed, presented(req)) {
         (Ok((_, Some(client))), _) => crate::middleware::client_key(&client.client_id),
@@ -123,15 +150,21 @@ async fn issue(
     payload: web::Payload,
     state: &AppState,
     rate: &mut Option<idp_domain::ports::RateDecision>,
-) -> Result<serde_json::Value, OAuthError> {
+) -> Result<serde_json::Value, Refusal> {
     let parsed = read_token_request(req, payload).await;
     let key = token_limiter_key(req, &parsed);
     let decision = check_rate_limit(state, &key).await.map_err(|e| {
-        OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, e.message).retry_after(5)
+        Refusal::new(
+            TokenRefusal::Unavailable,
+            OAuthErrorCode::TemporarilyUnavailable,
+            e.message,
+        )
+        .retry_after(5)
     })?;
     *rate = Some(decision);
     if !decision.allowed {
-        return Err(OAuthError::new(
+        return Err(Refusal::new(
+            TokenRefusal::RateLimited,
             OAuthErrorCode::AccessDenied,
             "rate limit exceeded: too many requests per minute",
         )
@@ -152,13 +185,15 @@ async fn issue(
         .get("grant_type")
         .ok_or_else(|| invalid_request("grant_type is required"))?;
     if grant_type != "client_credentials" {
-        return Err(OAuthError::new(
+        return Err(Refusal::new(
+            TokenRefusal::UnsupportedGrantType,
             OAuthErrorCode::UnsupportedGrantType,
             "only client_credentials is supported",
         ));
     }
     let client = client.ok_or_else(|| {
-        OAuthError::new(
+        Refusal::new(
+            TokenRefusal::NoClientAuthentication,
             OAuthErrorCode::InvalidClient,
             "client authentication is required",
         )
@@ -173,23 +208,27 @@ async fn issue(
         })),
         Err(TokenRequestError::InvalidClient(reason)) => {
             tracing::info!(reason, "client authentication failed");
-            Err(OAuthError::new(
+            Err(Refusal::new(
+                TokenRefusal::from_client_failure(reason),
                 OAuthErrorCode::InvalidClient,
                 "client authentication failed",
             ))
         }
-        Err(TokenRequestError::InvalidScope) => Err(OAuthError::new(
+        Err(TokenRequestError::InvalidScope) => Err(Refusal::new(
+            TokenRefusal::InvalidScope,
             OAuthErrorCode::InvalidScope,
             "the requested scope is malformed or not among the agent's capabilities",
         )),
-        Err(TokenRequestError::QuotaExceeded) => Err(OAuthError::new(
+        Err(TokenRequestError::QuotaExceeded) => Err(Refusal::new(
+            TokenRefusal::MonthlyQuotaExceeded,
             OAuthErrorCode::AccessDenied,
             "monthly token quota exceeded",
         )
         .retry_after(seconds_to_next_month(state))),
         Err(TokenRequestError::Unavailable(cause)) => {
             tracing::warn!(error = %format!("{cause:#}"), "backing store unavailable");
-            Err(OAuthError::new(
+            Err(Refusal::new(
+                TokenRefusal::Unavailable,
                 OAuthErrorCode::TemporarilyUnavailable,
                 "a backing store is unavailable",
             )
@@ -197,7 +236,8 @@ async fn issue(
         }
         Err(TokenRequestError::Unknown(cause)) => {
             tracing::error!(error = %format!("{cause:#}"), "token request failed");
-            Err(OAuthError::new(
+            Err(Refusal::new(
+                TokenRefusal::ServerError,
                 OAuthErrorCode::ServerError,
                 "internal error",
             ))

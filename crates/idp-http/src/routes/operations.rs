@@ -1,8 +1,10 @@
 //! Operational endpoints: health, readiness, metrics and the OpenAPI document.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
+use futures_util::future::join_all;
 use serde_json::{Map, Value, json};
 
 use super::resource;
@@ -47,7 +49,23 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// How long a scrape waits for one health check: a hung dependency reads as
+/// down instead of stalling the scrape.
+const SCRAPE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs every health check (concurrently, each bounded) to set
+/// `agentidp_dependency_up`, then renders.
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let checks = state.health_checks.iter().map(|check| async move {
+        let up = matches!(
+            tokio::time::timeout(SCRAPE_CHECK_TIMEOUT, check.check()).await,
+            Ok(Ok(()))
+        );
+        (check.name(), up)
+    });
+    for (name, up) in join_all(checks).await {
+        state.metrics.dependency_up(name, up);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
