@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 use crate::support::{
-    AgentClient, Deployment, Exchange, Reply, TestApp, client_from_credential, run_to_completion,
+    AgentClient, Exchange, Reply, TestApp, client_from_credential, run_to_completion,
 };
 
 // ----- logs -----
@@ -424,19 +424,12 @@ async fn metrics_count_tokens_refusals_limits_and_dependencies() {
         1.0
     );
     assert_eq!(count("agentidp_hash_queue_depth", ""), 0.0);
-    match Deployment::current() {
-        Deployment::Postgres => {
-            // The harness runs a pool of 4.
-            assert_eq!(count("agentidp_db_pool_max_size", ""), 4.0);
-            let size = count("agentidp_db_pool_size", "");
-            assert!((1.0..=4.0).contains(&size), "{size}");
-            assert!(count("agentidp_db_pool_available", "") <= size);
-            assert_eq!(count("agentidp_db_pool_waiting", ""), 0.0);
-        }
-        // The embedded store does not tell its pool's state (yet): absent,
-        // rather than a misleading zero.
-        Deployment::Embedded => assert!(!metrics.contains("agentidp_db_pool_"), "{metrics}"),
-    }
+    // The harness runs a pool of 4, on either store.
+    assert_eq!(count("agentidp_db_pool_max_size", ""), 4.0);
+    let size = count("agentidp_db_pool_size", "");
+    assert!((1.0..=4.0).contains(&size), "{size}");
+    assert!(count("agentidp_db_pool_available", "") <= size);
+    assert_eq!(count("agentidp_db_pool_waiting", ""), 0.0);
 }
 
 // ----- the command line -----

@@ -304,6 +304,15 @@ pub trait AuditLog: Send + Sync {
         id: EventId,
         not_before: DateTime<Utc>,
     ) -> Result<Option<AuditEvent>, StoreError>;
+
+    /// How many `token.issued` events each agent has at or after `since`,
+    /// across owners; agents with none are left out. A process that keeps its
+    /// monthly token counters in memory rebuilds them from this at start, so
+    /// a restart does not hand out a fresh quota.
+    async fn tokens_issued_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(AgentId, u64)>, StoreError>;
 }
 
 /// A revoked token as kept durably.

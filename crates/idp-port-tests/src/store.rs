@@ -1843,6 +1843,50 @@ pub async fn audit_append_never_overwrites(audit: Arc<dyn AuditLog>) {
 /// fields absent or present, ownerless events, failures, equal timestamps),
 /// listed like events appended one by one; an empty batch writes nothing and
 /// succeeds; a batch larger than one statement's worth is stored whole.
+/// `tokens_issued_since` counts `token.issued` events per agent from `since`
+/// on (inclusive), across owners, and nothing else.
+pub async fn audit_tokens_issued_since(audit: Arc<dyn AuditLog>) {
+    let (first, second) = (owner(), owner());
+    let (a, b, c) = (
+        AgentId(Uuid::new_v4()),
+        AgentId(Uuid::new_v4()),
+        AgentId(Uuid::new_v4()),
+    );
+    let events = [
+        event(&first, a, AuditAction::TokenIssued, at(0)),
+        event(&first, a, AuditAction::TokenIssued, at(10)),
+        event(&first, a, AuditAction::AuthFailed, at(15)),
+        event(&first, a, AuditAction::TokenIssued, at(20)),
+        event(&second, b, AuditAction::TokenIssued, at(5)),
+        event(&second, b, AuditAction::TokenRevoked, at(6)),
+        event(&second, b, AuditAction::TokenIssued, at(30)),
+        event(&second, c, AuditAction::TokenIssued, at(4)),
+    ];
+    for e in &events {
+        audit.append(e).await.unwrap();
+    }
+
+    let mut counts: Vec<(AgentId, u64)> = audit
+        .tokens_issued_since(at(5))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(agent, _)| [a, b, c].contains(agent))
+        .collect();
+    counts.sort();
+    let mut expected = vec![(a, 2), (b, 2)];
+    expected.sort();
+    assert_eq!(counts, expected);
+    assert!(
+        audit
+            .tokens_issued_since(at(31))
+            .await
+            .unwrap()
+            .iter()
+            .all(|(agent, _)| ![a, b, c].contains(agent))
+    );
+}
+
 pub async fn audit_append_all(audit: Arc<dyn AuditLog>) {
     audit.append_all(&[]).await.unwrap();
 
@@ -2022,6 +2066,17 @@ pub async fn audit_log_port_has_no_update_or_delete() {
             Self: 'async_trait,
         {
             Box::pin(async { Ok(None) })
+        }
+
+        fn tokens_issued_since<'life0, 'async_trait>(
+            &'life0 self,
+            _since: DateTime<Utc>,
+        ) -> Answer<'async_trait, Vec<(AgentId, u64)>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async { Ok(Vec::new()) })
         }
     }
 

@@ -167,6 +167,19 @@ pub fn pg_pool_status(pool: idp_store_postgres::PgPool) -> Probe<PoolStatus> {
     })
 }
 
+/// Reads the embedded store's pool state (its own counters; no I/O).
+pub fn sqlite_pool_status(store: Arc<idp_store_sqlite::SqliteStore>) -> Probe<PoolStatus> {
+    Arc::new(move || {
+        let status = store.pool_status();
+        PoolStatus {
+            max_size: status.max_size,
+            size: status.size,
+            available: status.available,
+            waiting: status.waiting,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::sync::Notify;

@@ -199,7 +199,10 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
                         path.display()
                     )
                 })?;
-            Stores::from_adapter(Arc::new(store), lock)
+            let store = Arc::new(store);
+            let mut stores = Stores::from_adapter(store.clone(), lock)?;
+            stores.pool_status = Some(crate::telemetry::sqlite_pool_status(store));
+            Ok(stores)
         }
     }
 }

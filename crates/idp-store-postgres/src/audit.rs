@@ -10,7 +10,7 @@ use idp_domain::StoreError;
 use idp_domain::audit::{AuditEvent, AuditFilter};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::AuditLog;
-use idp_domain::values::{EventId, Owner};
+use idp_domain::values::{AgentId, AuditAction, EventId, Owner};
 
 use crate::PgStore;
 use crate::error::{TxError, from_diesel};
@@ -156,5 +156,27 @@ impl AuditLog for PgStore {
             .optional()
             .map_err(from_diesel)?;
         row.map(AuditEvent::try_from).transpose()
+    }
+
+    async fn tokens_issued_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(AgentId, u64)>, StoreError> {
+        let mut conn = checkout(&self.pool).await?;
+        let counts: Vec<(Option<uuid::Uuid>, i64)> = audit_events::table
+            .filter(audit_events::action.eq(AuditAction::TokenIssued.as_str()))
+            .filter(audit_events::timestamp.ge(since))
+            .filter(audit_events::agent_id.is_not_null())
+            .group_by(audit_events::agent_id)
+            .select((audit_events::agent_id, diesel::dsl::count_star()))
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(counts
+            .into_iter()
+            .filter_map(|(agent_id, count)| {
+                Some((AgentId(agent_id?), u64::try_from(count).unwrap_or(0)))
+            })
+            .collect())
     }
 }

@@ -10,11 +10,11 @@ use idp_domain::StoreError;
 use idp_domain::audit::{AuditEvent, AuditFilter};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::AuditLog;
-use idp_domain::values::{EventId, Owner};
+use idp_domain::values::{AgentId, AuditAction, EventId, Owner};
 
 use crate::SqliteStore;
-use crate::columns::{at_or_after, at_or_before, uuid_text};
-use crate::error::from_diesel;
+use crate::columns::{at_or_after, at_or_before, parse_uuid, uuid_text};
+use crate::error::{corrupt_row, from_diesel};
 use crate::paging::{limit_offset, total};
 use crate::pool::{read_transaction, run, write_transaction};
 use crate::rows::{AuditEventRow, NewAuditEventRow};
@@ -153,6 +153,33 @@ impl AuditLog for SqliteStore {
         })
         .await?;
         row.map(AuditEvent::try_from).transpose()
+    }
+
+    async fn tokens_issued_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(AgentId, u64)>, StoreError> {
+        let since = at_or_after(since);
+        let counts: Vec<(Option<String>, i64)> = run(&self.pool, move |conn| {
+            audit_events::table
+                .filter(audit_events::action.eq(AuditAction::TokenIssued.as_str()))
+                .filter(audit_events::timestamp.ge(since))
+                .filter(audit_events::agent_id.is_not_null())
+                .group_by(audit_events::agent_id)
+                .select((audit_events::agent_id, diesel::dsl::count_star()))
+                .load(conn)
+                .map_err(from_diesel)
+        })
+        .await?;
+        counts
+            .into_iter()
+            .filter_map(|(agent_id, count)| Some((agent_id?, count)))
+            .map(|(agent_id, count)| {
+                let id =
+                    parse_uuid(&agent_id).map_err(|e| corrupt_row("audit_events", &agent_id, e))?;
+                Ok((AgentId(id), u64::try_from(count).unwrap_or(0)))
+            })
+            .collect()
     }
 }
 

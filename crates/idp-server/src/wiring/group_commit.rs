@@ -25,7 +25,7 @@ use idp_domain::StoreError;
 use idp_domain::audit::{AuditEvent, AuditFilter};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::AuditLog;
-use idp_domain::values::{EventId, Owner};
+use idp_domain::values::{AgentId, EventId, Owner};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -122,6 +122,13 @@ impl AuditLog for GroupCommitAuditLog {
         not_before: DateTime<Utc>,
     ) -> Result<Option<AuditEvent>, StoreError> {
         self.inner.find(owner, id, not_before).await
+    }
+
+    async fn tokens_issued_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(AgentId, u64)>, StoreError> {
+        self.inner.tokens_issued_since(since).await
     }
 }
 
@@ -297,6 +304,13 @@ mod tests {
                 event_id: id,
                 ..event()
             }))
+        }
+
+        async fn tokens_issued_since(
+            &self,
+            _since: DateTime<Utc>,
+        ) -> Result<Vec<(AgentId, u64)>, StoreError> {
+            Ok(Vec::new())
         }
     }
 

@@ -44,6 +44,7 @@ contract! {
     audit_list_filters => audit_list_filters(audit);
     audit_append_never_overwrites => audit_append_never_overwrites(audit);
     audit_append_all => audit_append_all(audit);
+    audit_tokens_issued_since => audit_tokens_issued_since(audit);
     audit_append_all_is_all_or_none => audit_append_all_is_all_or_none(audit);
     revoked_token_store => revoked_token_store(revoked_tokens, audit);
     signing_key_first_stored_wins => signing_key_first_stored_wins(signing_keys);

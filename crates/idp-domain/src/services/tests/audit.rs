@@ -282,6 +282,13 @@ impl crate::ports::AuditLog for OneByOne {
     ) -> Result<Option<AuditEvent>, crate::StoreError> {
         Ok(None)
     }
+
+    async fn tokens_issued_since(
+        &self,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(crate::values::AgentId, u64)>, crate::StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 fn numbered(n: u64) -> AuditEvent {
