@@ -5,7 +5,7 @@ use idp_domain::StoreError;
 use idp_domain::ports::{HealthCheck, RevokedTokenStore};
 
 use crate::revocation::RevokedEntries;
-use crate::{MemoryRateLimiter, MemoryRevocationList, MemoryUsageCounter};
+use crate::{MemoryAdmission, MemoryRateLimiter, MemoryRevocationList, MemoryUsageCounter};
 
 /// The in-process state that all memory adapters of one server share, with a
 /// constructor for each adapter (the counterpart of the Redis adapter's
@@ -32,6 +32,12 @@ impl MemoryCache {
     /// The monthly usage counter on this state.
     pub fn usage_counter(&self) -> MemoryUsageCounter {
         self.usage_counter.clone()
+    }
+
+    /// Rate limit and quota in one call, on the state of
+    /// [`MemoryCache::rate_limiter`] and [`MemoryCache::usage_counter`].
+    pub fn admission(&self) -> MemoryAdmission {
+        MemoryAdmission::new(self.rate_limiter.clone(), self.usage_counter.clone())
     }
 
     /// The revocation list on this state, loading from `durable`. Call

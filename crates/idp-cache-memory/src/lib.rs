@@ -9,6 +9,8 @@
 //!   per key in sharded maps.
 //! * [`MemoryUsageCounter`] ([`UsageCounter`](idp_domain::ports::UsageCounter)):
 //!   one counter per key and UTC month.
+//! * [`MemoryAdmission`] ([`AdmissionControl`](idp_domain::ports::AdmissionControl)):
+//!   the two above in one call, on their shared state.
 //! * [`MemoryRevocationList`] ([`RevocationList`](idp_domain::ports::RevocationList)):
 //!   revoked `jti`s with their expiry, loaded from the durable
 //!   [`RevokedTokenStore`](idp_domain::ports::RevokedTokenStore) at start
@@ -34,6 +36,7 @@
 //! the durable store's, passed through unchanged when the revocation list
 //! loads from it.
 
+mod admission;
 mod cache;
 mod keys;
 mod lock;
@@ -41,6 +44,7 @@ mod quota;
 mod rate;
 mod revocation;
 
+pub use admission::MemoryAdmission;
 pub use cache::{MemoryCache, MemoryHealth};
 pub use quota::MemoryUsageCounter;
 pub use rate::MemoryRateLimiter;

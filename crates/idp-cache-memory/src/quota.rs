@@ -129,6 +129,28 @@ fn consume(months: &mut Months, key: &str, limit: u64, now: DateTime<Utc>) -> Qu
     }
 }
 
+/// Gives back one unit of `key` for the month of `taken_at`, never below
+/// zero; a counter back at zero is removed (the Redis script deletes it).
+fn refund(months: &mut Months, key: &str, taken_at: DateTime<Utc>) {
+    let Some(month) = months.get_mut(&month_number(taken_at)) else {
+        return;
+    };
+    match month.used.get_mut(key) {
+        Some(used) if *used > 1 => *used -= 1,
+        Some(_) => {
+            month.used.remove(key);
+        }
+        None => {}
+    }
+}
+
+impl MemoryUsageCounter {
+    /// [`UsageCounter::try_consume`], without the `async`.
+    pub(crate) fn consume_now(&self, key: &str, limit: u64, now: DateTime<Utc>) -> QuotaDecision {
+        consume(&mut lock(&self.months), &key_part(key), limit, now)
+    }
+}
+
 #[async_trait]
 impl UsageCounter for MemoryUsageCounter {
     async fn try_consume(
@@ -137,8 +159,12 @@ impl UsageCounter for MemoryUsageCounter {
         limit: u64,
         now: DateTime<Utc>,
     ) -> Result<QuotaDecision, StoreError> {
-        let key = key_part(key);
-        Ok(consume(&mut lock(&self.months), &key, limit, now))
+        Ok(self.consume_now(key, limit, now))
+    }
+
+    async fn refund(&self, key: &str, taken_at: DateTime<Utc>) -> Result<(), StoreError> {
+        refund(&mut lock(&self.months), &key_part(key), taken_at);
+        Ok(())
     }
 }
 
@@ -186,6 +212,22 @@ mod tests {
         consume(&mut months, "other", 5, at(2030, 2, 8, 0, 0, 0));
         assert_eq!(months.len(), 1, "January dropped on February 8");
         assert!(months.contains_key(&month_number(at(2030, 2, 1, 0, 0, 0))));
+    }
+
+    #[test]
+    fn a_refund_to_zero_removes_the_counter() {
+        let mut months = Months::new();
+        let t = at(2030, 1, 15, 0, 0, 0);
+        consume(&mut months, "k", 5, t);
+        consume(&mut months, "k", 5, t);
+        refund(&mut months, "k", t);
+        assert_eq!(months[&month_number(t)].used["k"], 1);
+        refund(&mut months, "k", t);
+        assert!(months[&month_number(t)].used.is_empty());
+        refund(&mut months, "k", t);
+        refund(&mut months, "k", at(2030, 2, 1, 0, 0, 0));
+        assert!(months[&month_number(t)].used.is_empty());
+        assert_eq!(months.len(), 1, "a refund creates no month");
     }
 
     #[test]

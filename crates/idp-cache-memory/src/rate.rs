@@ -260,6 +260,23 @@ fn decision(outcome: HitOutcome, limit: u32, window_ms: i64, now_ms: i64) -> Rat
     }
 }
 
+impl MemoryRateLimiter {
+    /// [`RateLimiter::hit`], without the `async`.
+    pub(crate) fn hit_now(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> RateDecision {
+        let now_ms = now.timestamp_millis();
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let outcome = self.state.hit(&key_part(key), limit, window_ms, now_ms);
+        self.state.sweep_if_due(now_ms);
+        decision(outcome, limit, window_ms, now_ms)
+    }
+}
+
 #[async_trait]
 impl RateLimiter for MemoryRateLimiter {
     async fn hit(
@@ -269,11 +286,7 @@ impl RateLimiter for MemoryRateLimiter {
         window: Duration,
         now: DateTime<Utc>,
     ) -> Result<RateDecision, StoreError> {
-        let now_ms = now.timestamp_millis();
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
-        let outcome = self.state.hit(&key_part(key), limit, window_ms, now_ms);
-        self.state.sweep_if_due(now_ms);
-        Ok(decision(outcome, limit, window_ms, now_ms))
+        Ok(self.hit_now(key, limit, window, now))
     }
 }
 

@@ -3,13 +3,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, AsyncConnectionConfig};
-use deadpool_redis::{Manager, Pool, Runtime};
+use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool_redis::Runtime;
+use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError, RedisResult};
 use idp_domain::StoreError;
 use idp_domain::ports::{HealthCheck, RevokedTokenStore};
 
-use crate::error::{from_pool, from_redis};
-use crate::{RedisRateLimiter, RedisRevocationList, RedisUsageCounter};
+use crate::error::{from_pool, from_redis, is_connection_failure};
+use crate::{RedisAdmission, RedisRateLimiter, RedisRevocationList, RedisUsageCounter};
 
 /// Connections are multiplexed, so a few carry any load.
 const POOL_SIZE: usize = 8;
@@ -19,6 +21,86 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Limit on waiting for a free pooled connection.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection idle (not checked out) this long is PINGed before it is
+/// handed out again; a busier one is not (see [`RedisManager`]).
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(10);
+
+/// The pool the adapters share: deadpool over [`RedisManager`].
+pub type Pool = managed::Pool<RedisManager>;
+
+/// A connection checked out of the [`Pool`]; dereferences to the `redis`
+/// crate's multiplexed connection (`&mut *conn` for commands).
+pub type PooledConnection = Object<RedisManager>;
+
+/// deadpool-redis's connection manager without its PING on every checkout.
+///
+/// deadpool-redis 0.23's own `Manager::recycle` sends `UNWATCH` + `PING` each
+/// time a connection leaves the pool, so every one-command use of Redis cost
+/// two round trips; it has no setting to turn that off (a `RecyclingMethod`
+/// like deadpool-postgres's is still an open request upstream, deadpool issue
+/// #307). This manager opens connections through deadpool-redis's, but on
+/// checkout it checks only a connection that sat idle for 10 s (a Redis
+/// restart or an idle timeout on the way could have broken it meanwhile).
+/// A busy connection that breaks is found by the command that fails on it,
+/// and that command's caller ([`settle`]) takes it out of the pool instead of
+/// returning it, so the next checkout opens a fresh one: a broken connection
+/// costs the one request that found it (503 with `Retry-After`), where the
+/// PING cost every request a round trip. `UNWATCH` is not needed: nothing
+/// here uses `WATCH`.
+#[derive(Debug)]
+pub struct RedisManager {
+    inner: deadpool_redis::Manager,
+}
+
+impl RedisManager {
+    /// A manager for `url` with connect and response timeouts.
+    pub fn new(url: &str, config: AsyncConnectionConfig) -> Result<Self, RedisError> {
+        Ok(Self {
+            inner: deadpool_redis::Manager::new_with_config(url, config)?,
+        })
+    }
+}
+
+impl managed::Manager for RedisManager {
+    type Type = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
+        managed::Manager::create(&self.inner).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut MultiplexedConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<RedisError> {
+        if metrics.last_used() < PING_WHEN_IDLE_FOR {
+            return Ok(());
+        }
+        managed::Manager::recycle(&self.inner, conn, metrics).await
+    }
+}
+
+/// Checks a connection out of `pool`.
+pub(crate) async fn checkout(pool: &Pool) -> Result<PooledConnection, StoreError> {
+    pool.get().await.map_err(from_pool)
+}
+
+/// The result of a command run on `conn`, in the domain's terms. A connection
+/// whose command failed at the connection level (I/O, dropped, refused, timed
+/// out) is taken out of the pool instead of going back to it, so the next
+/// checkout opens a fresh one; see [`RedisManager`].
+pub(crate) fn settle<T>(conn: PooledConnection, result: RedisResult<T>) -> Result<T, StoreError> {
+    result.map_err(|err| failed(conn, err))
+}
+
+/// `err`, a command's failure on `conn`, in the domain's terms; see [`settle`].
+pub(crate) fn failed(conn: PooledConnection, err: RedisError) -> StoreError {
+    if is_connection_failure(&err) {
+        drop(Object::take(conn));
+    }
+    from_redis(err)
+}
 
 /// Why [`connect`] failed; meant for a one-line start-up error. Never contains
 /// the URL (it may hold a password).
@@ -29,7 +111,7 @@ pub enum ConnectError {
     InvalidUrl(#[source] redis::RedisError),
     /// The pool could not be built.
     #[error("cannot build the Redis pool")]
-    Pool(#[source] deadpool_redis::BuildError),
+    Pool(#[source] managed::BuildError),
     /// Redis did not answer PING.
     #[error("Redis is unreachable")]
     Unreachable(#[source] StoreError),
@@ -57,21 +139,26 @@ impl fmt::Debug for RedisCache {
 /// `agentidp:`), and PINGs it once so an unreachable Redis stops start-up
 /// within a few seconds.
 pub async fn connect(url: &str, prefix: &str) -> Result<RedisCache, ConnectError> {
+    let cache = RedisCache::new(build_pool(url)?, prefix);
+    cache.ping().await.map_err(ConnectError::Unreachable)?;
+    Ok(cache)
+}
+
+/// The pool [`connect`] uses, without connecting yet: at most 8 connections,
+/// 2 s limits on connecting, on each answer and on waiting for a connection.
+pub fn build_pool(url: &str) -> Result<Pool, ConnectError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let manager = Manager::new_with_config(url, config).map_err(ConnectError::InvalidUrl)?;
-    let pool = Pool::builder(manager)
+    let manager = RedisManager::new(url, config).map_err(ConnectError::InvalidUrl)?;
+    Pool::builder(manager)
         .max_size(POOL_SIZE)
         .wait_timeout(Some(WAIT_TIMEOUT))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .recycle_timeout(Some(RESPONSE_TIMEOUT))
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(ConnectError::Pool)?;
-    let cache = RedisCache::new(pool, prefix);
-    cache.ping().await.map_err(ConnectError::Unreachable)?;
-    Ok(cache)
+        .map_err(ConnectError::Pool)
 }
 
 impl RedisCache {
@@ -103,6 +190,12 @@ impl RedisCache {
         RedisUsageCounter::new(self.pool.clone(), &self.prefix)
     }
 
+    /// Rate limit and quota in one script, on the counters of
+    /// [`RedisCache::rate_limiter`] and [`RedisCache::usage_counter`].
+    pub fn admission(&self) -> RedisAdmission {
+        RedisAdmission::new(self.pool.clone(), &self.prefix)
+    }
+
     /// The revocation list on this Redis, backed by `durable`. Call
     /// [`RedisRevocationList::warm`] once at start-up.
     pub fn revocation_list(&self, durable: Arc<dyn RevokedTokenStore>) -> RedisRevocationList {
@@ -121,11 +214,9 @@ impl RedisCache {
 }
 
 async fn ping(pool: &Pool) -> Result<(), StoreError> {
-    let mut conn = pool.get().await.map_err(from_pool)?;
-    let pong: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .map_err(from_redis)?;
+    let mut conn = checkout(pool).await?;
+    let result = redis::cmd("PING").query_async(&mut *conn).await;
+    let pong: String = settle(conn, result)?;
     if pong == "PONG" {
         Ok(())
     } else {

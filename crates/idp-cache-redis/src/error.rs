@@ -28,6 +28,17 @@ pub(crate) fn from_redis(err: RedisError) -> StoreError {
     }
 }
 
+/// Whether `err` says the connection itself failed (I/O, dropped, refused,
+/// timed out, or anything else after which the `redis` crate would reconnect,
+/// such as a reply it could not parse), so it should not be used again.
+pub(crate) fn is_connection_failure(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_unrecoverable_error()
+}
+
 /// Pool timeouts and failures to open a connection are `Unavailable`.
 pub(crate) fn from_pool(err: PoolError) -> StoreError {
     match err {

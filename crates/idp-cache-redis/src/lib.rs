@@ -6,13 +6,18 @@
 //!   exact sliding-window log in a sorted set, one Lua script per hit.
 //! * [`RedisUsageCounter`] ([`UsageCounter`](idp_domain::ports::UsageCounter)):
 //!   one counter per key and UTC month, one Lua script per unit.
+//! * [`RedisAdmission`] ([`AdmissionControl`](idp_domain::ports::AdmissionControl)):
+//!   the two above in one script, so a token request's rate limit and quota
+//!   cost one round trip.
 //! * [`RedisRevocationList`] ([`RevocationList`](idp_domain::ports::RevocationList)):
 //!   revoked `jti`s with a "loaded" marker; when Redis lost its data the list
 //!   reloads from the durable [`RevokedTokenStore`](idp_domain::ports::RevokedTokenStore)
 //!   before it answers.
 //! * [`RedisHealth`]: the `cache` [`HealthCheck`](idp_domain::ports::HealthCheck) (PING).
 //! * [`RedisCache`]: the pool and key prefix the adapters share, made by
-//!   [`connect`], with a constructor for each adapter.
+//!   [`connect`], with a constructor for each adapter. The pool is deadpool's
+//!   over [`RedisManager`], which does not PING on every checkout as
+//!   deadpool-redis's own manager does, so one command is one round trip.
 //!
 //! Every key lives under the configured prefix (e.g. `agentidp:`), so several
 //! deployments or test runs can share one Redis. Time always comes from the
@@ -25,6 +30,7 @@
 //! `StoreError::Unknown`. [`connect`] answers its own [`ConnectError`] for the
 //! one-line start-up message.
 
+mod admission;
 mod cache;
 mod error;
 mod keys;
@@ -32,12 +38,14 @@ mod quota;
 mod rate;
 mod revocation;
 
-pub use cache::{ConnectError, RedisCache, RedisHealth, connect};
+pub use admission::RedisAdmission;
+pub use cache::{
+    ConnectError, Pool, PooledConnection, RedisCache, RedisHealth, RedisManager, build_pool,
+    connect,
+};
 pub use quota::RedisUsageCounter;
 pub use rate::RedisRateLimiter;
 pub use revocation::RedisRevocationList;
 
-/// The pool type the adapters are built on.
-pub use deadpool_redis::Pool;
 /// The `redis` crate this adapter speaks through (deadpool-redis's re-export).
 pub use deadpool_redis::redis;

@@ -3,41 +3,69 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
-use deadpool_redis::Pool;
 use deadpool_redis::redis::Script;
 use idp_domain::StoreError;
 use idp_domain::ports::{QuotaDecision, UsageCounter};
 
-use crate::error::{from_pool, from_redis, unexpected};
+use crate::cache::{Pool, checkout, settle};
+use crate::error::unexpected;
 use crate::keys::key_part;
 
 /// How long a month's counter outlives the month, so a node whose clock runs
 /// a little behind still finds it.
 const KEEP_AFTER_MONTH: Duration = Duration::days(7);
 
-/// One unit, atomically: refuse when the month's counter has reached the limit,
-/// else increment it and (re)set its time to live.
+/// The Lua function `consume(key, limit, ttl)`, shared by the counter's
+/// script and the admission script: one unit, atomically. Refuse when the
+/// month's counter has reached the limit, else increment it and (re)set its
+/// time to live (ms).
 ///
-/// KEYS[1] the counter; ARGV limit, time to live (ms).
 /// Returns {granted 0/1, units used}.
-const CONSUME_SCRIPT: &str = r"
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used >= tonumber(ARGV[1]) then
-  return {0, used}
+macro_rules! consume_function {
+    () => {
+        r"
+local function consume(key, limit, ttl)
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used >= limit then
+    return {0, used}
+  end
+  used = redis.call('INCR', key)
+  redis.call('PEXPIRE', key, ttl)
+  return {1, used}
 end
-used = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {1, used}
+"
+    };
+}
+pub(crate) use consume_function;
+
+/// KEYS[1] the counter; ARGV limit, time to live (ms).
+const CONSUME_SCRIPT: &str = concat!(
+    consume_function!(),
+    "return consume(KEYS[1], tonumber(ARGV[1]), ARGV[2])"
+);
+
+/// One unit back, never below zero; a counter back at zero is deleted, as if
+/// never taken (so refunds for clients that do not exist leave no key).
+///
+/// KEYS[1] the counter. Returns the units used after the refund.
+const REFUND_SCRIPT: &str = r"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used <= 1 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+return redis.call('DECR', KEYS[1])
 ";
 
 /// [`UsageCounter`] with one Redis counter per key and UTC calendar month,
 /// `<prefix>quota:<key>:<YYYY-MM>`, kept until seven days after that month
-/// ends. Check and increment are one script call.
+/// ends. Check and increment are one script call, and so is a refund.
 #[derive(Clone)]
 pub struct RedisUsageCounter {
     pool: Pool,
     prefix: Arc<str>,
-    script: Arc<Script>,
+    consume: Arc<Script>,
+    refund: Arc<Script>,
 }
 
 impl fmt::Debug for RedisUsageCounter {
@@ -54,7 +82,8 @@ impl RedisUsageCounter {
         Self {
             pool,
             prefix: prefix.as_ref().into(),
-            script: Arc::new(Script::new(CONSUME_SCRIPT)),
+            consume: Arc::new(Script::new(CONSUME_SCRIPT)),
+            refund: Arc::new(Script::new(REFUND_SCRIPT)),
         }
     }
 }
@@ -73,6 +102,38 @@ fn next_month_start(now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     )
 }
 
+/// The Redis key of `key`'s counter for the month of `now`.
+pub(crate) fn counter_key(prefix: &str, key: &str, now: DateTime<Utc>) -> String {
+    format!(
+        "{prefix}quota:{}:{:04}-{:02}",
+        key_part(key),
+        now.year(),
+        now.month()
+    )
+}
+
+/// How long (ms) a counter written at `now` lives: until seven days after
+/// its month ends.
+pub(crate) fn counter_ttl_ms(now: DateTime<Utc>) -> Result<i64, StoreError> {
+    let month_end = next_month_start(now).ok_or_else(|| unexpected("date out of range"))?;
+    Ok((month_end + KEEP_AFTER_MONTH - now)
+        .num_milliseconds()
+        .max(1))
+}
+
+/// The decision from the `consume` function's reply.
+pub(crate) fn decision((granted, used): (i64, i64)) -> Result<QuotaDecision, StoreError> {
+    let allowed = match granted {
+        1 => true,
+        0 => false,
+        _ => return Err(unexpected("usage script")),
+    };
+    Ok(QuotaDecision {
+        allowed,
+        used: u64::try_from(used).map_err(|_| unexpected("negative usage"))?,
+    })
+}
+
 #[async_trait]
 impl UsageCounter for RedisUsageCounter {
     async fn try_consume(
@@ -81,35 +142,27 @@ impl UsageCounter for RedisUsageCounter {
         limit: u64,
         now: DateTime<Utc>,
     ) -> Result<QuotaDecision, StoreError> {
-        let month_end = next_month_start(now).ok_or_else(|| unexpected("date out of range"))?;
-        let ttl_ms = (month_end + KEEP_AFTER_MONTH - now)
-            .num_milliseconds()
-            .max(1);
-        let redis_key = format!(
-            "{}quota:{}:{:04}-{:02}",
-            self.prefix,
-            key_part(key),
-            now.year(),
-            now.month()
-        );
-        let mut conn = self.pool.get().await.map_err(from_pool)?;
-        let (granted, used): (i64, i64) = self
-            .script
-            .key(&redis_key)
+        let ttl_ms = counter_ttl_ms(now)?;
+        let mut conn = checkout(&self.pool).await?;
+        let result = self
+            .consume
+            .key(counter_key(&self.prefix, key, now))
             .arg(limit)
             .arg(ttl_ms)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
-        let allowed = match granted {
-            1 => true,
-            0 => false,
-            _ => return Err(unexpected("usage script")),
-        };
-        Ok(QuotaDecision {
-            allowed,
-            used: u64::try_from(used).map_err(|_| unexpected("negative usage"))?,
-        })
+            .invoke_async(&mut *conn)
+            .await;
+        decision(settle(conn, result)?)
+    }
+
+    async fn refund(&self, key: &str, taken_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut conn = checkout(&self.pool).await?;
+        let result = self
+            .refund
+            .key(counter_key(&self.prefix, key, taken_at))
+            .invoke_async(&mut *conn)
+            .await;
+        let _used: i64 = settle(conn, result)?;
+        Ok(())
     }
 }
 

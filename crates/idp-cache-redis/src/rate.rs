@@ -4,45 +4,54 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_redis::Pool;
 use deadpool_redis::redis::Script;
 use idp_domain::StoreError;
 use idp_domain::ports::{RateDecision, RateLimiter};
 use uuid::Uuid;
 
-use crate::error::{from_pool, from_redis, unexpected};
+use crate::cache::{Pool, checkout, settle};
+use crate::error::unexpected;
 use crate::keys::key_part;
 
-/// One hit, atomically: forget entries that left the window `(now - window,
-/// now]`, count the rest, log this request (a unique member scored `now`) only
-/// if under the limit, keep the key alive one window, and report the oldest
-/// entry still counted.
+/// The Lua function `hit(key, now, window, limit, member)`, shared by the
+/// limiter's script and the admission script: one hit, atomically. Forget
+/// entries that left the window `(now - window, now]`, count the rest, log
+/// this request (a unique member scored `now`) only if under the limit, keep
+/// the key alive one window, and report the oldest entry still counted.
 ///
-/// KEYS[1] the log; ARGV now (ms), window (ms), limit, member.
 /// Returns {allowed 0/1, entries counted after this hit, oldest entry (ms) or -1}.
-const HIT_SCRIPT: &str = r"
-local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local count = redis.call('ZCARD', key)
-local allowed = 0
-if count < limit then
-  redis.call('ZADD', key, now, ARGV[4])
-  count = count + 1
-  allowed = 1
+macro_rules! hit_function {
+    () => {
+        r"
+local function hit(key, now, window, limit, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  local allowed = 0
+  if count < limit then
+    redis.call('ZADD', key, now, member)
+    count = count + 1
+    allowed = 1
+  end
+  if count > 0 then
+    redis.call('PEXPIRE', key, window)
+  end
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local oldest_ms = -1
+  if oldest[2] then
+    oldest_ms = tonumber(oldest[2])
+  end
+  return {allowed, count, oldest_ms}
 end
-if count > 0 then
-  redis.call('PEXPIRE', key, window)
-end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-local oldest_ms = -1
-if oldest[2] then
-  oldest_ms = tonumber(oldest[2])
-end
-return {allowed, count, oldest_ms}
-";
+"
+    };
+}
+pub(crate) use hit_function;
+
+/// KEYS[1] the log; ARGV now (ms), window (ms), limit, member.
+const HIT_SCRIPT: &str = concat!(
+    hit_function!(),
+    "return hit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])"
+);
 
 /// [`RateLimiter`] as an exact sliding-window log: a sorted set per key
 /// (`<prefix>rate:<key>`) of the requests counted in the last window, scored by
@@ -84,6 +93,67 @@ fn ceil_secs(ms: i64) -> i64 {
     ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
 }
 
+/// What one hit sends to the `hit` function besides the key.
+#[derive(Debug, Clone)]
+pub(crate) struct HitArgs {
+    pub(crate) now_ms: i64,
+    pub(crate) window_ms: i64,
+    /// A member unique to this request.
+    pub(crate) member: String,
+}
+
+impl HitArgs {
+    pub(crate) fn new(window: Duration, now: DateTime<Utc>) -> Self {
+        let now_ms = now.timestamp_millis();
+        Self {
+            now_ms,
+            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1),
+            member: format!("{now_ms}-{}", Uuid::new_v4().simple()),
+        }
+    }
+}
+
+/// The Redis key of `key`'s log.
+pub(crate) fn log_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}rate:{}", key_part(key))
+}
+
+/// The decision from the `hit` function's reply.
+pub(crate) fn decision(
+    (allowed, count, oldest_ms): (i64, i64, i64),
+    limit: u32,
+    args: &HitArgs,
+) -> Result<RateDecision, StoreError> {
+    let allowed = match allowed {
+        1 => true,
+        0 => false,
+        _ => return Err(unexpected("rate limit script")),
+    };
+    let counted = u32::try_from(count.max(0)).unwrap_or(u32::MAX);
+    // Room comes back when the oldest counted request leaves the window;
+    // with nothing counted (limit 0) that is a full window from now.
+    let oldest_ms = if oldest_ms < 0 {
+        args.now_ms
+    } else {
+        oldest_ms
+    };
+    let frees_at_ms = oldest_ms.saturating_add(args.window_ms);
+    let retry_after = if allowed {
+        0
+    } else {
+        u64::try_from(ceil_secs(frees_at_ms.saturating_sub(args.now_ms)))
+            .unwrap_or(0)
+            .max(1)
+    };
+    Ok(RateDecision {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(counted),
+        reset_at: ceil_secs(frees_at_ms),
+        retry_after,
+    })
+}
+
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
     async fn hit(
@@ -93,45 +163,18 @@ impl RateLimiter for RedisRateLimiter {
         window: Duration,
         now: DateTime<Utc>,
     ) -> Result<RateDecision, StoreError> {
-        let now_ms = now.timestamp_millis();
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
-        let redis_key = format!("{}rate:{}", self.prefix, key_part(key));
-        let member = format!("{now_ms}-{}", Uuid::new_v4().simple());
-        let mut conn = self.pool.get().await.map_err(from_pool)?;
-        let (allowed, count, oldest_ms): (i64, i64, i64) = self
+        let args = HitArgs::new(window, now);
+        let mut conn = checkout(&self.pool).await?;
+        let result = self
             .script
-            .key(&redis_key)
-            .arg(now_ms)
-            .arg(window_ms)
+            .key(log_key(&self.prefix, key))
+            .arg(args.now_ms)
+            .arg(args.window_ms)
             .arg(limit)
-            .arg(member)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
-        let allowed = match allowed {
-            1 => true,
-            0 => false,
-            _ => return Err(unexpected("rate limit script")),
-        };
-        let counted = u32::try_from(count.max(0)).unwrap_or(u32::MAX);
-        // Room comes back when the oldest counted request leaves the window;
-        // with nothing counted (limit 0) that is a full window from now.
-        let oldest_ms = if oldest_ms < 0 { now_ms } else { oldest_ms };
-        let frees_at_ms = oldest_ms.saturating_add(window_ms);
-        let retry_after = if allowed {
-            0
-        } else {
-            u64::try_from(ceil_secs(frees_at_ms.saturating_sub(now_ms)))
-                .unwrap_or(0)
-                .max(1)
-        };
-        Ok(RateDecision {
-            allowed,
-            limit,
-            remaining: limit.saturating_sub(counted),
-            reset_at: ceil_secs(frees_at_ms),
-            retry_after,
-        })
+            .arg(&args.member)
+            .invoke_async(&mut *conn)
+            .await;
+        decision(settle(conn, result)?, limit, &args)
     }
 }
 

@@ -4,7 +4,6 @@ use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, Script};
 use idp_domain::StoreError;
 use idp_domain::ports::{RevocationList, RevokedToken, RevokedTokenStore};
@@ -12,7 +11,7 @@ use idp_domain::values::TokenId;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::error::{from_pool, from_redis};
+use crate::cache::{Pool, checkout, failed, settle};
 
 /// How long the "loaded" marker lives. Its expiry makes one node reload now
 /// and then, which bounds how long a Redis restored from an old RDB/AOF
@@ -107,13 +106,13 @@ impl RedisRevocationList {
 
     /// The entry of `token_id` and whether the marker is set, in one round trip.
     async fn lookup(&self, token_id: TokenId) -> Result<(Option<String>, bool), StoreError> {
-        let mut conn = self.pool.get().await.map_err(from_pool)?;
-        let (entry, marker): (Option<String>, Option<String>) = redis::cmd("MGET")
+        let mut conn = checkout(&self.pool).await?;
+        let result = redis::cmd("MGET")
             .arg(self.entry_key(token_id))
             .arg(self.marker_key())
-            .query_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
+            .query_async(&mut *conn)
+            .await;
+        let (entry, marker): (Option<String>, Option<String>) = settle(conn, result)?;
         Ok((entry, marker.is_some()))
     }
 
@@ -127,19 +126,19 @@ impl RedisRevocationList {
     async fn reload(&self, now: DateTime<Utc>) -> Result<Vec<RevokedToken>, StoreError> {
         let nonce = Uuid::new_v4().simple().to_string();
         {
-            let mut conn = self.pool.get().await.map_err(from_pool)?;
-            let () = redis::cmd("SET")
+            let mut conn = checkout(&self.pool).await?;
+            let result = redis::cmd("SET")
                 .arg(self.claim_key())
                 .arg(&nonce)
                 .arg("PX")
                 .arg(ms(LOADING_TTL))
-                .query_async(&mut conn)
-                .await
-                .map_err(from_redis)?;
+                .query_async(&mut *conn)
+                .await;
+            let () = settle(conn, result)?;
         }
         // No pooled connection is held while the database is queried.
         let tokens = self.durable.unexpired(now).await?;
-        let mut conn = self.pool.get().await.map_err(from_pool)?;
+        let mut conn = checkout(&self.pool).await?;
         for chunk in tokens.chunks(RELOAD_CHUNK) {
             let mut pipe = redis::pipe();
             for token in chunk.iter().filter(|t| t.expires_at > now) {
@@ -151,17 +150,19 @@ impl RedisRevocationList {
                     .arg(ttl_ms)
                     .ignore();
             }
-            let () = pipe.query_async(&mut conn).await.map_err(from_redis)?;
+            if let Err(err) = pipe.query_async::<()>(&mut *conn).await {
+                return Err(failed(conn, err));
+            }
         }
-        let marked: i64 = self
+        let result = self
             .finish_reload
             .key(self.claim_key())
             .key(self.marker_key())
             .arg(&nonce)
             .arg(ms(MARKER_TTL))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
+            .invoke_async(&mut *conn)
+            .await;
+        let marked: i64 = settle(conn, result)?;
         tracing::info!(
             revocations = tokens.len(),
             marked = marked == 1,
@@ -190,16 +191,15 @@ impl RevocationList for RedisRevocationList {
             return Ok(());
         }
         let ttl_ms = (token.expires_at - now).num_milliseconds().max(1);
-        let mut conn = self.pool.get().await.map_err(from_pool)?;
-        let () = redis::cmd("SET")
+        let mut conn = checkout(&self.pool).await?;
+        let result = redis::cmd("SET")
             .arg(self.entry_key(token.token_id))
             .arg(token.expires_at.timestamp_millis())
             .arg("PX")
             .arg(ttl_ms)
-            .query_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
-        Ok(())
+            .query_async(&mut *conn)
+            .await;
+        settle(conn, result)
     }
 
     async fn contains(&self, token_id: TokenId, now: DateTime<Utc>) -> Result<bool, StoreError> {

@@ -1,38 +1,46 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
 use idp_domain::StoreError;
 use idp_domain::ports::SecretHasher;
 use idp_domain::values::{ClientSecret, SecretHash};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use subtle::ConstantTimeEq;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::CryptoError;
 use crate::verified::VerifiedSecrets;
+use crate::workers::{HashMemory, HashWorkers, TooMuchMemory};
 
 /// Hex characters of SHA-256(secret) kept as the lookup hint: 32 bits, enough
 /// to pick the right credential among an agent's few, far too few to test
 /// guesses of a 256-bit secret against.
 const HINT_LEN: usize = 8;
 
+/// Bytes of random salt in new hashes (the argon2 crate's recommendation).
+const SALT_LEN: usize = argon2::RECOMMENDED_SALT_LEN;
+
 /// [`SecretHasher`] with Argon2id (`Argon2::default()`: m=19 MiB, t=2, p=1) for
 /// new hashes; verifies Argon2id/Argon2i/Argon2d PHC strings and bcrypt
 /// (`$2a$`, `$2b$`, `$2y$`) hashes.
 ///
-/// Every hash and verification runs on tokio's blocking pool, at most
-/// `max_concurrency` at a time (a semaphore: the rest wait their turn instead of
-/// piling up threads and memory), inside the caller's tracing span. The permit
-/// travels with the blocking task, so a cancelled request does not free a slot
-/// before its hash is actually done.
+/// Every hash and verification runs on one of `max_concurrency` threads of
+/// its own (see the `workers` module), at most `max_concurrency` at a time (a
+/// semaphore: the rest wait their turn instead of piling up threads and
+/// memory), inside the caller's tracing span. Each thread reuses one Argon2
+/// buffer, so the memory hashing holds is bounded by `max_concurrency x 19 MiB`
+/// and no hash allocates it anew. The permit travels with the job, so a
+/// cancelled request does not free a slot before its hash is actually done.
 ///
-/// Both libraries compare the computed and stored digests in constant time.
+/// Argon2 outputs are compared with `subtle` in constant time; bcrypt's
+/// library compares its own in constant time.
 #[derive(Clone)]
 pub struct Argon2SecretHasher {
     permits: Arc<Semaphore>,
+    workers: HashWorkers,
     /// An Argon2id hash of a random secret, made once at construction, for
     /// [`SecretHasher::verify_dummy`].
     dummy_hash: Arc<str>,
@@ -49,19 +57,35 @@ impl std::fmt::Debug for Argon2SecretHasher {
 }
 
 impl Argon2SecretHasher {
-    /// A hasher running at most `max_concurrency` (at least 1) hashes at once.
+    /// A hasher running at most `max_concurrency` (at least 1) hashes at once,
+    /// on as many threads of its own. The threads stop when the last clone of
+    /// the hasher is dropped.
     ///
-    /// Computes the dummy hash synchronously (one Argon2id hash, ~20 ms in
-    /// release); call it at start-up, not on an async worker under load.
+    /// Computes the dummy hash before answering (one Argon2id hash, ~20 ms in
+    /// release, on a worker while this thread waits); call it at start-up, not
+    /// on an async worker under load.
     pub fn new(max_concurrency: usize) -> Result<Self, CryptoError> {
+        let concurrency = max_concurrency.max(1);
+        let workers = HashWorkers::start(concurrency)?;
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| CryptoError::Operation(e.to_string()))?;
-        let dummy_hash = Argon2::default()
-            .hash_password(hex::encode(random).as_bytes())
-            .map_err(|e| CryptoError::Operation(e.to_string()))?
-            .to_string();
+        let dummy_secret = hex::encode(random);
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        // On a worker, so its kept buffer serves this hash too.
+        let submitted = workers.submit(Box::new(move |memory| {
+            let _ = reply.send(hash_argon2id(dummy_secret.as_bytes(), memory));
+        }));
+        let stopped = || CryptoError::Operation("the hashing threads stopped".to_owned());
+        if !submitted {
+            return Err(stopped());
+        }
+        let dummy_hash = answer
+            .recv()
+            .map_err(|_| stopped())?
+            .map_err(CryptoError::Operation)?;
         Ok(Self {
-            permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            workers,
             dummy_hash: dummy_hash.into(),
             verified: Arc::new(VerifiedSecrets::new()?),
         })
@@ -77,24 +101,35 @@ impl Argon2SecretHasher {
         std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
     }
 
-    /// Runs `work` on the blocking pool under a permit and the current span.
-    async fn run_blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// Runs `work` on a hashing thread under a permit and the current span.
+    async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut HashMemory) -> T + Send + 'static,
     {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(|e| StoreError::Unknown(anyhow::Error::new(e)))?;
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        let (reply, answer) = oneshot::channel();
+        let submitted = self.workers.submit(Box::new(move |memory| {
             let _entered = span.enter();
-            work()
-        })
-        .await
-        .map_err(|e| StoreError::Unknown(anyhow::anyhow!("hashing task failed: {e}")))
+            let result = work(memory);
+            // Free before answering, so a caller that got its answer finds
+            // the permit back.
+            drop(permit);
+            // The caller may have gone; the work is done either way.
+            let _ = reply.send(result);
+        }));
+        if !submitted {
+            return Err(StoreError::Unknown(anyhow::anyhow!(
+                "the hashing threads stopped"
+            )));
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unknown(anyhow::anyhow!("hashing task failed")))
     }
 }
 
@@ -106,30 +141,86 @@ fn hint_of(secret: &ClientSecret) -> String {
     hint
 }
 
+/// A new Argon2id PHC string of `secret` with `Argon2::default()`'s
+/// parameters and a random salt, computed in `memory`.
+fn hash_argon2id(secret: &[u8], memory: &mut HashMemory) -> Result<String, String> {
+    let params = Params::DEFAULT;
+    let (algorithm, version) = (Algorithm::Argon2id, Version::V0x13);
+    let mut salt = [0u8; SALT_LEN];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    memory
+        .with_blocks(params.block_count(), |blocks| {
+            argon2.hash_password_into_with_memory(secret, &salt, &mut output, blocks)
+        })
+        .map_err(|e| format!("{} blocks of memory refused", e.blocks))?
+        .map_err(|e| e.to_string())?;
+    let phc = PasswordHash {
+        algorithm: algorithm.ident(),
+        version: Some(version.into()),
+        params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+        salt: Some(Salt::new(&salt).map_err(|e| e.to_string())?),
+        hash: Some(Output::new(&output).map_err(|e| e.to_string())?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Verifies `secret` against an Argon2 PHC string with the hash's own
+/// algorithm, version and parameters, in `memory`; compares in constant time.
+/// Unusable hashes are a mismatch, logged.
+fn verify_argon2(secret: &[u8], stored: &str, memory: &mut HashMemory) -> bool {
+    let unusable = |reason: &dyn std::fmt::Display| {
+        tracing::warn!(error = %reason, "unusable Argon2 hash in store; treated as mismatch");
+        false
+    };
+    let parsed = match PasswordHash::new(stored) {
+        Ok(parsed) => parsed,
+        Err(e) => return unusable(&e),
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return unusable(&"no salt or no hash");
+    };
+    let algorithm = match Algorithm::new(parsed.algorithm.as_str()) {
+        Ok(algorithm) => algorithm,
+        Err(e) => return unusable(&e),
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(e) => return unusable(&e),
+    };
+    // Also reads `keyid` and `data`, and takes the output length from the hash.
+    let params = match Params::try_from(&parsed) {
+        Ok(params) => params,
+        Err(e) => return unusable(&e),
+    };
+    let block_count = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    // `Output` holds at most 64 bytes.
+    let mut buffer = [0u8; 64];
+    let Some(computed) = buffer.get_mut(..expected.len()) else {
+        return unusable(&"hash longer than 64 bytes");
+    };
+    match memory.with_blocks(block_count, |blocks| {
+        argon2.hash_password_into_with_memory(secret, salt, computed, blocks)
+    }) {
+        Ok(Ok(())) => bool::from(computed.ct_eq(expected.as_bytes())),
+        Ok(Err(e)) => unusable(&e),
+        Err(TooMuchMemory { blocks }) => unusable(&format!(
+            "memory cost of {blocks} KiB above the limit of {} KiB",
+            crate::workers::MAX_BLOCKS
+        )),
+    }
+}
+
 /// Verifies `secret` against a stored PHC (Argon2) or MCF (bcrypt) string. A
 /// malformed or unknown hash is a mismatch, logged, never an error or a panic.
-fn verify_blocking(secret: &[u8], stored: &str) -> bool {
+fn verify_blocking(secret: &[u8], stored: &str, memory: &mut HashMemory) -> bool {
     if ["$argon2id$", "$argon2i$", "$argon2d$"]
         .iter()
         .any(|p| stored.starts_with(p))
     {
-        let parsed = match PasswordHash::new(stored) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                tracing::warn!(error = %e, "malformed Argon2 hash in store; treated as mismatch");
-                return false;
-            }
-        };
-        // The hash's own algorithm, version and parameters are used, not
-        // those of `Argon2::default()`.
-        match Argon2::default().verify_password(secret, &parsed) {
-            Ok(()) => true,
-            Err(argon2::password_hash::Error::PasswordInvalid) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, "unusable Argon2 hash in store; treated as mismatch");
-                false
-            }
-        }
+        verify_argon2(secret, stored, memory)
     } else if ["$2a$", "$2b$", "$2y$"]
         .iter()
         .any(|p| stored.starts_with(p))
@@ -153,11 +244,7 @@ impl SecretHasher for Argon2SecretHasher {
         let hint = hint_of(secret);
         let secret = secret.clone();
         let hash = self
-            .run_blocking(move || {
-                Argon2::default()
-                    .hash_password(secret.expose().as_bytes())
-                    .map(|hash| hash.to_string())
-            })
+            .run(move |memory| hash_argon2id(secret.expose().as_bytes(), memory))
             .await?
             .map_err(|e| StoreError::Unknown(anyhow::anyhow!("argon2 hashing failed: {e}")))?;
         Ok(SecretHash {
@@ -176,7 +263,7 @@ impl SecretHasher for Argon2SecretHasher {
         let owned_secret = secret.clone();
         let stored = hash.hash.clone();
         let matches = self
-            .run_blocking(move || verify_blocking(owned_secret.expose().as_bytes(), &stored))
+            .run(move |memory| verify_blocking(owned_secret.expose().as_bytes(), &stored, memory))
             .await?;
         if matches {
             self.verified.insert(&hash.hash, secret.expose().as_bytes());
@@ -187,9 +274,9 @@ impl SecretHasher for Argon2SecretHasher {
     async fn verify_dummy(&self, secret: &ClientSecret) -> Result<(), StoreError> {
         let secret = secret.clone();
         let stored = Arc::clone(&self.dummy_hash);
-        self.run_blocking(move || {
+        self.run(move |memory| {
             // The answer is irrelevant; the point is the time spent.
-            let _ = verify_blocking(secret.expose().as_bytes(), &stored);
+            let _ = verify_blocking(secret.expose().as_bytes(), &stored, memory);
         })
         .await
     }
@@ -202,6 +289,8 @@ impl SecretHasher for Argon2SecretHasher {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
+
+    use argon2::password_hash::PasswordHasher;
 
     use super::*;
 
@@ -385,6 +474,119 @@ mod tests {
         drop(permit);
         assert!(task.await.unwrap().is_ok());
         assert_eq!(hasher.permits.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn hashes_interoperate_with_the_argon2_crate() {
+        use argon2::password_hash::PasswordVerifier;
+
+        let hasher = Argon2SecretHasher::new(1).unwrap();
+        let ours = hasher.hash(&secret(SECRET)).await.unwrap();
+        let parsed = PasswordHash::new(&ours.hash).unwrap();
+        assert_eq!(parsed.salt.unwrap().len(), SALT_LEN);
+        assert!(
+            Argon2::default()
+                .verify_password(SECRET.as_bytes(), &parsed)
+                .is_ok()
+        );
+        let theirs = SecretHash {
+            hash: Argon2::default()
+                .hash_password(SECRET.as_bytes())
+                .unwrap()
+                .to_string(),
+            hint: None,
+        };
+        assert!(hasher.verify(&secret(SECRET), &theirs).await.unwrap());
+        assert!(!hasher.verify(&secret("sk_live_no"), &theirs).await.unwrap());
+    }
+
+    /// A hash of `SECRET` with other parameters, by the argon2 crate itself.
+    fn foreign_hash(m_kib: u32, t: u32, p: u32, output_len: usize) -> SecretHash {
+        let params = Params::new(m_kib, t, p, Some(output_len)).unwrap();
+        let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(SECRET.as_bytes())
+            .unwrap()
+            .to_string();
+        SecretHash { hash, hint: None }
+    }
+
+    #[tokio::test]
+    async fn verifies_other_costs_lanes_and_output_lengths() {
+        let hasher = Argon2SecretHasher::new(1).unwrap();
+        for stored in [
+            // More memory than the kept buffer: a buffer of its own.
+            foreign_hash(19_456 + 1_024, 1, 1, 32),
+            foreign_hash(1_024, 1, 4, 16),
+            foreign_hash(64, 3, 1, 64),
+        ] {
+            assert!(hasher.verify(&secret(SECRET), &stored).await.unwrap());
+            assert!(!hasher.verify(&secret("sk_live_no"), &stored).await.unwrap());
+        }
+        // Version 0x10 (no `v=` in the string) still verifies.
+        let params = Params::new(64, 1, 1, None).unwrap();
+        let old = Argon2::new(Algorithm::Argon2id, Version::V0x10, params);
+        let stored = old.hash_password(SECRET.as_bytes()).unwrap().to_string();
+        let stored = SecretHash {
+            hash: stored,
+            hint: None,
+        };
+        assert!(hasher.verify(&secret(SECRET), &stored).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_memory_cost_above_the_limit_is_refused_without_hashing() {
+        let hasher = Argon2SecretHasher::new(1).unwrap();
+        let stored = SecretHash {
+            hash: format!(
+                "$argon2id$v=19$m={},t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+                // Argon2 rounds the cost down to a multiple of 4 blocks per lane.
+                crate::workers::MAX_BLOCKS + 4
+            ),
+            hint: None,
+        };
+        let started = Instant::now();
+        assert!(!hasher.verify(&secret(SECRET), &stored).await.unwrap());
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    /// Every hash runs on one of the hasher's own threads, each reusing one
+    /// buffer, however many tasks and runtime threads ask at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hashing_threads_and_their_buffers_never_grow() {
+        let hasher = Argon2SecretHasher::new(2).unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..12 {
+            let h = hasher.clone();
+            tasks.spawn(async move {
+                let s = secret(&format!("sk_live_{i}"));
+                let hash = h.hash(&s).await.unwrap();
+                assert!(h.verify(&s, &hash).await.unwrap());
+                h.run(|memory| {
+                    (
+                        std::thread::current().name().map(str::to_owned),
+                        memory.kept(),
+                    )
+                })
+                .await
+                .unwrap()
+            });
+        }
+        let seen: std::collections::BTreeSet<_> = tasks.join_all().await.into_iter().collect();
+        let names: std::collections::BTreeSet<_> =
+            seen.iter().map(|(name, _)| name.clone()).collect();
+        assert!(names.len() <= 2, "{seen:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| matches!(n.as_deref(), Some("idp-hash-0" | "idp-hash-1"))),
+            "{seen:?}"
+        );
+        // One buffer per thread, of the kept size, whichever hash ran last.
+        assert_eq!(seen.len(), names.len(), "{seen:?}");
+        assert!(
+            seen.iter()
+                .all(|(_, (_, len))| *len == crate::workers::KEPT_BLOCKS)
+        );
     }
 
     #[test]

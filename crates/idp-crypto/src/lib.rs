@@ -8,7 +8,8 @@
 //!   [`load_pem_file`] to obtain that key.
 //! * [`Argon2SecretHasher`]: the [`SecretHasher`](idp_domain::ports::SecretHasher)
 //!   port: Argon2id for new hashes, Argon2 and bcrypt accepted when verifying, all
-//!   on the blocking pool behind a semaphore.
+//!   on a few threads of its own behind a semaphore, each reusing one Argon2
+//!   buffer, so hashing memory stays bounded by the concurrency.
 //! * [`OsSecretGenerator`]: the [`SecretGenerator`](idp_domain::ports::SecretGenerator)
 //!   port from the operating system's CSPRNG.
 //!
@@ -23,6 +24,7 @@ mod error;
 mod hasher;
 mod secret;
 mod verified;
+mod workers;
 
 pub use algorithm::SigningAlgorithm;
 pub use codec::{JoseTokenCodec, MAX_TOKEN_LEN, generate_signing_key, load_pem_file};

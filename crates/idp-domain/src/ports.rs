@@ -409,6 +409,47 @@ pub trait UsageCounter: Send + Sync {
         limit: u64,
         now: DateTime<Utc>,
     ) -> Result<QuotaDecision, StoreError>;
+
+    /// Gives back one unit of `key` that [`UsageCounter::try_consume`] or
+    /// [`AdmissionControl::admit`] granted at `taken_at` (that call's `now`,
+    /// so the same month), for a request refused after all. Never goes below
+    /// zero; a counter back at zero is as if never used. For a caller that
+    /// takes the unit before it knows the request will succeed (see
+    /// [`AdmissionControl`]).
+    async fn refund(&self, key: &str, taken_at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// What [`AdmissionControl::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// The rate limiter's decision, as [`RateLimiter::hit`] answers it.
+    pub rate: RateDecision,
+    /// The usage counter's decision, as [`UsageCounter::try_consume`] answers
+    /// it; `None` when the rate limit refused the request, and then no unit
+    /// was taken.
+    pub quota: Option<QuotaDecision>,
+}
+
+/// A request's rate limit and monthly quota decided in one step: one round
+/// trip to a shared cache instead of two, for the token endpoint's hot path.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait AdmissionControl: Send + Sync {
+    /// MUST do exactly what [`RateLimiter::hit`]`(rate_key, rate_limit, window,
+    /// now)` does and then, only if that allowed the request,
+    /// [`UsageCounter::try_consume`]`(quota_key, quota_limit, now)`, on the
+    /// same counters as the adapter's own `RateLimiter` and `UsageCounter`: a
+    /// request or a unit counted through one is seen by the others. Each step
+    /// is atomic; an adapter may make the pair atomic as a whole.
+    async fn admit(
+        &self,
+        rate_key: &str,
+        rate_limit: u32,
+        window: Duration,
+        quota_key: &str,
+        quota_limit: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, StoreError>;
 }
 
 /// Why a token was refused by [`TokenCodec::decode`].

@@ -1,4 +1,5 @@
-//! Contract suites of the cache ports: RevocationList, RateLimiter, UsageCounter.
+//! Contract suites of the cache ports: RevocationList, RateLimiter,
+//! UsageCounter, AdmissionControl.
 //!
 //! Every function takes the adapter as `Arc<dyn Port>` (or, for the revocation
 //! list, an async factory building one on top of a durable store the suite
@@ -22,7 +23,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
 use idp_domain::ports::{
-    RateDecision, RateLimiter, RevocationList, RevokedToken, RevokedTokenStore, UsageCounter,
+    Admission, AdmissionControl, QuotaDecision, RateDecision, RateLimiter, RevocationList,
+    RevokedToken, RevokedTokenStore, UsageCounter,
 };
 use idp_domain::values::{Owner, TokenId};
 use tokio::task::JoinSet;
@@ -331,12 +333,235 @@ pub async fn usage_counter_concurrent_is_atomic(counter: Arc<dyn UsageCounter>, 
     );
 }
 
+/// Units used by `key` in the month of `at`, read without taking one: a try
+/// with the limit at `expected` is refused and reports the count, if the
+/// count is `expected`.
+async fn used(counter: &Arc<dyn UsageCounter>, key: &str, expected: u64, at: DateTime<Utc>) -> u64 {
+    let d = counter.try_consume(key, expected, at).await.unwrap();
+    assert!(
+        !d.allowed,
+        "{key}: fewer than {expected} used (a unit was taken)"
+    );
+    d.used
+}
+
+/// A refund gives back one unit of the month of its `taken_at`: the next try
+/// is granted again with the same count. Never below zero, and a counter
+/// refunded to zero counts from one again. Another month is untouched, and a
+/// refund of a key never used does nothing.
+pub async fn usage_counter_refund(counter: Arc<dyn UsageCounter>, ns: &str) {
+    let key = format!("{ns}:refund");
+    let t0 = base_time();
+    for n in 1..=3 {
+        assert_eq!(consume(&counter, &key, 3, t0).await, (true, n));
+    }
+    counter.refund(&key, t0).await.unwrap();
+    assert_eq!(used(&counter, &key, 2, t0 + secs(1)).await, 2);
+    assert_eq!(consume(&counter, &key, 3, t0 + secs(1)).await, (true, 3));
+    assert_eq!(consume(&counter, &key, 3, t0 + secs(1)).await, (false, 3));
+
+    // Refunded at another instant of the same month: the same counter.
+    counter.refund(&key, t0 + TimeDelta::days(3)).await.unwrap();
+    assert_eq!(used(&counter, &key, 2, t0).await, 2);
+    // Another month's refund does not touch this one.
+    let next_month = Utc.with_ymd_and_hms(2030, 4, 1, 0, 0, 0).unwrap();
+    counter.refund(&key, next_month).await.unwrap();
+    assert_eq!(used(&counter, &key, 2, t0).await, 2);
+    assert_eq!(consume(&counter, &key, 5, next_month).await, (true, 1));
+
+    // Down to zero and no further.
+    for _ in 0..4 {
+        counter.refund(&key, t0).await.unwrap();
+    }
+    assert_eq!(used(&counter, &key, 0, t0).await, 0);
+    assert_eq!(consume(&counter, &key, 1, t0).await, (true, 1));
+    assert_eq!(used(&counter, &key, 1, next_month).await, 1);
+
+    let never = format!("{ns}:never-used");
+    counter.refund(&never, t0).await.unwrap();
+    assert_eq!(used(&counter, &never, 0, t0).await, 0);
+}
+
 /// Every check of the [`UsageCounter`] contract.
 pub async fn usage_counter_contract(counter: Arc<dyn UsageCounter>, ns: &str) {
     usage_counter_limit(Arc::clone(&counter), ns).await;
     usage_counter_month_rollover(Arc::clone(&counter), ns).await;
     usage_counter_keys_independent(Arc::clone(&counter), ns).await;
-    usage_counter_concurrent_is_atomic(counter, ns).await;
+    usage_counter_concurrent_is_atomic(Arc::clone(&counter), ns).await;
+    usage_counter_refund(counter, ns).await;
+}
+
+// ---------------------------------------------------------------------------
+// AdmissionControl
+// ---------------------------------------------------------------------------
+
+/// An adapter's [`AdmissionControl`] with the [`RateLimiter`] and
+/// [`UsageCounter`] whose counters it shares.
+#[derive(Clone)]
+pub struct AdmissionPorts {
+    /// The port under test.
+    pub admission: Arc<dyn AdmissionControl>,
+    /// The same adapter's limiter.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// The same adapter's counter.
+    pub counter: Arc<dyn UsageCounter>,
+}
+
+impl std::fmt::Debug for AdmissionPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmissionPorts").finish_non_exhaustive()
+    }
+}
+
+const WINDOW: Duration = Duration::from_secs(10);
+
+async fn admit(
+    ports: &AdmissionPorts,
+    ns: &str,
+    rate_limit: u32,
+    quota_limit: u64,
+    at: DateTime<Utc>,
+) -> Admission {
+    ports
+        .admission
+        .admit(
+            &format!("{ns}:rate"),
+            rate_limit,
+            WINDOW,
+            &format!("{ns}:quota"),
+            quota_limit,
+            at,
+        )
+        .await
+        .unwrap()
+}
+
+fn granted(used: u64) -> Option<QuotaDecision> {
+    Some(QuotaDecision {
+        allowed: true,
+        used,
+    })
+}
+
+/// The rate decision is exactly [`RateLimiter::hit`]'s and the quota decision
+/// [`UsageCounter::try_consume`]'s; a request the rate limit refuses takes no
+/// unit; a request the quota refuses still counts against the rate limit (it
+/// was a request), and takes no unit.
+pub async fn admission_is_hit_then_consume(ports: AdmissionPorts, ns: &str) {
+    let t0 = base_time();
+    let frees = |oldest: DateTime<Utc>| ceil_secs(oldest + secs(10));
+    let a = admit(&ports, ns, 3, 2, t0).await;
+    assert_allowed(a.rate, 3, 2, frees(t0), "first");
+    assert_eq!(a.quota, granted(1), "first");
+    let a = admit(&ports, ns, 3, 2, t0 + secs(1)).await;
+    assert_allowed(a.rate, 3, 1, frees(t0), "second");
+    assert_eq!(a.quota, granted(2), "second");
+    let a = admit(&ports, ns, 3, 2, t0 + secs(2)).await;
+    assert_allowed(a.rate, 3, 0, frees(t0), "third: rate allows");
+    assert_eq!(
+        a.quota,
+        Some(QuotaDecision {
+            allowed: false,
+            used: 2
+        }),
+        "third: quota spent"
+    );
+    let a = admit(&ports, ns, 3, 5, t0 + secs(3)).await;
+    assert_refused(a.rate, 3, frees(t0), 7, "fourth: rate refuses");
+    assert_eq!(a.quota, None, "no unit tried");
+    assert_eq!(used(&ports.counter, &format!("{ns}:quota"), 2, t0).await, 2);
+    // The first request left the window: admitted again, with a unit.
+    let a = admit(&ports, ns, 3, 5, t0 + secs(10)).await;
+    assert_allowed(a.rate, 3, 0, frees(t0 + secs(1)), "after a window");
+    assert_eq!(a.quota, granted(3));
+}
+
+/// Requests and units counted through `admit` are seen by `hit` and
+/// `try_consume`, and the other way round: they are the same counters.
+pub async fn admission_shares_the_counters(ports: AdmissionPorts, ns: &str) {
+    let t0 = base_time();
+    let (rate_key, quota_key) = (format!("{ns}:rate"), format!("{ns}:quota"));
+    let d = ports.limiter.hit(&rate_key, 3, WINDOW, t0).await.unwrap();
+    assert_eq!(d.remaining, 2);
+    assert_eq!(consume(&ports.counter, &quota_key, 10, t0).await, (true, 1));
+    let a = admit(&ports, ns, 3, 10, t0 + secs(1)).await;
+    assert_eq!(a.rate.remaining, 1, "the limiter's hit counted");
+    assert_eq!(a.quota, granted(2), "the counter's unit counted");
+    let d = ports
+        .limiter
+        .hit(&rate_key, 3, WINDOW, t0 + secs(2))
+        .await
+        .unwrap();
+    assert_eq!(d.remaining, 0, "admit's hit counted");
+    assert_eq!(
+        consume(&ports.counter, &quota_key, 10, t0 + secs(2)).await,
+        (true, 3),
+        "admit's unit counted"
+    );
+    // A refund through the counter gives back a unit admit took.
+    ports
+        .counter
+        .refund(&quota_key, t0 + secs(1))
+        .await
+        .unwrap();
+    assert_eq!(used(&ports.counter, &quota_key, 2, t0).await, 2);
+}
+
+/// The quota is the UTC calendar month of `now`, as for `try_consume`.
+pub async fn admission_quota_month(ports: AdmissionPorts, ns: &str) {
+    let end_of_march = Utc.with_ymd_and_hms(2030, 3, 31, 23, 59, 59).unwrap() + ms(999);
+    let start_of_april = Utc.with_ymd_and_hms(2030, 4, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        admit(&ports, ns, 10, 1, end_of_march).await.quota,
+        granted(1)
+    );
+    assert_eq!(
+        admit(&ports, ns, 10, 1, start_of_april).await.quota,
+        granted(1)
+    );
+}
+
+/// 40 simultaneous admissions with rate limit 20 and quota 10: exactly 20
+/// pass the rate limit, of which exactly 10 get a unit (used 1..=10 once
+/// each); the 20 refused by the rate limit try no unit.
+pub async fn admission_concurrent_is_atomic(ports: AdmissionPorts, ns: &str) {
+    let t0 = base_time();
+    let mut tasks = JoinSet::new();
+    for i in 0..40 {
+        let ports = ports.clone();
+        let ns = ns.to_owned();
+        tasks.spawn(async move { admit(&ports, &ns, 20, 10, t0 + ms(i % 3)).await });
+    }
+    let admissions = tasks.join_all().await;
+    let passed: Vec<_> = admissions.iter().filter(|a| a.rate.allowed).collect();
+    assert_eq!(passed.len(), 20);
+    let mut remaining: Vec<u32> = passed.iter().map(|a| a.rate.remaining).collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..20).collect::<Vec<_>>());
+    let mut used: Vec<u64> = passed
+        .iter()
+        .filter_map(|a| a.quota)
+        .filter(|q| q.allowed)
+        .map(|q| q.used)
+        .collect();
+    used.sort_unstable();
+    assert_eq!(used, (1..=10).collect::<Vec<_>>());
+    assert!(passed.iter().all(|a| a.quota.is_some()));
+    assert!(
+        admissions
+            .iter()
+            .filter(|a| !a.rate.allowed)
+            .all(|a| a.quota.is_none())
+    );
+}
+
+/// Every check of the [`AdmissionControl`] contract; each takes its own
+/// namespace under `ns`.
+pub async fn admission_contract(ports: AdmissionPorts, ns: &str) {
+    admission_is_hit_then_consume(ports.clone(), &format!("{ns}:order")).await;
+    admission_shares_the_counters(ports.clone(), &format!("{ns}:shared")).await;
+    admission_quota_month(ports.clone(), &format!("{ns}:month")).await;
+    admission_concurrent_is_atomic(ports, &format!("{ns}:concurrent")).await;
 }
 
 // ---------------------------------------------------------------------------

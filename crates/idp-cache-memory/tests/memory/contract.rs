@@ -158,9 +158,49 @@ async fn usage_counter_concurrent_is_atomic() {
     cache::usage_counter_concurrent_is_atomic(counter(), "c").await;
 }
 
+#[tokio::test]
+async fn usage_counter_refund() {
+    cache::usage_counter_refund(counter(), "c").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_counter_contract() {
     cache::usage_counter_contract(counter(), "c").await;
+}
+
+/// The admission of a fresh cache, with that cache's limiter and counter.
+fn admission() -> cache::AdmissionPorts {
+    let memory = MemoryCache::new();
+    cache::AdmissionPorts {
+        admission: Arc::new(memory.admission()),
+        limiter: Arc::new(memory.rate_limiter()),
+        counter: Arc::new(memory.usage_counter()),
+    }
+}
+
+#[tokio::test]
+async fn admission_is_hit_then_consume() {
+    cache::admission_is_hit_then_consume(admission(), "c").await;
+}
+
+#[tokio::test]
+async fn admission_shares_the_counters() {
+    cache::admission_shares_the_counters(admission(), "c").await;
+}
+
+#[tokio::test]
+async fn admission_quota_month() {
+    cache::admission_quota_month(admission(), "c").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_concurrent_is_atomic() {
+    cache::admission_concurrent_is_atomic(admission(), "c").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_contract() {
+    cache::admission_contract(admission(), "c").await;
 }
 
 #[tokio::test]

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use idp_cache_redis::{ConnectError, Pool, RedisCache, RedisRevocationList, connect};
+use idp_cache_redis::redis::AsyncConnectionConfig;
+use idp_cache_redis::{
+    ConnectError, Pool, RedisCache, RedisManager, RedisRevocationList, build_pool, connect, redis,
+};
 use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
 use idp_domain::ports::{
@@ -19,7 +22,7 @@ use idp_domain::values::{Owner, TokenId};
 use idp_port_tests::cache::{InMemoryRevokedTokens, base_time};
 use uuid::Uuid;
 
-use crate::support::{TestRedis, wipe_prefix};
+use crate::support::{TestRedis, redis_url, wipe_prefix};
 
 fn revoked(expires_at: DateTime<Utc>) -> RevokedToken {
     RevokedToken {
@@ -30,15 +33,86 @@ fn revoked(expires_at: DateTime<Utc>) -> RevokedToken {
 
 /// A pool aimed at a port where nothing listens.
 fn dead_cache() -> RedisCache {
-    let pool: Pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
-        .builder()
-        .unwrap()
-        .wait_timeout(Some(Duration::from_secs(1)))
-        .create_timeout(Some(Duration::from_secs(1)))
+    RedisCache::new(build_pool("redis://127.0.0.1:1").unwrap(), "dead:")
+}
+
+/// A cache on the test Redis whose pool holds one connection, and that
+/// connection's client id.
+async fn single_connection(redis: &TestRedis) -> (RedisCache, i64) {
+    let manager = RedisManager::new(&redis_url(), AsyncConnectionConfig::new()).unwrap();
+    let pool = Pool::builder(manager)
+        .max_size(1)
         .runtime(deadpool_redis::Runtime::Tokio1)
         .build()
         .unwrap();
-    RedisCache::new(pool, "dead:")
+    let id: i64 = {
+        let mut conn = pool.get().await.unwrap();
+        redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut *conn)
+            .await
+            .unwrap()
+    };
+    (RedisCache::new(pool, redis.prefix.clone()), id)
+}
+
+/// Runs `cmd` on a connection of its own, outside every pool.
+async fn outside<T: redis::FromRedisValue>(cmd: &redis::Cmd) -> T {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+/// The last command client `id` ran, from `CLIENT LIST`.
+async fn last_command(id: i64) -> String {
+    let list: String = outside(redis::cmd("CLIENT").arg("LIST").arg("ID").arg(id)).await;
+    list.split_whitespace()
+        .find_map(|field| field.strip_prefix("cmd="))
+        .unwrap_or_else(|| panic!("no cmd= in {list:?}"))
+        .to_owned()
+}
+
+/// deadpool-redis's own manager sent UNWATCH + PING on every checkout; ours
+/// sends nothing for a connection used within the last seconds.
+#[tokio::test]
+async fn a_checkout_costs_no_round_trip() {
+    let redis = TestRedis::new().await;
+    let (cache, id) = single_connection(&redis).await;
+    assert_eq!(last_command(id).await, "client|id");
+    for _ in 0..3 {
+        drop(cache.pool().get().await.unwrap());
+    }
+    assert_eq!(last_command(id).await, "client|id", "a checkout PINGed");
+    let hit = cache
+        .rate_limiter()
+        .hit("k", 5, Duration::from_secs(60), base_time())
+        .await
+        .unwrap();
+    assert!(hit.allowed);
+    let last = last_command(id).await;
+    assert!(last == "evalsha" || last == "eval", "{last}");
+    redis.wipe().await;
+}
+
+/// A connection that breaks (here: killed by the server) fails the one
+/// command that finds it broken, as unavailable, and is not handed out
+/// again: the next command gets a fresh connection.
+#[tokio::test]
+async fn a_broken_connection_leaves_the_pool() {
+    let redis = TestRedis::new().await;
+    let (cache, id) = single_connection(&redis).await;
+    let killed: i64 = outside(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id)).await;
+    assert_eq!(killed, 1);
+    let counter = cache.usage_counter();
+    let first = counter.try_consume("k", 5, base_time()).await;
+    assert!(
+        matches!(first, Err(StoreError::Unavailable(_))),
+        "{first:?}"
+    );
+    let second = counter.try_consume("k", 5, base_time()).await.unwrap();
+    assert!(second.allowed);
+    assert_eq!(cache.pool().status().size, 1, "the broken one was dropped");
+    redis.wipe().await;
 }
 
 #[tokio::test]
@@ -222,7 +296,7 @@ async fn warm_loads_once_and_only_a_loss_reloads() {
     let mut conn = redis.cache.pool().get().await.unwrap();
     let () = idp_cache_redis::redis::cmd("DEL")
         .arg(format!("{}revoked:loaded", redis.prefix))
-        .query_async(&mut conn)
+        .query_async(&mut *conn)
         .await
         .unwrap();
     assert!(list.contains(token.token_id, now).await.unwrap());
@@ -364,7 +438,7 @@ async fn an_unparsable_entry_counts_as_revoked() {
         .arg("1")
         .arg("EX")
         .arg(60)
-        .query_async(&mut conn)
+        .query_async(&mut *conn)
         .await
         .unwrap();
     // "1" parses as 1970: long expired.
@@ -374,7 +448,7 @@ async fn an_unparsable_entry_counts_as_revoked() {
         .arg("yes")
         .arg("EX")
         .arg(60)
-        .query_async(&mut conn)
+        .query_async(&mut *conn)
         .await
         .unwrap();
     assert!(list.contains(id, now).await.unwrap());

@@ -78,6 +78,51 @@ async fn usage_counter_concurrent_is_atomic() {
 }
 
 #[tokio::test]
+async fn usage_counter_refund() {
+    let redis = TestRedis::new().await;
+    cache::usage_counter_refund(counter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+/// The admission on this test's Redis, with the limiter and counter of the
+/// same cache.
+fn admission(redis: &TestRedis) -> cache::AdmissionPorts {
+    cache::AdmissionPorts {
+        admission: Arc::new(redis.cache.admission()),
+        limiter: limiter(redis),
+        counter: counter(redis),
+    }
+}
+
+#[tokio::test]
+async fn admission_is_hit_then_consume() {
+    let redis = TestRedis::new().await;
+    cache::admission_is_hit_then_consume(admission(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn admission_shares_the_counters() {
+    let redis = TestRedis::new().await;
+    cache::admission_shares_the_counters(admission(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn admission_quota_month() {
+    let redis = TestRedis::new().await;
+    cache::admission_quota_month(admission(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_concurrent_is_atomic() {
+    let redis = TestRedis::new().await;
+    cache::admission_concurrent_is_atomic(admission(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
 async fn revocation_insert_and_contains() {
     let redis = TestRedis::new().await;
     let cache_handle = redis.cache.clone();

@@ -35,7 +35,7 @@ impl TestRedis {
                 .arg(format!("{}*", self.prefix))
                 .arg("COUNT")
                 .arg(1000)
-                .query_async(&mut conn)
+                .query_async(&mut *conn)
                 .await
                 .unwrap();
             keys.extend(batch);
@@ -59,7 +59,7 @@ impl TestRedis {
         let mut conn = self.cache.pool().get().await.unwrap();
         redis::cmd("PTTL")
             .arg(key)
-            .query_async(&mut conn)
+            .query_async(&mut *conn)
             .await
             .unwrap()
     }
@@ -76,13 +76,13 @@ pub async fn wipe_prefix(cache: &RedisCache) {
             .arg(format!("{}*", cache.prefix()))
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut conn)
+            .query_async(&mut *conn)
             .await
             .unwrap();
         if !batch.is_empty() {
             let () = redis::cmd("UNLINK")
                 .arg(&batch)
-                .query_async(&mut conn)
+                .query_async(&mut *conn)
                 .await
                 .unwrap();
         }
