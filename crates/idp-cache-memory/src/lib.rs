@@ -46,6 +46,6 @@ mod revocation;
 
 pub use admission::MemoryAdmission;
 pub use cache::{MemoryCache, MemoryHealth};
-pub use quota::MemoryUsageCounter;
+pub use quota::{MemoryUsageCounter, month_start};
 pub use rate::MemoryRateLimiter;
 pub use revocation::MemoryRevocationList;

@@ -144,7 +144,31 @@ fn refund(months: &mut Months, key: &str, taken_at: DateTime<Utc>) {
     }
 }
 
+/// The first instant of the UTC month of `now`.
+pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(now.year(), now.month(), 1)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::MIN_UTC, |start| start.and_utc())
+}
+
 impl MemoryUsageCounter {
+    /// Sets the counters of `now`'s month to at least the `used` of each key:
+    /// how a process rebuilds its counters at start from what the durable
+    /// store recorded (the `token.issued` events since [`month_start`]), so
+    /// a restart does not hand out a fresh monthly quota.
+    pub fn restore(&self, used: impl IntoIterator<Item = (String, u64)>, now: DateTime<Utc>) {
+        let mut months = lock(&self.months);
+        drop_expired(&mut months, now);
+        let month = months.entry(month_number(now)).or_insert_with(|| Month {
+            drop_at: drop_at(now),
+            used: HashMap::new(),
+        });
+        for (key, count) in used {
+            let counter = month.used.entry(key_part(&key).into()).or_insert(0);
+            *counter = (*counter).max(count);
+        }
+    }
+
     /// [`UsageCounter::try_consume`], without the `async`.
     pub(crate) fn consume_now(&self, key: &str, limit: u64, now: DateTime<Utc>) -> QuotaDecision {
         consume(&mut lock(&self.months), &key_part(key), limit, now)
@@ -176,6 +200,22 @@ mod tests {
 
     fn at(y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, mi, s).unwrap()
+    }
+
+    #[test]
+    fn restored_counters_count_against_the_quota_of_their_month_only() {
+        let counter = MemoryUsageCounter::new();
+        let now = at(2030, 5, 20, 12, 0, 0);
+        assert_eq!(month_start(now), at(2030, 5, 1, 0, 0, 0));
+        counter.restore([("a".to_owned(), 2), ("b".to_owned(), 5)], now);
+        // Restoring less than what is held keeps the higher count.
+        counter.restore([("a".to_owned(), 1)], now);
+        let a = counter.consume_now("a", 3, now);
+        assert_eq!((a.allowed, a.used), (true, 3));
+        assert!(!counter.consume_now("a", 3, now).allowed);
+        assert!(!counter.consume_now("b", 5, now).allowed);
+        let next_month = at(2030, 6, 1, 0, 0, 0);
+        assert_eq!(counter.consume_now("b", 5, next_month).used, 1);
     }
 
     #[test]

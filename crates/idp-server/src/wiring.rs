@@ -246,6 +246,23 @@ pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyh
             revocations.warm(now).await.map_err(|e| {
                 anyhow::anyhow!("cannot load the revocation list from the embedded store: {e}")
             })?;
+            // The monthly counters live in this process: rebuild them from the
+            // month's `token.issued` events, the key TokenService counts under.
+            let issued = stores
+                .audit
+                .tokens_issued_since(idp_cache_memory::month_start(now))
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot load this month's token counts from the embedded store: {e}"
+                    )
+                })?;
+            cache.usage_counter().restore(
+                issued
+                    .into_iter()
+                    .map(|(agent_id, count)| (agent_id.to_string(), count)),
+                now,
+            );
             Ok(Caches {
                 rate_limiter: Arc::new(cache.rate_limiter()),
                 usage: Arc::new(cache.usage_counter()),
