@@ -108,6 +108,39 @@ async fn invalid_configuration_names_the_variable() {
     database.drop_db().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unmigrated_database_without_migrate_on_start_says_to_migrate() {
+    let database = TestDatabase::create_empty().await.unwrap();
+    let redis = redis_url();
+    let stderr = serve_fails(&[
+        ("DATABASE_URL", &database.url),
+        ("REDIS_URL", &redis),
+        ("IDP_MIGRATE_ON_START", "false"),
+    ])
+    .await;
+    assert!(stderr.contains("idp-server migrate"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+
+    let migrated = run_to_completion(
+        &[
+            ("DATABASE_URL".to_owned(), database.url.clone()),
+            ("REDIS_URL".to_owned(), redis.clone()),
+        ],
+        &["migrate"],
+    )
+    .await;
+    assert!(migrated.status.success(), "{migrated:?}");
+    let app = TestApp::builder()
+        .on(crate::support::Deployment::Postgres)
+        .env("DATABASE_URL", &database.url)
+        .env("IDP_MIGRATE_ON_START", "false")
+        .start()
+        .await;
+    app.get("/readyz").reply().await.expect(200);
+    drop(app);
+    database.drop_db().await;
+}
+
 async fn sigterm_stops_the_server_gracefully() {
     let mut app = TestApp::start().await;
     let (_, token) = app.bootstrap_admin("acme").await;

@@ -78,6 +78,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .shutdown_timeout(10)
         .run();
     tracing::info!(%bound, %issuer, "AgentIdP listening");
+    if config.issuer.is_none()
+        && matches!(wiring::deployment(&config), wiring::Deployment::Postgres(_))
+    {
+        // Each node would name itself: a token from one node would then be
+        // refused by the others (its `iss` is not theirs).
+        tracing::warn!(
+            %issuer,
+            "IDP_ISSUER is not set, so the issuer is this node's own address; nodes behind a load balancer must share one IDP_ISSUER (the public URL)"
+        );
+    }
     // Three lines on stdout; tests and scripts read the bound address from the first.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on http://{bound}")?;

@@ -175,6 +175,19 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
         Deployment::Postgres(url) => {
             if run_migrations {
                 migrate(config).await?;
+            } else {
+                // Without this, the first query of a missing table would fail
+                // with an error that names neither the cause nor the fix.
+                let pending = idp_store_postgres::pending_migrations(url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e:#}"))?;
+                if !pending.is_empty() {
+                    bail!(
+                        "DATABASE_URL: the database lacks {} migration(s) ({}): run `idp-server migrate` first, or set IDP_MIGRATE_ON_START=true",
+                        pending.len(),
+                        pending.join(", ")
+                    );
+                }
             }
             let pool = idp_store_postgres::connect(url, config.db_pool_size)
                 .await

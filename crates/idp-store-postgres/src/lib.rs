@@ -51,7 +51,7 @@ mod signing_keys;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use migrate::{MIGRATIONS, run_migrations};
+pub use migrate::{MIGRATIONS, pending_migrations, run_migrations};
 pub use pool::{PgPool, PoolConfig, connect, connect_with};
 
 /// The PostgreSQL store: one value implementing every store port of the

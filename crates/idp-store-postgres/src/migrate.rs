@@ -29,6 +29,21 @@ pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
         .context("the migration task failed")?
 }
 
+/// The versions of the embedded migrations not yet applied to the database at
+/// `database_url` (empty when the schema is current); reads only.
+pub async fn pending_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
+    let database_url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&database_url)
+            .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+        conn.pending_migrations(MIGRATIONS)
+            .map(|pending| pending.iter().map(|m| m.name().to_string()).collect())
+            .map_err(|e| anyhow::anyhow!("cannot read the applied migrations: {e}"))
+    })
+    .await
+    .context("the migration check failed")?
+}
+
 fn migrate_blocking(database_url: &str) -> anyhow::Result<Vec<String>> {
     let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(database_url)
         .map_err(|e| anyhow::anyhow!("cannot connect to the database to migrate: {e}"))?;
