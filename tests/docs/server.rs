@@ -13,34 +13,8 @@ use std::time::{Duration, Instant};
 /// How long a server may take to print its `listening on` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The line the server prints on stdout once it accepts connections.
-const LISTENING_PREFIX: &str = "listening on ";
-
-/// `IDP_SERVER_BIN`, or `idp-server` in the target directory this test binary
-/// was built into (`target/debug/deps/docs-*` -> `target/debug/idp-server`).
-pub fn server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("IDP_SERVER_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let target_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in <target>/<profile>/deps");
-    let binary = target_dir.join(format!("idp-server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p idp-server` first, or set IDP_SERVER_BIN",
-        binary.display()
-    );
-    binary
-}
-
-/// Variables of the developer's shell that would change the server's
-/// configuration behind the test's back.
-fn inherited_configuration(name: &str) -> bool {
-    name.starts_with("IDP_") || ["DATABASE_URL", "REDIS_URL", "RUST_LOG"].contains(&name)
-}
+pub use idp_e2e::server_binary;
+use idp_e2e::{LISTENING_PREFIX, inherited_configuration};
 
 /// `program` with none of the inherited configuration variables, in `dir`.
 pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {

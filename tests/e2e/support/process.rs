@@ -4,41 +4,15 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a server may take to print its `listening on` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The line the server prints on stdout once it accepts connections.
-const LISTENING_PREFIX: &str = "listening on ";
-
-/// Variables of the developer's shell that would change the server's
-/// configuration behind the test's back.
-fn inherited_configuration(name: &str) -> bool {
-    name.starts_with("IDP_") || ["DATABASE_URL", "REDIS_URL", "RUST_LOG"].contains(&name)
-}
-
-/// `IDP_SERVER_BIN`, or `idp-server` in the target directory this test binary
-/// was built into (`target/debug/deps/e2e-*` -> `target/debug/idp-server`).
-pub fn server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("IDP_SERVER_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let target_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in <target>/<profile>/deps");
-    let binary = target_dir.join(format!("idp-server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p idp-server` first, or set IDP_SERVER_BIN",
-        binary.display()
-    );
-    binary
-}
+pub use idp_e2e::server_binary;
+use idp_e2e::{LISTENING_PREFIX, inherited_configuration};
 
 /// A command running the server binary with exactly `env` as its configuration.
 pub fn server_command(env: &[(String, String)]) -> Command {
