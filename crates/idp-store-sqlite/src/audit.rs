@@ -14,7 +14,7 @@ use idp_domain::values::{AgentId, AuditAction, EventId, Owner};
 
 use crate::SqliteStore;
 use crate::columns::{at_or_after, at_or_before, parse_uuid, uuid_text};
-use crate::error::{corrupt_row, from_diesel};
+use crate::error::from_diesel;
 use crate::paging::{limit_offset, total};
 use crate::pool::{read_transaction, run, write_transaction};
 use crate::rows::{AuditEventRow, NewAuditEventRow};
@@ -171,15 +171,15 @@ impl AuditLog for SqliteStore {
                 .map_err(from_diesel)
         })
         .await?;
-        counts
+        // A row whose agent id is not a UUID names no agent, so it counts
+        // against no quota: skipped rather than refusing to start over it.
+        Ok(counts
             .into_iter()
-            .filter_map(|(agent_id, count)| Some((agent_id?, count)))
-            .map(|(agent_id, count)| {
-                let id =
-                    parse_uuid(&agent_id).map_err(|e| corrupt_row("audit_events", &agent_id, e))?;
-                Ok((AgentId(id), u64::try_from(count).unwrap_or(0)))
+            .filter_map(|(agent_id, count)| {
+                let id = parse_uuid(&agent_id?).ok()?;
+                Some((AgentId(id), u64::try_from(count).unwrap_or(0)))
             })
-            .collect()
+            .collect())
     }
 }
 
