@@ -3,20 +3,60 @@
 use std::time::Duration;
 
 use deadpool::Runtime;
+use deadpool::managed::{self, Metrics, RecycleResult};
 use diesel::IntoSql;
 use diesel::sql_types::Integer;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, PoolError, PoolableConnection};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use idp_domain::StoreError;
 
 use crate::error::{from_diesel, from_pool};
 
+/// A connection idle (not checked out) this long is checked with `SELECT 1`
+/// before it is handed out again; a busier one is not (see [`PgManager`]).
+const VERIFY_WHEN_IDLE_FOR: Duration = Duration::from_secs(10);
+
 /// The pool every adapter of this crate shares.
-pub type PgPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
+pub type PgPool = managed::Pool<PgManager>;
 
 /// A connection checked out of a [`PgPool`].
-pub(crate) type PooledConnection =
-    diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+pub(crate) type PooledConnection = managed::Object<PgManager>;
+
+/// diesel-async's connection manager without its `SELECT 1` on every checkout.
+///
+/// diesel-async's own manager verifies each connection with a query every time
+/// it leaves the pool (`RecyclingMethod::Verified`, its default), so every
+/// one-query use of the database cost two round trips. This manager opens
+/// connections through diesel-async's, drops a connection the driver already
+/// knows is closed or broken, and verifies only one that sat idle for 10 s
+/// (a database restart or an idle timeout on the way could have broken it
+/// meanwhile). A busy connection that breaks is found by the query that fails
+/// on it: that request answers 503 and the driver marks the connection
+/// broken, so its next checkout drops it.
+#[derive(Debug)]
+pub struct PgManager {
+    inner: AsyncDieselConnectionManager<AsyncPgConnection>,
+}
+
+impl managed::Manager for PgManager {
+    type Type = AsyncPgConnection;
+    type Error = PoolError;
+
+    async fn create(&self) -> Result<AsyncPgConnection, PoolError> {
+        managed::Manager::create(&self.inner).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<PoolError> {
+        if metrics.last_used() < VERIFY_WHEN_IDLE_FOR && !conn.is_broken() {
+            return Ok(());
+        }
+        managed::Manager::recycle(&self.inner, conn, metrics).await
+    }
+}
 
 /// Size and timeouts of the pool. Every timeout is explicit, so an unreachable
 /// or exhausted database answers `503` within a bound instead of hanging.
@@ -77,7 +117,9 @@ pub async fn connect_with(database_url: &str, config: PoolConfig) -> Result<PgPo
             config.max_size
         )));
     }
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    let manager = PgManager {
+        inner: AsyncDieselConnectionManager::new(database_url),
+    };
     let pool = PgPool::builder(manager)
         .max_size(config.max_size)
         .wait_timeout(Some(config.wait_timeout))
