@@ -19,6 +19,11 @@
 //!   always healthy.
 //! * [`MemoryCache`]: the state all of the above share, so every handle made
 //!   from one `MemoryCache` sees the same counters.
+//! * [`AuthStateCache`] with [`CachedAgents`] and [`CachedCredentials`]: the
+//!   rows authentication reads, kept in memory in front of any store and
+//!   forgotten on every change, on every node (see the `auth_state` module).
+//!   Used in both deployments; [`SingleNode`] is the embedded store's
+//!   [`ChangeNotifier`](idp_domain::ports::ChangeNotifier).
 //!
 //! Limits of the embedded default: counters are per process, so several
 //! server nodes without Redis each enforce the limits on their own, and a
@@ -37,6 +42,7 @@
 //! loads from it.
 
 mod admission;
+mod auth_state;
 mod cache;
 mod keys;
 mod lock;
@@ -45,6 +51,7 @@ mod rate;
 mod revocation;
 
 pub use admission::MemoryAdmission;
+pub use auth_state::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
 pub use cache::{MemoryCache, MemoryHealth};
 pub use quota::{MemoryUsageCounter, month_start};
 pub use rate::MemoryRateLimiter;

@@ -32,6 +32,7 @@
 
 mod admission;
 mod cache;
+mod changes;
 mod error;
 mod keys;
 mod quota;
@@ -43,6 +44,7 @@ pub use cache::{
     ConnectError, Pool, PooledConnection, RedisCache, RedisHealth, RedisManager, build_pool,
     connect,
 };
+pub use changes::RedisChangeFeed;
 pub use quota::RedisUsageCounter;
 pub use rate::RedisRateLimiter;
 pub use revocation::RedisRevocationList;

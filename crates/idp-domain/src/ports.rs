@@ -526,3 +526,33 @@ pub trait HealthCheck: Send + Sync {
     /// `Ok` when reachable.
     async fn check(&self) -> Result<(), StoreError>;
 }
+
+/// Announces to every server node that what it may have cached of an agent
+/// (the agent, its credentials, the state of its tokens' subjects) changed.
+///
+/// Adapters that cache store reads call it after each committed change, so
+/// another node's cache stops answering the old state: a suspension, a
+/// revocation or a rotation takes effect on every node at once.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ChangeNotifier: Send + Sync {
+    /// Tells every node, this one included, that `agent` changed. Best effort:
+    /// the change is already committed when this is called, so a failure is
+    /// for the log; a [`ChangeListener`] that may have missed announcements is
+    /// told so through [`ChangeListener::feed_lost`].
+    async fn agent_changed(&self, agent: AgentId) -> Result<(), StoreError>;
+}
+
+/// Receives what a [`ChangeNotifier`] announces, on each node.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait ChangeListener: Send + Sync {
+    /// `agent` changed: forget what is known of it.
+    fn agent_changed(&self, agent: AgentId);
+    /// Announcements may be missed from now on (the feed's connection is
+    /// down): forget everything and keep nothing until
+    /// [`ChangeListener::feed_restored`].
+    fn feed_lost(&self);
+    /// Announcements arrive again; any sent while the feed was down are lost,
+    /// so forget everything once more and start keeping again.
+    fn feed_restored(&self);
+}

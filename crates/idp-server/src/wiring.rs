@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::Duration;
-use idp_cache_memory::MemoryCache;
+use idp_cache_memory::{AuthStateCache, CachedAgents, CachedCredentials, MemoryCache, SingleNode};
+use idp_cache_redis::RedisChangeFeed;
 use idp_crypto::{Argon2SecretHasher, JoseTokenCodec, OsSecretGenerator, SigningAlgorithm};
 use idp_domain::ports::{
-    AgentRepository, AuditLog, Clock, CredentialRepository, HealthCheck, RateLimiter,
-    RevocationList, RevokedTokenStore, SecretGenerator, SecretHasher, SigningKeyStore, TokenCodec,
-    UsageCounter,
+    AgentRepository, AuditLog, ChangeNotifier, Clock, CredentialRepository, HealthCheck,
+    RateLimiter, RevocationList, RevokedTokenStore, SecretGenerator, SecretHasher, SigningKeyStore,
+    TokenCodec, UsageCounter,
 };
 use idp_domain::services::{
     AgentService, Ambient, AuditService, CredentialService, Limits, TokenPorts, TokenService,
@@ -89,6 +90,26 @@ impl Stores {
             _instance_lock: instance_lock,
         })
     }
+
+    /// Agents and credentials read through `caches.auth_state`: token
+    /// requests, introspection and Bearer-authenticated calls stop reading
+    /// the database for the same rows each time, and every change through
+    /// these ports is announced to every node (`caches.changes`).
+    pub fn with_auth_cache(self, caches: &Caches) -> Self {
+        Self {
+            agents: Arc::new(CachedAgents::new(
+                self.agents.clone(),
+                caches.auth_state.clone(),
+                caches.changes.clone(),
+            )),
+            credentials: Arc::new(CachedCredentials::new(
+                self.credentials.clone(),
+                caches.auth_state.clone(),
+                caches.changes.clone(),
+            )),
+            ..self
+        }
+    }
 }
 
 /// The cache ports.
@@ -98,6 +119,10 @@ pub struct Caches {
     pub usage: Arc<dyn UsageCounter>,
     pub revocations: Arc<dyn RevocationList>,
     pub health: Arc<dyn HealthCheck>,
+    /// The rows authentication reads, kept in memory (see [`Stores::with_auth_cache`]).
+    pub auth_state: Arc<AuthStateCache>,
+    /// How a change reaches the other nodes' `auth_state`.
+    pub changes: Arc<dyn ChangeNotifier>,
 }
 
 /// The crypto ports that need no key.
@@ -241,6 +266,15 @@ pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyh
             let cache = idp_cache_redis::connect(url, &config.redis_prefix)
                 .await
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect to Redis: {e}"))?;
+            // Other nodes change agents too: keep nothing until subscribed.
+            let auth_state = AuthStateCache::awaiting_feed();
+            let changes = RedisChangeFeed::start(
+                url,
+                cache.pool().clone(),
+                cache.prefix(),
+                auth_state.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot subscribe to changes: {e}"))?;
             let revocations = cache.revocation_list(stores.revoked.clone());
             revocations
                 .warm(now)
@@ -251,6 +285,8 @@ pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyh
                 usage: Arc::new(cache.usage_counter()),
                 revocations: Arc::new(revocations),
                 health: Arc::new(cache.health()),
+                auth_state,
+                changes: Arc::new(changes),
             })
         }
         (None, _) => {
@@ -281,6 +317,9 @@ pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyh
                 usage: Arc::new(cache.usage_counter()),
                 revocations: Arc::new(revocations),
                 health: Arc::new(cache.health()),
+                // The data directory's lock makes this the only node.
+                auth_state: AuthStateCache::single_node(),
+                changes: Arc::new(SingleNode),
             })
         }
     }

@@ -11,5 +11,6 @@
 )]
 
 mod adapter;
+mod changes;
 mod contract;
 mod support;
