@@ -11,9 +11,9 @@ use idp_cache_memory::{AuthStateCache, CachedAgents, CachedCredentials, MemoryCa
 use idp_cache_redis::RedisChangeFeed;
 use idp_crypto::{Argon2SecretHasher, JoseTokenCodec, OsSecretGenerator, SigningAlgorithm};
 use idp_domain::ports::{
-    AgentRepository, AuditLog, ChangeNotifier, Clock, CredentialRepository, HealthCheck,
-    RateLimiter, RevocationList, RevokedTokenStore, SecretGenerator, SecretHasher, SigningKeyStore,
-    TokenCodec, UsageCounter,
+    AdmissionControl, AgentRepository, AuditLog, ChangeNotifier, Clock, CredentialRepository,
+    HealthCheck, RateLimiter, RevocationList, RevokedTokenStore, SecretGenerator, SecretHasher,
+    SigningKeyStore, TokenCodec, UsageCounter,
 };
 use idp_domain::services::{
     AgentService, Ambient, AuditService, CredentialService, Limits, TokenPorts, TokenService,
@@ -117,6 +117,8 @@ impl Stores {
 pub struct Caches {
     pub rate_limiter: Arc<dyn RateLimiter>,
     pub usage: Arc<dyn UsageCounter>,
+    /// `rate_limiter` and `usage` in one call, on their counters.
+    pub admission: Arc<dyn AdmissionControl>,
     pub revocations: Arc<dyn RevocationList>,
     pub health: Arc<dyn HealthCheck>,
     /// The rows authentication reads, kept in memory (see [`Stores::with_auth_cache`]).
@@ -283,6 +285,7 @@ pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyh
             Ok(Caches {
                 rate_limiter: Arc::new(cache.rate_limiter()),
                 usage: Arc::new(cache.usage_counter()),
+                admission: Arc::new(cache.admission()),
                 revocations: Arc::new(revocations),
                 health: Arc::new(cache.health()),
                 auth_state,
@@ -315,6 +318,7 @@ pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyh
             Ok(Caches {
                 rate_limiter: Arc::new(cache.rate_limiter()),
                 usage: Arc::new(cache.usage_counter()),
+                admission: Arc::new(cache.admission()),
                 revocations: Arc::new(revocations),
                 health: Arc::new(cache.health()),
                 // The data directory's lock makes this the only node.
@@ -386,6 +390,7 @@ pub fn app_state(
             revoked_store: stores.revoked.clone(),
             revocations: caches.revocations.clone(),
             usage: caches.usage.clone(),
+            admission: caches.admission.clone(),
             audit: stores.audit.clone(),
         },
         ambient.clone(),

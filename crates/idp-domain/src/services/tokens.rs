@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::audit::RequestContext;
 use crate::entities::{Agent, Credential};
 use crate::ports::{
-    AgentRepository, AuditLog, CredentialRepository, RevocationList, RevokedToken,
-    RevokedTokenStore, SecretHasher, TokenCodec, UsageCounter,
+    AdmissionControl, AgentRepository, AuditLog, CredentialRepository, QuotaDecision, RateDecision,
+    RevocationList, RevokedToken, RevokedTokenStore, SecretHasher, TokenCodec, UsageCounter,
 };
 use crate::token::{AccessTokenClaims, Principal};
 use crate::values::{
@@ -44,6 +44,14 @@ pub struct ClientCredentials {
     pub client_secret: ClientSecret,
 }
 
+impl ClientCredentials {
+    /// The agent the client id names, when it is a UUID (in any form
+    /// [`Uuid::parse_str`] reads): only such a client can authenticate.
+    pub fn agent_id(&self) -> Option<AgentId> {
+        Uuid::parse_str(&self.client_id).ok().map(AgentId)
+    }
+}
+
 /// A successful token response (RFC 6749 section 5.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedToken {
@@ -69,6 +77,13 @@ pub enum TokenRequestError {
     /// The client's monthly token quota is spent.
     #[error("monthly token quota exceeded")]
     QuotaExceeded,
+    /// The client's rate limit is spent (contract section 7). Only
+    /// [`TokenService::issue_admitted`] answers it; nothing else was done.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// Seconds to wait before retrying, as the rate limiter decided.
+        retry_after: u64,
+    },
     /// A backing store is unreachable.
     #[error("unavailable: {0}")]
     Unavailable(#[source] anyhow::Error),
@@ -170,6 +185,15 @@ struct ValidToken {
     principal: Principal,
 }
 
+/// Where the quota unit of a grant comes from.
+#[derive(Debug, Clone, Copy)]
+enum QuotaUnit {
+    /// Taken by the grant itself, once the client is authenticated.
+    Take,
+    /// Already decided by admission control, before authentication.
+    Prepaid(QuotaDecision),
+}
+
 /// Issues, authenticates, introspects and revokes access tokens.
 #[derive(Clone)]
 pub struct TokenService {
@@ -180,6 +204,7 @@ pub struct TokenService {
     revoked_store: Arc<dyn RevokedTokenStore>,
     revocations: Arc<dyn RevocationList>,
     usage: Arc<dyn UsageCounter>,
+    admission: Arc<dyn AdmissionControl>,
     audit: Arc<dyn AuditLog>,
     ambient: Ambient,
     settings: TokenSettings,
@@ -211,6 +236,9 @@ pub struct TokenPorts {
     pub revocations: Arc<dyn RevocationList>,
     /// Monthly quota.
     pub usage: Arc<dyn UsageCounter>,
+    /// Rate limit and monthly quota in one step, on the same counters as the
+    /// HTTP layer's rate limiter and [`TokenPorts::usage`].
+    pub admission: Arc<dyn AdmissionControl>,
     /// Audit log.
     pub audit: Arc<dyn AuditLog>,
 }
@@ -226,6 +254,7 @@ impl TokenService {
             revoked_store: ports.revoked_store,
             revocations: ports.revocations,
             usage: ports.usage,
+            admission: ports.admission,
             audit: ports.audit,
             ambient,
             settings,
@@ -237,13 +266,120 @@ impl TokenService {
         &self.settings
     }
 
-    /// The client credentials grant (RFC 6749 section 4.4). Every outcome about a
-    /// known agent writes one audit event: `token.issued` or `auth.failed`.
+    /// The client credentials grant (RFC 6749 section 4.4), for a caller that
+    /// rate-limited the request itself: the quota unit is taken once the client
+    /// is authenticated and the scope granted. Every outcome about a known agent
+    /// writes one audit event: `token.issued` or `auth.failed`.
     pub async fn issue(
         &self,
         client: &ClientCredentials,
         requested_scope: Option<&str>,
         ctx: &RequestContext,
+    ) -> Result<IssuedToken, TokenRequestError> {
+        self.grant(client, requested_scope, ctx, QuotaUnit::Take)
+            .await
+    }
+
+    /// The client credentials grant with admission control, the token
+    /// endpoint's hot path: one [`AdmissionControl::admit`] counts the request
+    /// against the rate limit (`rate_key`, `rate_limit` per `window`) and takes
+    /// the unit of the monthly quota (keyed by the agent id, hyphenated
+    /// lowercase, as [`TokenService::issue`] keys it) in one round trip, before
+    /// the client is authenticated.
+    ///
+    /// Answers the rate decision, for the response's headers (`None` only when
+    /// admission control failed, and then the outcome is `Unavailable` or
+    /// `Unknown`), and the outcome. A spent rate limit is
+    /// [`TokenRequestError::RateLimited`], with nothing else done; otherwise
+    /// the refusals keep [`TokenService::issue`]'s precedence and audit events:
+    /// invalid client, then invalid scope, then quota exceeded, which an
+    /// unauthenticated caller therefore never learns.
+    ///
+    /// A unit taken for a request that is refused after all (any refusal or
+    /// failure) is given back with [`UsageCounter::refund`]. If that fails too,
+    /// the outcome is `Unavailable` (the cause names the refusal): the unit
+    /// stays spent, and the cache failing is what the caller needs to know.
+    ///
+    /// `client.client_id` must name an agent ([`ClientCredentials::agent_id`]);
+    /// any other client cannot be keyed in the quota and goes through
+    /// [`TokenService::issue`] after the caller's own rate limiting. Given one
+    /// anyway, this answers `Unknown` (a bug of the caller) without counting.
+    pub async fn issue_admitted(
+        &self,
+        client: &ClientCredentials,
+        requested_scope: Option<&str>,
+        rate_key: &str,
+        rate_limit: u32,
+        window: std::time::Duration,
+        ctx: &RequestContext,
+    ) -> (Option<RateDecision>, Result<IssuedToken, TokenRequestError>) {
+        let Some(agent_id) = client.agent_id() else {
+            return (
+                None,
+                Err(TokenRequestError::Unknown(anyhow::anyhow!(
+                    "issue_admitted was given a client id that names no agent"
+                ))),
+            );
+        };
+        let quota_key = agent_id.to_string();
+        let taken_at = self.ambient.now();
+        let admission = match self
+            .admission
+            .admit(
+                rate_key,
+                rate_limit,
+                window,
+                &quota_key,
+                self.settings.monthly_quota,
+                taken_at,
+            )
+            .await
+        {
+            Ok(admission) => admission,
+            Err(err) => return (None, Err(err.into())),
+        };
+        let rate = admission.rate;
+        if !rate.allowed {
+            let retry_after = rate.retry_after;
+            return (
+                Some(rate),
+                Err(TokenRequestError::RateLimited { retry_after }),
+            );
+        }
+        let Some(quota) = admission.quota else {
+            return (
+                Some(rate),
+                Err(TokenRequestError::Unknown(anyhow::anyhow!(
+                    "admission control allowed the request but decided no quota"
+                ))),
+            );
+        };
+        let outcome = self
+            .grant(client, requested_scope, ctx, QuotaUnit::Prepaid(quota))
+            .await;
+        let outcome = match outcome {
+            Err(refusal) if quota.allowed => match self.usage.refund(&quota_key, taken_at).await {
+                Ok(()) => Err(refusal),
+                Err(err) => Err(TokenRequestError::Unavailable(
+                    anyhow::Error::new(err).context(format!(
+                        "giving back the quota unit of a request refused with \"{refusal}\""
+                    )),
+                )),
+            },
+            outcome => outcome,
+        };
+        (Some(rate), outcome)
+    }
+
+    /// Authenticates the client, grants the scope, then the quota unit, signs
+    /// the token and writes `token.issued`; each refusal about a known agent
+    /// writes `auth.failed` with its reason.
+    async fn grant(
+        &self,
+        client: &ClientCredentials,
+        requested_scope: Option<&str>,
+        ctx: &RequestContext,
+        unit: QuotaUnit,
     ) -> Result<IssuedToken, TokenRequestError> {
         let (agent, credential) = self.authenticate_client(client, ctx).await?;
         let scopes = match requested_scope {
@@ -257,14 +393,18 @@ impl TokenService {
             },
         };
         let now = self.ambient.now();
-        let quota = self
-            .usage
-            .try_consume(
-                &agent.agent_id.to_string(),
-                self.settings.monthly_quota,
-                now,
-            )
-            .await?;
+        let quota = match unit {
+            QuotaUnit::Take => {
+                self.usage
+                    .try_consume(
+                        &agent.agent_id.to_string(),
+                        self.settings.monthly_quota,
+                        now,
+                    )
+                    .await?
+            }
+            QuotaUnit::Prepaid(decision) => decision,
+        };
         if !quota.allowed {
             self.audit_failure(&agent, ctx, "monthly_quota_exceeded")
                 .await?;
@@ -333,7 +473,7 @@ impl TokenService {
         client: &ClientCredentials,
         ctx: &RequestContext,
     ) -> Result<(Agent, Credential), TokenRequestError> {
-        let Ok(agent_id) = Uuid::parse_str(&client.client_id).map(AgentId) else {
+        let Some(agent_id) = client.agent_id() else {
             self.hasher.verify_dummy(&client.client_secret).await?;
             return Err(TokenRequestError::InvalidClient("unknown client"));
         };

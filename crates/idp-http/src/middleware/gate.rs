@@ -13,10 +13,14 @@ use crate::auth::{Caller, Presented, presented};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The limit is per minute (`rate_limit_per_minute`); the token endpoint's
+/// admission control counts in the same window.
 const WINDOW: Duration = Duration::from_secs(60);
 /// The token endpoint limits a `POST` by the claimed client id, which only its
-/// body tells; it calls [`check_rate_limit`] itself. Other methods there (`405`)
-/// go through the gate like any request.
+/// body tells; it counts the request itself, with [`check_rate_limit`] or, for
+/// a client id that names an agent, with admission control, which takes the
+/// unit of the monthly quota in the same round trip. Other methods there
+/// (`405`) go through the gate like any request.
 const TOKEN_PATH: &str = "/api/v1/token";
 /// Claimed client ids are clipped in limiter keys so a caller cannot grow them.
 const MAX_KEY_ID_CHARS: usize = 64;

@@ -324,3 +324,240 @@ async fn other_methods_on_the_token_endpoint_are_rate_limited_too() {
     assert_eq!(status, 405);
     assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7");
 }
+
+// ----- admission control: a well-formed request of an agent ----------------------
+
+mod admitted {
+    use idp_domain::entities::{Agent, Credential};
+    use idp_domain::ports::{Admission, QuotaDecision, RateDecision};
+    use idp_domain::values::{
+        AgentId, AgentStatus, AgentType, Capabilities, CredentialId, DeploymentEnv, Email, Owner,
+        SecretHash, SemVer,
+    };
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn agent_id() -> AgentId {
+        AgentId(Uuid::parse_str(AGENT).unwrap())
+    }
+
+    fn request(secret: &str) -> TestRequest {
+        token_request("grant_type=client_credentials")
+            .insert_header(("Authorization", basic(AGENT, secret)))
+    }
+
+    /// Mocks whose limiter must not be used: one admission, of `client:AGENT`
+    /// (the limiter's key) and AGENT's quota, at the configured limits, answers
+    /// `allowed` and `quota`.
+    fn admitting(allowed: bool, quota: Option<QuotaDecision>) -> Mocks {
+        let mut mocks = Mocks::default();
+        mocks.limiter.expect_hit().never();
+        let rate_key = format!("client:{AGENT}");
+        mocks
+            .admission
+            .expect_admit()
+            .withf(move |key, limit, window, quota_key, quota_limit, at| {
+                *key == rate_key
+                    && *limit == 100
+                    && *window == std::time::Duration::from_secs(60)
+                    && quota_key == AGENT
+                    && *quota_limit == 10_000
+                    && *at == now()
+            })
+            .times(1)
+            .returning(move |_, limit, _, _, _, _| {
+                Ok(Admission {
+                    rate: RateDecision {
+                        allowed,
+                        limit,
+                        remaining: if allowed { 7 } else { 0 },
+                        reset_at: now().timestamp() + 30,
+                        retry_after: if allowed { 0 } else { 30 },
+                    },
+                    quota,
+                })
+            });
+        mocks
+    }
+
+    /// The agent exists and has one credential, which `secret` verifies
+    /// against when `matches`.
+    fn known_agent(mocks: &mut Mocks, matches: bool) {
+        let agent = Agent {
+            agent_id: agent_id(),
+            email: Email::parse("screener-01@acme.example").unwrap(),
+            agent_type: AgentType::Screener,
+            version: SemVer::parse("1.0.0").unwrap(),
+            capabilities: Capabilities::parse(&["agents:read"]).unwrap(),
+            owner: Owner::parse("acme").unwrap(),
+            deployment_env: DeploymentEnv::Production,
+            status: AgentStatus::Active,
+            created_at: now(),
+            updated_at: now(),
+        };
+        let credential = Credential {
+            credential_id: CredentialId(Uuid::parse_str(CREDENTIAL).unwrap()),
+            agent_id: agent_id(),
+            owner: Owner::parse("acme").unwrap(),
+            secret_hash: SecretHash {
+                hash: "$argon2id$stored".into(),
+                hint: Some("hint".into()),
+            },
+            created_at: now(),
+            expires_at: None,
+            revoked_at: None,
+        };
+        mocks
+            .agents
+            .expect_find_for_authentication()
+            .times(1)
+            .returning(move |_| Ok(Some(agent.clone())));
+        mocks
+            .hasher
+            .expect_lookup_hint()
+            .return_const("hint".to_owned());
+        mocks
+            .credentials
+            .expect_find_by_hint()
+            .times(1)
+            .returning(move |_, _| Ok(vec![credential.clone()]));
+        mocks
+            .hasher
+            .expect_verify()
+            .times(1)
+            .returning(move |_, _| Ok(matches));
+        if !matches {
+            mocks
+                .hasher
+                .expect_verify_dummy()
+                .times(1)
+                .returning(|_| Ok(()));
+        }
+    }
+
+    /// One `auth.failed` event with `reason`.
+    fn audits_failure(mocks: &mut Mocks, reason: &'static str) {
+        mocks
+            .audit
+            .expect_append()
+            .withf(move |event| event.metadata == serde_json::json!({ "reason": reason }))
+            .times(1)
+            .returning(|_| Ok(()));
+    }
+
+    #[actix_web::test]
+    async fn a_spent_rate_limit_refuses_before_anything_else() {
+        let mut mocks = admitting(false, None);
+        mocks.agents.expect_find_for_authentication().never();
+        mocks.hasher.expect_verify_dummy().never();
+        mocks.usage.expect_refund().never();
+        let state = mocks.state();
+        let metrics = state.metrics.clone();
+
+        let (status, headers, body) = send(state, request("s")).await;
+
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["error"], "access_denied");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("rate limit"),
+            "{body}"
+        );
+        assert_eq!(headers.get("retry-after").unwrap(), "30");
+        assert_eq!(headers.get("x-ratelimit-limit").unwrap(), "100");
+        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "0");
+        assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+        let text = metrics.render();
+        assert!(text.contains("agentidp_rate_limited_total 1"), "{text}");
+        assert!(
+            text.contains(r#"agentidp_tokens_refused_total{reason="rate_limited"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_spent_quota_is_told_only_to_an_authenticated_client() {
+        let spent = Some(QuotaDecision {
+            allowed: false,
+            used: 10_000,
+        });
+        let mut mocks = admitting(true, spent);
+        known_agent(&mut mocks, true);
+        audits_failure(&mut mocks, "monthly_quota_exceeded");
+        mocks.usage.expect_try_consume().never();
+        mocks.usage.expect_refund().never();
+        mocks.codec.expect_sign().never();
+
+        let (status, headers, body) = send(mocks.state(), request("s")).await;
+
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["error"], "access_denied");
+        assert_eq!(body["error_description"], "monthly token quota exceeded");
+        // Until the next UTC month: 2026-12-01T00:00:00Z.
+        assert_eq!(headers.get("retry-after").unwrap(), "741600");
+        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7");
+
+        let mut mocks = admitting(true, spent);
+        known_agent(&mut mocks, false);
+        audits_failure(&mut mocks, "invalid_client_secret");
+        mocks.usage.expect_refund().never();
+
+        let (status, headers, body) = send(mocks.state(), request("wrong")).await;
+
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "invalid_client");
+        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7");
+    }
+
+    #[actix_web::test]
+    async fn a_wrong_secret_gets_its_unit_back() {
+        let mut mocks = admitting(
+            true,
+            Some(QuotaDecision {
+                allowed: true,
+                used: 3,
+            }),
+        );
+        known_agent(&mut mocks, false);
+        audits_failure(&mut mocks, "invalid_client_secret");
+        mocks.usage.expect_try_consume().never();
+        mocks
+            .usage
+            .expect_refund()
+            .withf(|key, taken_at| key == AGENT && *taken_at == now())
+            .times(1)
+            .returning(|_, _| Ok(()));
+
+        let (status, headers, body) = send(mocks.state(), request("wrong")).await;
+
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "invalid_client");
+        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7");
+    }
+
+    #[actix_web::test]
+    async fn an_unreachable_cache_is_temporarily_unavailable() {
+        let mut mocks = Mocks::default();
+        mocks.limiter.expect_hit().never();
+        mocks
+            .admission
+            .expect_admit()
+            .times(1)
+            .returning(|_, _, _, _, _, _| {
+                Err(idp_domain::StoreError::Unavailable(anyhow::anyhow!(
+                    "connection refused"
+                )))
+            });
+        mocks.agents.expect_find_for_authentication().never();
+
+        let (status, headers, body) = send(mocks.state(), request("s")).await;
+
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(headers.get("retry-after").unwrap(), "5");
+        assert!(!headers.contains_key("x-ratelimit-limit"));
+    }
+}

@@ -12,9 +12,9 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, RequestContext};
 use crate::entities::{Agent, Credential};
 use crate::ports::{
-    MockAgentRepository, MockAuditLog, MockClock, MockCredentialRepository, MockIdGenerator,
-    MockRevocationList, MockRevokedTokenStore, MockSecretHasher, MockTokenCodec, MockUsageCounter,
-    SubjectState,
+    MockAdmissionControl, MockAgentRepository, MockAuditLog, MockClock, MockCredentialRepository,
+    MockIdGenerator, MockRevocationList, MockRevokedTokenStore, MockSecretHasher, MockTokenCodec,
+    MockUsageCounter, SubjectState,
 };
 use crate::services::{Ambient, Limits, TokenPorts, TokenService, TokenSettings};
 use crate::token::{AccessTokenClaims, Principal};
@@ -284,6 +284,7 @@ pub(super) struct TokenMocks {
     pub(super) revoked_store: MockRevokedTokenStore,
     pub(super) revocations: MockRevocationList,
     pub(super) usage: MockUsageCounter,
+    pub(super) admission: MockAdmissionControl,
     pub(super) audit: MockAuditLog,
 }
 
@@ -297,6 +298,7 @@ impl TokenMocks {
             revoked_store: MockRevokedTokenStore::new(),
             revocations: MockRevocationList::new(),
             usage: MockUsageCounter::new(),
+            admission: MockAdmissionControl::new(),
             audit: MockAuditLog::new(),
         }
     }
@@ -311,6 +313,7 @@ impl TokenMocks {
                 revoked_store: Arc::new(self.revoked_store),
                 revocations: Arc::new(self.revocations),
                 usage: Arc::new(self.usage),
+                admission: Arc::new(self.admission),
                 audit: Arc::new(self.audit),
             },
             ambient(),

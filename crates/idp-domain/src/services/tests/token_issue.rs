@@ -1,4 +1,5 @@
-//! `TokenService::issue` (the client credentials grant) and client authentication.
+//! `TokenService::issue` and `TokenService::issue_admitted` (the client
+//! credentials grant) and client authentication.
 
 use chrono::Duration;
 use serde_json::json;
@@ -7,8 +8,8 @@ use super::fixtures::*;
 use crate::DomainError;
 use crate::audit::AuditEvent;
 use crate::entities::{Agent, Credential};
-use crate::ports::QuotaDecision;
-use crate::services::{ClientCredentials, TokenRequestError};
+use crate::ports::{Admission, QuotaDecision, RateDecision};
+use crate::services::{ClientCredentials, IssuedToken, TokenRequestError};
 use crate::token::{AccessTokenClaims, Principal};
 use crate::values::{AgentStatus, AuditAction, EventId, Outcome, SecretHash};
 
@@ -607,4 +608,374 @@ async fn client_principal_reports_an_unreachable_store_as_unavailable() {
         .unwrap_err();
 
     assert!(matches!(err, DomainError::Unavailable(_)), "{err:?}");
+}
+
+// ----- issue_admitted (rate limit and quota in one admission) -----------------------
+
+/// The rate limiter's key, limit and window the caller passes through.
+const RATE_KEY: &str = "client:7a49e700-0000-0000-0000-000000000001";
+const RATE_LIMIT: u32 = 40;
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A rate decision: allowed with 12 left, or refused for 30 s.
+fn rate(allowed: bool) -> RateDecision {
+    RateDecision {
+        allowed,
+        limit: RATE_LIMIT,
+        remaining: if allowed { 12 } else { 0 },
+        reset_at: now().timestamp() + 30,
+        retry_after: if allowed { 0 } else { 30 },
+    }
+}
+
+/// One admission of [`RATE_KEY`] and [`TARGET`]'s quota (its canonical id,
+/// the configured limit) at now, answering `rate(allowed)` and `quota`.
+fn admits(m: &mut TokenMocks, allowed: bool, quota: Option<QuotaDecision>) {
+    m.admission
+        .expect_admit()
+        .withf(|rate_key, rate_limit, window, quota_key, quota_limit, at| {
+            rate_key == RATE_KEY
+                && *rate_limit == RATE_LIMIT
+                && *window == WINDOW
+                && quota_key == TARGET.to_string()
+                && *quota_limit == 250
+                && *at == now()
+        })
+        .times(1)
+        .returning(move |_, _, _, _, _, _| {
+            Ok(Admission {
+                rate: rate(allowed),
+                quota,
+            })
+        });
+}
+
+/// A unit was granted by the admission (17 used, this one included).
+const GRANTED: Option<QuotaDecision> = Some(QuotaDecision {
+    allowed: true,
+    used: 17,
+});
+/// The quota was spent before this request.
+const SPENT: Option<QuotaDecision> = Some(QuotaDecision {
+    allowed: false,
+    used: 250,
+});
+
+/// The unit of [`TARGET`] taken at now is given back once.
+fn refunds(m: &mut TokenMocks) {
+    m.usage
+        .expect_refund()
+        .withf(|key, taken_at| key == TARGET.to_string() && *taken_at == now())
+        .times(1)
+        .returning(|_, _| Ok(()));
+}
+
+/// The quota is never asked again, nor given back.
+fn no_second_quota_call(m: &mut TokenMocks) {
+    m.usage.expect_try_consume().never();
+    m.usage.expect_refund().never();
+}
+
+/// One `token.issued` event about [`TARGET`].
+fn audits_issue(m: &mut TokenMocks) {
+    m.audit
+        .expect_append()
+        .withf(|event| {
+            is_event(
+                event,
+                AuditAction::TokenIssued,
+                Outcome::Success,
+                TARGET,
+                Some(TARGET),
+            ) && event.metadata["credentialId"] == json!(CREDENTIAL)
+        })
+        .times(1)
+        .returning(|_| Ok(()));
+}
+
+async fn issue_admitted(
+    m: TokenMocks,
+    client: &ClientCredentials,
+    scope: Option<&str>,
+) -> (Option<RateDecision>, Result<IssuedToken, TokenRequestError>) {
+    m.build()
+        .issue_admitted(
+            client,
+            scope,
+            RATE_KEY,
+            RATE_LIMIT,
+            WINDOW,
+            &anonymous_ctx(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn issue_admitted_issues_on_the_admitted_unit_without_taking_another() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, GRANTED);
+    authenticates(&mut m, active_agent(), credential());
+    no_second_quota_call(&mut m);
+    let signed = issued_claims("agents:read files:write resume:read");
+    m.codec
+        .expect_sign()
+        .withf(move |claims| *claims == signed)
+        .times(1)
+        .returning(|_| Ok(TOKEN.to_owned()));
+    audits_issue(&mut m);
+
+    let (decision, outcome) = issue_admitted(m, &client(SECRET), None).await;
+
+    assert_eq!(decision, Some(rate(true)));
+    let issued = outcome.unwrap();
+    assert_eq!(issued.access_token, TOKEN);
+    assert_eq!(issued.expires_in, 1800);
+    assert_eq!(issued.scope, "agents:read files:write resume:read");
+}
+
+#[tokio::test]
+async fn issue_admitted_keys_the_quota_by_the_canonical_agent_id() {
+    // A client id in another spelling of the same UUID: the rate key is the
+    // caller's, the quota key is the one `issue` uses.
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, GRANTED);
+    authenticates(&mut m, active_agent(), credential());
+    no_second_quota_call(&mut m);
+    signs(&mut m);
+    audits_issue(&mut m);
+    let client = ClientCredentials {
+        client_id: TARGET.to_string().to_uppercase(),
+        client_secret: secret(SECRET),
+    };
+
+    let (_, outcome) = issue_admitted(m, &client, None).await;
+
+    outcome.unwrap();
+}
+
+#[tokio::test]
+async fn issue_admitted_refuses_a_spent_quota_only_after_authentication() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, SPENT);
+    authenticates(&mut m, active_agent(), credential());
+    no_second_quota_call(&mut m);
+    m.codec.expect_sign().never();
+    audits_failure(&mut m, "monthly_quota_exceeded");
+
+    let (decision, outcome) = issue_admitted(m, &client(SECRET), None).await;
+
+    assert_eq!(decision, Some(rate(true)));
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, TokenRequestError::QuotaExceeded), "{err:?}");
+}
+
+#[tokio::test]
+async fn issue_admitted_hides_a_spent_quota_from_a_wrong_secret() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, SPENT);
+    known_client(&mut m, active_agent(), WRONG_SECRET, vec![credential()]);
+    verifies(&mut m, WRONG_SECRET, stored_hash(), false);
+    dummy_verification(&mut m, WRONG_SECRET);
+    audits_failure(&mut m, "invalid_client_secret");
+    // No unit was taken, so none is given back.
+    no_second_quota_call(&mut m);
+    m.codec.expect_sign().never();
+
+    let (_, outcome) = issue_admitted(m, &client(WRONG_SECRET), None).await;
+
+    let err = outcome.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TokenRequestError::InvalidClient("invalid_client_secret")
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn issue_admitted_gives_back_the_unit_of_a_wrong_secret() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, GRANTED);
+    known_client(&mut m, active_agent(), WRONG_SECRET, vec![credential()]);
+    verifies(&mut m, WRONG_SECRET, stored_hash(), false);
+    dummy_verification(&mut m, WRONG_SECRET);
+    audits_failure(&mut m, "invalid_client_secret");
+    m.usage.expect_try_consume().never();
+    refunds(&mut m);
+    m.codec.expect_sign().never();
+
+    let (decision, outcome) = issue_admitted(m, &client(WRONG_SECRET), None).await;
+
+    assert_eq!(decision, Some(rate(true)));
+    let err = outcome.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TokenRequestError::InvalidClient("invalid_client_secret")
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn issue_admitted_gives_back_the_unit_of_an_unknown_agent() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, GRANTED);
+    m.agents
+        .expect_find_for_authentication()
+        .withf(|id| *id == TARGET)
+        .times(1)
+        .returning(|_| Ok(None));
+    dummy_verification(&mut m, SECRET);
+    m.audit.expect_append().never();
+    m.usage.expect_try_consume().never();
+    refunds(&mut m);
+
+    let (_, outcome) = issue_admitted(m, &client(SECRET), None).await;
+
+    let err = outcome.unwrap_err();
+    assert!(
+        matches!(err, TokenRequestError::InvalidClient(_)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn issue_admitted_gives_back_the_unit_of_an_invalid_scope() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, GRANTED);
+    authenticates(&mut m, active_agent(), credential());
+    audits_failure(&mut m, "invalid_scope");
+    m.usage.expect_try_consume().never();
+    refunds(&mut m);
+    m.codec.expect_sign().never();
+
+    let (_, outcome) = issue_admitted(m, &client(SECRET), Some("audit:read")).await;
+
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, TokenRequestError::InvalidScope), "{err:?}");
+}
+
+#[tokio::test]
+async fn issue_admitted_gives_back_the_unit_when_signing_fails() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, GRANTED);
+    authenticates(&mut m, active_agent(), credential());
+    m.usage.expect_try_consume().never();
+    m.codec
+        .expect_sign()
+        .times(1)
+        .returning(|_| Err(crate::StoreError::Unknown(anyhow::anyhow!("no key"))));
+    m.audit.expect_append().never();
+    refunds(&mut m);
+
+    let (_, outcome) = issue_admitted(m, &client(SECRET), None).await;
+
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, TokenRequestError::Unknown(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn issue_admitted_gives_back_the_unit_when_the_event_cannot_be_written() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, GRANTED);
+    authenticates(&mut m, active_agent(), credential());
+    m.usage.expect_try_consume().never();
+    signs(&mut m);
+    m.audit
+        .expect_append()
+        .times(1)
+        .returning(|_| Err(unavailable()));
+    refunds(&mut m);
+
+    let (_, outcome) = issue_admitted(m, &client(SECRET), None).await;
+
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, TokenRequestError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn issue_admitted_reports_a_failed_refund_as_unavailable() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, true, GRANTED);
+    authenticates(&mut m, active_agent(), credential());
+    audits_failure(&mut m, "invalid_scope");
+    m.usage.expect_try_consume().never();
+    m.usage
+        .expect_refund()
+        .times(1)
+        .returning(|_, _| Err(unavailable()));
+
+    let (decision, outcome) = issue_admitted(m, &client(SECRET), Some("audit:read")).await;
+
+    assert_eq!(decision, Some(rate(true)));
+    let err = outcome.unwrap_err();
+    match err {
+        TokenRequestError::Unavailable(cause) => {
+            let cause = format!("{cause:#}");
+            assert!(cause.contains("invalid scope"), "{cause}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn issue_admitted_does_nothing_else_when_the_rate_limit_refuses() {
+    let mut m = TokenMocks::new();
+    admits(&mut m, false, None);
+    m.agents.expect_find_for_authentication().never();
+    m.credentials.expect_find_by_hint().never();
+    m.hasher.expect_lookup_hint().never();
+    m.hasher.expect_verify().never();
+    m.hasher.expect_verify_dummy().never();
+    m.audit.expect_append().never();
+    no_second_quota_call(&mut m);
+    m.codec.expect_sign().never();
+
+    let (decision, outcome) = issue_admitted(m, &client(SECRET), None).await;
+
+    assert_eq!(decision, Some(rate(false)));
+    let err = outcome.unwrap_err();
+    assert!(
+        matches!(err, TokenRequestError::RateLimited { retry_after: 30 }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn issue_admitted_reports_an_unreachable_admission_as_unavailable() {
+    let mut m = TokenMocks::new();
+    m.admission
+        .expect_admit()
+        .times(1)
+        .returning(|_, _, _, _, _, _| Err(unavailable()));
+    m.agents.expect_find_for_authentication().never();
+    m.hasher.expect_verify_dummy().never();
+    m.audit.expect_append().never();
+    no_second_quota_call(&mut m);
+
+    let (decision, outcome) = issue_admitted(m, &client(SECRET), None).await;
+
+    assert_eq!(decision, None);
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, TokenRequestError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn issue_admitted_takes_no_client_whose_id_names_no_agent() {
+    let mut m = TokenMocks::new();
+    m.admission.expect_admit().never();
+    m.agents.expect_find_for_authentication().never();
+    m.hasher.expect_verify_dummy().never();
+    let client = ClientCredentials {
+        client_id: "screener-01".into(),
+        client_secret: secret(SECRET),
+    };
+
+    let (decision, outcome) = issue_admitted(m, &client, None).await;
+
+    assert_eq!(decision, None);
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, TokenRequestError::Unknown(_)), "{err:?}");
 }
