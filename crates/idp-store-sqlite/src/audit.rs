@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use diesel::dsl::AsSelect;
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use diesel::sqlite::Sqlite;
 use idp_domain::StoreError;
 use idp_domain::audit::{AuditEvent, AuditFilter};
@@ -66,6 +68,33 @@ fn matching<'a>(owner: &'a str, filter: &AuditFilter) -> audit_events::BoxedQuer
     query
 }
 
+/// How many of `owner`'s events match `filter`.
+fn count_of<'a>(
+    owner: &'a str,
+    filter: &AuditFilter,
+) -> audit_events::BoxedQuery<'a, Sqlite, BigInt> {
+    matching(owner, filter).count()
+}
+
+/// One page of `owner`'s events matching `filter`, newest first. Each filter
+/// has an index that yields this order (the planner's statistics for them
+/// are in migration `2026-12-02-000000_audit_statistics`).
+fn page_of<'a>(
+    owner: &'a str,
+    filter: &AuditFilter,
+    limit: i64,
+    offset: i64,
+) -> audit_events::BoxedQuery<'a, Sqlite, AsSelect<AuditEventRow, Sqlite>> {
+    matching(owner, filter)
+        .select(AuditEventRow::as_select())
+        .order((
+            audit_events::timestamp.desc(),
+            audit_events::event_id.desc(),
+        ))
+        .limit(limit)
+        .offset(offset)
+}
+
 #[async_trait]
 impl AuditLog for SqliteStore {
     /// One autocommit INSERT: committed (to the WAL) before this returns.
@@ -108,16 +137,9 @@ impl AuditLog for SqliteStore {
         let filter = filter.clone();
         let (count, rows) = run(&self.pool, move |conn| {
             read_transaction(conn, |conn| {
-                let count: i64 = matching(&owner, &filter).count().get_result(conn)?;
-                let rows: Vec<AuditEventRow> = matching(&owner, &filter)
-                    .select(AuditEventRow::as_select())
-                    .order((
-                        audit_events::timestamp.desc(),
-                        audit_events::event_id.desc(),
-                    ))
-                    .limit(limit)
-                    .offset(offset)
-                    .load(conn)?;
+                let count: i64 = count_of(&owner, &filter).get_result(conn)?;
+                let rows: Vec<AuditEventRow> =
+                    page_of(&owner, &filter, limit, offset).load(conn)?;
                 Ok((count, rows))
             })
         })
@@ -185,11 +207,146 @@ impl AuditLog for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{Duration, TimeZone};
+    use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+    use diesel::sql_types::{Integer, Text};
     use idp_domain::values::{AuditAction, Outcome};
     use uuid::Uuid;
 
     use super::*;
+    use crate::SqliteConfig;
+    use crate::testing::TestDataDir;
+
+    /// `EXPLAIN QUERY PLAN` of a query, bind parameters included.
+    struct ExplainQueryPlan<Q>(Q);
+
+    impl<Q: QueryFragment<Sqlite>> QueryFragment<Sqlite> for ExplainQueryPlan<Q> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+            out.push_sql("EXPLAIN QUERY PLAN ");
+            self.0.walk_ast(out.reborrow())
+        }
+    }
+
+    impl<Q> QueryId for ExplainQueryPlan<Q> {
+        type QueryId = ();
+        const HAS_STATIC_QUERY_ID: bool = false;
+    }
+
+    impl<Q> Query for ExplainQueryPlan<Q> {
+        /// id, parent, unused, detail.
+        type SqlType = (Integer, Integer, Integer, Text);
+    }
+
+    impl<Q> RunQueryDsl<SqliteConnection> for ExplainQueryPlan<Q> {}
+
+    /// The detail lines of `query`'s plan.
+    fn plan_of<Q: QueryFragment<Sqlite>>(conn: &mut SqliteConnection, query: Q) -> Vec<String> {
+        ExplainQueryPlan(query)
+            .load::<(i32, i32, i32, String)>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, _, detail)| detail)
+            .collect()
+    }
+
+    /// SQLite picks an index from estimates. Without statistics it guesses
+    /// that `agent_id = ?` narrows `owner = ?` only from 10 rows to 9, and
+    /// with a date range on both sides it read an agent's page through
+    /// `audit_events_owner_time_idx`: every event of the owner in the range,
+    /// each looked up in the table (thousands for a page of 20). The
+    /// statistics written by migration `2026-12-02-000000_audit_statistics`
+    /// make each filter use its own index whatever the rows (the database
+    /// here is empty), so this fails if they go missing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_audit_filter_reads_through_its_own_index_without_sorting() {
+        let dir = TestDataDir::create().unwrap();
+        drop(dir.open(SqliteConfig::default()).await.unwrap());
+        let mut conn = dir.raw_connection().unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        let agent_id = Some(AgentId(Uuid::new_v4()));
+        let action = Some(AuditAction::TokenIssued);
+        // The service always adds a lower bound (the retention window).
+        let from = Some(now - Duration::days(7));
+        let to = Some(now + Duration::hours(1));
+        let by_agent = "audit_events_owner_agent_time_idx";
+        let by_action = "audit_events_owner_action_time_idx";
+        let by_time = "audit_events_owner_time_idx";
+        let cases = [
+            (
+                "agent, from, to",
+                AuditFilter {
+                    agent_id,
+                    from,
+                    to,
+                    ..AuditFilter::default()
+                },
+                by_agent,
+            ),
+            (
+                "agent, from",
+                AuditFilter {
+                    agent_id,
+                    from,
+                    ..AuditFilter::default()
+                },
+                by_agent,
+            ),
+            (
+                "agent, action, from",
+                AuditFilter {
+                    agent_id,
+                    action,
+                    from,
+                    ..AuditFilter::default()
+                },
+                by_agent,
+            ),
+            (
+                "action, from, to",
+                AuditFilter {
+                    action,
+                    from,
+                    to,
+                    ..AuditFilter::default()
+                },
+                by_action,
+            ),
+            (
+                "outcome, from",
+                AuditFilter {
+                    outcome: Some(Outcome::Failure),
+                    from,
+                    ..AuditFilter::default()
+                },
+                by_time,
+            ),
+            (
+                "from, to",
+                AuditFilter {
+                    from,
+                    to,
+                    ..AuditFilter::default()
+                },
+                by_time,
+            ),
+            ("nothing", AuditFilter::default(), by_time),
+        ];
+        for (name, filter, index) in cases {
+            for (query, plan) in [
+                ("count", plan_of(&mut conn, count_of("acme", &filter))),
+                ("page", plan_of(&mut conn, page_of("acme", &filter, 20, 40))),
+            ] {
+                // One line: a search of that index, and no `USE TEMP B-TREE
+                // FOR ORDER BY` (the index yields the page's order).
+                assert_eq!(plan.len(), 1, "{name}, {query}: {plan:?}");
+                assert!(
+                    plan[0].starts_with("SEARCH audit_events USING ")
+                        && plan[0].contains(&format!("INDEX {index} (owner=?")),
+                    "{name}, {query}: {plan:?} does not search {index}"
+                );
+            }
+        }
+    }
 
     fn event(owner: Option<&str>) -> AuditEvent {
         AuditEvent {

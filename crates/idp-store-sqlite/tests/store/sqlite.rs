@@ -25,8 +25,15 @@ use uuid::Uuid;
 
 use crate::Harness;
 
-/// The version of `migrations/sqlite`'s only migration, the same as PostgreSQL's.
+/// The version of `migrations/sqlite`'s first migration, the same as PostgreSQL's.
 const INIT_VERSION: &str = "20261123000000";
+/// The version of the migration that writes the audit table's planner statistics.
+const AUDIT_STATISTICS_VERSION: &str = "20261202000000";
+
+/// Every version of `migrations/sqlite`, in the order they apply.
+fn all_versions() -> Vec<String> {
+    vec![INIT_VERSION.to_owned(), AUDIT_STATISTICS_VERSION.to_owned()]
+}
 
 fn page_of_100() -> PageRequest {
     PageRequest::new(Some(1), Some(100)).unwrap()
@@ -188,10 +195,7 @@ async fn committed_writes_survive_a_store_that_never_closed() {
 async fn migrations_apply_once_and_then_are_idempotent() {
     let dir = TestDataDir::create().unwrap();
     let path = dir.database();
-    assert_eq!(
-        run_migrations(&path).await.unwrap(),
-        vec![INIT_VERSION.to_owned()]
-    );
+    assert_eq!(run_migrations(&path).await.unwrap(), all_versions());
     assert!(run_migrations(&path).await.unwrap().is_empty());
 
     // Opening migrates too, and reopening finds nothing to do.
@@ -214,7 +218,7 @@ async fn migrations_apply_once_and_then_are_idempotent() {
             &mut conn,
             "SELECT count(*) AS n FROM __diesel_schema_migrations"
         ),
-        1
+        2
     );
 }
 
@@ -231,11 +235,7 @@ async fn processes_opening_a_new_file_together_migrate_it_once() {
     while let Some(joined) = tasks.join_next().await {
         applied.extend(joined.unwrap().expect("every process's migrate succeeds"));
     }
-    assert_eq!(
-        applied,
-        vec![INIT_VERSION.to_owned()],
-        "exactly one applied it"
-    );
+    assert_eq!(applied, all_versions(), "exactly one applied them");
 }
 
 #[tokio::test]
@@ -801,7 +801,7 @@ async fn bounds_finer_than_a_millisecond_compare_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_migration_reverts_cleanly_and_applies_again() {
+async fn the_migrations_revert_cleanly_and_apply_again() {
     use diesel_migrations::MigrationHarness;
     let harness = Harness::start().await;
     let owner = owner();
@@ -823,6 +823,18 @@ async fn the_migration_reverts_cleanly_and_applies_again() {
     let reverted = conn
         .revert_last_migration(idp_store_sqlite::MIGRATIONS)
         .unwrap();
+    assert_eq!(reverted.to_string(), AUDIT_STATISTICS_VERSION);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM sqlite_schema WHERE name LIKE 'sqlite_stat%'"
+        ),
+        0,
+        "down.sql drops the statistics tables"
+    );
+    let reverted = conn
+        .revert_last_migration(idp_store_sqlite::MIGRATIONS)
+        .unwrap();
     assert_eq!(reverted.to_string(), INIT_VERSION);
     assert_eq!(
         count(
@@ -835,6 +847,62 @@ async fn the_migration_reverts_cleanly_and_applies_again() {
     drop(conn);
     assert_eq!(
         run_migrations(&dir.database()).await.unwrap(),
-        vec![INIT_VERSION.to_owned()]
+        all_versions()
     );
+}
+
+#[derive(diesel::QueryableByName, Debug, PartialEq, Eq)]
+struct StatRow {
+    #[diesel(sql_type = Text)]
+    idx: String,
+    #[diesel(sql_type = Text)]
+    stat: String,
+}
+
+fn audit_statistics(conn: &mut SqliteConnection) -> Vec<StatRow> {
+    diesel::sql_query("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = 'audit_events' ORDER BY idx")
+        .load(conn)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
+    use diesel_migrations::MigrationHarness;
+    let harness = Harness::start().await;
+    let mut conn = harness.dir.raw_connection().unwrap();
+    let written = audit_statistics(&mut conn);
+    assert_eq!(
+        written
+            .iter()
+            .map(|row| row.idx.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "audit_events_owner_action_time_idx",
+            "audit_events_owner_agent_time_idx",
+            "audit_events_owner_time_idx",
+            "sqlite_autoindex_audit_events_1",
+        ],
+        "one row per index of audit_events"
+    );
+
+    // A database analyzed before the migration keeps ANALYZE's figures.
+    conn.revert_last_migration(idp_store_sqlite::MIGRATIONS)
+        .unwrap();
+    let owner = owner();
+    let a = agent(&owner, at(0));
+    let e = event(&owner, a.agent_id, AuditAction::AgentCreated, at(0));
+    harness.agents().create(&a, 10, &e).await.unwrap();
+    conn.batch_execute("ANALYZE").unwrap();
+    let analyzed = audit_statistics(&mut conn);
+    assert_eq!(analyzed.len(), 4, "{analyzed:?}");
+    assert_ne!(analyzed, written);
+    drop(conn);
+    assert_eq!(
+        run_migrations(&harness.dir.database()).await.unwrap(),
+        vec![AUDIT_STATISTICS_VERSION.to_owned()]
+    );
+    let mut conn = harness.dir.raw_connection().unwrap();
+    assert_eq!(audit_statistics(&mut conn), analyzed);
+    drop(conn);
+    harness.finish();
 }
