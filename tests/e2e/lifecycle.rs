@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::support::{AgentClient, Deployment, Exchange, TestApp};
+use crate::support::{AgentClient, Deployment, Exchange, TestApp, client_from_credential};
 
 /// An owner's admin token, and an agent of that owner with a live token.
 async fn admin_and_worker(app: &TestApp) -> (String, AgentClient, String) {
@@ -334,6 +334,33 @@ async fn revocations_and_lifecycle_changes_reach_every_node_at_once() {
     on_other(&from_other).await.expect_unauthenticated();
     app.set_status(&admin, &worker.agent_id, "active").await;
     on_other(&from_other).await.expect(200);
+
+    // The other node has used the credential, so it knows it: a rotation or
+    // a revocation here must still refuse it there at once.
+    let credential_id = worker.credential_id.clone().unwrap();
+    let rotated = app
+        .rotate(&admin, &worker.agent_id, &credential_id)
+        .await
+        .expect_json(200);
+    let rotated = client_from_credential(&worker.agent_id, &rotated);
+    app.request_token_from(&other.base_url, &worker, None)
+        .await
+        .expect_oauth_error(401, "invalid_client");
+    let after_rotation = app
+        .request_token_from(&other.base_url, &rotated, None)
+        .await
+        .expect_json(200)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    on_other(&after_rotation).await.expect(200);
+    app.revoke_credential(&admin, &worker.agent_id, &credential_id)
+        .await
+        .expect(204);
+    app.request_token_from(&other.base_url, &rotated, None)
+        .await
+        .expect_oauth_error(401, "invalid_client");
+    on_other(&after_rotation).await.expect_unauthenticated();
 }
 
 async fn a_token_revoked_while_suspended_stays_dead_after_reactivation() {

@@ -40,7 +40,7 @@ use idp_domain::entities::{Agent, Credential};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::{
     AgentFilter, AgentRepository, ChangeListener, ChangeNotifier, CredentialRepository,
-    SubjectState, UpdateOutcome,
+    RevokedToken, SubjectState, UpdateOutcome,
 };
 use idp_domain::values::{AgentId, CredentialId, CredentialStatus, Owner, SecretHash};
 
@@ -204,6 +204,8 @@ impl ChangeListener for AuthStateCache {
     fn agent_changed(&self, agent: AgentId) {
         self.forget(agent);
     }
+
+    fn token_revoked(&self, _token: &RevokedToken) {}
 
     fn feed_lost(&self) {
         self.live.store(false, Ordering::Release);
@@ -510,6 +512,10 @@ pub struct SingleNode;
 #[async_trait]
 impl ChangeNotifier for SingleNode {
     async fn agent_changed(&self, _agent: AgentId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn token_revoked(&self, _token: &RevokedToken) -> Result<(), StoreError> {
         Ok(())
     }
 }

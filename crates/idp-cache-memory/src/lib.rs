@@ -24,6 +24,9 @@
 //!   forgotten on every change, on every node (see the `auth_state` module).
 //!   Used in both deployments; [`SingleNode`] is the embedded store's
 //!   [`ChangeNotifier`](idp_domain::ports::ChangeNotifier).
+//! * [`RevocationMirror`] with [`MirroredRevocationList`]: a node's own copy
+//!   of a shared (Redis) revocation list, kept current by the change feed, so
+//!   checking a Bearer token costs no round trip (see `revocation_mirror`).
 //!
 //! Limits of the embedded default: counters are per process, so several
 //! server nodes without Redis each enforce the limits on their own, and a
@@ -49,6 +52,7 @@ mod lock;
 mod quota;
 mod rate;
 mod revocation;
+mod revocation_mirror;
 
 pub use admission::MemoryAdmission;
 pub use auth_state::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
@@ -56,3 +60,4 @@ pub use cache::{MemoryCache, MemoryHealth};
 pub use quota::{MemoryUsageCounter, month_start};
 pub use rate::MemoryRateLimiter;
 pub use revocation::MemoryRevocationList;
+pub use revocation_mirror::{MirroredRevocationList, RevocationMirror};

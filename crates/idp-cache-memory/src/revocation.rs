@@ -39,7 +39,7 @@ impl RevokedEntries {
     /// Remembers `token` unless it expired at `now` (it is refused anyway).
     /// Entries for one `jti` keep the latest expiry, so a duplicate never
     /// shortens a revocation.
-    fn add(&mut self, token: &RevokedToken, now: DateTime<Utc>) {
+    pub(crate) fn add(&mut self, token: &RevokedToken, now: DateTime<Utc>) {
         if token.expires_at <= now {
             return;
         }
@@ -68,7 +68,7 @@ impl RevokedEntries {
     }
 
     /// Whether `token_id` is revoked and its token not expired at `now`.
-    fn contains(&self, token_id: TokenId, now: DateTime<Utc>) -> bool {
+    pub(crate) fn contains(&self, token_id: TokenId, now: DateTime<Utc>) -> bool {
         self.expiry
             .get(&token_id)
             .is_some_and(|expires_at| *expires_at > now)

@@ -14,6 +14,10 @@
 //!   reloads from the durable [`RevokedTokenStore`](idp_domain::ports::RevokedTokenStore)
 //!   before it answers.
 //! * [`RedisHealth`]: the `cache` [`HealthCheck`](idp_domain::ports::HealthCheck) (PING).
+//! * [`RedisChangeFeed`] ([`ChangeNotifier`](idp_domain::ports::ChangeNotifier)):
+//!   changed agents and revoked tokens announced over pub/sub to every node's
+//!   [`ChangeListener`](idp_domain::ports::ChangeListener)s, each announcement
+//!   acknowledged by every node before the call returns.
 //! * [`RedisCache`]: the pool and key prefix the adapters share, made by
 //!   [`connect`], with a constructor for each adapter. The pool is deadpool's
 //!   over [`RedisManager`], which does not PING on every checkout as
@@ -44,7 +48,7 @@ pub use cache::{
     ConnectError, Pool, PooledConnection, RedisCache, RedisHealth, RedisManager, build_pool,
     connect,
 };
-pub use changes::RedisChangeFeed;
+pub use changes::{ACK_WITHIN, RedisChangeFeed};
 pub use quota::RedisUsageCounter;
 pub use rate::RedisRateLimiter;
 pub use revocation::RedisRevocationList;

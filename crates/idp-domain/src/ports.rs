@@ -528,7 +528,8 @@ pub trait HealthCheck: Send + Sync {
 }
 
 /// Announces to every server node that what it may have cached of an agent
-/// (the agent, its credentials, the state of its tokens' subjects) changed.
+/// (the agent, its credentials, the state of its tokens' subjects) changed,
+/// or that a token was revoked.
 ///
 /// Adapters that cache store reads call it after each committed change, so
 /// another node's cache stops answering the old state: a suspension, a
@@ -541,6 +542,11 @@ pub trait ChangeNotifier: Send + Sync {
     /// for the log; a [`ChangeListener`] that may have missed announcements is
     /// told so through [`ChangeListener::feed_lost`].
     async fn agent_changed(&self, agent: AgentId) -> Result<(), StoreError>;
+
+    /// Tells every node, this one included, that `token` was revoked (after
+    /// the durable store and the shared [`RevocationList`] took it). Best
+    /// effort, as [`ChangeNotifier::agent_changed`].
+    async fn token_revoked(&self, token: &RevokedToken) -> Result<(), StoreError>;
 }
 
 /// Receives what a [`ChangeNotifier`] announces, on each node.
@@ -548,6 +554,8 @@ pub trait ChangeNotifier: Send + Sync {
 pub trait ChangeListener: Send + Sync {
     /// `agent` changed: forget what is known of it.
     fn agent_changed(&self, agent: AgentId);
+    /// `token` was revoked.
+    fn token_revoked(&self, token: &RevokedToken);
     /// Announcements may be missed from now on (the feed's connection is
     /// down): forget everything and keep nothing until
     /// [`ChangeListener::feed_restored`].

@@ -62,7 +62,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     wiring::check_cache_for_deployment(&config)?;
     let stores = wiring::stores(&config, wiring::Role::Server, config.migrate_on_start).await?;
     let ambient = wiring::ambient();
-    let caches = wiring::caches(&config, &stores, ambient.clock.as_ref()).await?;
+    let caches = wiring::caches(&config, &stores, ambient.clock.clone()).await?;
     let stores = stores.with_auth_cache(&caches);
     let mut secrets = wiring::secrets(&config)?;
     let hash_queue = telemetry::HashQueue::new(secrets.hasher.clone());

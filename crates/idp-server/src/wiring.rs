@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::Duration;
-use idp_cache_memory::{AuthStateCache, CachedAgents, CachedCredentials, MemoryCache, SingleNode};
+use idp_cache_memory::{
+    AuthStateCache, CachedAgents, CachedCredentials, MemoryCache, MirroredRevocationList,
+    RevocationMirror, SingleNode,
+};
 use idp_cache_redis::RedisChangeFeed;
 use idp_crypto::{Argon2SecretHasher, JoseTokenCodec, OsSecretGenerator, SigningAlgorithm};
 use idp_domain::ports::{
@@ -261,22 +264,30 @@ pub fn check_cache_for_deployment(config: &Config) -> anyhow::Result<()> {
 
 /// Connects the cache: Redis when `REDIS_URL` is set, else in-process. The
 /// revocation list is loaded from the durable store before the first request.
-pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyhow::Result<Caches> {
+pub async fn caches(
+    config: &Config,
+    stores: &Stores,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Caches> {
     let now = clock.now();
     match (config.redis_url.as_deref(), &config.database_url) {
         (Some(url), _) => {
             let cache = idp_cache_redis::connect(url, &config.redis_prefix)
                 .await
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect to Redis: {e}"))?;
-            // Other nodes change agents too: keep nothing until subscribed.
+            // Other nodes change agents and revoke tokens too: neither copy
+            // answers until subscribed to their announcements.
             let auth_state = AuthStateCache::awaiting_feed();
-            let changes = RedisChangeFeed::start(
-                url,
-                cache.pool().clone(),
-                cache.prefix(),
-                auth_state.clone(),
-            )
-            .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot subscribe to changes: {e}"))?;
+            let mirror = RevocationMirror::new(stores.revoked.clone(), clock.clone());
+            let changes: Arc<dyn ChangeNotifier> = Arc::new(
+                RedisChangeFeed::start(
+                    url,
+                    cache.pool().clone(),
+                    cache.prefix(),
+                    vec![auth_state.clone(), mirror.clone()],
+                )
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot subscribe to changes: {e}"))?,
+            );
             let revocations = cache.revocation_list(stores.revoked.clone());
             revocations
                 .warm(now)
@@ -286,10 +297,14 @@ pub async fn caches(config: &Config, stores: &Stores, clock: &dyn Clock) -> anyh
                 rate_limiter: Arc::new(cache.rate_limiter()),
                 usage: Arc::new(cache.usage_counter()),
                 admission: Arc::new(cache.admission()),
-                revocations: Arc::new(revocations),
+                revocations: Arc::new(MirroredRevocationList::new(
+                    mirror,
+                    Arc::new(revocations),
+                    changes.clone(),
+                )),
                 health: Arc::new(cache.health()),
                 auth_state,
-                changes: Arc::new(changes),
+                changes,
             })
         }
         (None, _) => {

@@ -6,7 +6,9 @@ use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, RecycleResult};
 use diesel::IntoSql;
 use diesel::sql_types::Integer;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, PoolError, PoolableConnection};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, PoolError, PoolableConnection,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use idp_domain::StoreError;
 

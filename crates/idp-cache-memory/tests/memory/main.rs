@@ -4,6 +4,7 @@
 //! handles, loading revocations from the durable store. The authentication
 //! cache: its rules with mocked stores (`auth_state`), and the store contract
 //! suite passed through it in front of a real SQLite store (`cached_store`).
+//! The revocation mirror, with mocked ports (`revocation_mirror`).
 //!
 //! Every test builds its own `MemoryCache`, so tests share nothing and run in
 //! parallel.
@@ -19,3 +20,4 @@ mod adapter;
 mod auth_state;
 mod cached_store;
 mod contract;
+mod revocation_mirror;

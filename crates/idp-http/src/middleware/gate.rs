@@ -15,7 +15,7 @@ use crate::state::AppState;
 
 /// The limit is per minute (`rate_limit_per_minute`); the token endpoint's
 /// admission control counts in the same window.
-const WINDOW: Duration = Duration::from_secs(60);
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// The token endpoint limits a `POST` by the claimed client id, which only its
 /// body tells; it counts the request itself, with [`check_rate_limit`] or, for
 /// a client id that names an agent, with admission control, which takes the
@@ -48,7 +48,7 @@ pub async fn check_rate_limit(state: &AppState, key: &str) -> Result<RateDecisio
     let now = state.clock.now();
     let decision = state
         .rate_limiter
-        .hit(key, state.settings.rate_limit_per_minute, WINDOW, now)
+        .hit(key, state.settings.rate_limit_per_minute, RATE_WINDOW, now)
         .await
         .map_err(|e| ApiError::from(DomainError::from(e)))?;
     if !decision.allowed {

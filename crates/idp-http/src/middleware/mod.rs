@@ -4,5 +4,5 @@
 mod gate;
 mod observe;
 
-pub use gate::{apply_rate_headers, check_rate_limit, client_key, gate, ip_key};
+pub use gate::{RATE_WINDOW, apply_rate_headers, check_rate_limit, client_key, gate, ip_key};
 pub use observe::observe;

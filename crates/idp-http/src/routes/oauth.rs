@@ -1,8 +1,6 @@
 //! The OAuth 2.0 endpoints: token (RFC 6749 section 4.4), introspection
 //! (RFC 7662) and revocation (RFC 7009).
 
-use std::time::Duration;
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use idp_domain::DomainError;
 use idp_domain::services::{ClientCredentials, TokenRequestError};
@@ -15,7 +13,7 @@ use crate::auth::{Caller, Presented, caller, presented};
 use crate::error::{ApiError, OAuthError, OAuthErrorCode};
 use crate::input::{BodyError, FormError, FormParams, media_type, read_body, request_context};
 use crate::metrics::TokenRefusal;
-use crate::middleware::{apply_rate_headers, check_rate_limit};
+use crate::middleware::{RATE_WINDOW, apply_rate_headers, check_rate_limit};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -143,10 +141,6 @@ fn token_limiter_key(
         _ => crate::middleware::ip_key(req),
     }
 }
-
-/// The rate limit's window: the limit is per minute
-/// ([`HttpSettings::rate_limit_per_minute`](crate::HttpSettings)), as the gate's.
-const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// A token request that follows RFC 6749 as far as the form tells: credentials
 /// only in the body or the header, grant type `client_credentials`, a client
