@@ -144,8 +144,38 @@ async fn the_monthly_quota_ends_in_access_denied() {
     app.token(&other).await;
 }
 
+/// A refused token request spends no quota: the unit the admission step took
+/// is given back when the client, or its scope, is refused afterwards.
+async fn refused_token_requests_spend_no_quota() {
+    let app = TestApp::builder()
+        .env("IDP_TOKEN_QUOTA_PER_MONTH", "2")
+        .start()
+        .await;
+    let admin = app.bootstrap("acme", "admin@acme.example").await;
+    let mut wrong = admin.clone();
+    wrong.client_secret.push('x');
+    for _ in 0..3 {
+        app.request_token(&wrong, None)
+            .await
+            .expect_oauth_error(401, "invalid_client");
+        app.request_token(&admin, Some("not:granted"))
+            .await
+            .expect_oauth_error(400, "invalid_scope");
+    }
+    app.token(&admin).await;
+    app.token(&admin).await;
+    app.request_token(&admin, None)
+        .await
+        .expect_oauth_error(429, "access_denied");
+    // A spent quota is still no answer to a wrong secret.
+    app.request_token(&wrong, None)
+        .await
+        .expect_oauth_error(401, "invalid_client");
+}
+
 e2e_tests! {
     api_requests_count_down_then_429_with_retry_after,
     anonymous_requests_are_limited_by_address,
     the_monthly_quota_ends_in_access_denied,
+    refused_token_requests_spend_no_quota,
 }
