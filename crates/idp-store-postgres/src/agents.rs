@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::PgStore;
 use crate::audit::insert_event;
 use crate::error::{TxError, corrupt_row, from_diesel};
-use crate::paging::{limit_offset, total};
+use crate::paging::{limit_offset, rows_and_total};
 use crate::pool::checkout;
 use crate::rows::{AgentChanges, AgentRow, NewAgentRow, NewAuditEventRow};
 use crate::schema::{agents, credentials};
@@ -157,30 +157,33 @@ impl AgentRepository for PgStore {
     ) -> Result<Page<Agent>, StoreError> {
         let (limit, offset) = limit_offset(page)?;
         let mut conn = checkout(&self.pool).await?;
-        // One snapshot for the count and the page, so they agree.
-        let (count, rows) = conn
-            .build_transaction()
-            .read_only()
-            .repeatable_read()
-            .run(async |conn| {
-                let count: i64 = matching(owner, filter).count().get_result(conn).await?;
-                let rows: Vec<AgentRow> = matching(owner, filter)
-                    .select(AgentRow::as_select())
-                    .order((agents::created_at.desc(), agents::agent_id.desc()))
-                    .limit(limit)
-                    .offset(offset)
-                    .load(conn)
-                    .await?;
-                Ok::<_, TxError>((count, rows))
-            })
-            .await?;
+        // One statement, one round trip: see `rows_and_total`.
+        let rows: Vec<(AgentRow, Option<i64>)> = matching(owner, filter)
+            .select((
+                AgentRow::as_select(),
+                matching(owner, filter).count().single_value(),
+            ))
+            .order((agents::created_at.desc(), agents::agent_id.desc()))
+            .limit(limit)
+            .offset(offset)
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        let count_alone = async {
+            matching(owner, filter)
+                .count()
+                .get_result(&mut conn)
+                .await
+                .map_err(from_diesel)
+        };
+        let (rows, total) = rows_and_total(rows, count_alone).await?;
         Ok(Page {
             items: rows
                 .into_iter()
                 .map(Agent::try_from)
                 .collect::<Result<_, _>>()?,
             request: page,
-            total: total(count)?,
+            total,
         })
     }
 

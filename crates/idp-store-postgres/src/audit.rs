@@ -14,7 +14,7 @@ use idp_domain::values::{AgentId, AuditAction, EventId, Owner};
 
 use crate::PgStore;
 use crate::error::{TxError, from_diesel};
-use crate::paging::{limit_offset, total};
+use crate::paging::{limit_offset, rows_and_total};
 use crate::pool::checkout;
 use crate::rows::{AuditEventRow, NewAuditEventRow};
 use crate::schema::audit_events;
@@ -109,33 +109,36 @@ impl AuditLog for PgStore {
     ) -> Result<Page<AuditEvent>, StoreError> {
         let (limit, offset) = limit_offset(page)?;
         let mut conn = checkout(&self.pool).await?;
-        // One snapshot for the count and the page, so they agree.
-        let (count, rows) = conn
-            .build_transaction()
-            .read_only()
-            .repeatable_read()
-            .run(async |conn| {
-                let count: i64 = matching(owner, filter).count().get_result(conn).await?;
-                let rows: Vec<AuditEventRow> = matching(owner, filter)
-                    .select(AuditEventRow::as_select())
-                    .order((
-                        audit_events::timestamp.desc(),
-                        audit_events::event_id.desc(),
-                    ))
-                    .limit(limit)
-                    .offset(offset)
-                    .load(conn)
-                    .await?;
-                Ok::<_, TxError>((count, rows))
-            })
-            .await?;
+        // One statement, one round trip: see `rows_and_total`.
+        let rows: Vec<(AuditEventRow, Option<i64>)> = matching(owner, filter)
+            .select((
+                AuditEventRow::as_select(),
+                matching(owner, filter).count().single_value(),
+            ))
+            .order((
+                audit_events::timestamp.desc(),
+                audit_events::event_id.desc(),
+            ))
+            .limit(limit)
+            .offset(offset)
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        let count_alone = async {
+            matching(owner, filter)
+                .count()
+                .get_result(&mut conn)
+                .await
+                .map_err(from_diesel)
+        };
+        let (rows, total) = rows_and_total(rows, count_alone).await?;
         Ok(Page {
             items: rows
                 .into_iter()
                 .map(AuditEvent::try_from)
                 .collect::<Result<_, _>>()?,
             request: page,
-            total: total(count)?,
+            total,
         })
     }
 

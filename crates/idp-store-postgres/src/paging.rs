@@ -14,3 +14,21 @@ pub(crate) fn limit_offset(page: PageRequest) -> Result<(i64, i64), StoreError> 
 pub(crate) fn total(count: i64) -> Result<u64, StoreError> {
     u64::try_from(count).map_err(|_| StoreError::Unknown(anyhow::anyhow!("negative count {count}")))
 }
+
+/// The rows of a page selected with the total as a scalar subquery (one
+/// statement, so the two agree), and that total. A page with no rows carries
+/// no total (nothing matches, or it lies past the end): then `count_alone`
+/// answers it.
+pub(crate) async fn rows_and_total<R>(
+    rows: Vec<(R, Option<i64>)>,
+    count_alone: impl Future<Output = Result<i64, StoreError>>,
+) -> Result<(Vec<R>, u64), StoreError> {
+    let count = match rows.as_slice().first() {
+        Some((_, total)) => total.unwrap_or_default(),
+        None => count_alone.await?,
+    };
+    Ok((
+        rows.into_iter().map(|(row, _)| row).collect(),
+        total(count)?,
+    ))
+}

@@ -554,11 +554,13 @@ async fn every_pooled_connection_is_set_up() {
                     .await
                     .unwrap(),
                 TestDataDir::pragma_of(&store, "synchronous").await.unwrap(),
+                // A small page cache per connection (KiB when negative).
+                TestDataDir::pragma_of(&store, "cache_size").await.unwrap(),
             )
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        assert_eq!(joined.unwrap(), ("wal".to_owned(), 1, 5_000, 2));
+        assert_eq!(joined.unwrap(), ("wal".to_owned(), 1, 5_000, 2, -256));
     }
     harness.finish();
 }
