@@ -45,7 +45,18 @@ impl managed::Manager for PgManager {
     type Error = PoolError;
 
     async fn create(&self) -> Result<AsyncPgConnection, PoolError> {
-        managed::Manager::create(&self.inner).await
+        let mut conn = managed::Manager::create(&self.inner).await?;
+        // Every query here is a prepared statement whose plan is decided by
+        // an index on the owner or the agent, whatever the values. By
+        // default PostgreSQL plans each execution again when a statement has
+        // a LIMIT parameter (its generic plan looks costlier than the custom
+        // ones), and that planning was most of the database's work on a list
+        // or an audit page.
+        diesel::sql_query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut conn)
+            .await
+            .map_err(PoolError::QueryError)?;
+        Ok(conn)
     }
 
     async fn recycle(

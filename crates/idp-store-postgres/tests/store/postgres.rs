@@ -256,3 +256,23 @@ async fn email_uniqueness_is_enforced_by_the_database() {
     );
     harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_plan_each_statement_once() {
+    let db = TestDatabase::create().await.unwrap();
+    let store = PgStore::new(connect(&db.url, 4).await.unwrap());
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        plan_cache_mode: String,
+    }
+    let mut conn = store.pool().get().await.unwrap();
+    let setting: Setting = diesel::sql_query("SHOW plan_cache_mode")
+        .get_result(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(setting.plan_cache_mode, "force_generic_plan");
+    drop(conn);
+    drop(store);
+    db.drop_db().await;
+}
