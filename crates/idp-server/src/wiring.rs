@@ -77,10 +77,12 @@ impl Stores {
     fn from_adapter<S: StoreAdapter>(
         store: Arc<S>,
         instance_lock: Option<Arc<InstanceLock>>,
+        commits_in_flight: usize,
     ) -> anyhow::Result<Self> {
         let audit = GroupCommitAuditLog::start(
             store.clone() as Arc<dyn AuditLog>,
             GroupCommitAuditLog::DEFAULT_MAX_BATCH,
+            commits_in_flight,
         )?;
         Ok(Self {
             agents: store.clone(),
@@ -222,7 +224,11 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
             let pool = idp_store_postgres::connect(url, config.db_pool_size)
                 .await
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
-            let mut stores = Stores::from_adapter(Arc::new(PgStore::new(pool.clone())), None)?;
+            // Concurrent commits share PostgreSQL's WAL flushes; a quarter
+            // of the pool keeps most connections for reads.
+            let commits = (config.db_pool_size / 4).max(1);
+            let mut stores =
+                Stores::from_adapter(Arc::new(PgStore::new(pool.clone())), None, commits)?;
             stores.pool_status = Some(crate::telemetry::pg_pool_status(pool));
             Ok(stores)
         }
@@ -243,7 +249,8 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
                     )
                 })?;
             let store = Arc::new(store);
-            let mut stores = Stores::from_adapter(store.clone(), lock)?;
+            // One writer at a time in SQLite: batches grow instead.
+            let mut stores = Stores::from_adapter(store.clone(), lock, 1)?;
             stores.pool_status = Some(crate::telemetry::sqlite_pool_status(store));
             Ok(stores)
         }

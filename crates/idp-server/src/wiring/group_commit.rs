@@ -9,7 +9,10 @@
 //! [`AuditLog::append_all`] (one transaction), and answers every waiting caller
 //! with that commit's result. No one waits for a timer: when the server is
 //! idle a batch is one event, committed at once; under load, events queue up
-//! while the previous commit runs and share the next one.
+//! while the running commits finish and share the next one. Up to
+//! `max_in_flight` batches commit at once: PostgreSQL flushes concurrent
+//! commits together, so a second batch need not wait for the first one's
+//! flush; SQLite has one writer, so one at a time there.
 //!
 //! What a caller can rely on is unchanged: when `append` answers `Ok`, its
 //! event is committed. The price is shared fate: when a commit fails, every
@@ -26,7 +29,7 @@ use idp_domain::audit::{AuditEvent, AuditFilter};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::AuditLog;
 use idp_domain::values::{AgentId, EventId, Owner};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
 /// One caller's events (one, from `append`) and where its answer goes.
@@ -62,17 +65,28 @@ impl GroupCommitAuditLog {
     /// `append` waits for room (back-pressure when the database is slow).
     const QUEUE_PER_BATCH: usize = 4;
 
-    /// Wraps `inner` and starts the writer task on the current Tokio runtime.
+    /// Wraps `inner` and starts the writer task on the current Tokio runtime;
+    /// at most `max_in_flight` (at least 1) batches commit at once.
     /// The task ends once the returned log (and every clone of the `Arc`
     /// holding it) is dropped and the queue is drained.
     ///
     /// Fails, rather than panics, outside a Tokio runtime.
-    pub fn start(inner: Arc<dyn AuditLog>, max_batch: usize) -> anyhow::Result<Self> {
+    pub fn start(
+        inner: Arc<dyn AuditLog>,
+        max_batch: usize,
+        max_in_flight: usize,
+    ) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| anyhow::anyhow!("the audit group commit needs a Tokio runtime: {e}"))?;
         let max_batch = max_batch.max(1);
         let (queue, waiting) = mpsc::channel(max_batch.saturating_mul(Self::QUEUE_PER_BATCH));
-        runtime.spawn(write_batches(Arc::clone(&inner), waiting, max_batch));
+        let in_flight = Arc::new(Semaphore::new(max_in_flight.max(1)));
+        runtime.spawn(write_batches(
+            Arc::clone(&inner),
+            waiting,
+            max_batch,
+            in_flight,
+        ));
         Ok(Self { inner, queue })
     }
 
@@ -132,13 +146,23 @@ impl AuditLog for GroupCommitAuditLog {
     }
 }
 
-/// The writer task: one batch at a time, until every sender is gone.
+/// The writer task, until every sender is gone: once a commit slot is free,
+/// takes the next batch and commits it in a task of its own.
 async fn write_batches(
     inner: Arc<dyn AuditLog>,
     mut waiting: mpsc::Receiver<Pending>,
     max_batch: usize,
+    in_flight: Arc<Semaphore>,
 ) {
-    while let Some(first) = waiting.recv().await {
+    loop {
+        // The slot is taken before the batch, so callers arriving while
+        // every slot is busy queue up and share the next commit.
+        let Ok(slot) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = waiting.recv().await else {
+            return;
+        };
         let mut events = first.events;
         let mut answers = vec![first.answer];
         while events.len() < max_batch {
@@ -150,11 +174,15 @@ async fn write_batches(
                 Err(_) => break,
             }
         }
-        let result = append_batch(&inner, events).await;
-        for answer in answers {
-            // A caller that stopped waiting (its request was dropped) needs no answer.
-            let _ = answer.send(shared(&result));
-        }
+        let inner = Arc::clone(&inner);
+        tokio::spawn(async move {
+            let result = append_batch(&inner, events).await;
+            drop(slot);
+            for answer in answers {
+                // A caller that stopped waiting (its request was dropped) needs no answer.
+                let _ = answer.send(shared(&result));
+            }
+        });
     }
 }
 
@@ -329,9 +357,18 @@ mod tests {
         }
     }
 
+    /// One commit at a time, as on SQLite.
     fn start(inner: &Arc<Recording>, max_batch: usize) -> Arc<GroupCommitAuditLog> {
+        start_with(inner, max_batch, 1)
+    }
+
+    fn start_with(
+        inner: &Arc<Recording>,
+        max_batch: usize,
+        max_in_flight: usize,
+    ) -> Arc<GroupCommitAuditLog> {
         let inner: Arc<dyn AuditLog> = Arc::clone(inner) as Arc<dyn AuditLog>;
-        Arc::new(GroupCommitAuditLog::start(inner, max_batch).unwrap())
+        Arc::new(GroupCommitAuditLog::start(inner, max_batch, max_in_flight).unwrap())
     }
 
     /// Waits (at most 5 s) until `done` holds.
@@ -409,6 +446,35 @@ mod tests {
         assert_eq!(batches.len(), 2, "11 events, 2 commits: {batches:?}");
         assert_eq!(batches[0], vec![first.event_id]);
         assert_eq!(sorted(batches[1].clone()), sorted(ids(&rest)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_run_side_by_side_up_to_the_limit_then_callers_share_the_next() {
+        let inner = Arc::new(Recording::closed());
+        let log = start_with(&inner, 256, 2);
+        let (a, b) = (event(), event());
+        let rest: Vec<AuditEvent> = (0..5).map(|_| event()).collect();
+
+        let first = append_each(&log, std::slice::from_ref(&a)).remove(0);
+        until("the first commit started", || inner.batches().len() == 1).await;
+        let second = append_each(&log, std::slice::from_ref(&b)).remove(0);
+        until("the second commit started beside it", || {
+            inner.batches().len() == 2
+        })
+        .await;
+        let tail = append_each(&log, &rest);
+        until("the rest are queued", || queued(&log) == rest.len()).await;
+        assert_eq!(inner.batches().len(), 2, "no third commit while two run");
+        inner.release();
+
+        for task in [first, second].into_iter().chain(tail) {
+            task.await.unwrap().unwrap();
+        }
+        let batches = inner.batches();
+        assert_eq!(batches.len(), 3, "{batches:?}");
+        assert_eq!(batches[0], vec![a.event_id]);
+        assert_eq!(batches[1], vec![b.event_id]);
+        assert_eq!(sorted(batches[2].clone()), sorted(ids(&rest)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,7 +597,7 @@ mod tests {
     #[test]
     fn starting_outside_a_runtime_is_an_error_not_a_panic() {
         let inner: Arc<dyn AuditLog> = Arc::new(Recording::open());
-        assert!(GroupCommitAuditLog::start(inner, 256).is_err());
+        assert!(GroupCommitAuditLog::start(inner, 256, 1).is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
