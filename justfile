@@ -40,6 +40,15 @@ fmt:
 bench *args:
     bench/run.sh {{args}}
 
+# Fuzz the API from its served OpenAPI document with schemathesis (pip install schemathesis==4.32.5), with and without a token.
+api-fuzz *args:
+    scripts/api-fuzz {{args}}
+
+# Run the fault suite (SIGKILL, Redis restarted empty, PostgreSQL outage under load).
+faults:
+    cargo build -p idp-server
+    cargo nextest run -p idp-e2e -E 'test(/faults::/)'
+
 # Check that the OpenAPI document parses (and validate it as OpenAPI 3.1 when openapi-spec-validator is installed).
 openapi-check:
     python3 -c "import yaml,sys; yaml.safe_load(open('openapi/openapi.yaml'))"

@@ -18,11 +18,16 @@ mod support;
 
 mod agents;
 mod audit;
+mod browser;
 mod concurrency;
+mod faults;
 mod credentials;
+mod gate_paths;
 mod introspection;
 mod lifecycle;
+mod lockout;
 mod limits;
+mod listeners;
 mod malformed;
 mod observability;
 mod operations;

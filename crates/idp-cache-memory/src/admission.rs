@@ -38,11 +38,12 @@ impl AdmissionControl for MemoryAdmission {
         quota_key: &str,
         quota_limit: u64,
         now: DateTime<Utc>,
-    ) -> Result<Admission, StoreError> {
+    ) -> Result<Option<Admission>, StoreError> {
         let rate = self.rate_limiter.hit_now(rate_key, rate_limit, window, now);
         let quota = rate
             .allowed
             .then(|| self.usage_counter.consume_now(quota_key, quota_limit, now));
-        Ok(Admission { rate, quota })
+        // Counters here are rebuilt at start, so never unknown.
+        Ok(Some(Admission { rate, quota }))
     }
 }

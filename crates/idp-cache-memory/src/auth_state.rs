@@ -16,9 +16,17 @@
 //!   is still the one seen before the read began.
 //! * While the change feed is down (announcements may be missed), nothing is
 //!   kept and nothing is answered from memory ([`ChangeListener::feed_lost`]).
+//! * On a node fed by others, nothing is answered from memory unless the feed
+//!   vouched, within the last second or so, that every change up to then was
+//!   heard here ([`ChangeListener::caught_up_until`]); the deadline is
+//!   compared on every read. A node whose subscription died without its
+//!   knowing, or that was paused, therefore asks the store as soon as the
+//!   other nodes stop waiting for it, and the writer's request is answered
+//!   only after that. Reads made meanwhile may still be kept: they come from
+//!   the store, newer than any announcement missed.
 //! * Every entry is dropped [`AuthStateCache::DEFAULT_TTL`] after it was read,
-//!   whatever happens: the bound if an announcement was lost without the feed
-//!   noticing (a failed publish).
+//!   whatever happens: the bound if a change was never announced at all (the
+//!   writer could not reach Redis).
 //!
 //! Only what the store found is kept; "no such agent" is not, so requests
 //! naming random ids cannot fill the memory. Its size is bounded: at most
@@ -45,6 +53,7 @@ use idp_domain::ports::{
 use idp_domain::values::{AgentId, CredentialId, CredentialStatus, Owner, SecretHash};
 
 use crate::lock::lock;
+use crate::vouched::Vouched;
 
 /// Secret hints remembered per agent; a client presenting many wrong secrets
 /// only replaces its own agent's oldest.
@@ -82,6 +91,8 @@ pub struct AuthStateCache {
     state: Mutex<State>,
     /// Whether announcements arrive, so that keeping is safe.
     live: AtomicBool,
+    /// Until when answering from memory is safe; see [`Vouched`].
+    vouched: Vouched,
     ttl: Duration,
     capacity: usize,
 }
@@ -90,6 +101,7 @@ impl std::fmt::Debug for AuthStateCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthStateCache")
             .field("live", &self.live.load(Ordering::Acquire))
+            .field("vouched", &self.vouched)
             .field("ttl", &self.ttl)
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
@@ -113,19 +125,27 @@ impl AuthStateCache {
     }
 
     /// A cache fed by other nodes' announcements: it keeps nothing until the
-    /// feed reports [`ChangeListener::feed_restored`].
+    /// feed reports [`ChangeListener::feed_restored`], and answers from memory
+    /// only before the deadline of the feed's latest
+    /// [`ChangeListener::caught_up_until`].
     pub fn awaiting_feed() -> Arc<Self> {
         Self::with_limits(false, Self::DEFAULT_TTL, Self::DEFAULT_CAPACITY)
     }
 
-    /// A cache with explicit limits; `live` as the two constructors above.
-    pub fn with_limits(live: bool, ttl: Duration, capacity: usize) -> Arc<Self> {
+    /// A cache with explicit limits; `single_node` as [`AuthStateCache::single_node`]
+    /// when true, else as [`AuthStateCache::awaiting_feed`].
+    pub fn with_limits(single_node: bool, ttl: Duration, capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 generation: 0,
                 entries: HashMap::new(),
             }),
-            live: AtomicBool::new(live),
+            live: AtomicBool::new(single_node),
+            vouched: if single_node {
+                Vouched::always()
+            } else {
+                Vouched::by_feed()
+            },
             ttl,
             capacity: capacity.max(1),
         })
@@ -162,9 +182,16 @@ impl AuthStateCache {
         Some(Ticket(lock(&self.state).generation))
     }
 
-    /// Looks `agent` up, dropping an entry past its age.
+    /// Whether reads may be answered from memory now: the feed is up and
+    /// has vouched for this node recently enough.
+    pub fn answers_from_memory(&self) -> bool {
+        self.live.load(Ordering::Acquire) && self.vouched.holds()
+    }
+
+    /// Looks `agent` up, dropping an entry past its age; nothing while this
+    /// node may have missed a change (see [`AuthStateCache::answers_from_memory`]).
     fn lookup<T>(&self, agent: AgentId, read: impl FnOnce(&Entry) -> Option<T>) -> Option<T> {
-        if !self.live.load(Ordering::Acquire) {
+        if !self.answers_from_memory() {
             return None;
         }
         let mut state = lock(&self.state);
@@ -215,6 +242,10 @@ impl ChangeListener for AuthStateCache {
     fn feed_restored(&self) {
         self.forget_all();
         self.live.store(true, Ordering::Release);
+    }
+
+    fn caught_up_until(&self, until: Instant) {
+        self.vouched.extend(until);
     }
 }
 

@@ -53,11 +53,12 @@ mod quota;
 mod rate;
 mod revocation;
 mod revocation_mirror;
+mod vouched;
 
 pub use admission::MemoryAdmission;
 pub use auth_state::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
 pub use cache::{MemoryCache, MemoryHealth};
-pub use quota::{MemoryUsageCounter, month_start};
+pub use quota::MemoryUsageCounter;
 pub use rate::MemoryRateLimiter;
 pub use revocation::MemoryRevocationList;
 pub use revocation_mirror::{MirroredRevocationList, RevocationMirror};

@@ -3,7 +3,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use idp_domain::admission::next_month_start;
+use chrono::{DateTime, Datelike, Duration, Utc};
 use idp_domain::StoreError;
 use idp_domain::ports::{QuotaDecision, UsageCounter};
 
@@ -30,20 +31,6 @@ type Months = BTreeMap<i64, Month>;
 /// The month number of `now`: consecutive months have consecutive numbers.
 fn month_number(now: DateTime<Utc>) -> i64 {
     i64::from(now.year()) * 12 + i64::from(now.month0())
-}
-
-/// The first instant of the UTC month after the one of `now`.
-fn next_month_start(now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let (year, month) = if now.month() == 12 {
-        (now.year().checked_add(1)?, 1)
-    } else {
-        (now.year(), now.month() + 1)
-    };
-    Some(
-        NaiveDate::from_ymd_opt(year, month, 1)?
-            .and_hms_opt(0, 0, 0)?
-            .and_utc(),
-    )
 }
 
 /// When the counters of `now`'s month are dropped; never, for a month at the
@@ -144,17 +131,10 @@ fn refund(months: &mut Months, key: &str, taken_at: DateTime<Utc>) {
     }
 }
 
-/// The first instant of the UTC month of `now`.
-pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(now.year(), now.month(), 1)
-        .and_then(|day| day.and_hms_opt(0, 0, 0))
-        .map_or(DateTime::<Utc>::MIN_UTC, |start| start.and_utc())
-}
-
 impl MemoryUsageCounter {
     /// Sets the counters of `now`'s month to at least the `used` of each key:
     /// how a process rebuilds its counters at start from what the durable
-    /// store recorded (the `token.issued` events since [`month_start`]), so
+    /// store recorded (the `token.issued` events since [`idp_domain::admission::month_start`]), so
     /// a restart does not hand out a fresh monthly quota.
     pub fn restore(&self, used: impl IntoIterator<Item = (String, u64)>, now: DateTime<Utc>) {
         let mut months = lock(&self.months);
@@ -190,6 +170,17 @@ impl UsageCounter for MemoryUsageCounter {
         refund(&mut lock(&self.months), &key_part(key), taken_at);
         Ok(())
     }
+
+    async fn seed(&self, key: &str, used: u64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut months = lock(&self.months);
+        drop_expired(&mut months, now);
+        let month = months.entry(month_number(now)).or_insert_with(|| Month {
+            drop_at: drop_at(now),
+            used: HashMap::new(),
+        });
+        month.used.entry(key_part(key).into()).or_insert(used);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -206,7 +197,6 @@ mod tests {
     fn restored_counters_count_against_the_quota_of_their_month_only() {
         let counter = MemoryUsageCounter::new();
         let now = at(2030, 5, 20, 12, 0, 0);
-        assert_eq!(month_start(now), at(2030, 5, 1, 0, 0, 0));
         counter.restore([("a".to_owned(), 2), ("b".to_owned(), 5)], now);
         // Restoring less than what is held keeps the higher count.
         counter.restore([("a".to_owned(), 1)], now);
@@ -216,23 +206,6 @@ mod tests {
         assert!(!counter.consume_now("b", 5, now).allowed);
         let next_month = at(2030, 6, 1, 0, 0, 0);
         assert_eq!(counter.consume_now("b", 5, next_month).used, 1);
-    }
-
-    #[test]
-    fn next_month_start_rolls_months_and_years() {
-        assert_eq!(
-            next_month_start(at(2030, 1, 31, 23, 59, 59)),
-            Some(at(2030, 2, 1, 0, 0, 0))
-        );
-        assert_eq!(
-            next_month_start(at(2030, 12, 31, 23, 59, 59)),
-            Some(at(2031, 1, 1, 0, 0, 0))
-        );
-        assert_eq!(
-            next_month_start(at(2028, 2, 29, 12, 0, 0)),
-            Some(at(2028, 3, 1, 0, 0, 0))
-        );
-        assert_eq!(drop_at(DateTime::<Utc>::MAX_UTC), DateTime::<Utc>::MAX_UTC);
     }
 
     #[test]

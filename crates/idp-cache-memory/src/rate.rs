@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use idp_domain::StoreError;
-use idp_domain::ports::{RateDecision, RateLimiter};
+use idp_domain::ports::{RateDecision, RateLimiter, Reservation};
 
 use crate::keys::key_part;
 use crate::lock::lock;
@@ -79,6 +79,19 @@ impl Log {
 /// The logs of some keys, by key (as `key_part` names it).
 type Shard = Mutex<HashMap<Box<str>, Log>>;
 
+/// A shard's map while its lock is held.
+type LockedShard<'m> = std::sync::MutexGuard<'m, HashMap<Box<str>, Log>>;
+
+/// The locked map of shard `index` among `guards` (which hold every shard a
+/// reservation needs).
+fn guard_of<'g, 'm>(
+    guards: &'g mut [(usize, LockedShard<'m>)],
+    index: usize,
+) -> &'g mut HashMap<Box<str>, Log> {
+    let position = guards.partition_point(|(i, _)| *i < index);
+    &mut guards[position].1
+}
+
 /// The logs of all keys, sharded by key.
 struct RateState {
     shards: Box<[Shard]>,
@@ -103,10 +116,7 @@ impl RateState {
     }
 
     fn shard(&self, key: &str) -> &Shard {
-        // Truncating the hash is fine: any bits pick a shard.
-        #[expect(clippy::cast_possible_truncation, reason = "only picks a shard")]
-        let index = self.hasher.hash_one(key) as usize % self.shards.len();
-        &self.shards[index]
+        &self.shards[self.shard_index(key)]
     }
 
     /// One hit of `key` (already passed through `key_part`), atomic under the
@@ -166,6 +176,81 @@ impl RateState {
             kept += logs.len();
         }
         kept
+    }
+
+    /// Counts a request at `now_ms` in every window of `windows` (keys already
+    /// passed through `key_part`) if each has room, else in none: atomic,
+    /// holding the shards involved, locked in index order so two reservations
+    /// never wait for each other in a cycle.
+    fn reserve(
+        &self,
+        windows: &[(String, u32)],
+        window_ms: i64,
+        now_ms: i64,
+    ) -> (bool, Vec<HitOutcome>) {
+        let indices: Vec<usize> = windows
+            .iter()
+            .map(|(key, _)| self.shard_index(key))
+            .collect();
+        let mut order = indices.clone();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<(usize, LockedShard<'_>)> = order
+            .iter()
+            .map(|&index| (index, lock(&self.shards[index])))
+            .collect();
+        let mut counted = Vec::with_capacity(windows.len());
+        for ((key, _), index) in windows.iter().zip(&indices) {
+            let logs = guard_of(&mut guards, *index);
+            let count = logs.get_mut(key.as_str()).map_or(0, |log| {
+                log.window_ms = window_ms;
+                log.forget_left(now_ms);
+                log.times.len()
+            });
+            counted.push(count);
+        }
+        let granted = windows
+            .iter()
+            .zip(&counted)
+            .all(|((_, limit), count)| *count < usize::try_from(*limit).unwrap_or(usize::MAX));
+        let mut outcomes = Vec::with_capacity(windows.len());
+        for (((key, limit), index), count) in windows.iter().zip(&indices).zip(&counted) {
+            let logs = guard_of(&mut guards, *index);
+            if granted {
+                let log = logs
+                    .entry(key.as_str().into())
+                    .or_insert_with(|| Log::new(window_ms));
+                let at = log.times.partition_point(|&t| t <= now_ms);
+                log.times.insert(at, now_ms);
+            }
+            let log = logs.get(key.as_str());
+            outcomes.push(HitOutcome {
+                allowed: granted || *count < usize::try_from(*limit).unwrap_or(usize::MAX),
+                counted: log.map_or(0, |log| log.times.len()),
+                oldest_ms: log.and_then(|log| log.times.front().copied()),
+            });
+        }
+        (granted, outcomes)
+    }
+
+    /// Takes one request at `at_ms` out of `key`'s log, if it is still there.
+    fn release(&self, key: &str, at_ms: i64) {
+        let mut logs = lock(self.shard(key));
+        if let Some(log) = logs.get_mut(key) {
+            if let Some(position) = log.times.iter().position(|&t| t == at_ms) {
+                log.times.remove(position);
+            }
+            if log.times.is_empty() {
+                logs.remove(key);
+            }
+        }
+    }
+
+    fn shard_index(&self, key: &str) -> usize {
+        // Truncating the hash is fine: any bits pick a shard.
+        #[expect(clippy::cast_possible_truncation, reason = "only picks a shard")]
+        let index = self.hasher.hash_one(key) as usize % self.shards.len();
+        index
     }
 
     fn key_count(&self) -> usize {
@@ -287,6 +372,45 @@ impl RateLimiter for MemoryRateLimiter {
         now: DateTime<Utc>,
     ) -> Result<RateDecision, StoreError> {
         Ok(self.hit_now(key, limit, window, now))
+    }
+
+    async fn reserve(
+        &self,
+        windows: &[(String, u32)],
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let keyed: Vec<(String, u32)> = windows
+            .iter()
+            .map(|(key, limit)| (key_part(key).into_owned(), *limit))
+            .collect();
+        let (granted, outcomes) = self.state.reserve(&keyed, window_ms, now_ms);
+        self.state.sweep_if_due(now_ms);
+        Ok(Reservation {
+            granted,
+            decisions: outcomes
+                .into_iter()
+                .zip(windows)
+                .map(|(outcome, (_, limit))| decision(outcome, *limit, window_ms, now_ms))
+                .collect(),
+            keys: windows.iter().map(|(key, _)| key.clone()).collect(),
+            entry: now_ms.to_string(),
+        })
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<(), StoreError> {
+        if !reservation.granted {
+            return Ok(());
+        }
+        let Ok(at_ms) = reservation.entry.parse::<i64>() else {
+            return Ok(());
+        };
+        for key in &reservation.keys {
+            self.state.release(&key_part(key), at_ms);
+        }
+        Ok(())
     }
 }
 

@@ -9,15 +9,19 @@
 //! The copy answers only while it is complete: from a load of the durable
 //! store that began after the change feed was subscribed, until the feed is
 //! lost. Announcements missed meanwhile are in that load (the durable store
-//! takes a revocation before anyone announces it). Whenever it is not
-//! complete, [`MirroredRevocationList::contains`] asks the shared list, as
-//! before, so an outage of the feed costs speed, never a revoked token
-//! accepted. A complete copy is also loaded again every
-//! [`RevocationMirror::RESYNC_EVERY`]: the bound for an announcement lost
-//! while the feed stayed up (a failed publish).
+//! takes a revocation before anyone announces it). And it answers only before
+//! the deadline of the feed's latest [`ChangeListener::caught_up_until`],
+//! compared on every check: a node that missed announcements without knowing
+//! (a subscription dead but not closed, a paused process) stops answering
+//! once the other nodes stop waiting for it. Whenever it may not answer,
+//! [`MirroredRevocationList::contains`] asks the shared list, as before, so
+//! an outage of the feed costs speed, never a revoked token accepted. A
+//! complete copy is also loaded again every [`RevocationMirror::RESYNC_EVERY`]:
+//! the bound for a revocation that was never announced (the writer could not
+//! reach Redis after the durable store took it).
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -29,6 +33,7 @@ use idp_domain::values::{AgentId, TokenId};
 
 use crate::lock::{lock, read, write};
 use crate::revocation::RevokedEntries;
+use crate::vouched::Vouched;
 
 /// Pause between attempts to load the durable store after a failure.
 const RELOAD_RETRY: Duration = Duration::from_secs(1);
@@ -46,6 +51,8 @@ struct Status {
 pub struct RevocationMirror {
     entries: RwLock<RevokedEntries>,
     status: Mutex<Status>,
+    /// Until when the feed vouches that no announcement was missed.
+    vouched: Vouched,
     durable: Arc<dyn RevokedTokenStore>,
     clock: Arc<dyn Clock>,
     this: Weak<RevocationMirror>,
@@ -55,6 +62,7 @@ impl std::fmt::Debug for RevocationMirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RevocationMirror")
             .field("status", &*lock(&self.status))
+            .field("vouched", &self.vouched)
             .finish_non_exhaustive()
     }
 }
@@ -66,7 +74,9 @@ impl RevocationMirror {
     pub const RESYNC_EVERY: Duration = Duration::from_secs(15);
 
     /// An incomplete copy: it answers nothing until the feed reports
-    /// [`ChangeListener::feed_restored`] and the durable store is loaded.
+    /// [`ChangeListener::feed_restored`] and the durable store is loaded, and
+    /// then only before the deadline of the latest
+    /// [`ChangeListener::caught_up_until`].
     pub fn new(durable: Arc<dyn RevokedTokenStore>, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
             entries: RwLock::default(),
@@ -74,20 +84,28 @@ impl RevocationMirror {
                 complete: false,
                 epoch: 0,
             }),
+            vouched: Vouched::by_feed(),
             durable,
             clock,
             this: this.clone(),
         })
     }
 
-    /// Whether the copy answers (for tests and start-up).
+    /// Whether the copy holds every revocation since the feed was restored
+    /// (for tests and start-up); it answers only if also
+    /// [`RevocationMirror::answers_from_memory`].
     pub fn is_complete(&self) -> bool {
         lock(&self.status).complete
     }
 
-    /// `Some(answer)` when complete, `None` when the shared list must answer.
+    /// Whether the copy answers now: complete, and vouched for by the feed.
+    pub fn answers_from_memory(&self) -> bool {
+        self.vouched.holds() && self.is_complete()
+    }
+
+    /// `Some(answer)` when the copy answers, `None` when the shared list must.
     fn contains(&self, token_id: TokenId, now: DateTime<Utc>) -> Option<bool> {
-        if !self.is_complete() {
+        if !self.answers_from_memory() {
             return None;
         }
         Some(read(&self.entries).contains(token_id, now))
@@ -158,6 +176,10 @@ impl ChangeListener for RevocationMirror {
         if let Some(this) = self.this.upgrade() {
             tokio::spawn(this.load(epoch));
         }
+    }
+
+    fn caught_up_until(&self, until: Instant) {
+        self.vouched.extend(until);
     }
 }
 

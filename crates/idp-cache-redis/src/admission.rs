@@ -18,11 +18,15 @@ use crate::rate::{self, HitArgs, hit_function, log_key};
 /// KEYS[1] the rate log, KEYS[2] the month's counter; ARGV now (ms), window
 /// (ms), rate limit, member, quota limit, counter time to live (ms).
 /// Returns {allowed, counted, oldest (ms) or -1, granted 0/1 or -1 when not
-/// tried, units used}.
+/// tried, units used}, or {-2, ...} counting nothing when the month's counter
+/// does not exist (lost with Redis, or never made).
 const ADMIT_SCRIPT: &str = concat!(
     hit_function!(),
     consume_function!(),
     r"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return {-2, 0, 0, 0, 0}
+end
 local rate = hit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
 if rate[1] == 0 then
   return {rate[1], rate[2], rate[3], -1, 0}
@@ -73,7 +77,7 @@ impl AdmissionControl for RedisAdmission {
         quota_key: &str,
         quota_limit: u64,
         now: DateTime<Utc>,
-    ) -> Result<Admission, StoreError> {
+    ) -> Result<Option<Admission>, StoreError> {
         let args = HitArgs::new(window, now);
         let ttl_ms = counter_ttl_ms(now)?;
         let mut conn = checkout(&self.pool).await?;
@@ -91,12 +95,15 @@ impl AdmissionControl for RedisAdmission {
             .await;
         let (allowed, counted, oldest_ms, granted, used): (i64, i64, i64, i64, i64) =
             settle(conn, result)?;
+        if allowed == -2 {
+            return Ok(None);
+        }
         let rate = rate::decision((allowed, counted, oldest_ms), rate_limit, &args)?;
         let quota = if rate.allowed {
             Some(quota::decision((granted, used))?)
         } else {
             None
         };
-        Ok(Admission { rate, quota })
+        Ok(Some(Admission { rate, quota }))
     }
 }

@@ -48,7 +48,7 @@ pub use cache::{
     ConnectError, Pool, PooledConnection, RedisCache, RedisHealth, RedisManager, build_pool,
     connect,
 };
-pub use changes::{ACK_WITHIN, RedisChangeFeed};
+pub use changes::{ACK_WITHIN, CATCH_UP_WITHIN, LEASE, RENEW_EVERY, RedisChangeFeed};
 pub use quota::RedisUsageCounter;
 pub use rate::RedisRateLimiter;
 pub use revocation::RedisRevocationList;

@@ -2,9 +2,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use deadpool_redis::redis::Script;
 use idp_domain::StoreError;
+use idp_domain::admission::next_month_start;
 use idp_domain::ports::{QuotaDecision, UsageCounter};
 
 use crate::cache::{Pool, checkout, settle};
@@ -44,14 +45,14 @@ const CONSUME_SCRIPT: &str = concat!(
     "return consume(KEYS[1], tonumber(ARGV[1]), ARGV[2])"
 );
 
-/// One unit back, never below zero; a counter back at zero is deleted, as if
-/// never taken (so refunds for clients that do not exist leave no key).
+/// One unit back, never below zero. A missing counter stays missing (it is
+/// rebuilt from the audit log when next needed); one at zero stays, as if
+/// never used.
 ///
 /// KEYS[1] the counter. Returns the units used after the refund.
 const REFUND_SCRIPT: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used <= 1 then
-  redis.call('DEL', KEYS[1])
+if used <= 0 then
   return 0
 end
 return redis.call('DECR', KEYS[1])
@@ -59,7 +60,9 @@ return redis.call('DECR', KEYS[1])
 
 /// [`UsageCounter`] with one Redis counter per key and UTC calendar month,
 /// `<prefix>quota:<key>:<YYYY-MM>`, kept until seven days after that month
-/// ends. Check and increment are one script call, and so is a refund.
+/// ends. Check and increment are one script call, and so is a refund. A
+/// counter lost with Redis is not known here: [`crate::RedisAdmission`]
+/// reports it missing, and the token service seeds it from the audit log.
 #[derive(Clone)]
 pub struct RedisUsageCounter {
     pool: Pool,
@@ -86,20 +89,6 @@ impl RedisUsageCounter {
             refund: Arc::new(Script::new(REFUND_SCRIPT)),
         }
     }
-}
-
-/// The first instant of the UTC month after the one of `now`.
-fn next_month_start(now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let (year, month) = if now.month() == 12 {
-        (now.year().checked_add(1)?, 1)
-    } else {
-        (now.year(), now.month() + 1)
-    };
-    Some(
-        NaiveDate::from_ymd_opt(year, month, 1)?
-            .and_hms_opt(0, 0, 0)?
-            .and_utc(),
-    )
 }
 
 /// The Redis key of `key`'s counter for the month of `now`.
@@ -164,32 +153,19 @@ impl UsageCounter for RedisUsageCounter {
         let _used: i64 = settle(conn, result)?;
         Ok(())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use chrono::TimeZone;
-
-    use super::*;
-
-    #[test]
-    fn next_month_start_rolls_months_and_years() {
-        let at = |y, m, d, h, mi, s| Utc.with_ymd_and_hms(y, m, d, h, mi, s).unwrap();
-        assert_eq!(
-            next_month_start(at(2030, 1, 31, 23, 59, 59)),
-            Some(at(2030, 2, 1, 0, 0, 0))
-        );
-        assert_eq!(
-            next_month_start(at(2030, 2, 1, 0, 0, 0)),
-            Some(at(2030, 3, 1, 0, 0, 0))
-        );
-        assert_eq!(
-            next_month_start(at(2030, 12, 31, 23, 59, 59)),
-            Some(at(2031, 1, 1, 0, 0, 0))
-        );
-        assert_eq!(
-            next_month_start(at(2028, 2, 29, 12, 0, 0)),
-            Some(at(2028, 3, 1, 0, 0, 0))
-        );
+    async fn seed(&self, key: &str, used: u64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let ttl_ms = counter_ttl_ms(now)?;
+        let mut conn = checkout(&self.pool).await?;
+        let result = deadpool_redis::redis::cmd("SET")
+            .arg(counter_key(&self.prefix, key, now))
+            .arg(used)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut *conn)
+            .await;
+        let _set: Option<String> = settle(conn, result)?;
+        Ok(())
     }
 }

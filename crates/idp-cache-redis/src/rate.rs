@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::Script;
 use idp_domain::StoreError;
-use idp_domain::ports::{RateDecision, RateLimiter};
+use idp_domain::ports::{RateDecision, RateLimiter, Reservation};
 use uuid::Uuid;
 
 use crate::cache::{Pool, checkout, settle};
@@ -53,6 +53,54 @@ const HIT_SCRIPT: &str = concat!(
     "return hit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])"
 );
 
+/// KEYS the logs; ARGV now (ms), window (ms), member, then each log's limit.
+/// Counts the member in every log only if every log has room.
+/// Returns {granted 0/1, then per log: allowed 0/1, counted, oldest (ms) or -1}.
+const RESERVE_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local member = ARGV[3]
+local counts = {}
+local granted = 1
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  counts[i] = redis.call('ZCARD', KEYS[i])
+  if counts[i] >= tonumber(ARGV[3 + i]) then
+    granted = 0
+  end
+end
+local out = {granted}
+for i = 1, #KEYS do
+  local allowed = 1
+  if granted == 1 then
+    redis.call('ZADD', KEYS[i], now, member)
+    counts[i] = counts[i] + 1
+  elseif counts[i] >= tonumber(ARGV[3 + i]) then
+    allowed = 0
+  end
+  if counts[i] > 0 then
+    redis.call('PEXPIRE', KEYS[i], window)
+  end
+  local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+  local oldest_ms = -1
+  if oldest[2] then
+    oldest_ms = tonumber(oldest[2])
+  end
+  table.insert(out, allowed)
+  table.insert(out, counts[i])
+  table.insert(out, oldest_ms)
+end
+return out
+";
+
+/// KEYS the logs; ARGV the member to take out of each.
+const RELEASE_SCRIPT: &str = r"
+for i = 1, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[1])
+end
+return 0
+";
+
 /// [`RateLimiter`] as an exact sliding-window log: a sorted set per key
 /// (`<prefix>rate:<key>`) of the requests counted in the last window, scored by
 /// their time in milliseconds. One script call per hit (EVALSHA, falling back
@@ -67,6 +115,8 @@ pub struct RedisRateLimiter {
     pool: Pool,
     prefix: Arc<str>,
     script: Arc<Script>,
+    reserve: Arc<Script>,
+    release: Arc<Script>,
 }
 
 impl fmt::Debug for RedisRateLimiter {
@@ -84,6 +134,8 @@ impl RedisRateLimiter {
             pool,
             prefix: prefix.as_ref().into(),
             script: Arc::new(Script::new(HIT_SCRIPT)),
+            reserve: Arc::new(Script::new(RESERVE_SCRIPT)),
+            release: Arc::new(Script::new(RELEASE_SCRIPT)),
         }
     }
 }
@@ -175,6 +227,61 @@ impl RateLimiter for RedisRateLimiter {
             .invoke_async(&mut *conn)
             .await;
         decision(settle(conn, result)?, limit, &args)
+    }
+
+    async fn reserve(
+        &self,
+        windows: &[(String, u32)],
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, StoreError> {
+        let args = HitArgs::new(window, now);
+        let mut invocation = self.reserve.prepare_invoke();
+        for (key, _) in windows {
+            invocation.key(log_key(&self.prefix, key));
+        }
+        invocation
+            .arg(args.now_ms)
+            .arg(args.window_ms)
+            .arg(&args.member);
+        for (_, limit) in windows {
+            invocation.arg(*limit);
+        }
+        let mut conn = checkout(&self.pool).await?;
+        let result = invocation.invoke_async(&mut *conn).await;
+        let reply: Vec<i64> = settle(conn, result)?;
+        let (granted, per_window) = reply
+            .split_first()
+            .ok_or_else(|| unexpected("reserve script"))?;
+        if per_window.len() != windows.len() * 3 {
+            return Err(unexpected("reserve script"));
+        }
+        let decisions = per_window
+            .chunks_exact(3)
+            .zip(windows)
+            .map(|(reply, (_, limit))| decision((reply[0], reply[1], reply[2]), *limit, &args))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Reservation {
+            granted: *granted == 1,
+            decisions,
+            keys: windows.iter().map(|(key, _)| key.clone()).collect(),
+            entry: args.member,
+        })
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<(), StoreError> {
+        if !reservation.granted || reservation.keys.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.release.prepare_invoke();
+        for key in &reservation.keys {
+            invocation.key(log_key(&self.prefix, key));
+        }
+        invocation.arg(&reservation.entry);
+        let mut conn = checkout(&self.pool).await?;
+        let result = invocation.invoke_async(&mut *conn).await;
+        let _: i64 = settle(conn, result)?;
+        Ok(())
     }
 }
 

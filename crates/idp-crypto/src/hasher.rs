@@ -1,5 +1,6 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -46,6 +47,10 @@ pub struct Argon2SecretHasher {
     dummy_hash: Arc<str>,
     /// Secrets that already verified, so repeats skip the slow hash.
     verified: Arc<VerifiedSecrets>,
+    /// Jobs waiting for a permit now, and how many may (see
+    /// [`Argon2SecretHasher::with_queue_limit`]).
+    waiting: Arc<AtomicUsize>,
+    queue_limit: usize,
 }
 
 impl std::fmt::Debug for Argon2SecretHasher {
@@ -88,7 +93,20 @@ impl Argon2SecretHasher {
             workers,
             dummy_hash: dummy_hash.into(),
             verified: Arc::new(VerifiedSecrets::new()?),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            queue_limit: usize::MAX,
         })
+    }
+
+    /// At most `limit` hashes or verifications wait for a hashing thread at
+    /// once; one more is refused at once with [`StoreError::Unavailable`]
+    /// (the contract's 503), so a flood of wrong secrets cannot queue work
+    /// without bound. Secrets verified before never wait (see
+    /// [`SecretHasher::recently_verified`]).
+    #[must_use]
+    pub fn with_queue_limit(mut self, limit: usize) -> Self {
+        self.queue_limit = limit;
+        self
     }
 
     /// A hasher with one permit per CPU the process may use.
@@ -107,10 +125,16 @@ impl Argon2SecretHasher {
         T: Send + 'static,
         F: FnOnce(&mut HashMemory) -> T + Send + 'static,
     {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|e| StoreError::Unknown(anyhow::Error::new(e)))?;
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let _place = QueuePlace::take(&self.waiting, self.queue_limit)?;
+                Arc::clone(&self.permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| StoreError::Unknown(anyhow::Error::new(e)))?
+            }
+        };
         let span = tracing::Span::current();
         let (reply, answer) = oneshot::channel();
         let submitted = self.workers.submit(Box::new(move |memory| {
@@ -130,6 +154,32 @@ impl Argon2SecretHasher {
         answer
             .await
             .map_err(|_| StoreError::Unknown(anyhow::anyhow!("hashing task failed")))
+    }
+}
+
+/// A place among the jobs waiting for a hashing thread, given back on drop
+/// (also when the waiting request is cancelled).
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl<'a> QueuePlace<'a> {
+    /// Takes a place if fewer than `limit` are taken.
+    fn take(waiting: &'a AtomicUsize, limit: usize) -> Result<Self, StoreError> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|_| {
+                StoreError::Unavailable(anyhow::anyhow!(
+                    "the hashing queue is full ({limit} waiting)"
+                ))
+            })?;
+        Ok(Self(waiting))
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -283,6 +333,11 @@ impl SecretHasher for Argon2SecretHasher {
 
     fn lookup_hint(&self, secret: &ClientSecret) -> String {
         hint_of(secret)
+    }
+
+    fn recently_verified(&self, secret: &ClientSecret, hash: &SecretHash) -> bool {
+        self.verified
+            .contains(&hash.hash, secret.expose().as_bytes())
     }
 }
 
@@ -461,6 +516,68 @@ mod tests {
         // A rotated credential has a new hash: the old secret does not match it.
         let rotated = hasher.hash(&secret("sk_live_new")).await.unwrap();
         assert!(!hasher.verify(&secret(SECRET), &rotated).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn recently_verified_knows_only_secrets_that_verified() {
+        let hasher = Argon2SecretHasher::new(1).unwrap();
+        let real = hasher.hash(&secret(SECRET)).await.unwrap();
+        assert!(!hasher.recently_verified(&secret(SECRET), &real));
+        assert!(
+            !hasher
+                .verify(&secret("sk_live_wrong"), &real)
+                .await
+                .unwrap()
+        );
+        assert!(!hasher.recently_verified(&secret("sk_live_wrong"), &real));
+        assert!(hasher.verify(&secret(SECRET), &real).await.unwrap());
+        assert!(hasher.recently_verified(&secret(SECRET), &real));
+        assert!(!hasher.recently_verified(&secret("sk_live_wrong"), &real));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once_and_remembered_secrets_skip_it() {
+        let hasher = Argon2SecretHasher::new(1).unwrap().with_queue_limit(2);
+        let known = hasher.hash(&secret(SECRET)).await.unwrap();
+        assert!(hasher.verify(&secret(SECRET), &known).await.unwrap());
+        // The only thread is busy and two jobs wait: the queue is full.
+        let permit = Arc::clone(&hasher.permits).acquire_owned().await.unwrap();
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let h = hasher.clone();
+                tokio::spawn(async move { h.verify_dummy(&secret("sk_live_x")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 2);
+        let started = Instant::now();
+        let refused = hasher.verify(&secret("sk_live_wrong"), &known).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(50));
+        // A secret verified before does not wait at all.
+        assert!(hasher.verify(&secret(SECRET), &known).await.unwrap());
+        drop(permit);
+        for task in waiting {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_waiter_gives_its_place_back() {
+        let hasher = Argon2SecretHasher::new(1).unwrap().with_queue_limit(1);
+        let permit = Arc::clone(&hasher.permits).acquire_owned().await.unwrap();
+        let h = hasher.clone();
+        let waiter = tokio::spawn(async move { h.verify_dummy(&secret("sk_live_x")).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 1);
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 0);
+        drop(permit);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@
 //! [`values::Owner`], [`values::Scope`], [`values::SemVer`] or
 //! [`values::AgentType`] cannot exist.
 
+pub mod admission;
 pub mod audit;
 pub mod entities;
 pub mod error;

@@ -65,6 +65,14 @@ pub trait SecretHasher: Send + Sync {
     /// The lookup hint of a presented secret: MUST equal the `hint` that
     /// [`SecretHasher::hash`] stored for the same secret.
     fn lookup_hint(&self, secret: &ClientSecret) -> String;
+
+    /// Whether this process verified `secret` against `hash` successfully
+    /// before and still remembers it: a cheap check (no slow hash, constant
+    /// time) that MUST NOT answer `true` for a secret that does not match.
+    /// `false` says nothing; [`SecretHasher::verify`] decides. A client whose
+    /// secret answers `true` is served without waiting for a hashing thread
+    /// and without counting against the failed-authentication window.
+    fn recently_verified(&self, secret: &ClientSecret, hash: &SecretHash) -> bool;
 }
 
 /// Filters of `GET /api/v1/agents`.
@@ -313,6 +321,15 @@ pub trait AuditLog: Send + Sync {
         &self,
         since: DateTime<Utc>,
     ) -> Result<Vec<(AgentId, u64)>, StoreError>;
+
+    /// How many `token.issued` events `agent` of `owner` has at or after
+    /// `since`: how a monthly counter lost with the cache is rebuilt.
+    async fn tokens_issued_by(
+        &self,
+        owner: &Owner,
+        agent: AgentId,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// A revoked token as kept durably.
@@ -386,6 +403,50 @@ pub trait RateLimiter: Send + Sync {
         window: Duration,
         now: DateTime<Utc>,
     ) -> Result<RateDecision, StoreError>;
+
+    /// Counts one request at `now` in each window of `windows` (key, limit),
+    /// all `window` long, if every one of them has room; otherwise counts it
+    /// in none. Atomic as a whole. The decisions are in the order of
+    /// `windows`; a window after a refusing one may be reported as allowed
+    /// although nothing was counted, so read [`Reservation::granted`].
+    async fn reserve(
+        &self,
+        windows: &[(String, u32)],
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, StoreError>;
+
+    /// Takes back what `reservation` counted, for a request that turned out
+    /// to belong to no window of it (a client that authenticated after all).
+    /// Nothing happens for a reservation that counted nothing or whose
+    /// entries already left their windows.
+    async fn release(&self, reservation: &Reservation) -> Result<(), StoreError>;
+}
+
+/// What [`RateLimiter::reserve`] counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// Whether the request was counted in every window.
+    pub granted: bool,
+    /// Each window's decision, in the order asked.
+    pub decisions: Vec<RateDecision>,
+    /// The windows' keys, in the order asked.
+    pub keys: Vec<String>,
+    /// Which entry of each window is this request's (adapter-defined, unique
+    /// per reservation).
+    pub entry: String,
+}
+
+impl Reservation {
+    /// The decision to report: the first refusing window's, or, when granted,
+    /// the one with the fewest requests left.
+    pub fn decision(&self) -> Option<RateDecision> {
+        if self.granted {
+            self.decisions.iter().copied().min_by_key(|d| d.remaining)
+        } else {
+            self.decisions.iter().copied().find(|d| !d.allowed)
+        }
+    }
 }
 
 /// The answer of the usage counter.
@@ -417,6 +478,12 @@ pub trait UsageCounter: Send + Sync {
     /// takes the unit before it knows the request will succeed (see
     /// [`AdmissionControl`]).
     async fn refund(&self, key: &str, taken_at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Sets `key`'s counter for the month of `now` to `used` if it has no
+    /// counter for that month yet (atomic; an existing counter is kept as
+    /// it is). How a counter lost with the cache is rebuilt from the audit
+    /// log (see [`AdmissionControl::admit`]).
+    async fn seed(&self, key: &str, used: u64, now: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
 /// What [`AdmissionControl::admit`] decided.
@@ -441,6 +508,12 @@ pub trait AdmissionControl: Send + Sync {
     /// same counters as the adapter's own `RateLimiter` and `UsageCounter`: a
     /// request or a unit counted through one is seen by the others. Each step
     /// is atomic; an adapter may make the pair atomic as a whole.
+    ///
+    /// An adapter whose counters can be lost (a cache restarted empty) MUST
+    /// answer `None`, counting nothing, when `quota_key` has no counter for
+    /// the month of `now`: the caller then rebuilds it from the durable audit
+    /// log with [`UsageCounter::seed`] and asks again. An adapter whose
+    /// counters are authoritative (rebuilt at start) answers `None` never.
     async fn admit(
         &self,
         rate_key: &str,
@@ -449,7 +522,7 @@ pub trait AdmissionControl: Send + Sync {
         quota_key: &str,
         quota_limit: u64,
         now: DateTime<Utc>,
-    ) -> Result<Admission, StoreError>;
+    ) -> Result<Option<Admission>, StoreError>;
 }
 
 /// Why a token was refused by [`TokenCodec::decode`].
@@ -533,14 +606,20 @@ pub trait HealthCheck: Send + Sync {
 ///
 /// Adapters that cache store reads call it after each committed change, so
 /// another node's cache stops answering the old state: a suspension, a
-/// revocation or a rotation takes effect on every node at once.
+/// revocation or a rotation takes effect on every node at once. A call MUST
+/// return only once every other node has either applied the announcement or
+/// stopped answering from memory (its [`ChangeListener::caught_up_until`]
+/// deadline has passed), or after a bounded wait that is logged: a node that
+/// cannot prove it heard the change must not be the one that answers the old
+/// state after the change's request was answered.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait ChangeNotifier: Send + Sync {
     /// Tells every node, this one included, that `agent` changed. Best effort:
     /// the change is already committed when this is called, so a failure is
     /// for the log; a [`ChangeListener`] that may have missed announcements is
-    /// told so through [`ChangeListener::feed_lost`].
+    /// told so through [`ChangeListener::feed_lost`], or stops hearing
+    /// [`ChangeListener::caught_up_until`].
     async fn agent_changed(&self, agent: AgentId) -> Result<(), StoreError>;
 
     /// Tells every node, this one included, that `token` was revoked (after
@@ -550,6 +629,16 @@ pub trait ChangeNotifier: Send + Sync {
 }
 
 /// Receives what a [`ChangeNotifier`] announces, on each node.
+///
+/// A listener that keeps copies of what other nodes change MUST answer from
+/// them only while it can show it missed no announcement: after
+/// [`ChangeListener::feed_restored`], before [`ChangeListener::feed_lost`],
+/// and before the deadline of its latest
+/// [`ChangeListener::caught_up_until`]. The deadline is checked on every read
+/// against the monotonic clock, not by a timer, so a process that was paused
+/// past it (SIGSTOP, a stalled virtual machine) asks its source of
+/// truth on waking instead of answering from memory. A single-node listener,
+/// which hears every change from its own process, needs no deadline.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait ChangeListener: Send + Sync {
     /// `agent` changed: forget what is known of it.
@@ -560,7 +649,16 @@ pub trait ChangeListener: Send + Sync {
     /// down): forget everything and keep nothing until
     /// [`ChangeListener::feed_restored`].
     fn feed_lost(&self);
-    /// Announcements arrive again; any sent while the feed was down are lost,
-    /// so forget everything once more and start keeping again.
+    /// Announcements arrive again, or some were missed (a gap in their
+    /// sequence); any sent meanwhile are lost, so forget everything once more
+    /// and start keeping again.
     fn feed_restored(&self);
+    /// Every announcement made before this call's proof was taken has been
+    /// heard (applied, or covered by a [`ChangeListener::feed_restored`]), and
+    /// the feed vouches for this node until `until`: every announcement made
+    /// meanwhile waits for this node's acknowledgement or for `until` to pass
+    /// before its [`ChangeNotifier`] call returns. So the listener MAY answer
+    /// from memory until `until`, and MUST NOT after it unless a later call
+    /// moves the deadline on. Deadlines only move forward.
+    fn caught_up_until(&self, until: std::time::Instant);
 }

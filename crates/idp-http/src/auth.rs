@@ -19,8 +19,11 @@ pub enum Caller {
     Bearer(Principal),
     /// A Bearer token that did not.
     InvalidBearer,
-    /// Basic client credentials, not yet verified.
-    Basic(ClientCredentials),
+    /// Basic client credentials that authenticated: the client holds its
+    /// agent's capabilities as scopes.
+    Client(Principal),
+    /// Basic client credentials that did not authenticate.
+    InvalidClient,
     /// A Basic header that does not decode.
     MalformedBasic,
     /// No usable `Authorization` header.

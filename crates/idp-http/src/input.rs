@@ -192,6 +192,23 @@ impl JsonObject {
     }
 }
 
+/// Whether every `%` of a form body starts an escape of two hex digits. The
+/// WHATWG decoder `serde_urlencoded` follows keeps a broken escape (`%ZZ`) as
+/// it is, but a body with one was not written by a form encoder, so it is
+/// refused rather than guessed at.
+fn well_escaped(body: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        match rest.get(at + 1..at + 3) {
+            Some([a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() => {
+                rest = &rest[at + 3..]
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 fn truncated(raw: &str) -> String {
     raw.chars().take(64).collect()
 }
@@ -290,6 +307,9 @@ impl FormParams {
         {
             return Err(FormError::WrongMediaType);
         }
+        if !well_escaped(body) {
+            return Err(FormError::Malformed);
+        }
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_bytes(body).map_err(|_| FormError::Malformed)?;
         let mut params = BTreeMap::new();
@@ -312,13 +332,32 @@ impl FormParams {
 
 /// Who is calling from where, for audit events.
 pub fn request_context(req: &HttpRequest, actor: Option<AgentId>) -> RequestContext {
+    let trusted = req
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .map(|state| state.settings.trusted_proxies.as_slice())
+        .unwrap_or_default();
     RequestContext {
         actor_id: actor,
-        ip_address: req.peer_addr().map(|addr| addr.ip().to_string()),
+        ip_address: crate::client_ip::client_ip(req, trusted).map(|ip| ip.to_string()),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::well_escaped;
+
+    #[test]
+    fn broken_percent_escapes_are_refused() {
+        assert!(well_escaped(b"grant_type=client_credentials&scope=a%20b"));
+        assert!(well_escaped(b"a=%2F%2f&b=%e2%82%ac"));
+        assert!(well_escaped(b""));
+        for broken in [&b"grant_type=%ZZ"[..], b"a=%", b"a=%2", b"a=%2G", b"%%41=1"] {
+            assert!(!well_escaped(broken), "{}", String::from_utf8_lossy(broken));
+        }
     }
 }

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 
 use actix_web::http::Method;
+use idp_domain::services::ClientAuthFailure;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -76,8 +77,9 @@ pub enum TokenRefusal {
     AgentSuspended,
     /// The agent is decommissioned.
     AgentDecommissioned,
-    /// Client authentication failed for a reason this list does not know.
-    InvalidClient,
+    /// The client's failed authentications from this address (or this
+    /// address's unauthenticated requests) are spent: refused before any hash.
+    AuthFailuresExceeded,
     /// The scope is malformed or outside the agent's capabilities.
     InvalidScope,
     /// The client's per-minute rate limit is spent.
@@ -103,7 +105,7 @@ impl TokenRefusal {
         Self::CredentialExpired,
         Self::AgentSuspended,
         Self::AgentDecommissioned,
-        Self::InvalidClient,
+        Self::AuthFailuresExceeded,
         Self::InvalidScope,
         Self::RateLimited,
         Self::MonthlyQuotaExceeded,
@@ -124,7 +126,7 @@ impl TokenRefusal {
             Self::CredentialExpired => "credential_expired",
             Self::AgentSuspended => "agent_suspended",
             Self::AgentDecommissioned => "agent_decommissioned",
-            Self::InvalidClient => "invalid_client",
+            Self::AuthFailuresExceeded => "auth_failures_exceeded",
             Self::InvalidScope => "invalid_scope",
             Self::RateLimited => "rate_limited",
             Self::MonthlyQuotaExceeded => "monthly_quota_exceeded",
@@ -133,18 +135,15 @@ impl TokenRefusal {
         }
     }
 
-    /// The refusal of a failed client authentication, from the reason the
-    /// domain gives (and writes into the `auth.failed` event). An unknown
-    /// reason falls into [`TokenRefusal::InvalidClient`], so the set stays closed.
-    pub fn from_client_failure(reason: &str) -> Self {
+    /// The refusal of a failed client authentication, by its reason.
+    pub fn from_client_failure(reason: ClientAuthFailure) -> Self {
         match reason {
-            "unknown client" | "unknown_client" => Self::UnknownClient,
-            "invalid_client_secret" => Self::InvalidClientSecret,
-            "credential_revoked" => Self::CredentialRevoked,
-            "credential_expired" => Self::CredentialExpired,
-            "agent_suspended" => Self::AgentSuspended,
-            "agent_decommissioned" => Self::AgentDecommissioned,
-            _ => Self::InvalidClient,
+            ClientAuthFailure::UnknownClient => Self::UnknownClient,
+            ClientAuthFailure::InvalidSecret => Self::InvalidClientSecret,
+            ClientAuthFailure::CredentialRevoked => Self::CredentialRevoked,
+            ClientAuthFailure::CredentialExpired => Self::CredentialExpired,
+            ClientAuthFailure::AgentSuspended => Self::AgentSuspended,
+            ClientAuthFailure::AgentDecommissioned => Self::AgentDecommissioned,
         }
     }
 }

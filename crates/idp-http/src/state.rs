@@ -14,6 +14,15 @@ pub struct HttpSettings {
     pub issuer: String,
     /// Requests per client per minute (contract section 7).
     pub rate_limit_per_minute: u32,
+    /// Failed client authentications per claimed client per client IP per
+    /// minute (contract section 7).
+    pub auth_failures_per_minute: u32,
+    /// Peers whose `X-Forwarded-For` is believed when finding the client IP
+    /// (contract section 7, `IDP_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Origins a browser may call `/api/v1` from (contract section 8,
+    /// `IDP_CORS_ORIGINS`), lower-case.
+    pub cors_origins: Vec<String>,
 }
 
 /// The shared state of the app, cheap to clone.

@@ -225,8 +225,46 @@ pub async fn rate_limiter_concurrent_hits_are_atomic(limiter: Arc<dyn RateLimite
     );
 }
 
+/// A reservation counts in every window or in none: refused when one window
+/// is full (and then nothing is counted in the others), and a release takes
+/// the granted request out of every window again.
+pub async fn rate_limiter_reserve_and_release(limiter: Arc<dyn RateLimiter>, ns: &str) {
+    let t0 = base_time();
+    let (a, b) = (format!("{ns}:reserve-a"), format!("{ns}:reserve-b"));
+    let windows = vec![(a.clone(), 2), (b.clone(), 3)];
+    let first = limiter.reserve(&windows, WINDOW, t0).await.unwrap();
+    assert!(first.granted);
+    assert_eq!(
+        first.decisions.iter().map(|d| d.remaining).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(first.decision().map(|d| d.remaining), Some(1));
+    let second = limiter.reserve(&windows, WINDOW, t0 + ms(1)).await.unwrap();
+    assert!(second.granted);
+    // `a` is full: refused, and `b` counts nothing.
+    let third = limiter.reserve(&windows, WINDOW, t0 + ms(2)).await.unwrap();
+    assert!(!third.granted);
+    let refusal = third.decision().expect("a refusing window");
+    assert!(!refusal.allowed);
+    assert_eq!(refusal.limit, 2);
+    assert!(refusal.retry_after >= 1);
+    let b_now = limiter.hit(&b, 3, WINDOW, t0 + ms(3)).await.unwrap();
+    assert_eq!(b_now.remaining, 0, "b held the two reservations and this hit only");
+    // Releasing the second takes it out of both windows; releasing a refused
+    // reservation does nothing.
+    limiter.release(&second).await.unwrap();
+    limiter.release(&third).await.unwrap();
+    let again = limiter
+        .reserve(&[(a.clone(), 2)], WINDOW, t0 + ms(4))
+        .await
+        .unwrap();
+    assert!(again.granted, "the released place is free again");
+    assert_eq!(again.decisions[0].remaining, 0);
+}
+
 /// Every check of the [`RateLimiter`] contract.
 pub async fn rate_limiter_contract(limiter: Arc<dyn RateLimiter>, ns: &str) {
+    rate_limiter_reserve_and_release(Arc::clone(&limiter), ns).await;
     rate_limiter_sliding_window(Arc::clone(&limiter), ns).await;
     rate_limiter_refused_not_counted(Arc::clone(&limiter), ns).await;
     rate_limiter_keys_independent(Arc::clone(&limiter), ns).await;
@@ -382,8 +420,26 @@ pub async fn usage_counter_refund(counter: Arc<dyn UsageCounter>, ns: &str) {
     assert_eq!(used(&counter, &never, 0, t0).await, 0);
 }
 
+/// A seed sets a counter the month does not have yet, and never changes one
+/// it has; other months are untouched.
+pub async fn usage_counter_seed(counter: Arc<dyn UsageCounter>, ns: &str) {
+    let key = format!("{ns}:seed");
+    let t0 = base_time();
+    counter.seed(&key, 5, t0).await.unwrap();
+    assert_eq!(consume(&counter, &key, 10, t0).await, (true, 6));
+    counter.seed(&key, 1, t0 + secs(1)).await.unwrap();
+    counter.seed(&key, 9, t0 + secs(1)).await.unwrap();
+    assert_eq!(consume(&counter, &key, 10, t0 + secs(2)).await, (true, 7));
+    let next_month = Utc.with_ymd_and_hms(2030, 4, 1, 0, 0, 0).unwrap();
+    assert_eq!(consume(&counter, &key, 10, next_month).await, (true, 1));
+    let other = format!("{ns}:seed-full");
+    counter.seed(&other, 3, t0).await.unwrap();
+    assert_eq!(consume(&counter, &other, 3, t0).await, (false, 3));
+}
+
 /// Every check of the [`UsageCounter`] contract.
 pub async fn usage_counter_contract(counter: Arc<dyn UsageCounter>, ns: &str) {
+    usage_counter_seed(Arc::clone(&counter), ns).await;
     usage_counter_limit(Arc::clone(&counter), ns).await;
     usage_counter_month_rollover(Arc::clone(&counter), ns).await;
     usage_counter_keys_independent(Arc::clone(&counter), ns).await;
@@ -415,6 +471,8 @@ impl std::fmt::Debug for AdmissionPorts {
 
 const WINDOW: Duration = Duration::from_secs(10);
 
+/// One admission; a counter the adapter does not know is seeded at zero
+/// first, as the token service does (from the audit log).
 async fn admit(
     ports: &AdmissionPorts,
     ns: &str,
@@ -422,18 +480,57 @@ async fn admit(
     quota_limit: u64,
     at: DateTime<Utc>,
 ) -> Admission {
-    ports
-        .admission
-        .admit(
-            &format!("{ns}:rate"),
-            rate_limit,
-            WINDOW,
-            &format!("{ns}:quota"),
-            quota_limit,
-            at,
-        )
+    let (rate_key, quota_key) = (format!("{ns}:rate"), format!("{ns}:quota"));
+    let once = || {
+        ports
+            .admission
+            .admit(&rate_key, rate_limit, WINDOW, &quota_key, quota_limit, at)
+    };
+    if let Some(admission) = once().await.unwrap() {
+        return admission;
+    }
+    ports.counter.seed(&quota_key, 0, at).await.unwrap();
+    once()
         .await
         .unwrap()
+        .expect("a seeded counter is known to admission")
+}
+
+/// A counter the adapter does not know (it may have lost it) is reported as
+/// such and nothing is counted, neither the request nor a unit; once seeded,
+/// admission continues from the seeded count. An adapter that always knows
+/// its counters answers at once.
+pub async fn admission_unknown_counter_counts_nothing_until_seeded(
+    ports: AdmissionPorts,
+    ns: &str,
+) {
+    let t0 = base_time();
+    let (rate_key, quota_key) = (format!("{ns}:rate"), format!("{ns}:quota"));
+    let first = ports
+        .admission
+        .admit(&rate_key, 5, WINDOW, &quota_key, 10, t0)
+        .await
+        .unwrap();
+    let expected_used = if first.is_none() {
+        let untouched = ports.limiter.hit(&rate_key, 5, WINDOW, t0).await.unwrap();
+        assert_eq!(untouched.remaining, 4, "an unknown counter counted the request");
+        ports.counter.seed(&quota_key, 7, t0).await.unwrap();
+        let seeded = ports
+            .admission
+            .admit(&rate_key, 5, WINDOW, &quota_key, 10, t0)
+            .await
+            .unwrap()
+            .expect("known once seeded");
+        assert_eq!(seeded.rate.remaining, 3);
+        seeded.quota.map(|q| q.used)
+    } else {
+        first.and_then(|a| a.quota).map(|q| q.used)
+    };
+    if first.is_none() {
+        assert_eq!(expected_used, Some(8), "admission continued from the seed");
+    } else {
+        assert_eq!(expected_used, Some(1));
+    }
 }
 
 fn granted(used: u64) -> Option<QuotaDecision> {
@@ -561,7 +658,8 @@ pub async fn admission_contract(ports: AdmissionPorts, ns: &str) {
     admission_is_hit_then_consume(ports.clone(), &format!("{ns}:order")).await;
     admission_shares_the_counters(ports.clone(), &format!("{ns}:shared")).await;
     admission_quota_month(ports.clone(), &format!("{ns}:month")).await;
-    admission_concurrent_is_atomic(ports, &format!("{ns}:concurrent")).await;
+    admission_concurrent_is_atomic(ports.clone(), &format!("{ns}:concurrent")).await;
+    admission_unknown_counter_counts_nothing_until_seeded(ports, &format!("{ns}:unknown")).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -2078,6 +2078,20 @@ pub async fn audit_log_port_has_no_update_or_delete() {
         {
             Box::pin(async { Ok(Vec::new()) })
         }
+
+        fn tokens_issued_by<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            _owner: &'life1 Owner,
+            _agent: AgentId,
+            _since: DateTime<Utc>,
+        ) -> Answer<'async_trait, u64>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async { Ok(0) })
+        }
     }
 
     let log: Arc<dyn AuditLog> = Arc::new(AppendOnly);

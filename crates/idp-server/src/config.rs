@@ -61,6 +61,18 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Failed client authentications per claimed client per IP per minute.
+    pub auth_failures_per_minute: u32,
+    /// Secret verifications that may wait for a hashing thread; beyond it, 503.
+    pub hash_queue_limit: usize,
+    /// Comma-separated CIDRs of proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<String>,
+    /// Comma-separated origins allowed to call `/api/v1` from a browser.
+    pub cors_origins: Option<String>,
+    /// Concurrent client connections per node.
+    pub max_connections: usize,
+    /// A separate listen address for `/metrics`; unset: served on `bind`.
+    pub metrics_bind: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -91,6 +103,12 @@ impl Default for Config {
             migrate_on_start: true,
             hash_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
             log_format: LogFormat::Text,
+            auth_failures_per_minute: 10,
+            hash_queue_limit: 64,
+            trusted_proxies: None,
+            cors_origins: None,
+            max_connections: 10_000,
+            metrics_bind: None,
         }
     }
 }
@@ -157,6 +175,36 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "concurrent Argon2id computations",
     ),
     ("IDP_LOG_FORMAT", "text", "text or json"),
+    (
+        "IDP_AUTH_FAILURES_PER_MINUTE",
+        "10",
+        "failed client authentications per claimed client per IP per minute",
+    ),
+    (
+        "IDP_HASH_QUEUE_LIMIT",
+        "64",
+        "secret verifications that may wait for a hashing thread (more: 503)",
+    ),
+    (
+        "IDP_TRUSTED_PROXIES",
+        "unset",
+        "comma-separated CIDRs of proxies whose X-Forwarded-For is believed",
+    ),
+    (
+        "IDP_CORS_ORIGINS",
+        "unset",
+        "comma-separated origins allowed to call /api/v1 from a browser",
+    ),
+    (
+        "IDP_MAX_CONNECTIONS",
+        "10000",
+        "concurrent client connections per node",
+    ),
+    (
+        "IDP_METRICS_BIND",
+        "unset: served on IDP_BIND",
+        "separate listen address for /metrics",
+    ),
     (
         "IDP_CONFIG_FILE",
         "unset",
@@ -254,6 +302,24 @@ impl Config {
         if let Some(v) = get("IDP_HASH_CONCURRENCY") {
             config.hash_concurrency = parse_var("IDP_HASH_CONCURRENCY", &v)?;
         }
+        if let Some(v) = get("IDP_AUTH_FAILURES_PER_MINUTE") {
+            config.auth_failures_per_minute = parse_var("IDP_AUTH_FAILURES_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = get("IDP_HASH_QUEUE_LIMIT") {
+            config.hash_queue_limit = parse_var("IDP_HASH_QUEUE_LIMIT", &v)?;
+        }
+        if let Some(v) = get("IDP_TRUSTED_PROXIES") {
+            config.trusted_proxies = Some(v);
+        }
+        if let Some(v) = get("IDP_CORS_ORIGINS") {
+            config.cors_origins = Some(v);
+        }
+        if let Some(v) = get("IDP_MAX_CONNECTIONS") {
+            config.max_connections = parse_var("IDP_MAX_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = get("IDP_METRICS_BIND") {
+            config.metrics_bind = Some(v);
+        }
         if let Some(v) = get("IDP_LOG_FORMAT") {
             config.log_format = match v.trim().to_ascii_lowercase().as_str() {
                 "text" => LogFormat::Text,
@@ -297,6 +363,12 @@ impl Config {
                 u64::from(self.audit_retention_days),
             ),
             ("IDP_HASH_CONCURRENCY", self.hash_concurrency as u64),
+            (
+                "IDP_AUTH_FAILURES_PER_MINUTE",
+                u64::from(self.auth_failures_per_minute),
+            ),
+            ("IDP_HASH_QUEUE_LIMIT", self.hash_queue_limit as u64),
+            ("IDP_MAX_CONNECTIONS", self.max_connections as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             bail!("{name} must be at least 1");
@@ -307,6 +379,9 @@ impl Config {
         if self.audit_retention_days > 36_500 {
             bail!("IDP_AUDIT_RETENTION_DAYS must be at most 36500");
         }
+        self.trusted_proxies()?;
+        self.cors_origins()?;
+        self.metrics_addr()?;
         if !["RS256", "ES256", "EdDSA"].contains(&self.signing_alg.as_str()) {
             bail!(
                 "IDP_SIGNING_ALG={:?} is invalid: expected RS256, ES256 or EdDSA",
@@ -321,6 +396,57 @@ impl Config {
         self.bind
             .parse()
             .map_err(|e| anyhow::anyhow!("IDP_BIND={:?} is invalid: {e}", self.bind))
+    }
+
+    /// `IDP_TRUSTED_PROXIES` as networks (a bare address is a /32 or /128).
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        list(self.trusted_proxies.as_deref())
+            .map(|item| {
+                item.parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "IDP_TRUSTED_PROXIES: {item:?} is invalid: expected a CIDR such as 10.0.0.0/8 or an address"
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// `IDP_CORS_ORIGINS` as origins (RFC 6454: scheme, host and optional
+    /// port; no path), lower-cased as browsers send them.
+    pub fn cors_origins(&self) -> anyhow::Result<Vec<String>> {
+        list(self.cors_origins.as_deref())
+            .map(|item| {
+                let host = item
+                    .strip_prefix("https://")
+                    .or_else(|| item.strip_prefix("http://"));
+                match host {
+                    Some(host)
+                        if !host.is_empty()
+                            && !host.contains(['/', '?', '#', '@', '*'])
+                            && !host.contains(char::is_whitespace) =>
+                    {
+                        Ok(item.to_ascii_lowercase())
+                    }
+                    _ => bail!(
+                        "IDP_CORS_ORIGINS: {item:?} is invalid: expected an origin such as https://app.example.com"
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// `IDP_METRICS_BIND`, when set.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.metrics_bind
+            .as_deref()
+            .map(|raw| {
+                raw.trim()
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("IDP_METRICS_BIND={raw:?} is invalid: {e}"))
+            })
+            .transpose()
     }
 
     /// The issuer for a server bound at `bound` (the real port when IDP_BIND says 0).
@@ -353,6 +479,12 @@ impl Config {
             migrate_on_start,
             hash_concurrency,
             log_format,
+            auth_failures_per_minute,
+            hash_queue_limit,
+            trusted_proxies,
+            cors_origins,
+            max_connections,
+            metrics_bind,
         } = self;
         let redact = |url: &Option<String>| url.as_deref().map(redact_url);
         serde_json::json!({
@@ -375,8 +507,22 @@ impl Config {
             "migrate_on_start": migrate_on_start,
             "hash_concurrency": hash_concurrency,
             "log_format": match log_format { LogFormat::Text => "text", LogFormat::Json => "json" },
+            "auth_failures_per_minute": auth_failures_per_minute,
+            "hash_queue_limit": hash_queue_limit,
+            "trusted_proxies": trusted_proxies,
+            "cors_origins": cors_origins,
+            "max_connections": max_connections,
+            "metrics_bind": metrics_bind,
         })
     }
+}
+
+/// The non-empty items of a comma-separated setting, trimmed.
+fn list(raw: Option<&str>) -> impl Iterator<Item = &str> {
+    raw.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
 }
 
 /// RFC 8414 section 2: the issuer is an absolute `https` URL (`http` is

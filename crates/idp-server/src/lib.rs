@@ -12,12 +12,14 @@ mod wiring;
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use anyhow::Context;
 use idp_domain::services::bootstrap_agent;
 use idp_domain::values::{Capabilities, Email, Owner};
-use idp_http::Metrics;
+use idp_http::middleware::ConnectionCount;
+use idp_http::{Application, Metrics};
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -53,11 +55,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// File descriptors kept for everything but client connections: listeners,
+/// the database and cache pools, data and log files, the runtime's own.
+const RESERVED_FDS: u64 = 256;
+/// Concurrent connections of the metrics listener: scrapers, not clients.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
+/// Raises the soft limit on open files to the hard one and logs both, before
+/// and after: with the common soft limit of 1024, idle connections alone
+/// could exhaust it, and `accept` then fails ("Too many open files") while a
+/// new client waits. Returns the soft limit in force, if it could be read.
+fn raise_open_files_limit() -> Option<u64> {
+    let (before, hard) = match rlimit::Resource::NOFILE.get() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit");
+            return None;
+        }
+    };
+    match rlimit::increase_nofile_limit(hard) {
+        Ok(soft) => {
+            tracing::info!(soft_before = before, soft, hard, "open-files limit");
+            Some(soft)
+        }
+        Err(e) => {
+            tracing::warn!(soft = before, hard, error = %e, "cannot raise the open-files limit");
+            Some(before)
+        }
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let open_files = raise_open_files_limit();
     let addr = config.bind_addr()?;
     let listener =
         TcpListener::bind(addr).with_context(|| format!("IDP_BIND={addr}: cannot listen"))?;
     let bound = listener.local_addr()?;
+    let metrics_listener = config
+        .metrics_addr()?
+        .map(|addr| {
+            TcpListener::bind(addr)
+                .with_context(|| format!("IDP_METRICS_BIND={addr}: cannot listen"))
+        })
+        .transpose()?;
+    let metrics_bound = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let issuer = config.issuer_for(bound);
     wiring::check_cache_for_deployment(&config)?;
     let stores = wiring::stores(&config, wiring::Role::Server, config.migrate_on_start).await?;
@@ -74,11 +118,60 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let codec = wiring::token_codec(&config, &stores).await?;
     let mut state = wiring::app_state(&config, issuer.clone(), &stores, &caches, &secrets, codec);
     state.metrics = Arc::new(metrics);
-    let server = actix_web::HttpServer::new(move || idp_http::app(state.clone()))
+    let mut application = Application::new(state);
+    if metrics_listener.is_some() {
+        application = application.with_metrics_elsewhere();
+    }
+    // actix caps connections per worker: the cap is shared out among the
+    // workers (one per CPU, fewer when the cap is smaller than that).
+    let workers = std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(config.max_connections)
+        .max(1);
+    let per_worker = (config.max_connections / workers).max(1);
+    let max_connections = per_worker * workers;
+    if let Some(soft) = open_files
+        && soft < max_connections as u64 + RESERVED_FDS
+    {
+        tracing::warn!(
+            max_connections,
+            open_files_limit = soft,
+            reserved = RESERVED_FDS,
+            "IDP_MAX_CONNECTIONS exceeds what the open-files limit allows: accept may fail with \"Too many open files\" before the cap is reached; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower IDP_MAX_CONNECTIONS"
+        );
+    }
+    let connections = ConnectionCount::new(max_connections);
+    let main_app = application.clone();
+    let server = actix_web::HttpServer::new(move || main_app.clone().app())
+        .workers(workers)
+        .max_connections(per_worker)
+        .on_connect(move |_, extensions| connections.on_connect(extensions))
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
-    tracing::info!(%bound, %issuer, "AgentIdP listening");
+    let metrics_server = match metrics_listener {
+        Some(listener) => Some(
+            actix_web::HttpServer::new(move || application.clone().metrics_app())
+                .workers(1)
+                .max_connections(METRICS_MAX_CONNECTIONS)
+                .listen(listener)?
+                .shutdown_timeout(10)
+                .run(),
+        ),
+        None => None,
+    };
+    let metrics_url = match metrics_bound {
+        Some(metrics) => format!("http://{metrics}/metrics"),
+        None => format!("http://{bound}/metrics"),
+    };
+    tracing::info!(
+        %bound,
+        %issuer,
+        metrics = %metrics_url,
+        max_connections,
+        workers,
+        "AgentIdP listening"
+    );
     if config.issuer.is_none()
         && matches!(wiring::deployment(&config), wiring::Deployment::Postgres(_))
     {
@@ -89,9 +182,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "IDP_ISSUER is not set, so the issuer is this node's own address; nodes behind a load balancer must share one IDP_ISSUER (the public URL)"
         );
     }
-    // Three lines on stdout; tests and scripts read the bound address from the first.
+    // Three lines on stdout (four with a metrics listener); tests and scripts
+    // read the bound address from the first.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on http://{bound}")?;
+    if let Some(metrics) = metrics_bound {
+        writeln!(stdout, "metrics on http://{metrics}/metrics")?;
+    }
     match wiring::deployment(&config) {
         wiring::Deployment::Embedded(path) => writeln!(
             stdout,
@@ -105,7 +202,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "first agent of an owner: idp-server bootstrap --owner OWNER --email EMAIL"
     )?;
     stdout.flush()?;
-    server.await.context("server failed")?;
+    // Both servers stop on the same signals; if the main one ends otherwise,
+    // the metrics listener must not keep the process alive.
+    let metrics_handle = metrics_server.as_ref().map(actix_web::dev::Server::handle);
+    let (served, metrics_served) = tokio::join!(
+        async {
+            let served = server.await;
+            if let Some(handle) = metrics_handle {
+                handle.stop(true).await;
+            }
+            served
+        },
+        async {
+            match metrics_server {
+                Some(metrics_server) => metrics_server.await,
+                None => Ok(()),
+            }
+        }
+    );
+    served.context("server failed")?;
+    metrics_served.context("metrics server failed")?;
     tracing::info!("AgentIdP stopped");
     Ok(())
 }

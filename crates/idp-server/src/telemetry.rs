@@ -152,6 +152,10 @@ impl SecretHasher for HashQueue {
     fn lookup_hint(&self, secret: &ClientSecret) -> String {
         self.inner.lookup_hint(secret)
     }
+
+    fn recently_verified(&self, secret: &ClientSecret, hash: &SecretHash) -> bool {
+        self.inner.recently_verified(secret, hash)
+    }
 }
 
 /// Reads the PostgreSQL pool's state (deadpool's own counters; no I/O).
@@ -254,6 +258,9 @@ mod tests {
         }
         fn lookup_hint(&self, _: &ClientSecret) -> String {
             String::new()
+        }
+        fn recently_verified(&self, _: &ClientSecret, _: &SecretHash) -> bool {
+            false
         }
     }
 }

@@ -326,7 +326,7 @@ pub async fn caches(
             // month's `token.issued` events, the key TokenService counts under.
             let issued = stores
                 .audit
-                .tokens_issued_since(idp_cache_memory::month_start(now))
+                .tokens_issued_since(idp_domain::admission::month_start(now))
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!(
@@ -355,7 +355,8 @@ pub async fn caches(
 
 pub fn secrets(config: &Config) -> anyhow::Result<Secrets> {
     let hasher = Argon2SecretHasher::new(config.hash_concurrency)
-        .map_err(|e| anyhow::anyhow!("IDP_HASH_CONCURRENCY: cannot set up secret hashing: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("IDP_HASH_CONCURRENCY: cannot set up secret hashing: {e}"))?
+        .with_queue_limit(config.hash_queue_limit);
     Ok(Secrets {
         hasher: Arc::new(hasher),
         generator: Arc::new(OsSecretGenerator),
@@ -404,6 +405,8 @@ pub fn app_state(
         ttl: Duration::seconds(i64::from(config.token_ttl_seconds)),
         monthly_quota: config.token_quota_per_month,
         clock_leeway: Duration::seconds(30),
+        rate_limit_per_minute: config.rate_limit_per_minute,
+        auth_failures_per_minute: config.auth_failures_per_minute,
     };
     let tokens = TokenService::new(
         TokenPorts {
@@ -415,6 +418,7 @@ pub fn app_state(
             revocations: caches.revocations.clone(),
             usage: caches.usage.clone(),
             admission: caches.admission.clone(),
+            limiter: caches.rate_limiter.clone(),
             audit: stores.audit.clone(),
         },
         ambient.clone(),
@@ -440,6 +444,10 @@ pub fn app_state(
         settings: HttpSettings {
             issuer,
             rate_limit_per_minute: config.rate_limit_per_minute,
+            auth_failures_per_minute: config.auth_failures_per_minute,
+            // Both were checked when the configuration was loaded.
+            trusted_proxies: config.trusted_proxies().unwrap_or_default(),
+            cors_origins: config.cors_origins().unwrap_or_default(),
         },
     }
 }

@@ -182,4 +182,23 @@ impl AuditLog for PgStore {
             })
             .collect())
     }
+
+    async fn tokens_issued_by(
+        &self,
+        owner: &Owner,
+        agent: AgentId,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut conn = checkout(&self.pool).await?;
+        let count: i64 = audit_events::table
+            .filter(audit_events::owner.eq(owner.as_str()))
+            .filter(audit_events::agent_id.eq(agent.0))
+            .filter(audit_events::timestamp.ge(since))
+            .filter(audit_events::action.eq(AuditAction::TokenIssued.as_str()))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
 }

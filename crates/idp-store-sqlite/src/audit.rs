@@ -203,6 +203,29 @@ impl AuditLog for SqliteStore {
             })
             .collect())
     }
+
+    async fn tokens_issued_by(
+        &self,
+        owner: &Owner,
+        agent: AgentId,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let owner = owner.as_str().to_owned();
+        let agent = uuid_text(agent.0);
+        let since = at_or_after(since);
+        let count: i64 = run(&self.pool, move |conn| {
+            audit_events::table
+                .filter(audit_events::owner.eq(&owner))
+                .filter(audit_events::agent_id.eq(&agent))
+                .filter(audit_events::timestamp.ge(since))
+                .filter(audit_events::action.eq(AuditAction::TokenIssued.as_str()))
+                .count()
+                .get_result(conn)
+                .map_err(from_diesel)
+        })
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
 }
 
 #[cfg(test)]

@@ -7,13 +7,18 @@ mod deployment;
 mod app;
 mod http;
 pub mod jwt;
+pub mod load;
 mod openapi;
+mod private_services;
 mod process;
 mod redis;
 
-pub use app::{AgentClient, MANAGEMENT_SCOPES, TestApp, agent_body, client_from_credential};
+pub use app::{
+    AgentClient, MANAGEMENT_SCOPES, TestApp, TestAppBuilder, agent_body, client_from_credential,
+};
 pub use deployment::Deployment;
 pub use http::{Exchange, Reply, raw_exchange};
+pub use private_services::{PrivatePostgres, PrivateRedis};
 pub use process::{run_to_completion, server_command};
 
 /// The wall clock. The server reads the same one, and some rules (an

@@ -1,9 +1,9 @@
 //! The rules of the authentication cache, with mocked stores: what is read
 //! once, what every change forgets, what a racing read may not keep, and
-//! what it does while the change feed is down.
+//! what it does while the change feed is down or no longer vouches for it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use idp_cache_memory::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
 use idp_domain::StoreError;
@@ -227,6 +227,7 @@ async fn nothing_is_kept_or_answered_while_the_feed_is_down() {
     assert!(cache.is_empty());
 
     cache.feed_restored();
+    cache.caught_up_until(Instant::now() + Duration::from_secs(60));
     agents.find_for_authentication(a.agent_id).await.unwrap();
     agents.find_for_authentication(a.agent_id).await.unwrap();
     assert_eq!(cache.len(), 1);
@@ -395,4 +396,106 @@ async fn subject_states_are_read_once_and_forgotten_on_any_change_of_the_agent()
         );
     }
     assert_eq!(cache.len(), 1);
+}
+
+#[tokio::test]
+async fn a_node_the_feed_does_not_vouch_for_asks_the_store_every_time() {
+    let a = agent(&owner(), at(0));
+    let c = credential(&a, at(1), None);
+    let cache = AuthStateCache::awaiting_feed();
+    // Subscribed, but the feed has not yet shown this node caught up.
+    cache.feed_restored();
+    let agents = agents_over(finding(&a, 2), &cache, silent());
+    let mut inner = MockCredentialRepository::new();
+    let listed = vec![c.clone()];
+    inner
+        .expect_find_by_hint()
+        .times(2)
+        .returning(move |_, _| Ok(listed.clone()));
+    let subject = SubjectState {
+        owner: a.owner.clone(),
+        agent_status: AgentStatus::Active,
+        credential_revoked: false,
+    };
+    let state = subject.clone();
+    inner
+        .expect_subject_state()
+        .times(2)
+        .returning(move |_, _| Ok(Some(state.clone())));
+    let credentials = CachedCredentials::new(Arc::new(inner), cache.clone(), Arc::new(SingleNode));
+
+    for _ in 0..2 {
+        agents.find_for_authentication(a.agent_id).await.unwrap();
+        credentials
+            .find_by_hint(a.agent_id, "abcd1234")
+            .await
+            .unwrap();
+        let found = credentials
+            .subject_state(a.agent_id, c.credential_id)
+            .await
+            .unwrap();
+        assert_eq!(found, Some(subject.clone()));
+    }
+    assert!(!cache.answers_from_memory());
+
+    // Vouched for: what the store answered meanwhile was kept (it is newer
+    // than any announcement missed), and is now answered from memory: the
+    // mocks fail the test on a third call.
+    cache.caught_up_until(Instant::now() + Duration::from_secs(60));
+    assert!(cache.answers_from_memory());
+    agents.find_for_authentication(a.agent_id).await.unwrap();
+    agents.find_for_authentication(a.agent_id).await.unwrap();
+    credentials
+        .find_by_hint(a.agent_id, "abcd1234")
+        .await
+        .unwrap();
+    credentials
+        .subject_state(a.agent_id, c.credential_id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn once_the_vouched_deadline_passes_the_store_answers_again() {
+    let a = agent(&owner(), at(0));
+    let suspended = Agent {
+        status: AgentStatus::Suspended,
+        ..a.clone()
+    };
+    let mut inner = MockAgentRepository::new();
+    let mut reads = mockall::Sequence::new();
+    let first = a.clone();
+    inner
+        .expect_find_for_authentication()
+        .times(1)
+        .in_sequence(&mut reads)
+        .returning(move |_| Ok(Some(first.clone())));
+    // Suspended on another node; this node never heard the announcement.
+    let later = suspended.clone();
+    inner
+        .expect_find_for_authentication()
+        .times(1)
+        .in_sequence(&mut reads)
+        .returning(move |_| Ok(Some(later.clone())));
+    let cache = AuthStateCache::awaiting_feed();
+    cache.feed_restored();
+    cache.caught_up_until(Instant::now() + Duration::from_millis(150));
+    let agents = agents_over(inner, &cache, silent());
+
+    assert_eq!(
+        agents.find_for_authentication(a.agent_id).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        agents.find_for_authentication(a.agent_id).await.unwrap(),
+        Some(a.clone()),
+        "answered from memory while vouched for"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!cache.answers_from_memory());
+    assert_eq!(
+        agents.find_for_authentication(a.agent_id).await.unwrap(),
+        Some(suspended),
+        "a node past its deadline must ask the store"
+    );
 }

@@ -242,3 +242,18 @@ async fn revocation_list_contract() {
     .await;
     assert_eq!(processes.restarts(), 2);
 }
+
+#[tokio::test]
+async fn rate_limiter_reserve_and_release() {
+    cache::rate_limiter_reserve_and_release(limiter(), "c").await;
+}
+
+#[tokio::test]
+async fn usage_counter_seed() {
+    cache::usage_counter_seed(counter(), "c").await;
+}
+
+#[tokio::test]
+async fn admission_unknown_counter_counts_nothing_until_seeded() {
+    cache::admission_unknown_counter_counts_nothing_until_seeded(admission(), "c").await;
+}

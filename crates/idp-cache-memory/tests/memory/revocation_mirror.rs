@@ -1,9 +1,10 @@
 //! [`RevocationMirror`] and [`MirroredRevocationList`] with mocked ports: the
-//! copy answers only once complete, falls back to the shared list whenever
-//! the feed is down, and learns every revocation announced or inserted.
+//! copy answers only once complete and vouched for by the feed, falls back
+//! to the shared list whenever the feed is down or its deadline passed, and
+//! learns every revocation announced or inserted.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use idp_cache_memory::{MirroredRevocationList, RevocationMirror};
@@ -40,6 +41,12 @@ fn durable(tokens: Vec<RevokedToken>) -> Arc<MockRevokedTokenStore> {
         .expect_unexpired()
         .returning(move |_| Ok(tokens.clone()));
     Arc::new(store)
+}
+
+/// What the feed does once subscribed: restore, then vouch for the node.
+fn restored(mirror: &RevocationMirror) {
+    mirror.feed_restored();
+    mirror.caught_up_until(Instant::now() + Duration::from_secs(60));
 }
 
 async fn until_complete(mirror: &RevocationMirror) {
@@ -87,7 +94,7 @@ async fn once_loaded_the_copy_answers_without_the_shared_list() {
         MockChangeNotifier::new(),
     );
 
-    mirror.feed_restored();
+    restored(&mirror);
     until_complete(&mirror).await;
     assert!(list.contains(token.token_id, now()).await.unwrap());
     assert!(!list.contains(other.token_id, now()).await.unwrap());
@@ -104,7 +111,7 @@ async fn an_announced_revocation_is_answered_locally() {
         MockRevocationList::new(),
         MockChangeNotifier::new(),
     );
-    mirror.feed_restored();
+    restored(&mirror);
     until_complete(&mirror).await;
 
     let token = revoked();
@@ -130,7 +137,7 @@ async fn an_insert_goes_to_the_shared_list_and_is_announced() {
         .times(1)
         .returning(|_| Err(StoreError::Unavailable(anyhow::anyhow!("Redis is down"))));
     let list = list(&mirror, shared, notifier);
-    mirror.feed_restored();
+    restored(&mirror);
     until_complete(&mirror).await;
 
     // A failed announcement does not fail the revocation.
@@ -145,7 +152,7 @@ async fn a_lost_feed_falls_back_to_the_shared_list() {
     let mut shared = MockRevocationList::new();
     shared.expect_contains().times(1).returning(|_, _| Ok(true));
     let list = list(&mirror, shared, MockChangeNotifier::new());
-    mirror.feed_restored();
+    restored(&mirror);
     until_complete(&mirror).await;
 
     mirror.feed_lost();
@@ -176,10 +183,42 @@ async fn a_failed_load_is_retried() {
         MockChangeNotifier::new(),
     );
 
-    mirror.feed_restored();
+    restored(&mirror);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!mirror.is_complete(), "complete without a load");
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     until_complete(&mirror).await;
+    assert!(list.contains(token.token_id, now()).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_complete_copy_the_feed_does_not_vouch_for_asks_the_shared_list() {
+    let token = revoked();
+    let mirror = RevocationMirror::new(durable(Vec::new()), clock());
+    let mut shared = MockRevocationList::new();
+    // Revoked on another node; this node never heard the announcement.
+    shared
+        .expect_contains()
+        .with(eq(token.token_id), eq(now()))
+        .times(2)
+        .returning(|_, _| Ok(true));
+    let list = list(&mirror, shared, MockChangeNotifier::new());
+    mirror.feed_restored();
+    until_complete(&mirror).await;
+
+    // Complete, but never vouched for.
+    assert!(!mirror.answers_from_memory());
+    assert!(list.contains(token.token_id, now()).await.unwrap());
+
+    // Vouched for a moment, then the deadline passes without a renewal.
+    mirror.caught_up_until(Instant::now() + Duration::from_millis(100));
+    assert!(mirror.answers_from_memory());
+    assert!(
+        !list.contains(token.token_id, now()).await.unwrap(),
+        "the copy answers"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(mirror.is_complete());
+    assert!(!mirror.answers_from_memory());
     assert!(list.contains(token.token_id, now()).await.unwrap());
 }

@@ -149,3 +149,24 @@ async fn revocation_survives_storage_loss() {
     .await;
     redis.wipe().await;
 }
+
+#[tokio::test]
+async fn rate_limiter_reserve_and_release() {
+    let redis = TestRedis::new().await;
+    cache::rate_limiter_reserve_and_release(limiter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn usage_counter_seed() {
+    let redis = TestRedis::new().await;
+    cache::usage_counter_seed(counter(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn admission_unknown_counter_counts_nothing_until_seeded() {
+    let redis = TestRedis::new().await;
+    cache::admission_unknown_counter_counts_nothing_until_seeded(admission(&redis), "c").await;
+    redis.wipe().await;
+}

@@ -9,6 +9,7 @@ mod agents;
 mod ambient;
 mod audit_query;
 mod bootstrap;
+mod client_auth;
 mod credentials;
 mod tokens;
 
@@ -19,6 +20,7 @@ pub use agents::{AgentPatch, AgentService, NewAgent};
 pub use ambient::Ambient;
 pub use audit_query::AuditService;
 pub use bootstrap::{Bootstrapped, bootstrap_agent};
+pub use client_auth::{AuthenticatedClient, ClientAuthError, ClientAuthFailure};
 pub use credentials::{CredentialService, IssuedCredential};
 pub use tokens::{
     ClientCredentials, IntrospectedClaims, Introspection, IssuedToken, TokenPorts,

@@ -5,20 +5,23 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::admission::{RATE_WINDOW, agent_key, month_start};
 use crate::audit::RequestContext;
-use crate::entities::{Agent, Credential};
+use crate::entities::Agent;
 use crate::ports::{
-    AdmissionControl, AgentRepository, AuditLog, CredentialRepository, QuotaDecision, RateDecision,
-    RevocationList, RevokedToken, RevokedTokenStore, SecretHasher, TokenCodec, UsageCounter,
+    Admission, AdmissionControl, AgentRepository, AuditLog, CredentialRepository, RateDecision,
+    RateLimiter, RevocationList, RevokedToken, RevokedTokenStore, SecretHasher, TokenCodec,
+    UsageCounter,
 };
 use crate::token::{AccessTokenClaims, Principal};
 use crate::values::{
-    AgentId, AgentStatus, AuditAction, ClientSecret, CredentialId, CredentialStatus, Outcome,
-    Owner, ScopeSet, TokenId,
+    AgentId, AgentStatus, AuditAction, ClientSecret, CredentialId, Outcome, Owner, ScopeSet,
+    TokenId,
 };
 use crate::{DomainError, StoreError};
 
 use super::Ambient;
+use super::client_auth::AuthenticatedClient;
 
 /// How tokens are issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,10 @@ pub struct TokenSettings {
     pub monthly_quota: u64,
     /// Tolerance for clocks of other nodes running behind, applied to `nbf` only.
     pub clock_leeway: Duration,
+    /// Requests per client (or address, unauthenticated) per minute.
+    pub rate_limit_per_minute: u32,
+    /// Failed client authentications per claimed client per address per minute.
+    pub auth_failures_per_minute: u32,
 }
 
 /// What a client presents to authenticate (RFC 6749 section 2.3.1).
@@ -67,18 +74,14 @@ pub struct IssuedToken {
 /// error for each.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenRequestError {
-    /// Client authentication failed (unknown client, wrong, expired or revoked
-    /// secret, agent not active). The reason is for the log and the audit event.
-    #[error("invalid client: {0}")]
-    InvalidClient(&'static str),
     /// The requested scope is malformed or outside the agent's capabilities.
     #[error("invalid scope")]
     InvalidScope,
     /// The client's monthly token quota is spent.
     #[error("monthly token quota exceeded")]
     QuotaExceeded,
-    /// The client's rate limit is spent (contract section 7). Only
-    /// [`TokenService::issue_admitted`] answers it; nothing else was done.
+    /// The client's rate limit is spent (contract section 7); nothing else
+    /// was done.
     #[error("rate limit exceeded")]
     RateLimited {
         /// Seconds to wait before retrying, as the rate limiter decided.
@@ -90,6 +93,12 @@ pub enum TokenRequestError {
     /// A bug; the cause goes to the log.
     #[error(transparent)]
     Unknown(anyhow::Error),
+}
+
+fn rate_limited(rate: RateDecision) -> TokenRequestError {
+    TokenRequestError::RateLimited {
+        retry_after: rate.retry_after,
+    }
 }
 
 impl From<StoreError> for TokenRequestError {
@@ -185,29 +194,21 @@ struct ValidToken {
     principal: Principal,
 }
 
-/// Where the quota unit of a grant comes from.
-#[derive(Debug, Clone, Copy)]
-enum QuotaUnit {
-    /// Taken by the grant itself, once the client is authenticated.
-    Take,
-    /// Already decided by admission control, before authentication.
-    Prepaid(QuotaDecision),
-}
-
 /// Issues, authenticates, introspects and revokes access tokens.
 #[derive(Clone)]
 pub struct TokenService {
-    agents: Arc<dyn AgentRepository>,
-    credentials: Arc<dyn CredentialRepository>,
-    hasher: Arc<dyn SecretHasher>,
+    pub(super) agents: Arc<dyn AgentRepository>,
+    pub(super) credentials: Arc<dyn CredentialRepository>,
+    pub(super) hasher: Arc<dyn SecretHasher>,
     codec: Arc<dyn TokenCodec>,
     revoked_store: Arc<dyn RevokedTokenStore>,
     revocations: Arc<dyn RevocationList>,
     usage: Arc<dyn UsageCounter>,
     admission: Arc<dyn AdmissionControl>,
-    audit: Arc<dyn AuditLog>,
-    ambient: Ambient,
-    settings: TokenSettings,
+    pub(super) limiter: Arc<dyn RateLimiter>,
+    pub(super) audit: Arc<dyn AuditLog>,
+    pub(super) ambient: Ambient,
+    pub(super) settings: TokenSettings,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -236,9 +237,12 @@ pub struct TokenPorts {
     pub revocations: Arc<dyn RevocationList>,
     /// Monthly quota.
     pub usage: Arc<dyn UsageCounter>,
-    /// Rate limit and monthly quota in one step, on the same counters as the
-    /// HTTP layer's rate limiter and [`TokenPorts::usage`].
+    /// Rate limit and monthly quota in one step, on the same counters as
+    /// [`TokenPorts::limiter`] and [`TokenPorts::usage`].
     pub admission: Arc<dyn AdmissionControl>,
+    /// The rate limiter (the failed-authentication windows, and the agent's
+    /// window when no quota unit is at stake).
+    pub limiter: Arc<dyn RateLimiter>,
     /// Audit log.
     pub audit: Arc<dyn AuditLog>,
 }
@@ -255,6 +259,7 @@ impl TokenService {
             revocations: ports.revocations,
             usage: ports.usage,
             admission: ports.admission,
+            limiter: ports.limiter,
             audit: ports.audit,
             ambient,
             settings,
@@ -266,85 +271,69 @@ impl TokenService {
         &self.settings
     }
 
-    /// The client credentials grant (RFC 6749 section 4.4), for a caller that
-    /// rate-limited the request itself: the quota unit is taken once the client
-    /// is authenticated and the scope granted. Every outcome about a known agent
-    /// writes one audit event: `token.issued` or `auth.failed`.
+    /// The client credentials grant (RFC 6749 section 4.4) for a client that
+    /// authenticated ([`TokenService::authenticate_client`]).
+    ///
+    /// The request is counted in the agent's window (whatever spelling of its
+    /// id the client used), and a granted scope takes one unit of the monthly
+    /// quota in the same step ([`AdmissionControl::admit`]). Only an issued
+    /// token spends a unit: a unit taken for a token that then cannot be
+    /// signed or audited is given back. A counter the cache lost is rebuilt
+    /// from the month's `token.issued` events first, so a cache restart hands
+    /// out no fresh quota.
+    ///
+    /// Answers the rate decision, for the response's headers (`None` when the
+    /// limiter failed), and the outcome: a spent rate limit, then an invalid
+    /// scope (`auth.failed`), then a spent quota (`auth.failed`); success
+    /// writes `token.issued` durably before answering.
     pub async fn issue(
         &self,
-        client: &ClientCredentials,
+        client: &AuthenticatedClient,
         requested_scope: Option<&str>,
-        ctx: &RequestContext,
-    ) -> Result<IssuedToken, TokenRequestError> {
-        self.grant(client, requested_scope, ctx, QuotaUnit::Take)
-            .await
-    }
-
-    /// The client credentials grant with admission control, the token
-    /// endpoint's hot path: one [`AdmissionControl::admit`] counts the request
-    /// against the rate limit (`rate_key`, `rate_limit` per `window`) and takes
-    /// the unit of the monthly quota (keyed by the agent id, hyphenated
-    /// lowercase, as [`TokenService::issue`] keys it) in one round trip, before
-    /// the client is authenticated.
-    ///
-    /// Answers the rate decision, for the response's headers (`None` only when
-    /// admission control failed, and then the outcome is `Unavailable` or
-    /// `Unknown`), and the outcome. A spent rate limit is
-    /// [`TokenRequestError::RateLimited`], with nothing else done; otherwise
-    /// the refusals keep [`TokenService::issue`]'s precedence and audit events:
-    /// invalid client, then invalid scope, then quota exceeded, which an
-    /// unauthenticated caller therefore never learns.
-    ///
-    /// A unit taken for a request that is refused after all (any refusal or
-    /// failure) is given back with [`UsageCounter::refund`]. If that fails too,
-    /// the outcome is `Unavailable` (the cause names the refusal): the unit
-    /// stays spent, and the cache failing is what the caller needs to know.
-    ///
-    /// `client.client_id` must name an agent ([`ClientCredentials::agent_id`]);
-    /// any other client cannot be keyed in the quota and goes through
-    /// [`TokenService::issue`] after the caller's own rate limiting. Given one
-    /// anyway, this answers `Unknown` (a bug of the caller) without counting.
-    pub async fn issue_admitted(
-        &self,
-        client: &ClientCredentials,
-        requested_scope: Option<&str>,
-        rate_key: &str,
-        rate_limit: u32,
-        window: std::time::Duration,
         ctx: &RequestContext,
     ) -> (Option<RateDecision>, Result<IssuedToken, TokenRequestError>) {
-        let Some(agent_id) = client.agent_id() else {
-            return (
-                None,
-                Err(TokenRequestError::Unknown(anyhow::anyhow!(
-                    "issue_admitted was given a client id that names no agent"
-                ))),
-            );
+        let agent = &client.agent;
+        let rate_key = agent_key(agent.agent_id);
+        let now = self.ambient.now();
+        let scopes = match requested_scope {
+            None => Some(ScopeSet::from(&agent.capabilities)),
+            Some(raw) => match ScopeSet::parse_space_separated(raw) {
+                Ok(set) if set.is_subset_of(&agent.capabilities) => Some(set),
+                _ => None,
+            },
         };
-        let quota_key = agent_id.to_string();
-        let taken_at = self.ambient.now();
-        let admission = match self
-            .admission
-            .admit(
-                rate_key,
-                rate_limit,
-                window,
-                &quota_key,
-                self.settings.monthly_quota,
-                taken_at,
-            )
-            .await
-        {
+        let Some(scopes) = scopes else {
+            // Counted like any request of the agent; no unit is at stake.
+            let rate = match self
+                .limiter
+                .hit(
+                    &rate_key,
+                    self.settings.rate_limit_per_minute,
+                    RATE_WINDOW,
+                    now,
+                )
+                .await
+            {
+                Ok(rate) => rate,
+                Err(err) => return (None, Err(err.into())),
+            };
+            if !rate.allowed {
+                return (Some(rate), Err(rate_limited(rate)));
+            }
+            let outcome = match self.audit_failure(agent, ctx, "invalid_scope").await {
+                Ok(()) => Err(TokenRequestError::InvalidScope),
+                Err(err) => Err(err.into()),
+            };
+            return (Some(rate), outcome);
+        };
+        let quota_key = agent.agent_id.to_string();
+        let admission = match self.admit(agent, &rate_key, &quota_key, now).await {
             Ok(admission) => admission,
-            Err(err) => return (None, Err(err.into())),
+            Err(err) => return (None, Err(err)),
         };
         let rate = admission.rate;
         if !rate.allowed {
-            let retry_after = rate.retry_after;
-            return (
-                Some(rate),
-                Err(TokenRequestError::RateLimited { retry_after }),
-            );
+            return (Some(rate), Err(rate_limited(rate)));
         }
         let Some(quota) = admission.quota else {
             return (
@@ -354,64 +343,80 @@ impl TokenService {
                 ))),
             );
         };
-        let outcome = self
-            .grant(client, requested_scope, ctx, QuotaUnit::Prepaid(quota))
-            .await;
-        let outcome = match outcome {
-            Err(refusal) if quota.allowed => match self.usage.refund(&quota_key, taken_at).await {
-                Ok(()) => Err(refusal),
+        if !quota.allowed {
+            let outcome = match self
+                .audit_failure(agent, ctx, "monthly_quota_exceeded")
+                .await
+            {
+                Ok(()) => Err(TokenRequestError::QuotaExceeded),
+                Err(err) => Err(err.into()),
+            };
+            return (Some(rate), outcome);
+        }
+        let outcome = match self.sign_and_audit(client, &scopes, ctx, now).await {
+            Err(failure) => match self.usage.refund(&quota_key, now).await {
+                Ok(()) => Err(failure),
                 Err(err) => Err(TokenRequestError::Unavailable(
                     anyhow::Error::new(err).context(format!(
-                        "giving back the quota unit of a request refused with \"{refusal}\""
+                        "giving back the quota unit of a token that failed with \"{failure}\""
                     )),
                 )),
             },
-            outcome => outcome,
+            issued => issued,
         };
         (Some(rate), outcome)
     }
 
-    /// Authenticates the client, grants the scope, then the quota unit, signs
-    /// the token and writes `token.issued`; each refusal about a known agent
-    /// writes `auth.failed` with its reason.
-    async fn grant(
+    /// [`AdmissionControl::admit`] for the agent's window and quota, rebuilding
+    /// the month's counter from the audit log when the cache lost it.
+    async fn admit(
         &self,
-        client: &ClientCredentials,
-        requested_scope: Option<&str>,
-        ctx: &RequestContext,
-        unit: QuotaUnit,
-    ) -> Result<IssuedToken, TokenRequestError> {
-        let (agent, credential) = self.authenticate_client(client, ctx).await?;
-        let scopes = match requested_scope {
-            None => ScopeSet::from(&agent.capabilities),
-            Some(raw) => match ScopeSet::parse_space_separated(raw) {
-                Ok(set) if set.is_subset_of(&agent.capabilities) => set,
-                _ => {
-                    self.audit_failure(&agent, ctx, "invalid_scope").await?;
-                    return Err(TokenRequestError::InvalidScope);
-                }
-            },
-        };
-        let now = self.ambient.now();
-        let quota = match unit {
-            QuotaUnit::Take => {
-                self.usage
-                    .try_consume(
-                        &agent.agent_id.to_string(),
-                        self.settings.monthly_quota,
-                        now,
-                    )
-                    .await?
-            }
-            QuotaUnit::Prepaid(decision) => decision,
-        };
-        if !quota.allowed {
-            self.audit_failure(&agent, ctx, "monthly_quota_exceeded")
+        agent: &Agent,
+        rate_key: &str,
+        quota_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, TokenRequestError> {
+        for attempt in 0..2 {
+            let admitted = self
+                .admission
+                .admit(
+                    rate_key,
+                    self.settings.rate_limit_per_minute,
+                    RATE_WINDOW,
+                    quota_key,
+                    self.settings.monthly_quota,
+                    now,
+                )
                 .await?;
-            return Err(TokenRequestError::QuotaExceeded);
+            if let Some(admission) = admitted {
+                return Ok(admission);
+            }
+            if attempt == 0 {
+                let used = self
+                    .audit
+                    .tokens_issued_by(&agent.owner, agent.agent_id, month_start(now))
+                    .await?;
+                self.usage.seed(quota_key, used, now).await?;
+            }
         }
+        Err(TokenRequestError::Unavailable(anyhow::anyhow!(
+            "the monthly counter of agent {} is missing again right after it was rebuilt",
+            agent.agent_id
+        )))
+    }
+
+    /// Signs the token and writes `token.issued`.
+    async fn sign_and_audit(
+        &self,
+        client: &AuthenticatedClient,
+        scopes: &ScopeSet,
+        ctx: &RequestContext,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken, TokenRequestError> {
+        let agent = &client.agent;
+        let credential = &client.credential;
         let jti = self.ambient.ids.new_id();
-        let claims = self.claims(&agent, credential.credential_id, &scopes, jti, now);
+        let claims = self.claims(agent, credential.credential_id, scopes, jti, now);
         let access_token = self.codec.sign(&claims)?;
         let ctx = RequestContext {
             actor_id: Some(agent.agent_id),
@@ -463,99 +468,6 @@ impl TokenService {
             deployment_env: agent.deployment_env.to_string(),
             cid: cid.to_string(),
         }
-    }
-
-    /// Authenticates a client by id and secret (RFC 6749 section 2.3.1), writing
-    /// `auth.failed` when it fails for a known agent. Unknown clients cost one
-    /// dummy verification, so response time does not reveal which ids exist.
-    pub async fn authenticate_client(
-        &self,
-        client: &ClientCredentials,
-        ctx: &RequestContext,
-    ) -> Result<(Agent, Credential), TokenRequestError> {
-        let Some(agent_id) = client.agent_id() else {
-            self.hasher.verify_dummy(&client.client_secret).await?;
-            return Err(TokenRequestError::InvalidClient("unknown client"));
-        };
-        let Some(agent) = self.agents.find_for_authentication(agent_id).await? else {
-            self.hasher.verify_dummy(&client.client_secret).await?;
-            return Err(TokenRequestError::InvalidClient("unknown client"));
-        };
-        let hint = self.hasher.lookup_hint(&client.client_secret);
-        let candidates = self.credentials.find_by_hint(agent_id, &hint).await?;
-        let mut matched = None;
-        for candidate in candidates {
-            if self
-                .hasher
-                .verify(&client.client_secret, &candidate.secret_hash)
-                .await?
-            {
-                matched = Some(candidate);
-                break;
-            }
-        }
-        let failure = match &matched {
-            None => {
-                self.hasher.verify_dummy(&client.client_secret).await?;
-                Some("invalid_client_secret")
-            }
-            Some(credential) => match credential.status(self.ambient.now()) {
-                CredentialStatus::Revoked => Some("credential_revoked"),
-                CredentialStatus::Expired => Some("credential_expired"),
-                CredentialStatus::Active => match agent.status {
-                    AgentStatus::Active => None,
-                    AgentStatus::Suspended => Some("agent_suspended"),
-                    AgentStatus::Decommissioned => Some("agent_decommissioned"),
-                },
-            },
-        };
-        match (failure, matched) {
-            (None, Some(credential)) => Ok((agent, credential)),
-            (reason, _) => {
-                let reason = reason.unwrap_or("invalid_client_secret");
-                self.audit_failure(&agent, ctx, reason).await?;
-                Err(TokenRequestError::InvalidClient(reason))
-            }
-        }
-    }
-
-    /// A caller authenticated by client credentials (for introspection and
-    /// revocation): it holds its agent's capabilities as scopes.
-    pub async fn client_principal(
-        &self,
-        client: &ClientCredentials,
-        ctx: &RequestContext,
-    ) -> Result<Principal, DomainError> {
-        match self.authenticate_client(client, ctx).await {
-            Ok((agent, credential)) => Ok(Principal {
-                agent_id: agent.agent_id,
-                owner: agent.owner,
-                scopes: ScopeSet::from(&agent.capabilities),
-                token_id: None,
-                credential_id: credential.credential_id,
-            }),
-            Err(TokenRequestError::Unavailable(e)) => Err(DomainError::Unavailable(e)),
-            Err(TokenRequestError::Unknown(e)) => Err(DomainError::Unknown(e)),
-            Err(_) => Err(DomainError::Authentication("invalid client credentials")),
-        }
-    }
-
-    async fn audit_failure(
-        &self,
-        agent: &Agent,
-        ctx: &RequestContext,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        let event = self.ambient.event(
-            &agent.owner,
-            agent.agent_id,
-            ctx,
-            AuditAction::AuthFailed,
-            Outcome::Failure,
-            json!({ "reason": reason }),
-            self.ambient.now(),
-        );
-        self.audit.append(&event).await
     }
 
     /// Authenticates a Bearer access token: signature with the pinned algorithm,

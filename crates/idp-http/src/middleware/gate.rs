@@ -1,46 +1,31 @@
-use std::time::Duration;
+use std::net::IpAddr;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpRequest, ResponseError, web};
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use idp_domain::DomainError;
+pub use idp_domain::admission::RATE_WINDOW;
+use idp_domain::admission::{address_key, agent_key};
 use idp_domain::ports::RateDecision;
+use idp_domain::services::ClientAuthError;
 
 use crate::auth::{Caller, Presented, presented};
+use crate::client_ip::client_ip;
 use crate::error::ApiError;
+use crate::input::request_context;
 use crate::state::AppState;
 
-/// The limit is per minute (`rate_limit_per_minute`); the token endpoint's
-/// admission control counts in the same window.
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
-/// The token endpoint limits a `POST` by the claimed client id, which only its
-/// body tells; it counts the request itself, with [`check_rate_limit`] or, for
-/// a client id that names an agent, with admission control, which takes the
-/// unit of the monthly quota in the same round trip. Other methods there
-/// (`405`) go through the gate like any request.
-const TOKEN_PATH: &str = "/api/v1/token";
-/// Claimed client ids are clipped in limiter keys so a caller cannot grow them.
-const MAX_KEY_ID_CHARS: usize = 64;
-
-/// The limiter key of an unauthenticated request: its peer address.
-pub fn ip_key(req: &HttpRequest) -> String {
-    format!(
-        "ip:{}",
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default()
-    )
+/// The client address of `req` (contract section 7), as [`client_ip`] finds it
+/// with the configured trusted proxies.
+pub fn client_address(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
+    client_ip(req, &state.settings.trusted_proxies)
 }
 
-/// The limiter key of a claimed or authenticated client.
-pub fn client_key(client_id: &str) -> String {
-    format!(
-        "client:{}",
-        client_id.chars().take(MAX_KEY_ID_CHARS).collect::<String>()
-    )
+/// The limiter key of an unauthenticated request: its client address.
+pub fn ip_key(state: &AppState, req: &HttpRequest) -> String {
+    address_key(client_address(state, req))
 }
 
 /// Counts one request of `key`; a spent limit is `429` with `Retry-After`.
@@ -76,65 +61,106 @@ pub fn apply_rate_headers(headers: &mut HeaderMap, decision: &RateDecision) {
     }
 }
 
-async fn identify(state: &AppState, req: &HttpRequest) -> Result<Caller, ApiError> {
-    Ok(match presented(req) {
+/// Who the gate found, and the request's count when authenticating already
+/// counted it.
+struct Identified {
+    caller: Caller,
+    counted: Option<RateDecision>,
+}
+
+/// Reads and checks the `Authorization` header. Basic client credentials are
+/// verified here, under the failed-authentication windows of contract section
+/// 7: a client that fails is counted by its address, never in the agent's
+/// window, and one whose failures are spent is refused before any hash.
+async fn identify(state: &AppState, req: &HttpRequest) -> Result<Identified, HttpResponse> {
+    let caller = match presented(req) {
         Presented::Bearer(token) => match state.tokens.authenticate(&token).await {
             Ok(principal) => Caller::Bearer(principal),
             Err(DomainError::Authentication(reason)) => {
                 tracing::info!(reason, "bearer token refused");
                 Caller::InvalidBearer
             }
-            Err(other) => return Err(other.into()),
+            Err(other) => return Err(ApiError::from(other).error_response()),
         },
-        Presented::Basic(Ok(client)) => Caller::Basic(client),
+        Presented::Basic(Ok(client)) => {
+            let ctx = request_context(req, None);
+            match state.tokens.authenticate_client(&client, &ctx).await {
+                Ok(authenticated) => Caller::Client(authenticated.principal()),
+                Err(ClientAuthError::Failed { reason, rate }) => {
+                    tracing::info!(reason = reason.as_str(), "client authentication failed");
+                    return Ok(Identified {
+                        caller: Caller::InvalidClient,
+                        counted: rate,
+                    });
+                }
+                Err(ClientAuthError::Throttled(decision)) => {
+                    state.metrics.rate_limited();
+                    let mut res = ApiError::rate_limited(decision.retry_after).error_response();
+                    apply_rate_headers(res.headers_mut(), &decision);
+                    return Err(res);
+                }
+                Err(other) => return Err(ApiError::from(DomainError::from(other)).error_response()),
+            }
+        }
         Presented::Basic(Err(())) => Caller::MalformedBasic,
         Presented::None => Caller::Anonymous,
+    };
+    Ok(Identified {
+        caller,
+        counted: None,
     })
 }
 
-fn limiter_key(caller: &Caller, req: &HttpRequest) -> String {
+/// The window a request is counted in: its agent's once authenticated,
+/// whatever spelling of the id it used; otherwise its address's.
+fn limiter_key(state: &AppState, caller: &Caller, req: &HttpRequest) -> String {
     match caller {
-        Caller::Bearer(principal) => client_key(&principal.agent_id.to_string()),
-        Caller::Basic(client) => client_key(&client.client_id),
-        _ => ip_key(req),
+        Caller::Bearer(principal) | Caller::Client(principal) => agent_key(principal.agent_id),
+        Caller::InvalidBearer
+        | Caller::InvalidClient
+        | Caller::MalformedBasic
+        | Caller::Anonymous => ip_key(state, req),
     }
 }
 
-/// Authenticates `Authorization: Bearer` once and rate-limits every `/api/v1`
-/// request (but a `POST` to the token endpoint, which limits itself) by its
-/// client, or by address when anonymous. Every such response carries the
-/// `X-RateLimit-*` headers.
+/// Authenticates `Authorization: Bearer` once and rate-limits every request it
+/// wraps by its client, or by address when anonymous. Every such response
+/// carries the `X-RateLimit-*` headers.
+///
+/// It wraps the `/api/v1` scope (see `routes::configure`), so what it guards
+/// is decided by the route the router matched, on the decoded path, and no
+/// spelling of a path can reach an `/api/v1` handler around it. The one route
+/// outside it is `POST /api/v1/token`: that endpoint limits a request by the
+/// claimed client id, which only its body tells, counting it with
+/// [`check_rate_limit`] or, for a client id that names an agent, with
+/// admission control, which takes the unit of the monthly quota in the same
+/// round trip. Other methods there (`405`) go through the gate like any request.
 pub async fn gate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let path = req.path();
-    let token_post = path == TOKEN_PATH && req.method() == Method::POST;
-    let guarded = (path == "/api/v1" || path.starts_with("/api/v1/")) && !token_post;
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let (true, Some(state)) = (guarded, state) else {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    let caller = match identify(&state, req.request()).await {
-        Ok(caller) => caller,
-        Err(err) => {
-            return Ok(req
-                .into_response(err.error_response())
-                .map_into_right_body());
-        }
+    let identified = match identify(&state, req.request()).await {
+        Ok(identified) => identified,
+        Err(res) => return Ok(req.into_response(res).map_into_right_body()),
     };
-    let key = limiter_key(&caller, req.request());
-    req.extensions_mut().insert(caller);
-    let decision = match check_rate_limit(&state, &key).await {
-        Ok(decision) => decision,
-        Err(err) => {
-            return Ok(req
-                .into_response(err.error_response())
-                .map_into_right_body());
-        }
+    let key = limiter_key(&state, &identified.caller, req.request());
+    req.extensions_mut().insert(identified.caller);
+    let decision = match identified.counted {
+        Some(decision) => decision,
+        None => match check_rate_limit(&state, &key).await {
+            Ok(decision) => decision,
+            Err(err) => {
+                return Ok(req
+                    .into_response(err.error_response())
+                    .map_into_right_body());
+            }
+        },
     };
     if !decision.allowed {
         let mut res = ApiError::rate_limited(decision.retry_after).error_response();

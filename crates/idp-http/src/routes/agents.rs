@@ -13,12 +13,12 @@ use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        resource("/api/v1/agents", "GET, POST")
+        resource("/agents", "GET, POST")
             .route(web::post().to(create))
             .route(web::get().to(list)),
     )
     .service(
-        resource("/api/v1/agents/{agentId}", "GET, PATCH, DELETE")
+        resource("/agents/{agentId}", "GET, PATCH, DELETE")
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(decommission)),

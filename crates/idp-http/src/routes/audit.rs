@@ -10,8 +10,8 @@ use crate::input::{QueryParams, parse_time, parse_uuid};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/v1/audit", "GET").route(web::get().to(list)))
-        .service(resource("/api/v1/audit/{eventId}", "GET").route(web::get().to(get)));
+    cfg.service(resource("/audit", "GET").route(web::get().to(list)))
+        .service(resource("/audit/{eventId}", "GET").route(web::get().to(get)));
 }
 
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -14,23 +14,20 @@ use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        resource("/api/v1/agents/{agentId}/credentials", "GET, POST")
+        resource("/agents/{agentId}/credentials", "GET, POST")
             .route(web::post().to(generate))
             .route(web::get().to(list)),
     )
     .service(
         resource(
-            "/api/v1/agents/{agentId}/credentials/{credentialId}/rotate",
+            "/agents/{agentId}/credentials/{credentialId}/rotate",
             "POST",
         )
         .route(web::post().to(rotate)),
     )
     .service(
-        resource(
-            "/api/v1/agents/{agentId}/credentials/{credentialId}",
-            "DELETE",
-        )
-        .route(web::delete().to(revoke)),
+        resource("/agents/{agentId}/credentials/{credentialId}", "DELETE")
+            .route(web::delete().to(revoke)),
     );
 }
 
@@ -96,8 +93,10 @@ async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
-    if !caller.has_scope("agents:read") {
-        caller.require_scope("agents:write")?;
+    // The listing's own scope is agents:read (agents:write also lists); a
+    // caller with neither is told the one it needs.
+    if !caller.has_scope("agents:write") {
+        caller.require_scope("agents:read")?;
     }
     let mut query = QueryParams::parse(&req)?;
     let page = PageRequest::new(query.take_u32("page")?, query.take_u32("limit")?)?;

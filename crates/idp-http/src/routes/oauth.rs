@@ -2,8 +2,9 @@
 //! (RFC 7662) and revocation (RFC 7009).
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use idp_domain::DomainError;
-use idp_domain::services::{ClientCredentials, TokenRequestError};
+use idp_domain::admission::seconds_to_next_month;
+use idp_domain::ports::RateDecision;
+use idp_domain::services::{ClientAuthError, ClientCredentials, TokenRequestError};
 use idp_domain::token::Principal;
 use idp_domain::values::ClientSecret;
 use serde_json::json;
@@ -13,13 +14,24 @@ use crate::auth::{Caller, Presented, caller, presented};
 use crate::error::{ApiError, OAuthError, OAuthErrorCode};
 use crate::input::{BodyError, FormError, FormParams, media_type, read_body, request_context};
 use crate::metrics::TokenRefusal;
-use crate::middleware::{RATE_WINDOW, apply_rate_headers, check_rate_limit};
+use crate::middleware::{apply_rate_headers, check_rate_limit, ip_key};
 use crate::state::AppState;
 
+/// The endpoints inside the gated `/api/v1` scope. `POST /token` is served
+/// by [`token_endpoint`]; this `/token` answers its other methods (`405`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/v1/token", "POST").route(web::post().to(token)))
-        .service(resource("/api/v1/token/introspect", "POST").route(web::post().to(introspect)))
-        .service(resource("/api/v1/token/revoke", "POST").route(web::post().to(revoke)));
+    cfg.service(resource("/token", "POST"))
+        .service(resource("/token/introspect", "POST").route(web::post().to(introspect)))
+        .service(resource("/token/revoke", "POST").route(web::post().to(revoke)));
+}
+
+/// `POST /api/v1/token`, outside the gate: it counts a request in the window
+/// its client authentication decides (see [`grant`]). Only `POST` matches here, so
+/// any other method falls through to the gated `/token` of [`configure`].
+pub fn token_endpoint() -> actix_web::Resource {
+    web::resource("/api/v1/token")
+        .guard(actix_web::guard::Post())
+        .route(web::post().to(token))
 }
 
 /// A refused token request: the answer, and the reason it is counted under.
@@ -94,8 +106,31 @@ async fn token(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let mut rate = None;
-    let result = issue(&req, payload, &state, &mut rate).await;
+    let body = read_body(&req, payload).await.map_err(|e| match e {
+        BodyError::TooLarge => invalid_request("the body exceeds 64 KiB"),
+        BodyError::Incomplete => invalid_request("the body could not be read"),
+    });
+    // The grant runs in a task of its own, so a client that goes away does not
+    // cancel it between taking a quota unit and committing the token's audit
+    // event (or giving the unit back): only an issued token spends a unit.
+    let task = {
+        let (req, state) = (req.clone(), state.clone());
+        actix_web::rt::spawn(async move { grant(&req, body, &state).await })
+    };
+    let (rate, result) = match task.await {
+        Ok(answer) => answer,
+        Err(err) => {
+            tracing::error!(error = %err, "token grant task failed");
+            (
+                None,
+                Err(Refusal::new(
+                    TokenRefusal::ServerError,
+                    OAuthErrorCode::ServerError,
+                    "internal error",
+                )),
+            )
+        }
+    };
     let mut res = match result {
         Ok(body) => {
             state.metrics.token_issued();
@@ -114,38 +149,20 @@ async fn token(
     res
 }
 
-/// Reads the form and picks the client authentication method.
-async fn read_token_request(
+/// Parses the form and picks the client authentication method.
+fn read_token_request(
     req: &HttpRequest,
-    payload: web::Payload,
+    body: Result<actix_web::web::Bytes, Refusal>,
 ) -> Result<(FormParams, Option<ClientCredentials>), Refusal> {
-    let body = read_body(req, payload).await.map_err(|e| match e {
-        BodyError::TooLarge => invalid_request("the body exceeds 64 KiB"),
-        BodyError::Incomplete => invalid_request("the body could not be read"),
-    })?;
+    let body = body?;
     let form = FormParams::parse(req, &body).map_err(form_error)?;
     let client = client_credentials(req, &form)?;
     Ok((form, client))
 }
 
-/// The limiter key of a token request: the claimed client id when the request
-/// names one (in the body or a decodable Basic header, even if the request is
-/// otherwise refused), else the caller's address.
-fn token_limiter_key(
-    req: &HttpRequest,
-    parsed: &Result<(FormParams, Option<ClientCredentials>), Refusal>,
-) -> String {
-    match (parsed, presented(req)) {
-        (Ok((_, Some(client))), _) => crate::middleware::client_key(&client.client_id),
-        (_, Presented::Basic(Ok(basic))) => crate::middleware::client_key(&basic.client_id),
-        _ => crate::middleware::ip_key(req),
-    }
-}
-
 /// A token request that follows RFC 6749 as far as the form tells: credentials
 /// only in the body or the header, grant type `client_credentials`, a client
-/// that authenticates. The checks run in this order, and their refusal is
-/// answered only after the request was counted against the rate limit.
+/// that presents credentials. The checks run in this order.
 fn well_formed(
     req: &HttpRequest,
     parsed: Result<(FormParams, Option<ClientCredentials>), Refusal>,
@@ -181,59 +198,72 @@ fn well_formed(
     Ok((form, client))
 }
 
-/// Every token request counts against the limiter before any refusal, so a
-/// client cannot send malformed requests uncounted, and every answer carries the
-/// `X-RateLimit-*` headers.
-///
-/// A well-formed request whose client id names an agent (the hot path) is
-/// counted by admission control together with the unit of its monthly quota:
-/// one round trip to the cache instead of two. Any other request is counted by
-/// the rate limiter alone; it cannot be issued a token.
-async fn issue(
+/// The token endpoint under contract section 7. A request refused before its
+/// client authenticates is counted by its address; a failed authentication by
+/// the failure windows of the claimed client at this address (never in the
+/// agent's own window, and refused before any hash once spent); an
+/// authenticated request in its agent's window, with the monthly quota unit
+/// taken in the same step. Every answer carries the `X-RateLimit-*` headers of
+/// the window it was counted in (the first value).
+async fn grant(
     req: &HttpRequest,
-    payload: web::Payload,
+    body: Result<actix_web::web::Bytes, Refusal>,
     state: &AppState,
-    rate: &mut Option<idp_domain::ports::RateDecision>,
-) -> Result<serde_json::Value, Refusal> {
-    let parsed = read_token_request(req, payload).await;
-    let key = token_limiter_key(req, &parsed);
-    let request = well_formed(req, parsed);
+) -> (Option<RateDecision>, Result<serde_json::Value, Refusal>) {
+    let request = well_formed(req, read_token_request(req, body));
     let ctx = request_context(req, None);
-    let outcome = match request {
-        Ok((form, client)) if client.agent_id().is_some() => {
-            let (decision, outcome) = state
-                .tokens
-                .issue_admitted(
-                    &client,
-                    form.get("scope"),
-                    &key,
-                    state.settings.rate_limit_per_minute,
-                    RATE_WINDOW,
-                    &ctx,
-                )
-                .await;
-            *rate = decision;
-            outcome
-        }
-        request => {
-            let decision = check_rate_limit(state, &key).await.map_err(|e| {
-                Refusal::new(
-                    TokenRefusal::Unavailable,
-                    OAuthErrorCode::TemporarilyUnavailable,
-                    e.message,
-                )
-                .retry_after(5)
-            })?;
-            *rate = Some(decision);
+    let (form, client) = match request {
+        Ok(request) => request,
+        Err(refusal) => {
+            let decision = match check_rate_limit(state, &ip_key(state, req)).await {
+                Ok(decision) => decision,
+                Err(err) => return (None, Err(unavailable(err.message))),
+            };
             if !decision.allowed {
-                // check_rate_limit counted it in the metrics already.
-                return Err(rate_limited(decision.retry_after));
+                return (Some(decision), Err(rate_limited(decision.retry_after)));
             }
-            let (form, client) = request?;
-            state.tokens.issue(&client, form.get("scope"), &ctx).await
+            return (Some(decision), Err(refusal));
         }
     };
-    match outcome {
+    let authenticated = match state.tokens.authenticate_client(&client, &ctx).await {
+        Ok(authenticated) => authenticated,
+        Err(ClientAuthError::Throttled(decision)) => {
+            state.metrics.rate_limited();
+            return (
+                Some(decision),
+                Err(Refusal::new(
+                    TokenRefusal::AuthFailuresExceeded,
+                    OAuthErrorCode::AccessDenied,
+                    "too many failed client authentications: try again later",
+                )
+                .retry_after(decision.retry_after)),
+            );
+        }
+        Err(ClientAuthError::Failed { reason, rate }) => {
+            tracing::info!(reason = reason.as_str(), "client authentication failed");
+            return (
+                rate,
+                Err(Refusal::new(
+                    TokenRefusal::from_client_failure(reason),
+                    OAuthErrorCode::InvalidClient,
+                    "client authentication failed",
+                )),
+            );
+        }
+        Err(ClientAuthError::Unavailable(cause)) => {
+            tracing::warn!(error = %format!("{cause:#}"), "client authentication unavailable");
+            return (None, Err(unavailable("a backing store is unavailable")));
+        }
+        Err(ClientAuthError::Unknown(cause)) => {
+            tracing::error!(error = %format!("{cause:#}"), "client authentication failed");
+            return (None, Err(server_error()));
+        }
+    };
+    let (rate, outcome) = state
+        .tokens
+        .issue(&authenticated, form.get("scope"), &ctx)
+        .await;
+    let outcome = match outcome {
         Ok(issued) => Ok(json!({
             "access_token": issued.access_token,
             "token_type": "Bearer",
@@ -241,7 +271,25 @@ async fn issue(
             "scope": issued.scope,
         })),
         Err(err) => Err(token_refusal(state, err)),
-    }
+    };
+    (rate, outcome)
+}
+
+fn unavailable(description: impl Into<String>) -> Refusal {
+    Refusal::new(
+        TokenRefusal::Unavailable,
+        OAuthErrorCode::TemporarilyUnavailable,
+        description,
+    )
+    .retry_after(5)
+}
+
+fn server_error() -> Refusal {
+    Refusal::new(
+        TokenRefusal::ServerError,
+        OAuthErrorCode::ServerError,
+        "internal error",
+    )
 }
 
 fn rate_limited(retry_after: u64) -> Refusal {
@@ -260,14 +308,6 @@ fn token_refusal(state: &AppState, err: TokenRequestError) -> Refusal {
             state.metrics.rate_limited();
             rate_limited(retry_after)
         }
-        TokenRequestError::InvalidClient(reason) => {
-            tracing::info!(reason, "client authentication failed");
-            Refusal::new(
-                TokenRefusal::from_client_failure(reason),
-                OAuthErrorCode::InvalidClient,
-                "client authentication failed",
-            )
-        }
         TokenRequestError::InvalidScope => Refusal::new(
             TokenRefusal::InvalidScope,
             OAuthErrorCode::InvalidScope,
@@ -278,64 +318,27 @@ fn token_refusal(state: &AppState, err: TokenRequestError) -> Refusal {
             OAuthErrorCode::AccessDenied,
             "monthly token quota exceeded",
         )
-        .retry_after(seconds_to_next_month(state)),
+        .retry_after(seconds_to_next_month(state.clock.now())),
         TokenRequestError::Unavailable(cause) => {
             tracing::warn!(error = %format!("{cause:#}"), "backing store unavailable");
-            Refusal::new(
-                TokenRefusal::Unavailable,
-                OAuthErrorCode::TemporarilyUnavailable,
-                "a backing store is unavailable",
-            )
-            .retry_after(5)
+            unavailable("a backing store is unavailable")
         }
         TokenRequestError::Unknown(cause) => {
             tracing::error!(error = %format!("{cause:#}"), "token request failed");
-            Refusal::new(
-                TokenRefusal::ServerError,
-                OAuthErrorCode::ServerError,
-                "internal error",
-            )
+            server_error()
         }
     }
 }
 
-/// Seconds until the quota resets: the start of the next UTC month.
-fn seconds_to_next_month(state: &AppState) -> u64 {
-    use chrono::{Datelike, TimeZone, Utc};
-    let now = state.clock.now();
-    let (year, month) = if now.month() == 12 {
-        (now.year() + 1, 1)
-    } else {
-        (now.year(), now.month() + 1)
-    };
-    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
-        .single()
-        .map_or(1, |next| {
-            u64::try_from((next - now).num_seconds())
-                .unwrap_or(1)
-                .max(1)
-        })
-}
-
-/// Authenticates the caller of introspection or revocation: a Bearer token, or
-/// its own client credentials (Basic).
-async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
+/// The caller of introspection or revocation, as the gate authenticated it: a
+/// Bearer token, or its own client credentials (Basic).
+fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     match caller(req) {
-        Caller::Bearer(principal) => Ok(principal),
-        Caller::Basic(client) => {
-            let ctx = request_context(req, None);
-            state
-                .tokens
-                .client_principal(&client, &ctx)
-                .await
-                .map_err(|e| match e {
-                    DomainError::Authentication(_) => ApiError::authentication(false).with_header(
-                        actix_web::http::header::WWW_AUTHENTICATE,
-                        r#"Basic realm="agentidp""#,
-                    ),
-                    other => other.into(),
-                })
-        }
+        Caller::Bearer(principal) | Caller::Client(principal) => Ok(principal),
+        Caller::InvalidClient => Err(ApiError::authentication(false).with_header(
+            actix_web::http::header::WWW_AUTHENTICATE,
+            r#"Basic realm="agentidp""#,
+        )),
         Caller::InvalidBearer => Err(ApiError::authentication(true)),
         Caller::MalformedBasic | Caller::Anonymous => Err(ApiError::authentication(false)),
     }
@@ -368,7 +371,7 @@ async fn introspect(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&req, &state).await?;
+    let caller = authenticate(&req)?;
     caller.require_scope("tokens:introspect")?;
     let token = token_param(&req, payload).await?;
     let answer = state.tokens.introspect(&caller, &token).await?;
@@ -382,7 +385,7 @@ async fn revoke(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&req, &state).await?;
+    let caller = authenticate(&req)?;
     let token = token_param(&req, payload).await?;
     let ctx = request_context(&req, Some(caller.agent_id));
     state.tokens.revoke(&caller, &token, &ctx).await?;

@@ -7,11 +7,10 @@ use serde_json::json;
 use super::resource;
 use crate::state::AppState;
 
+/// The documents of the `/.well-known` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/.well-known/oauth-authorization-server", "GET").route(web::get().to(metadata)),
-    )
-    .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(jwks)));
+    cfg.service(resource("/oauth-authorization-server", "GET").route(web::get().to(metadata)))
+        .service(resource("/jwks.json", "GET").route(web::get().to(jwks)));
 }
 
 async fn metadata(state: web::Data<AppState>) -> HttpResponse {

@@ -41,15 +41,25 @@ pub struct Mocks {
 }
 
 pub fn allow_all(limiter: &mut MockRateLimiter) {
-    limiter.expect_hit().returning(|_, limit, _, _| {
-        Ok(RateDecision {
-            allowed: true,
-            limit,
-            remaining: limit - 1,
-            reset_at: now().timestamp() + 60,
-            retry_after: 0,
+    let allowed = |limit: u32| RateDecision {
+        allowed: true,
+        limit,
+        remaining: limit - 1,
+        reset_at: now().timestamp() + 60,
+        retry_after: 0,
+    };
+    limiter
+        .expect_hit()
+        .returning(move |_, limit, _, _| Ok(allowed(limit)));
+    limiter.expect_reserve().returning(move |windows, _, _| {
+        Ok(Reservation {
+            granted: true,
+            decisions: windows.iter().map(|(_, limit)| allowed(*limit)).collect(),
+            keys: windows.iter().map(|(key, _)| key.clone()).collect(),
+            entry: "entry".into(),
         })
     });
+    limiter.expect_release().returning(|_| Ok(()));
 }
 
 pub fn claims(scope: &str) -> AccessTokenClaims {
@@ -108,6 +118,7 @@ impl Mocks {
         let audit: Arc<dyn AuditLog> = Arc::new(self.audit);
         let hasher: Arc<dyn SecretHasher> = Arc::new(self.hasher);
         let codec: Arc<dyn TokenCodec> = Arc::new(self.codec);
+        let limiter: Arc<dyn RateLimiter> = Arc::new(self.limiter);
         let limits = Limits::default();
         let tokens = TokenService::new(
             TokenPorts {
@@ -119,6 +130,7 @@ impl Mocks {
                 revocations: Arc::new(self.revocations),
                 usage: Arc::new(self.usage),
                 admission: Arc::new(self.admission),
+                limiter: limiter.clone(),
                 audit: audit.clone(),
             },
             ambient.clone(),
@@ -128,6 +140,8 @@ impl Mocks {
                 ttl: chrono::Duration::seconds(3600),
                 monthly_quota: 10_000,
                 clock_leeway: chrono::Duration::seconds(30),
+                rate_limit_per_minute: 100,
+                auth_failures_per_minute: 10,
             },
         );
         AppState {
@@ -142,7 +156,7 @@ impl Mocks {
             ),
             tokens,
             audit: AuditService::new(audit, ambient.clone(), limits),
-            rate_limiter: Arc::new(self.limiter),
+            rate_limiter: limiter,
             codec,
             clock: ambient.clock.clone(),
             health_checks: vec![],
@@ -150,6 +164,9 @@ impl Mocks {
             settings: HttpSettings {
                 issuer: ISSUER.into(),
                 rate_limit_per_minute: 100,
+                auth_failures_per_minute: 10,
+                trusted_proxies: vec![],
+                cors_origins: vec![],
             },
         }
     }

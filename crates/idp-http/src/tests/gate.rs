@@ -68,13 +68,13 @@ async fn rate_limit_headers_on_every_api_response() {
 }
 
 #[actix_web::test]
-async fn spent_limit_is_429_keyed_by_client() {
+async fn spent_limit_is_429_keyed_by_the_agent() {
     let mut mocks = Mocks::authenticated("agents:read");
     mocks.limiter = Default::default();
     mocks
         .limiter
         .expect_hit()
-        .withf(|key, _, _, _| key == format!("client:{AGENT}"))
+        .withf(|key, _, _, _| key == format!("agent:{AGENT}"))
         .returning(|_, limit, _, _| {
             Ok(RateDecision {
                 allowed: false,

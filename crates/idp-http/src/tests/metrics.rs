@@ -3,6 +3,8 @@
 use actix_web::http::Method;
 use actix_web::test::TestRequest;
 
+use idp_domain::services::ClientAuthFailure;
+
 use super::fixtures::*;
 use crate::metrics::{Metrics, PoolStatus, TokenRefusal, method_label};
 
@@ -238,14 +240,18 @@ fn a_spent_quota_is_counted_as_a_refusal_and_a_quota_refusal() {
 #[test]
 fn refusal_reasons_are_a_closed_set_matching_the_audit_reasons() {
     for (domain_reason, label) in [
-        ("unknown client", "unknown_client"),
-        ("invalid_client_secret", "invalid_client_secret"),
-        ("credential_revoked", "credential_revoked"),
-        ("credential_expired", "credential_expired"),
-        ("agent_suspended", "agent_suspended"),
-        ("agent_decommissioned", "agent_decommissioned"),
-        ("something new", "invalid_client"),
+        (ClientAuthFailure::UnknownClient, "unknown_client"),
+        (ClientAuthFailure::InvalidSecret, "invalid_client_secret"),
+        (ClientAuthFailure::CredentialRevoked, "credential_revoked"),
+        (ClientAuthFailure::CredentialExpired, "credential_expired"),
+        (ClientAuthFailure::AgentSuspended, "agent_suspended"),
+        (
+            ClientAuthFailure::AgentDecommissioned,
+            "agent_decommissioned",
+        ),
     ] {
+        // The metric's label is the audit event's reason.
+        assert_eq!(domain_reason.as_str(), label);
         assert_eq!(
             TokenRefusal::from_client_failure(domain_reason).as_str(),
             label

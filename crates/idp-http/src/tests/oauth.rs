@@ -113,10 +113,29 @@ async fn unknown_client_is_invalid_client_after_a_dummy_verification() {
     let mut mocks = Mocks::default();
     allow_all(&mut mocks.limiter);
     mocks
+        .agents
+        .expect_find_for_authentication()
+        .times(1)
+        .returning(|_| Ok(None));
+    mocks
         .hasher
         .expect_verify_dummy()
         .times(1)
         .returning(|_| Ok(()));
+    let req = token_request("grant_type=client_credentials")
+        .insert_header(("Authorization", basic(AGENT, "s")));
+    let (status, _, body) = send(mocks.state(), req).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "invalid_client");
+}
+
+#[actix_web::test]
+async fn a_client_id_that_is_no_uuid_costs_no_hash() {
+    let mut mocks = Mocks::default();
+    allow_all(&mut mocks.limiter);
+    mocks.agents.expect_find_for_authentication().never();
+    mocks.hasher.expect_verify_dummy().never();
+    mocks.hasher.expect_verify().never();
     let req = token_request("grant_type=client_credentials")
         .insert_header(("Authorization", basic("nobody", "s")));
     let (status, _, body) = send(mocks.state(), req).await;
@@ -210,12 +229,10 @@ fn limiter_once(key: String, allowed: bool) -> idp_domain::ports::MockRateLimite
     limiter
 }
 
-/// The requests refused before any client is authenticated, and the limiter
-/// key each must be counted under: the Basic client id when one decodes, else
-/// the caller's address.
-fn malformed_token_requests() -> Vec<(&'static str, TestRequest, String)> {
-    let agent_key = format!("client:{AGENT}");
-    let ip_key = "ip:10.0.0.1".to_owned();
+/// The requests refused before any client authenticates: each is counted by
+/// the caller's address, even when it names a client (a claimed id proves
+/// nothing, so it must not spend the agent's window).
+fn malformed_token_requests() -> Vec<(&'static str, TestRequest)> {
     vec![
         (
             "JSON body",
@@ -223,7 +240,6 @@ fn malformed_token_requests() -> Vec<(&'static str, TestRequest, String)> {
                 .uri("/api/v1/token")
                 .insert_header(("Content-Type", "application/json"))
                 .set_payload(r#"{"grant_type":"client_credentials"}"#),
-            ip_key.clone(),
         ),
         (
             "JSON body with Basic",
@@ -232,7 +248,6 @@ fn malformed_token_requests() -> Vec<(&'static str, TestRequest, String)> {
                 .insert_header(("Authorization", basic(AGENT, "s")))
                 .insert_header(("Content-Type", "application/json"))
                 .set_payload(r#"{"grant_type":"client_credentials"}"#),
-            agent_key.clone(),
         ),
         (
             "over 64 KiB",
@@ -241,12 +256,14 @@ fn malformed_token_requests() -> Vec<(&'static str, TestRequest, String)> {
                 "p".repeat(65 * 1024)
             ))
             .insert_header(("Authorization", basic(AGENT, "s"))),
-            agent_key.clone(),
         ),
         (
             "repeated parameter",
             token_request("grant_type=a&grant_type=b"),
-            ip_key.clone(),
+        ),
+        (
+            "broken percent-encoding",
+            token_request("grant_type=%ZZ").insert_header(("Authorization", basic(AGENT, "s"))),
         ),
         (
             "two authentication methods",
@@ -254,27 +271,24 @@ fn malformed_token_requests() -> Vec<(&'static str, TestRequest, String)> {
                 "grant_type=client_credentials&client_id={AGENT}&client_secret=s"
             ))
             .insert_header(("Authorization", basic(AGENT, "s"))),
-            agent_key.clone(),
         ),
         (
             "malformed Basic",
             token_request("grant_type=client_credentials")
                 .insert_header(("Authorization", "Basic !!!")),
-            ip_key.clone(),
         ),
         (
             "secret without id",
             token_request("grant_type=client_credentials&client_secret=x"),
-            ip_key.clone(),
         ),
     ]
 }
 
 #[actix_web::test]
-async fn malformed_token_requests_are_counted_and_carry_the_rate_headers() {
-    for (what, req, key) in malformed_token_requests() {
+async fn malformed_token_requests_are_counted_by_address_and_carry_the_rate_headers() {
+    for (what, req) in malformed_token_requests() {
         let mocks = Mocks {
-            limiter: limiter_once(key, true),
+            limiter: limiter_once("ip:10.0.0.1".into(), true),
             ..Mocks::default()
         };
         let (status, headers, body) = send(mocks.state(), req).await;
@@ -288,10 +302,22 @@ async fn malformed_token_requests_are_counted_and_carry_the_rate_headers() {
 }
 
 #[actix_web::test]
+async fn broken_percent_encoding_is_invalid_request() {
+    let mocks = Mocks {
+        limiter: limiter_once("ip:10.0.0.1".into(), true),
+        ..Mocks::default()
+    };
+    let req = token_request("grant_type=%ZZ").insert_header(("Authorization", basic(AGENT, "s")));
+    let (status, _, body) = send(mocks.state(), req).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+}
+
+#[actix_web::test]
 async fn a_spent_limit_refuses_malformed_token_requests_too() {
-    for (what, req, key) in malformed_token_requests() {
+    for (what, req) in malformed_token_requests() {
         let mocks = Mocks {
-            limiter: limiter_once(key, false),
+            limiter: limiter_once("ip:10.0.0.1".into(), false),
             ..Mocks::default()
         };
         let (status, headers, body) = send(mocks.state(), req).await;
@@ -302,16 +328,67 @@ async fn a_spent_limit_refuses_malformed_token_requests_too() {
     }
 }
 
+/// A limiter expecting one reservation of `windows`, answering `granted`.
+fn reserving(windows: Vec<(String, u32)>, granted: bool) -> idp_domain::ports::MockRateLimiter {
+    let mut limiter = idp_domain::ports::MockRateLimiter::new();
+    limiter.expect_hit().never();
+    limiter
+        .expect_reserve()
+        .withf(move |asked, window, at| {
+            asked == windows.as_slice()
+                && *window == std::time::Duration::from_secs(60)
+                && *at == now()
+        })
+        .times(1)
+        .returning(move |asked, _, _| {
+            let decisions = asked
+                .iter()
+                .enumerate()
+                .map(|(i, (_, limit))| idp_domain::ports::RateDecision {
+                    allowed: granted || i > 0,
+                    limit: *limit,
+                    remaining: if granted { limit - 1 } else { 0 },
+                    reset_at: now().timestamp() + 30,
+                    retry_after: if granted || i > 0 { 0 } else { 30 },
+                })
+                .collect();
+            Ok(idp_domain::ports::Reservation {
+                granted,
+                decisions,
+                keys: asked.iter().map(|(k, _)| k.clone()).collect(),
+                entry: "e".into(),
+            })
+        });
+    limiter
+}
+
 #[actix_web::test]
-async fn well_formed_token_requests_are_keyed_by_the_claimed_client_id() {
-    let mocks = Mocks {
-        limiter: limiter_once("client:posted-id".into(), false),
+async fn spent_failures_of_a_claimed_client_refuse_before_any_hash() {
+    let mut mocks = Mocks {
+        limiter: reserving(
+            vec![
+                ("authfail:posted-id@10.0.0.1".into(), 10),
+                ("ip:10.0.0.1".into(), 100),
+            ],
+            false,
+        ),
         ..Mocks::default()
     };
+    mocks.hasher.expect_verify().never();
+    mocks.hasher.expect_verify_dummy().never();
     let req = token_request("grant_type=client_credentials&client_id=posted-id&client_secret=s");
-    let (status, _, body) = send(mocks.state(), req).await;
-    assert_eq!(status, 429);
+    let (status, headers, body) = send(mocks.state(), req).await;
+    assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"], "access_denied");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("failed client authentications"),
+        "{body}"
+    );
+    assert_eq!(headers.get("retry-after").unwrap(), "30");
+    assert_eq!(headers.get("x-ratelimit-limit").unwrap(), "10");
 }
 
 #[actix_web::test]
@@ -325,7 +402,7 @@ async fn other_methods_on_the_token_endpoint_are_rate_limited_too() {
     assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7");
 }
 
-// ----- admission control: a well-formed request of an agent ----------------------
+// ----- an authenticated client: its own window and its quota --------------------
 
 mod admitted {
     use idp_domain::entities::{Agent, Credential};
@@ -342,18 +419,18 @@ mod admitted {
         AgentId(Uuid::parse_str(AGENT).unwrap())
     }
 
+    /// A request naming the agent in upper case: the same agent, the same window.
     fn request(secret: &str) -> TestRequest {
         token_request("grant_type=client_credentials")
-            .insert_header(("Authorization", basic(AGENT, secret)))
+            .insert_header(("Authorization", basic(&AGENT.to_uppercase(), secret)))
     }
 
-    /// Mocks whose limiter must not be used: one admission, of `client:AGENT`
-    /// (the limiter's key) and AGENT's quota, at the configured limits, answers
-    /// `allowed` and `quota`.
+    /// Mocks expecting one admission, of `agent:AGENT` (the agent's window) and
+    /// AGENT's quota at the configured limits, answering `allowed` and `quota`.
     fn admitting(allowed: bool, quota: Option<QuotaDecision>) -> Mocks {
         let mut mocks = Mocks::default();
         mocks.limiter.expect_hit().never();
-        let rate_key = format!("client:{AGENT}");
+        let rate_key = format!("agent:{AGENT}");
         mocks
             .admission
             .expect_admit()
@@ -367,7 +444,7 @@ mod admitted {
             })
             .times(1)
             .returning(move |_, limit, _, _, _, _| {
-                Ok(Admission {
+                Ok(Some(Admission {
                     rate: RateDecision {
                         allowed,
                         limit,
@@ -376,14 +453,15 @@ mod admitted {
                         retry_after: if allowed { 0 } else { 30 },
                     },
                     quota,
-                })
+                }))
             });
         mocks
     }
 
-    /// The agent exists and has one credential, which `secret` verifies
-    /// against when `matches`.
-    fn known_agent(mocks: &mut Mocks, matches: bool) {
+    /// The agent exists and has one credential. A `warm` secret was verified
+    /// before (no reservation, no hash); a cold one is verified, matching
+    /// when `matches`.
+    fn known_agent(mocks: &mut Mocks, warm: bool, matches: bool) {
         let agent = Agent {
             agent_id: agent_id(),
             email: Email::parse("screener-01@acme.example").unwrap(),
@@ -411,6 +489,7 @@ mod admitted {
         mocks
             .agents
             .expect_find_for_authentication()
+            .withf(|id| *id == agent_id())
             .times(1)
             .returning(move |_| Ok(Some(agent.clone())));
         mocks
@@ -422,12 +501,50 @@ mod admitted {
             .expect_find_by_hint()
             .times(1)
             .returning(move |_, _| Ok(vec![credential.clone()]));
+        mocks.hasher.expect_recently_verified().return_const(warm);
+        if warm {
+            mocks.hasher.expect_verify().never();
+            mocks.limiter.expect_reserve().never();
+            return;
+        }
+        let failure_key = format!("authfail:{AGENT}@10.0.0.1");
+        mocks
+            .limiter
+            .expect_reserve()
+            .withf(move |windows, _, _| {
+                windows == [(failure_key.clone(), 10), ("ip:10.0.0.1".to_owned(), 100)]
+            })
+            .times(1)
+            .returning(|windows, _, _| {
+                Ok(idp_domain::ports::Reservation {
+                    granted: true,
+                    decisions: windows
+                        .iter()
+                        .map(|(_, limit)| RateDecision {
+                            allowed: true,
+                            limit: *limit,
+                            remaining: limit - 1,
+                            reset_at: now().timestamp() + 60,
+                            retry_after: 0,
+                        })
+                        .collect(),
+                    keys: windows.iter().map(|(k, _)| k.clone()).collect(),
+                    entry: "e".into(),
+                })
+            });
         mocks
             .hasher
             .expect_verify()
             .times(1)
             .returning(move |_, _| Ok(matches));
-        if !matches {
+        if matches {
+            mocks
+                .limiter
+                .expect_release()
+                .times(1)
+                .returning(|_| Ok(()));
+        } else {
+            mocks.limiter.expect_release().never();
             mocks
                 .hasher
                 .expect_verify_dummy()
@@ -447,11 +564,11 @@ mod admitted {
     }
 
     #[actix_web::test]
-    async fn a_spent_rate_limit_refuses_before_anything_else() {
+    async fn a_spent_rate_limit_of_the_agent_refuses_an_authenticated_client() {
         let mut mocks = admitting(false, None);
-        mocks.agents.expect_find_for_authentication().never();
-        mocks.hasher.expect_verify_dummy().never();
+        known_agent(&mut mocks, true, true);
         mocks.usage.expect_refund().never();
+        mocks.codec.expect_sign().never();
         let state = mocks.state();
         let metrics = state.metrics.clone();
 
@@ -485,9 +602,8 @@ mod admitted {
             used: 10_000,
         });
         let mut mocks = admitting(true, spent);
-        known_agent(&mut mocks, true);
+        known_agent(&mut mocks, false, true);
         audits_failure(&mut mocks, "monthly_quota_exceeded");
-        mocks.usage.expect_try_consume().never();
         mocks.usage.expect_refund().never();
         mocks.codec.expect_sign().never();
 
@@ -499,49 +615,29 @@ mod admitted {
         // Until the next UTC month: 2026-12-01T00:00:00Z.
         assert_eq!(headers.get("retry-after").unwrap(), "741600");
         assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7");
-
-        let mut mocks = admitting(true, spent);
-        known_agent(&mut mocks, false);
-        audits_failure(&mut mocks, "invalid_client_secret");
-        mocks.usage.expect_refund().never();
-
-        let (status, headers, body) = send(mocks.state(), request("wrong")).await;
-
-        assert_eq!(status, 401, "{body}");
-        assert_eq!(body["error"], "invalid_client");
-        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7");
     }
 
     #[actix_web::test]
-    async fn a_wrong_secret_gets_its_unit_back() {
-        let mut mocks = admitting(
-            true,
-            Some(QuotaDecision {
-                allowed: true,
-                used: 3,
-            }),
-        );
-        known_agent(&mut mocks, false);
+    async fn a_wrong_secret_takes_no_unit_and_spends_nothing_of_the_agent() {
+        let mut mocks = Mocks::default();
+        mocks.admission.expect_admit().never();
+        mocks.usage.expect_refund().never();
+        known_agent(&mut mocks, false, false);
         audits_failure(&mut mocks, "invalid_client_secret");
-        mocks.usage.expect_try_consume().never();
-        mocks
-            .usage
-            .expect_refund()
-            .withf(|key, taken_at| key == AGENT && *taken_at == now())
-            .times(1)
-            .returning(|_, _| Ok(()));
 
         let (status, headers, body) = send(mocks.state(), request("wrong")).await;
 
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["error"], "invalid_client");
-        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "7");
+        // The headers are those of the failure window it was counted in.
+        assert_eq!(headers.get("x-ratelimit-limit").unwrap(), "10");
+        assert_eq!(headers.get("x-ratelimit-remaining").unwrap(), "9");
     }
 
     #[actix_web::test]
     async fn an_unreachable_cache_is_temporarily_unavailable() {
         let mut mocks = Mocks::default();
-        mocks.limiter.expect_hit().never();
+        known_agent(&mut mocks, true, true);
         mocks
             .admission
             .expect_admit()
@@ -551,7 +647,7 @@ mod admitted {
                     "connection refused"
                 )))
             });
-        mocks.agents.expect_find_for_authentication().never();
+        mocks.codec.expect_sign().never();
 
         let (status, headers, body) = send(mocks.state(), request("s")).await;
 
@@ -559,5 +655,45 @@ mod admitted {
         assert_eq!(body["error"], "temporarily_unavailable");
         assert_eq!(headers.get("retry-after").unwrap(), "5");
         assert!(!headers.contains_key("x-ratelimit-limit"));
+    }
+
+    #[actix_web::test]
+    async fn a_full_hashing_queue_is_temporarily_unavailable_at_once() {
+        // An unknown agent: a dummy verification, which finds the queue full.
+        let mut mocks = Mocks::default();
+        mocks
+            .agents
+            .expect_find_for_authentication()
+            .returning(|_| Ok(None));
+        mocks
+            .limiter
+            .expect_reserve()
+            .times(1)
+            .returning(|windows, _, _| {
+                Ok(idp_domain::ports::Reservation {
+                    granted: true,
+                    decisions: windows
+                        .iter()
+                        .map(|(_, limit)| RateDecision {
+                            allowed: true,
+                            limit: *limit,
+                            remaining: limit - 1,
+                            reset_at: now().timestamp() + 60,
+                            retry_after: 0,
+                        })
+                        .collect(),
+                    keys: windows.iter().map(|(k, _)| k.clone()).collect(),
+                    entry: "e".into(),
+                })
+            });
+        mocks.hasher.expect_verify_dummy().times(1).returning(|_| {
+            Err(idp_domain::StoreError::Unavailable(anyhow::anyhow!(
+                "the hashing queue is full"
+            )))
+        });
+        let (status, headers, body) = send(mocks.state(), request("s")).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(headers.get("retry-after").unwrap(), "5");
     }
 }

@@ -144,6 +144,15 @@ impl AuditLog for GroupCommitAuditLog {
     ) -> Result<Vec<(AgentId, u64)>, StoreError> {
         self.inner.tokens_issued_since(since).await
     }
+
+    async fn tokens_issued_by(
+        &self,
+        owner: &Owner,
+        agent: AgentId,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.inner.tokens_issued_by(owner, agent, since).await
+    }
 }
 
 /// The writer task, until every sender is gone: once a commit slot is free,
@@ -339,6 +348,15 @@ mod tests {
             _since: DateTime<Utc>,
         ) -> Result<Vec<(AgentId, u64)>, StoreError> {
             Ok(Vec::new())
+        }
+
+        async fn tokens_issued_by(
+            &self,
+            _owner: &Owner,
+            _agent: AgentId,
+            _since: DateTime<Utc>,
+        ) -> Result<u64, StoreError> {
+            Ok(0)
         }
     }
 

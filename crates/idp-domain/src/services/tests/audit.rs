@@ -289,6 +289,15 @@ impl crate::ports::AuditLog for OneByOne {
     ) -> Result<Vec<(crate::values::AgentId, u64)>, crate::StoreError> {
         Ok(Vec::new())
     }
+
+    async fn tokens_issued_by(
+        &self,
+        _owner: &crate::values::Owner,
+        _agent: crate::values::AgentId,
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, crate::StoreError> {
+        Ok(0)
+    }
 }
 
 fn numbered(n: u64) -> AuditEvent {

@@ -13,8 +13,8 @@ use crate::audit::{AuditEvent, RequestContext};
 use crate::entities::{Agent, Credential};
 use crate::ports::{
     MockAdmissionControl, MockAgentRepository, MockAuditLog, MockClock, MockCredentialRepository,
-    MockIdGenerator, MockRevocationList, MockRevokedTokenStore, MockSecretHasher, MockTokenCodec,
-    MockUsageCounter, SubjectState,
+    MockIdGenerator, MockRateLimiter, MockRevocationList, MockRevokedTokenStore, MockSecretHasher,
+    MockTokenCodec, MockUsageCounter, SubjectState,
 };
 use crate::services::{Ambient, Limits, TokenPorts, TokenService, TokenSettings};
 use crate::token::{AccessTokenClaims, Principal};
@@ -263,7 +263,8 @@ pub(super) fn event_text(event: &AuditEvent) -> String {
 // ----- token service -------------------------------------------------------
 
 /// Token settings unlike the defaults: TTL 1800 s, quota 250, leeway 30 s,
-/// audience distinct from the issuer.
+/// [`RATE_LIMIT`] requests and [`AUTH_FAILURE_LIMIT`] failed
+/// authentications per minute, audience distinct from the issuer.
 pub(super) fn token_settings() -> TokenSettings {
     TokenSettings {
         issuer: "https://idp.acme.test".into(),
@@ -271,8 +272,16 @@ pub(super) fn token_settings() -> TokenSettings {
         ttl: Duration::seconds(1800),
         monthly_quota: 250,
         clock_leeway: Duration::seconds(30),
+        rate_limit_per_minute: RATE_LIMIT,
+        auth_failures_per_minute: AUTH_FAILURE_LIMIT,
     }
 }
+
+/// Requests per client (or address) per minute (the default is 100).
+pub(super) const RATE_LIMIT: u32 = 40;
+/// Failed authentications per claimed client per address per minute (the
+/// default is 10).
+pub(super) const AUTH_FAILURE_LIMIT: u32 = 4;
 
 /// Every port of the token service, as mocks; each test sets what it expects
 /// and [`TokenMocks::build`]s the service. A call nobody expected fails the test.
@@ -285,6 +294,7 @@ pub(super) struct TokenMocks {
     pub(super) revocations: MockRevocationList,
     pub(super) usage: MockUsageCounter,
     pub(super) admission: MockAdmissionControl,
+    pub(super) limiter: MockRateLimiter,
     pub(super) audit: MockAuditLog,
 }
 
@@ -299,6 +309,7 @@ impl TokenMocks {
             revocations: MockRevocationList::new(),
             usage: MockUsageCounter::new(),
             admission: MockAdmissionControl::new(),
+            limiter: MockRateLimiter::new(),
             audit: MockAuditLog::new(),
         }
     }
@@ -314,6 +325,7 @@ impl TokenMocks {
                 revocations: Arc::new(self.revocations),
                 usage: Arc::new(self.usage),
                 admission: Arc::new(self.admission),
+                limiter: Arc::new(self.limiter),
                 audit: Arc::new(self.audit),
             },
             ambient(),
@@ -547,4 +559,23 @@ impl BadToken {
         }
         m
     }
+}
+
+/// One `auth.failed` event about [`TARGET`], actor null, from the fixture's
+/// address, with `reason`.
+pub(super) fn audits_failure(m: &mut TokenMocks, reason: &'static str) {
+    m.audit
+        .expect_append()
+        .withf(move |event| {
+            is_event(
+                event,
+                AuditAction::AuthFailed,
+                Outcome::Failure,
+                TARGET,
+                None,
+            ) && event.metadata == serde_json::json!({ "reason": reason })
+                && event.ip_address.as_deref() == Some("203.0.113.7")
+        })
+        .times(1)
+        .returning(|_| Ok(()));
 }

@@ -8,6 +8,7 @@
 mod agents;
 mod audit;
 mod bootstrap;
+mod client_auth;
 mod credentials;
 mod fixtures;
 mod principal;

@@ -1,0 +1,200 @@
+//! Admission (contract section 7): the names of the windows a request is
+//! counted in, the window's length and the quota month. The HTTP layer, the
+//! services and both cache adapters use these, so a key or a month is
+//! computed in exactly one place.
+//!
+//! Three kinds of sliding window, each [`RATE_WINDOW`] long:
+//! - [`agent_key`]: every request of an authenticated agent, however the
+//!   request spelled its id (a UUID in upper case or without hyphens names the
+//!   same agent, so it is the same window);
+//! - [`address_key`]: every unauthenticated request, by client address
+//!   (IPv6 clients by their /64, which one host usually holds whole);
+//! - [`auth_failure_key`]: failed client authentications, per claimed client
+//!   per client address, so guessing at an agent's secret never spends the
+//!   agent's own window, and one address cannot lock the agent out for others.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use uuid::Uuid;
+
+use crate::values::AgentId;
+
+/// The length of every rate-limit window: limits are per minute.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Claimed client ids that name no agent are clipped to this many characters
+/// in a key, so a caller cannot grow keys without bound.
+const MAX_CLAIMED_ID_CHARS: usize = 64;
+
+/// The window of an authenticated agent's requests.
+///
+/// ```
+/// use idp_domain::admission::agent_key;
+/// use idp_domain::values::AgentId;
+/// let id: uuid::Uuid = "0b7c2a3e-1f00-4a5b-8c9d-0123456789ab".parse().unwrap();
+/// assert_eq!(agent_key(AgentId(id)), "agent:0b7c2a3e-1f00-4a5b-8c9d-0123456789ab");
+/// ```
+pub fn agent_key(agent: AgentId) -> String {
+    format!("agent:{}", agent.0.hyphenated())
+}
+
+/// The window of the unauthenticated requests from `address` (unknown: one
+/// shared window).
+pub fn address_key(address: Option<IpAddr>) -> String {
+    format!("ip:{}", address_bucket(address))
+}
+
+/// The window of failed authentications of `claimed_client` from `address`.
+pub fn auth_failure_key(claimed_client: &str, address: Option<IpAddr>) -> String {
+    format!(
+        "authfail:{}@{}",
+        canonical_client_id(claimed_client),
+        address_bucket(address)
+    )
+}
+
+/// A claimed client id as one spelling: a UUID in its hyphenated lower-case
+/// form (whatever form [`Uuid::parse_str`] read), anything else clipped.
+pub fn canonical_client_id(claimed: &str) -> String {
+    match Uuid::parse_str(claimed) {
+        Ok(id) => id.hyphenated().to_string(),
+        Err(_) => claimed.chars().take(MAX_CLAIMED_ID_CHARS).collect(),
+    }
+}
+
+/// Addresses as limits count them: an IPv4 address (also when written as an
+/// IPv4-mapped IPv6 address) on its own, an IPv6 address by its /64.
+pub fn address_bucket(address: Option<IpAddr>) -> String {
+    match address {
+        None => "unknown".to_owned(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let segments = v6.segments();
+                let network = std::net::Ipv6Addr::new(
+                    segments[0],
+                    segments[1],
+                    segments[2],
+                    segments[3],
+                    0,
+                    0,
+                    0,
+                    0,
+                );
+                format!("{network}/64")
+            }
+        },
+    }
+}
+
+/// The first instant of the UTC calendar month of `now`: monthly quotas count
+/// from it.
+pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(now)
+}
+
+/// The first instant of the UTC calendar month after `now`'s: when a monthly
+/// quota starts over. `None` only past the end of chrono's calendar.
+pub fn next_month_start(now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let (year, month) = if now.month() == 12 {
+        (now.year().checked_add(1)?, 1)
+    } else {
+        (now.year(), now.month() + 1)
+    };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single()
+}
+
+/// Whole seconds from `now` until the quota month after it starts, at least 1:
+/// the `Retry-After` of a spent monthly quota.
+pub fn seconds_to_next_month(now: DateTime<Utc>) -> u64 {
+    next_month_start(now).map_or(1, |next| {
+        u64::try_from((next - now).num_seconds())
+            .unwrap_or(1)
+            .max(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, min, s).single().unwrap()
+    }
+
+    #[test]
+    fn every_spelling_of_an_agent_id_is_one_client() {
+        let canonical = "0b7c2a3e-1f00-4a5b-8c9d-0123456789ab";
+        for spelling in [
+            canonical,
+            "0B7C2A3E-1F00-4A5B-8C9D-0123456789AB",
+            "0b7c2a3e1f004a5b8c9d0123456789ab",
+            "{0b7c2a3e-1f00-4a5b-8c9d-0123456789ab}",
+            "urn:uuid:0b7c2a3e-1f00-4a5b-8c9d-0123456789AB",
+            "0B7c2a3E-1f00-4A5b-8c9D-0123456789aB",
+        ] {
+            assert_eq!(canonical_client_id(spelling), canonical, "{spelling}");
+            assert_eq!(
+                auth_failure_key(spelling, None),
+                format!("authfail:{canonical}@unknown")
+            );
+        }
+        assert_eq!(canonical_client_id(&"x".repeat(500)).len(), 64);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(Some(a)), "ip:2001:db8:1:2::/64");
+        assert_eq!(address_key(Some(a)), address_key(Some(b)));
+        assert_ne!(address_key(Some(a)), address_key(Some(other)));
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(address_key(Some(mapped)), "ip:203.0.113.7");
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(address_key(Some(v4)), "ip:203.0.113.7");
+        assert_eq!(address_key(None), "ip:unknown");
+    }
+
+    #[test]
+    fn failures_are_per_client_and_per_address() {
+        let here: IpAddr = "198.51.100.1".parse().unwrap();
+        let there: IpAddr = "198.51.100.2".parse().unwrap();
+        assert_ne!(
+            auth_failure_key("client", Some(here)),
+            auth_failure_key("client", Some(there))
+        );
+        assert_ne!(
+            auth_failure_key("a", Some(here)),
+            auth_failure_key("b", Some(here))
+        );
+    }
+
+    #[test]
+    fn months_roll_over_at_utc_boundaries() {
+        assert_eq!(
+            month_start(at(2030, 3, 31, 23, 59, 59)),
+            at(2030, 3, 1, 0, 0, 0)
+        );
+        assert_eq!(
+            next_month_start(at(2030, 1, 31, 23, 59, 59)),
+            Some(at(2030, 2, 1, 0, 0, 0))
+        );
+        assert_eq!(
+            next_month_start(at(2030, 12, 31, 23, 59, 59)),
+            Some(at(2031, 1, 1, 0, 0, 0))
+        );
+        assert_eq!(
+            next_month_start(at(2028, 2, 29, 12, 0, 0)),
+            Some(at(2028, 3, 1, 0, 0, 0))
+        );
+        assert_eq!(seconds_to_next_month(at(2030, 1, 31, 23, 59, 59)), 1);
+        assert_eq!(seconds_to_next_month(at(2030, 1, 31, 23, 0, 0)), 3600);
+    }
+}

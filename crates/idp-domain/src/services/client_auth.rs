@@ -1,0 +1,321 @@
+//! Client authentication (RFC 6749 section 2.3.1) under the limits of contract
+//! section 7: failed attempts are counted per claimed client per client
+//! address and per address, never in the agent's own window, and refused
+//! before any slow hash once either is spent.
+
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use crate::admission::{RATE_WINDOW, address_key, auth_failure_key};
+use crate::audit::RequestContext;
+use crate::entities::{Agent, Credential};
+use crate::ports::{RateDecision, Reservation};
+use crate::token::Principal;
+use crate::values::{AgentStatus, AuditAction, CredentialStatus, Outcome, ScopeSet};
+use crate::{DomainError, StoreError};
+
+use super::tokens::{ClientCredentials, TokenService};
+
+/// Why a client did not authenticate. [`ClientAuthFailure::as_str`] is the
+/// one spelling used by the `auth.failed` event, the log and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientAuthFailure {
+    /// The client id names no agent.
+    UnknownClient,
+    /// No credential of the agent matches the secret.
+    InvalidSecret,
+    /// The matching credential is revoked.
+    CredentialRevoked,
+    /// The matching credential expired.
+    CredentialExpired,
+    /// The agent is suspended.
+    AgentSuspended,
+    /// The agent is decommissioned.
+    AgentDecommissioned,
+}
+
+impl ClientAuthFailure {
+    /// Every reason, for metrics that list them all.
+    pub const ALL: [ClientAuthFailure; 6] = [
+        Self::UnknownClient,
+        Self::InvalidSecret,
+        Self::CredentialRevoked,
+        Self::CredentialExpired,
+        Self::AgentSuspended,
+        Self::AgentDecommissioned,
+    ];
+
+    /// The reason as the audit event, the log and the metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownClient => "unknown_client",
+            Self::InvalidSecret => "invalid_client_secret",
+            Self::CredentialRevoked => "credential_revoked",
+            Self::CredentialExpired => "credential_expired",
+            Self::AgentSuspended => "agent_suspended",
+            Self::AgentDecommissioned => "agent_decommissioned",
+        }
+    }
+}
+
+impl std::fmt::Display for ClientAuthFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A client that proved who it is with an active credential of an active agent.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedClient {
+    /// Its agent.
+    pub agent: Agent,
+    /// The credential whose secret it presented.
+    pub credential: Credential,
+}
+
+impl AuthenticatedClient {
+    /// The client as a caller of introspection or revocation: it holds its
+    /// agent's capabilities as scopes.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            agent_id: self.agent.agent_id,
+            owner: self.agent.owner.clone(),
+            scopes: ScopeSet::from(&self.agent.capabilities),
+            token_id: None,
+            credential_id: self.credential.credential_id,
+        }
+    }
+}
+
+/// Why [`TokenService::authenticate_client`] did not authenticate a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientAuthError {
+    /// Refused before any secret was checked: this client's failures from
+    /// this address, or this address's unauthenticated requests, spent
+    /// their window. The decision is the spent window's.
+    #[error("too many failed authentications")]
+    Throttled(RateDecision),
+    /// The client did not authenticate; the attempt was counted in the
+    /// failure and address windows (`rate`: the tighter of the two, when the
+    /// limiter answered).
+    #[error("client authentication failed: {reason}")]
+    Failed {
+        /// Why.
+        reason: ClientAuthFailure,
+        /// The windows' state after counting this attempt.
+        rate: Option<RateDecision>,
+    },
+    /// A backing store, the limiter or the hashing queue is unavailable.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] anyhow::Error),
+    /// A bug; the cause goes to the log.
+    #[error(transparent)]
+    Unknown(anyhow::Error),
+}
+
+impl From<StoreError> for ClientAuthError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(e) => Self::Unavailable(e),
+            other => Self::Unknown(anyhow::Error::new(other)),
+        }
+    }
+}
+
+impl From<ClientAuthError> for DomainError {
+    fn from(err: ClientAuthError) -> Self {
+        match err {
+            ClientAuthError::Unavailable(e) => DomainError::Unavailable(e),
+            ClientAuthError::Unknown(e) => DomainError::Unknown(e),
+            ClientAuthError::Throttled(_) | ClientAuthError::Failed { .. } => {
+                DomainError::Authentication("invalid client credentials")
+            }
+        }
+    }
+}
+
+/// The outcome of checking a presented secret against an agent's rows.
+enum Checked {
+    Authenticated(Box<AuthenticatedClient>),
+    Refused(ClientAuthFailure),
+}
+
+impl TokenService {
+    /// Authenticates a client by id and secret (RFC 6749 section 2.3.1).
+    ///
+    /// A secret this process verified recently for an active credential of an
+    /// active agent is accepted at once: no hash, no limiter. Any other
+    /// attempt first reserves a place in the window of this client's failures
+    /// from `ctx`'s address and in the address's unauthenticated window, and
+    /// is refused ([`ClientAuthError::Throttled`]) without any hash when one
+    /// is spent. A success takes the reservation back; a failure keeps it and
+    /// writes `auth.failed` when the client names a known agent. An unknown
+    /// agent id costs one dummy verification, so response time does not tell
+    /// which ids exist (an id that is no UUID cannot name an agent, which is
+    /// public knowledge, so it costs none).
+    pub async fn authenticate_client(
+        &self,
+        client: &ClientCredentials,
+        ctx: &RequestContext,
+    ) -> Result<AuthenticatedClient, ClientAuthError> {
+        let agent = match client.agent_id() {
+            Some(id) => self.agents.find_for_authentication(id).await?,
+            None => None,
+        };
+        let candidates = match &agent {
+            Some(agent) => {
+                let hint = self.hasher.lookup_hint(&client.client_secret);
+                self.credentials.find_by_hint(agent.agent_id, &hint).await?
+            }
+            None => Vec::new(),
+        };
+        if let Some(agent) = &agent
+            && let Some(credential) = candidates.iter().find(|candidate| {
+                self.hasher
+                    .recently_verified(&client.client_secret, &candidate.secret_hash)
+            })
+            && let Checked::Authenticated(authenticated) = self.check(agent, Some(credential))
+        {
+            return Ok(*authenticated);
+        }
+        let address = ctx
+            .ip_address
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let reservation = self
+            .limiter
+            .reserve(
+                &[
+                    (
+                        auth_failure_key(&client.client_id, address),
+                        self.settings.auth_failures_per_minute,
+                    ),
+                    (address_key(address), self.settings.rate_limit_per_minute),
+                ],
+                RATE_WINDOW,
+                self.ambient.now(),
+            )
+            .await?;
+        if !reservation.granted {
+            let decision = reservation.decision().ok_or_else(|| {
+                ClientAuthError::Unknown(anyhow::anyhow!("a refused reservation without a refusal"))
+            })?;
+            return Err(ClientAuthError::Throttled(decision));
+        }
+        // A secret that could not be checked (the hashing queue is full) is
+        // no failed authentication: the reservation is given back.
+        let matched = match self.verify(client, agent.as_ref(), candidates).await {
+            Ok(matched) => matched,
+            Err(err) => {
+                let _ = self.limiter.release(&reservation).await;
+                return Err(err.into());
+            }
+        };
+        let Some(agent) = agent else {
+            return Err(failed(ClientAuthFailure::UnknownClient, &reservation));
+        };
+        match self.check(&agent, matched.as_ref()) {
+            Checked::Authenticated(authenticated) => {
+                // Best effort: a reservation that stays only costs this
+                // address a place in its windows for one minute.
+                let _ = self.limiter.release(&reservation).await;
+                Ok(*authenticated)
+            }
+            Checked::Refused(reason) => {
+                self.audit_failure(&agent, ctx, reason.as_str()).await?;
+                Err(failed(reason, &reservation))
+            }
+        }
+    }
+
+    /// The candidate credential whose hash `client`'s secret matches. Costs one
+    /// verification also when there is none to match (an unknown agent id,
+    /// no candidate, none matching), so response time does not tell which;
+    /// an id that is no UUID costs none.
+    async fn verify(
+        &self,
+        client: &ClientCredentials,
+        agent: Option<&Agent>,
+        candidates: Vec<Credential>,
+    ) -> Result<Option<Credential>, StoreError> {
+        if agent.is_none() {
+            if client.agent_id().is_some() {
+                self.hasher.verify_dummy(&client.client_secret).await?;
+            }
+            return Ok(None);
+        }
+        for candidate in candidates {
+            if self
+                .hasher
+                .verify(&client.client_secret, &candidate.secret_hash)
+                .await?
+            {
+                return Ok(Some(candidate));
+            }
+        }
+        // As long as a verification of a credential that exists.
+        self.hasher.verify_dummy(&client.client_secret).await?;
+        Ok(None)
+    }
+
+    /// A caller authenticated by client credentials (introspection,
+    /// revocation): it holds its agent's capabilities as scopes.
+    pub async fn client_principal(
+        &self,
+        client: &ClientCredentials,
+        ctx: &RequestContext,
+    ) -> Result<Principal, ClientAuthError> {
+        Ok(self.authenticate_client(client, ctx).await?.principal())
+    }
+
+    /// Whether `credential` (the one whose secret matched, if any) lets
+    /// `agent` in now.
+    fn check(&self, agent: &Agent, credential: Option<&Credential>) -> Checked {
+        let Some(credential) = credential else {
+            return Checked::Refused(ClientAuthFailure::InvalidSecret);
+        };
+        let refusal = match credential.status(self.ambient.now()) {
+            CredentialStatus::Revoked => Some(ClientAuthFailure::CredentialRevoked),
+            CredentialStatus::Expired => Some(ClientAuthFailure::CredentialExpired),
+            CredentialStatus::Active => match agent.status {
+                AgentStatus::Active => None,
+                AgentStatus::Suspended => Some(ClientAuthFailure::AgentSuspended),
+                AgentStatus::Decommissioned => Some(ClientAuthFailure::AgentDecommissioned),
+            },
+        };
+        match refusal {
+            Some(reason) => Checked::Refused(reason),
+            None => Checked::Authenticated(Box::new(AuthenticatedClient {
+                agent: agent.clone(),
+                credential: credential.clone(),
+            })),
+        }
+    }
+
+    /// Writes `auth.failed` about `agent` with `reason`.
+    pub(super) async fn audit_failure(
+        &self,
+        agent: &Agent,
+        ctx: &RequestContext,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let event = self.ambient.event(
+            &agent.owner,
+            agent.agent_id,
+            ctx,
+            AuditAction::AuthFailed,
+            Outcome::Failure,
+            json!({ "reason": reason }),
+            self.ambient.now(),
+        );
+        self.audit.append(&event).await
+    }
+}
+
+fn failed(reason: ClientAuthFailure, reservation: &Reservation) -> ClientAuthError {
+    ClientAuthError::Failed {
+        reason,
+        rate: reservation.decision(),
+    }
+}
