@@ -23,9 +23,13 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "token-cold,token,introspect,agents-get,agents-list,audit-query,mixed"
+        default_value = "token-cold,token,token-flood,introspect,agents-get,agents-list,audit-query,mixed"
     )]
     pub scenario: Vec<Scenario>,
+
+    /// Concurrent wrong-secret token requests of `token-flood`'s flood.
+    #[arg(long, default_value_t = 64)]
+    pub flood_connections: usize,
 
     /// Seconds of load per run.
     #[arg(long, default_value_t = 10)]
@@ -143,6 +147,9 @@ pub enum Scenario {
     TokenCold,
     /// client_credentials with Basic auth, rotating through the seeded clients.
     Token,
+    /// `token` while a flood of wrong-secret requests with random unknown
+    /// client ids (one dummy Argon2id each) runs beside it.
+    TokenFlood,
     /// Introspection of valid tokens.
     Introspect,
     /// Authenticated GET /api/v1/agents/{id}.
@@ -156,16 +163,26 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    /// The name in the table, the JSON and bench/wrk/<name>.lua.
+    /// The name in the table and the JSON.
     pub fn name(self) -> &'static str {
         match self {
             Self::TokenCold => "token-cold",
             Self::Token => "token",
+            Self::TokenFlood => "token-flood",
             Self::Introspect => "introspect",
             Self::AgentsGet => "agents-get",
             Self::AgentsList => "agents-list",
             Self::AuditQuery => "audit-query",
             Self::Mixed => "mixed",
+        }
+    }
+
+    /// The wrk script, bench/wrk/<script>.lua: `token-flood`'s warm clients
+    /// send what `token` sends.
+    pub fn script(self) -> &'static str {
+        match self {
+            Self::TokenFlood => Self::Token.name(),
+            other => other.name(),
         }
     }
 }

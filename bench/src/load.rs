@@ -1,9 +1,12 @@
-//! Driving load: the data files the wrk scripts read, one wrk run, and the
-//! single cold token requests of `token-cold`.
+//! Driving load: the data files the wrk scripts read, one wrk run, the
+//! single cold token requests of `token-cold`, and the wrong-secret flood of
+//! `token-flood`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -11,9 +14,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Deserialize;
+use uuid::Uuid;
 
 use crate::cli::Scenario;
-use crate::report::RunReport;
+use crate::report::{FloodCounts, RunReport};
 use crate::seed::{Seeded, http_client, request_token};
 use crate::server::{Sampler, cpu_seconds, load_average, machine_busy_seconds};
 
@@ -115,13 +119,16 @@ pub fn run_wrk(
     server_pid: u32,
     log: &Path,
 ) -> anyhow::Result<RunReport> {
-    let script = settings.scripts.join(format!("{}.lua", scenario.name()));
+    let script = settings.scripts.join(format!("{}.lua", scenario.script()));
     if !script.is_file() {
         bail!("no wrk script {}", script.display());
     }
     let load_before = load_average();
     let machine_before = machine_busy_seconds();
     let cpu_before = cpu_seconds(server_pid);
+    // This driver's own CPU: the flood of `token-flood` runs in it.
+    let driver_pid = std::process::id();
+    let driver_before = cpu_seconds(driver_pid);
     let started = Instant::now();
     let child = Command::new("wrk")
         .arg(format!("-t{}", settings.threads))
@@ -146,18 +153,22 @@ pub fn run_wrk(
         (Some(before), Some(after)) => Some(after - before),
         _ => None,
     };
+    let driver_cpu_s = match (driver_before, cpu_seconds(driver_pid)) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
     let percent = |seconds: f64| seconds / wall * 100.0;
-    // Everything the machine did besides the server and wrk: other sessions'
-    // builds and tests, which take cores away from both.
+    // Everything the machine did besides the server, wrk and this driver:
+    // other sessions' builds and tests, which take cores away from both.
     let other_cpu_percent = match (
         machine_before,
         machine_busy_seconds(),
         server_cpu_s,
         samples.load_generator_cpu_s,
     ) {
-        (Some(before), Some(after), Some(server), Some(wrk)) if wall > 0.0 => {
-            Some(percent((after - before - server - wrk).max(0.0)))
-        }
+        (Some(before), Some(after), Some(server), Some(wrk)) if wall > 0.0 => Some(percent(
+            (after - before - server - wrk - driver_cpu_s.unwrap_or(0.0)).max(0.0),
+        )),
         _ => None,
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -190,7 +201,9 @@ pub fn run_wrk(
         rss_peak_kib: samples.rss_peak_kib,
         server_cpu_percent: server_cpu_s.filter(|_| wall > 0.0).map(percent),
         other_cpu_percent,
+        driver_cpu_percent: driver_cpu_s.filter(|_| wall > 0.0).map(percent),
         load_before,
+        flood: None,
     })
 }
 
@@ -222,4 +235,106 @@ pub async fn cold_tokens(base: &str, seeded: &Seeded) -> anyhow::Result<(Vec<f64
     }
     latencies.sort_by(f64::total_cmp);
     Ok((latencies, errors))
+}
+
+/// The flood of `token-flood`: `connections` loops, each sending token
+/// requests one after the other, every one naming a fresh random UUID as
+/// client id (an unknown agent: the server pays one dummy Argon2id
+/// verification unless it refuses first) with a wrong secret, until stopped.
+#[derive(Debug)]
+pub struct Flood {
+    stop: Arc<AtomicBool>,
+    counters: Arc<FloodCounters>,
+    started: Instant,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct FloodCounters {
+    sent: AtomicU64,
+    unauthorized: AtomicU64,
+    too_many: AtomicU64,
+    unavailable: AtomicU64,
+    other_status: AtomicU64,
+    transport_errors: AtomicU64,
+}
+
+impl Flood {
+    /// Starts the flood on `runtime` against `base`.
+    pub fn start(
+        runtime: &tokio::runtime::Runtime,
+        base: &str,
+        connections: usize,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .pool_max_idle_per_host(connections)
+            .build()
+            .context("cannot build the flood's HTTP client")?;
+        let url = format!("{base}/api/v1/token");
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(FloodCounters::default());
+        let workers = (0..connections)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
+                runtime.spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = client
+                            .post(&url)
+                            .basic_auth(Uuid::new_v4(), Some("wrong-secret-of-the-bench-flood"))
+                            .header("Content-Type", "application/x-www-form-urlencoded")
+                            .body("grant_type=client_credentials")
+                            .send()
+                            .await;
+                        counters.sent.fetch_add(1, Ordering::Relaxed);
+                        let counter = match sent {
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                // Read the body, so the connection is reused.
+                                let _ = response.bytes().await;
+                                match status {
+                                    401 => &counters.unauthorized,
+                                    429 => &counters.too_many,
+                                    503 => &counters.unavailable,
+                                    _ => &counters.other_status,
+                                }
+                            }
+                            Err(_) => &counters.transport_errors,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Ok(Self {
+            stop,
+            counters,
+            started: Instant::now(),
+            workers,
+        })
+    }
+
+    /// Stops the flood, lets the requests in flight finish (at most 12 s)
+    /// and answers the counts.
+    pub fn finish(self, runtime: &tokio::runtime::Runtime) -> FloodCounts {
+        self.stop.store(true, Ordering::Relaxed);
+        let workers = self.workers;
+        runtime.block_on(async move {
+            let all = futures_util::future::join_all(workers);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(12), all).await;
+        });
+        let seconds = self.started.elapsed().as_secs_f64();
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FloodCounts {
+            sent: get(&c.sent),
+            seconds,
+            status_401: get(&c.unauthorized),
+            status_429: get(&c.too_many),
+            status_503: get(&c.unavailable),
+            other_status: get(&c.other_status),
+            transport_errors: get(&c.transport_errors),
+        }
+    }
 }

@@ -31,7 +31,7 @@ use clap::Parser;
 use crate::audit_seed::SqlTarget;
 use crate::cli::{Args, DeploymentKind, Scenario};
 use crate::deployment::{PostgresDatabase, RedisPrefix, TempDir};
-use crate::load::WrkSettings;
+use crate::load::{Flood, WrkSettings};
 use crate::report::{
     Ceiling, DeploymentReport, Report, ScenarioReport, SeedReport, Settings, median, millis,
     thousands,
@@ -84,8 +84,15 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    if args.runs == 0 || args.duration == 0 || args.connections == 0 || args.threads == 0 {
-        bail!("--runs, --duration, --connections and --threads must be at least 1");
+    if args.runs == 0
+        || args.duration == 0
+        || args.connections == 0
+        || args.threads == 0
+        || args.flood_connections == 0
+    {
+        bail!(
+            "--runs, --duration, --connections, --threads and --flood-connections must be at least 1"
+        );
     }
     if args.owners == 0 || args.agents_per_owner < 2 || args.credentials_per_agent < 2 {
         bail!("seed at least 1 owner, 2 agents per owner and 2 credentials per agent");
@@ -180,6 +187,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             credentials_per_agent: args.credentials_per_agent,
             audit_events: args.audit_events,
             cold_samples: args.cold_samples,
+            flood_connections: args.flood_connections,
         },
         ceilings: bench.ceilings.clone(),
         deployments,
@@ -290,6 +298,8 @@ fn base_vars(args: &Args) -> BTreeMap<String, String> {
     [
         ("IDP_BIND", "127.0.0.1:0"),
         ("IDP_RATE_LIMIT_PER_MINUTE", "1000000000"),
+        // `token-flood` measures the hashing queue, not this window.
+        ("IDP_AUTH_FAILURES_PER_MINUTE", "1000000000"),
         ("IDP_TOKEN_QUOTA_PER_MONTH", "1000000000000"),
         ("IDP_MAX_AGENTS_PER_OWNER", agents.as_str()),
         ("IDP_MAX_CREDENTIALS_PER_AGENT", credentials.as_str()),
@@ -547,15 +557,35 @@ fn load_scenario(
             return ScenarioReport::failed(name, "interrupted");
         }
         let log = dir.join(format!("wrk-{name}-{run}.log"));
-        match load::run_wrk(
+        // `token-flood`: the flood fills the hashing queue first, then wrk's
+        // warm clients run beside it; it stops when wrk is done.
+        let flood = if scenario == Scenario::TokenFlood {
+            match Flood::start(
+                &bench.runtime,
+                &server.base_url,
+                bench.args.flood_connections,
+            ) {
+                Ok(flood) => {
+                    std::thread::sleep(Duration::from_millis(500));
+                    Some(flood)
+                }
+                Err(e) => return ScenarioReport::failed(name, format!("run {run}: {e:#}")),
+            }
+        } else {
+            None
+        };
+        let result = load::run_wrk(
             wrk,
             scenario,
             &server.base_url,
             data_dir,
             server.pid(),
             &log,
-        ) {
-            Ok(r) => {
+        );
+        let flood = flood.map(|f| f.finish(&bench.runtime));
+        match result {
+            Ok(mut r) => {
+                r.flood = flood;
                 eprintln!(
                     "    {name} run {run}/{}: {} req/s, p50 {} ms, p99 {} ms, {} bad, {} socket errors, server CPU {}, other processes' CPU {}",
                     bench.args.runs,
@@ -569,6 +599,15 @@ fn load_scenario(
                     r.other_cpu_percent
                         .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%")),
                 );
+                if let Some(flood) = &r.flood {
+                    eprintln!(
+                        "      flood ({} connections): {}; driver CPU {}",
+                        bench.args.flood_connections,
+                        flood.describe(),
+                        r.driver_cpu_percent
+                            .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%")),
+                    );
+                }
                 runs.push(r);
             }
             Err(e) => return ScenarioReport::failed(name, format!("run {run}: {e:#}")),
@@ -588,7 +627,7 @@ fn ceiling_for(bench: &Bench<'_>, scenario: Scenario) -> Option<String> {
     let find = |id: String| bench.ceilings.iter().find(|c| c.id == id);
     let machine = |c: &Ceiling| c.per_core_per_s * bench.cpus as f64;
     match scenario {
-        Scenario::Token => find(format!("jws/sign/{alg}"))
+        Scenario::Token | Scenario::TokenFlood => find(format!("jws/sign/{alg}"))
             .map(|c| format!("{}/s {alg} sign", thousands(machine(c)))),
         Scenario::TokenCold => find("secret/argon2id-verify".to_owned())
             .map(|c| format!("{} ms Argon2id", millis(c.ns_per_op / 1e6))),

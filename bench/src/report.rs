@@ -40,9 +40,67 @@ pub struct RunReport {
     /// the run, in percent of one core: other work distorting the figures.
     #[serde(default)]
     pub other_cpu_percent: Option<f64>,
+    /// CPU this driver used during the run (the flood of `token-flood`), in
+    /// percent of one core.
+    #[serde(default)]
+    pub driver_cpu_percent: Option<f64>,
     /// The machine's 1-minute load average just before the run (the previous
     /// run's server and wrk included).
     pub load_before: Option<f64>,
+    /// `token-flood`: the wrong-secret flood that ran beside wrk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodCounts>,
+}
+
+/// The answers to the wrong-secret flood of `token-flood`: requests with a
+/// random UUID client id that each finished (answered or failed) while it ran.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct FloodCounts {
+    pub sent: u64,
+    /// How long the flood ran (it starts 0.5 s before wrk).
+    pub seconds: f64,
+    /// `invalid_client`: the dummy Argon2id verification was paid.
+    pub status_401: u64,
+    /// The client's failed-authentication window (or the address's) was spent.
+    pub status_429: u64,
+    /// `temporarily_unavailable`: the hashing queue was full.
+    pub status_503: u64,
+    pub other_status: u64,
+    /// Connect errors and timeouts (10 s).
+    pub transport_errors: u64,
+}
+
+impl FloodCounts {
+    fn add(self, other: Self) -> Self {
+        Self {
+            sent: self.sent + other.sent,
+            seconds: self.seconds + other.seconds,
+            status_401: self.status_401 + other.status_401,
+            status_429: self.status_429 + other.status_429,
+            status_503: self.status_503 + other.status_503,
+            other_status: self.other_status + other.other_status,
+            transport_errors: self.transport_errors + other.transport_errors,
+        }
+    }
+
+    /// One line under the table.
+    pub fn describe(&self) -> String {
+        let rate = if self.seconds > 0.0 {
+            self.sent as f64 / self.seconds
+        } else {
+            0.0
+        };
+        format!(
+            "{} requests ({}/s): 401 {}, 429 {}, 503 {}, other {}, transport errors {}",
+            thousands(self.sent as f64),
+            thousands(rate),
+            thousands(self.status_401 as f64),
+            thousands(self.status_429 as f64),
+            thousands(self.status_503 as f64),
+            thousands(self.other_status as f64),
+            thousands(self.transport_errors as f64),
+        )
+    }
 }
 
 /// One scenario on one deployment: the medians of its runs.
@@ -72,6 +130,9 @@ pub struct ScenarioReport {
     /// `token-cold`: each request's latency (ms).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples_ms: Vec<f64>,
+    /// `token-flood`: the flood's answers, summed over the runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodCounts>,
 }
 
 impl ScenarioReport {
@@ -94,6 +155,7 @@ impl ScenarioReport {
             errors: runs.iter().map(|r| r.bad_responses + r.socket_errors).sum(),
             rss_peak_kib: runs.iter().map(|r| r.rss_peak_kib).max(),
             server_cpu_percent: median(runs.iter().filter_map(|r| r.server_cpu_percent).collect()),
+            flood: runs.iter().filter_map(|r| r.flood).reduce(FloodCounts::add),
             runs,
             ..Self::default()
         }
@@ -134,6 +196,9 @@ pub struct Settings {
     pub credentials_per_agent: usize,
     pub audit_events: u64,
     pub cold_samples: usize,
+    /// Concurrent requests of the `token-flood` flood.
+    #[serde(default)]
+    pub flood_connections: usize,
 }
 
 /// Everything one `just bench` measured.
@@ -251,6 +316,7 @@ pub fn render(report: &Report) -> String {
     ];
     let mut rows = Vec::new();
     let mut notes = Vec::new();
+    let mut floods = Vec::new();
     for deployment in &report.deployments {
         if deployment.scenarios.is_empty() {
             notes.push(format!(
@@ -287,11 +353,26 @@ pub fn render(report: &Report) -> String {
                 row.push(s.hwm_kib.map_or_else(|| "-".into(), mib));
                 row.push(opt(s.server_cpu_percent, |c| format!("{c:.0}%")));
                 row.push(s.ceiling.clone().unwrap_or_else(|| "-".into()));
+                if let Some(flood) = &s.flood {
+                    floods.push(format!(
+                        "- {} / {}: {}",
+                        deployment.deployment,
+                        s.scenario,
+                        flood.describe()
+                    ));
+                }
             }
             rows.push(row);
         }
     }
     let mut out = markdown_table(&header, &rows);
+    if !floods.is_empty() {
+        out.push_str(&format!(
+            "\n\nWrong-secret flood beside the warm clients ({} connections, random unknown client ids; summed over the runs):\n{}",
+            report.settings.flood_connections,
+            floods.join("\n")
+        ));
+    }
     if !notes.is_empty() {
         out.push_str("\n\nNotes:\n");
         for note in notes {

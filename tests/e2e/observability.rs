@@ -333,7 +333,7 @@ async fn metrics_count_tokens_refusals_limits_and_dependencies() {
         .start()
         .await;
     let admin = app.bootstrap("acme", "admin@acme.example").await;
-    // Seven requests of one client, then two over its limit.
+    // Seven requests of one agent, then two over its limit.
     let token = app.token(&admin).await;
     app.get_as(&token, &format!("/api/v1/agents/{}", admin.agent_id))
         .await
@@ -356,6 +356,9 @@ async fn metrics_count_tokens_refusals_limits_and_dependencies() {
     app.get_as(&token, &format!("/api/v1/agents/{unknown}"))
         .await
         .expect_error(404, "AGENT_NOT_FOUND");
+    // The wrong secret was counted apart (failures never spend the agent's
+    // window): this is the seventh request of the agent.
+    app.get_as(&token, "/api/v1/agents").await.expect(200);
     app.request_token(&admin, None)
         .await
         .expect_oauth_error(429, "access_denied");

@@ -3,9 +3,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use idp_domain::admission::next_month_start;
 use chrono::{DateTime, Datelike, Duration, Utc};
 use idp_domain::StoreError;
+use idp_domain::admission::next_month_start;
 use idp_domain::ports::{QuotaDecision, UsageCounter};
 
 use crate::keys::key_part;

@@ -17,7 +17,10 @@
 //! * [`RedisChangeFeed`] ([`ChangeNotifier`](idp_domain::ports::ChangeNotifier)):
 //!   changed agents and revoked tokens announced over pub/sub to every node's
 //!   [`ChangeListener`](idp_domain::ports::ChangeListener)s, each announcement
-//!   acknowledged by every node before the call returns.
+//!   numbered in a shared sequence and acknowledged before the call returns by
+//!   every node holding a lease (renewed only while it has heard the whole
+//!   sequence), or waited out until that lease ends; a node without a fresh
+//!   lease answers nothing from memory.
 //! * [`RedisCache`]: the pool and key prefix the adapters share, made by
 //!   [`connect`], with a constructor for each adapter. The pool is deadpool's
 //!   over [`RedisManager`], which does not PING on every checkout as

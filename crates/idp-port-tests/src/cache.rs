@@ -235,7 +235,11 @@ pub async fn rate_limiter_reserve_and_release(limiter: Arc<dyn RateLimiter>, ns:
     let first = limiter.reserve(&windows, WINDOW, t0).await.unwrap();
     assert!(first.granted);
     assert_eq!(
-        first.decisions.iter().map(|d| d.remaining).collect::<Vec<_>>(),
+        first
+            .decisions
+            .iter()
+            .map(|d| d.remaining)
+            .collect::<Vec<_>>(),
         vec![1, 2]
     );
     assert_eq!(first.decision().map(|d| d.remaining), Some(1));
@@ -249,7 +253,10 @@ pub async fn rate_limiter_reserve_and_release(limiter: Arc<dyn RateLimiter>, ns:
     assert_eq!(refusal.limit, 2);
     assert!(refusal.retry_after >= 1);
     let b_now = limiter.hit(&b, 3, WINDOW, t0 + ms(3)).await.unwrap();
-    assert_eq!(b_now.remaining, 0, "b held the two reservations and this hit only");
+    assert_eq!(
+        b_now.remaining, 0,
+        "b held the two reservations and this hit only"
+    );
     // Releasing the second takes it out of both windows; releasing a refused
     // reservation does nothing.
     limiter.release(&second).await.unwrap();
@@ -513,7 +520,10 @@ pub async fn admission_unknown_counter_counts_nothing_until_seeded(
         .unwrap();
     let expected_used = if first.is_none() {
         let untouched = ports.limiter.hit(&rate_key, 5, WINDOW, t0).await.unwrap();
-        assert_eq!(untouched.remaining, 4, "an unknown counter counted the request");
+        assert_eq!(
+            untouched.remaining, 4,
+            "an unknown counter counted the request"
+        );
         ports.counter.seed(&quota_key, 7, t0).await.unwrap();
         let seeded = ports
             .admission

@@ -86,7 +86,6 @@ fn raise_open_files_limit() -> Option<u64> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let open_files = raise_open_files_limit();
     let addr = config.bind_addr()?;
     let listener =
         TcpListener::bind(addr).with_context(|| format!("IDP_BIND={addr}: cannot listen"))?;
@@ -116,6 +115,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     secrets.hasher = Arc::new(hash_queue);
     let codec = wiring::token_codec(&config, &stores).await?;
+    // After every step that may refuse to start, whose error must be the
+    // one line on stderr; before the first connection is accepted.
+    let open_files = raise_open_files_limit();
     let mut state = wiring::app_state(&config, issuer.clone(), &stores, &caches, &secrets, codec);
     state.metrics = Arc::new(metrics);
     let mut application = Application::new(state);

@@ -64,8 +64,28 @@ pub(crate) fn from_diesel(err: DieselError) -> StoreError {
         | DieselError::BrokenTransactionManager => {
             StoreError::Unavailable(anyhow::anyhow!("database connection lost: {err}"))
         }
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, ref info)
+            if is_shutting_down(info.message()) =>
+        {
+            StoreError::Unavailable(anyhow::anyhow!("database shutting down: {err}"))
+        }
         other => StoreError::Unknown(anyhow::anyhow!("database query failed: {other}")),
     }
+}
+
+/// Whether a database error says the server is going away or not there yet
+/// (SQLSTATE class 57: `admin_shutdown`, `crash_shutdown`,
+/// `cannot_connect_now`). diesel-async keeps no SQLSTATE outside its short list
+/// of constraint errors, so the server's message is what is left; these are
+/// its English texts (`lc_messages` other than English leaves such an error a
+/// 500, as before).
+fn is_shutting_down(message: &str) -> bool {
+    const PREFIXES: [&str; 3] = [
+        "terminating connection due to",
+        "the database system is shutting down",
+        "the database system is starting up",
+    ];
+    PREFIXES.iter().any(|prefix| message.starts_with(prefix))
 }
 
 /// Maps a failure to check a connection out of the pool.
@@ -119,6 +139,30 @@ mod tests {
             from_diesel(DieselError::BrokenTransactionManager),
             StoreError::Unavailable(_)
         ));
+    }
+
+    #[test]
+    fn a_server_going_away_is_unavailable() {
+        for message in [
+            "terminating connection due to administrator command",
+            "terminating connection due to unexpected postmaster exit",
+            "the database system is shutting down",
+            "the database system is starting up",
+        ] {
+            let err = DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new(message.to_owned()),
+            );
+            assert!(
+                matches!(from_diesel(err), StoreError::Unavailable(_)),
+                "{message}"
+            );
+        }
+        let err = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("permission denied for table agents".to_owned()),
+        );
+        assert!(matches!(from_diesel(err), StoreError::Unknown(_)));
     }
 
     #[test]

@@ -72,7 +72,26 @@ impl Reply {
             "{method} {}: no X-Request-Id",
             self.path
         );
-        if self.path.starts_with("/api/v1/") && self.path != "/api/v1/token" {
+        // Contract section 8 (v2): on every response, whatever its status.
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+            (
+                "content-security-policy",
+                "default-src 'none'; frame-ancestors 'none'",
+            ),
+        ] {
+            assert_eq!(
+                self.header(name),
+                Some(value),
+                "{method} {} ({}): {name}",
+                self.path,
+                self.status
+            );
+        }
+        // A CORS preflight is answered before the gate: not rate limited.
+        if self.path.starts_with("/api/v1/") && self.path != "/api/v1/token" && method != "OPTIONS"
+        {
             for name in [
                 "x-ratelimit-limit",
                 "x-ratelimit-remaining",

@@ -37,6 +37,15 @@ impl RedisNamespace {
         deleted.unwrap_or_else(|e| panic!("cannot flush the test's Redis keys: {e}"));
     }
 
+    /// The keys the prefix holds.
+    pub async fn keys(&self) -> Vec<String> {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        tokio::task::spawn_blocking(move || scan_prefix(&mut connect(&url)?, &prefix))
+            .await
+            .expect("the scan thread")
+            .unwrap_or_else(|e| panic!("cannot scan the test's Redis keys: {e}"))
+    }
+
     /// How many keys the prefix holds.
     pub async fn key_count(&self) -> usize {
         let (url, prefix) = (self.url.clone(), self.prefix.clone());

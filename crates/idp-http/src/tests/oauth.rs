@@ -686,6 +686,12 @@ mod admitted {
                     entry: "e".into(),
                 })
             });
+        // The secret was never checked: its reservation is given back.
+        mocks
+            .limiter
+            .expect_release()
+            .times(1)
+            .returning(|_| Ok(()));
         mocks.hasher.expect_verify_dummy().times(1).returning(|_| {
             Err(idp_domain::StoreError::Unavailable(anyhow::anyhow!(
                 "the hashing queue is full"
