@@ -47,7 +47,6 @@
 mod admission;
 mod auth_state;
 mod cache;
-mod keys;
 mod lock;
 mod quota;
 mod rate;

@@ -8,8 +8,8 @@ use idp_domain::StoreError;
 use idp_domain::admission::next_month_start;
 use idp_domain::ports::{QuotaDecision, UsageCounter};
 
-use crate::keys::key_part;
 use crate::lock::lock;
+use idp_domain::admission::stored_key;
 
 /// How long a month's counters outlive the month, as in the Redis adapter
 /// (whose counters expire seven days after their month ends).
@@ -144,14 +144,14 @@ impl MemoryUsageCounter {
             used: HashMap::new(),
         });
         for (key, count) in used {
-            let counter = month.used.entry(key_part(&key).into()).or_insert(0);
+            let counter = month.used.entry(stored_key(&key).into()).or_insert(0);
             *counter = (*counter).max(count);
         }
     }
 
     /// [`UsageCounter::try_consume`], without the `async`.
     pub(crate) fn consume_now(&self, key: &str, limit: u64, now: DateTime<Utc>) -> QuotaDecision {
-        consume(&mut lock(&self.months), &key_part(key), limit, now)
+        consume(&mut lock(&self.months), &stored_key(key), limit, now)
     }
 }
 
@@ -167,7 +167,7 @@ impl UsageCounter for MemoryUsageCounter {
     }
 
     async fn refund(&self, key: &str, taken_at: DateTime<Utc>) -> Result<(), StoreError> {
-        refund(&mut lock(&self.months), &key_part(key), taken_at);
+        refund(&mut lock(&self.months), &stored_key(key), taken_at);
         Ok(())
     }
 
@@ -178,7 +178,7 @@ impl UsageCounter for MemoryUsageCounter {
             drop_at: drop_at(now),
             used: HashMap::new(),
         });
-        month.used.entry(key_part(key).into()).or_insert(used);
+        month.used.entry(stored_key(key).into()).or_insert(used);
         Ok(())
     }
 }

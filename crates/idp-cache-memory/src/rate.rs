@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use idp_domain::StoreError;
 use idp_domain::ports::{RateDecision, RateLimiter, Reservation};
 
-use crate::keys::key_part;
 use crate::lock::lock;
+use idp_domain::admission::stored_key;
 
 /// Number of independently locked maps: hits on different keys rarely wait
 /// for each other, and a sweep holds one shard at a time.
@@ -76,7 +76,7 @@ impl Log {
     }
 }
 
-/// The logs of some keys, by key (as `key_part` names it).
+/// The logs of some keys, by key (as `stored_key` names it).
 type Shard = Mutex<HashMap<Box<str>, Log>>;
 
 /// A shard's map while its lock is held.
@@ -119,7 +119,7 @@ impl RateState {
         &self.shards[self.shard_index(key)]
     }
 
-    /// One hit of `key` (already passed through `key_part`), atomic under the
+    /// One hit of `key` (already passed through `stored_key`), atomic under the
     /// shard's lock. A key whose log ends up empty is not kept.
     fn hit(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> HitOutcome {
         let mut logs = lock(self.shard(key));
@@ -179,7 +179,7 @@ impl RateState {
     }
 
     /// Counts a request at `now_ms` in every window of `windows` (keys already
-    /// passed through `key_part`) if each has room, else in none: atomic,
+    /// passed through `stored_key`) if each has room, else in none: atomic,
     /// holding the shards involved, locked in index order so two reservations
     /// never wait for each other in a cycle.
     fn reserve(
@@ -356,7 +356,7 @@ impl MemoryRateLimiter {
     ) -> RateDecision {
         let now_ms = now.timestamp_millis();
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
-        let outcome = self.state.hit(&key_part(key), limit, window_ms, now_ms);
+        let outcome = self.state.hit(&stored_key(key), limit, window_ms, now_ms);
         self.state.sweep_if_due(now_ms);
         decision(outcome, limit, window_ms, now_ms)
     }
@@ -384,7 +384,7 @@ impl RateLimiter for MemoryRateLimiter {
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
         let keyed: Vec<(String, u32)> = windows
             .iter()
-            .map(|(key, limit)| (key_part(key).into_owned(), *limit))
+            .map(|(key, limit)| (stored_key(key).into_owned(), *limit))
             .collect();
         let (granted, outcomes) = self.state.reserve(&keyed, window_ms, now_ms);
         self.state.sweep_if_due(now_ms);
@@ -408,7 +408,7 @@ impl RateLimiter for MemoryRateLimiter {
             return Ok(());
         };
         for key in &reservation.keys {
-            self.state.release(&key_part(key), at_ms);
+            self.state.release(&stored_key(key), at_ms);
         }
         Ok(())
     }

@@ -42,7 +42,7 @@ pub type PooledConnection = Object<RedisManager>;
 /// checkout it checks only a connection that sat idle for 10 s (a Redis
 /// restart or an idle timeout on the way could have broken it meanwhile).
 /// A busy connection that breaks is found by the command that fails on it,
-/// and that command's caller ([`settle`]) takes it out of the pool instead of
+/// and that command's caller (`settle`) takes it out of the pool instead of
 /// returning it, so the next checkout opens a fresh one: a broken connection
 /// costs the one request that found it (503 with `Retry-After`), where the
 /// PING cost every request a round trip. `UNWATCH` is not needed: nothing

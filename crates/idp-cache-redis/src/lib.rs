@@ -41,7 +41,6 @@ mod admission;
 mod cache;
 mod changes;
 mod error;
-mod keys;
 mod quota;
 mod rate;
 mod revocation;

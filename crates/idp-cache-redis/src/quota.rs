@@ -10,7 +10,7 @@ use idp_domain::ports::{QuotaDecision, UsageCounter};
 
 use crate::cache::{Pool, checkout, settle};
 use crate::error::unexpected;
-use crate::keys::key_part;
+use idp_domain::admission::stored_key;
 
 /// How long a month's counter outlives the month, so a node whose clock runs
 /// a little behind still finds it.
@@ -95,7 +95,7 @@ impl RedisUsageCounter {
 pub(crate) fn counter_key(prefix: &str, key: &str, now: DateTime<Utc>) -> String {
     format!(
         "{prefix}quota:{}:{:04}-{:02}",
-        key_part(key),
+        stored_key(key),
         now.year(),
         now.month()
     )

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::cache::{Pool, checkout, settle};
 use crate::error::unexpected;
-use crate::keys::key_part;
+use idp_domain::admission::stored_key;
 
 /// The Lua function `hit(key, now, window, limit, member)`, shared by the
 /// limiter's script and the admission script: one hit, atomically. Forget
@@ -167,7 +167,7 @@ impl HitArgs {
 
 /// The Redis key of `key`'s log.
 pub(crate) fn log_key(prefix: &str, key: &str) -> String {
-    format!("{prefix}rate:{}", key_part(key))
+    format!("{prefix}rate:{}", stored_key(key))
 }
 
 /// The decision from the `hit` function's reply.

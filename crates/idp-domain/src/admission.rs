@@ -13,10 +13,12 @@
 //!   per client address, so guessing at an agent's secret never spends the
 //!   agent's own window, and one address cannot lock the agent out for others.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::values::AgentId;
@@ -42,11 +44,33 @@ pub fn agent_key(agent: AgentId) -> String {
 
 /// The window of the unauthenticated requests from `address` (unknown: one
 /// shared window).
+///
+/// ```
+/// use idp_domain::admission::address_key;
+///
+/// assert_eq!(address_key(Some("203.0.113.7".parse()?)), "ip:203.0.113.7");
+/// // An IPv6 client counts by its /64.
+/// assert_eq!(address_key(Some("2001:db8:1:2:3:4:5:6".parse()?)), "ip:2001:db8:1:2::/64");
+/// assert_eq!(address_key(None), "ip:unknown");
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
 pub fn address_key(address: Option<IpAddr>) -> String {
     format!("ip:{}", address_bucket(address))
 }
 
 /// The window of failed authentications of `claimed_client` from `address`.
+///
+/// ```
+/// use idp_domain::admission::auth_failure_key;
+///
+/// let address = Some("203.0.113.7".parse()?);
+/// // Every spelling of one UUID is one client, so one window.
+/// assert_eq!(
+///     auth_failure_key("0B7C2A3E1F004A5B8C9D0123456789AB", address),
+///     "authfail:0b7c2a3e-1f00-4a5b-8c9d-0123456789ab@203.0.113.7"
+/// );
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
 pub fn auth_failure_key(claimed_client: &str, address: Option<IpAddr>) -> String {
     format!(
         "authfail:{}@{}",
@@ -90,8 +114,43 @@ pub fn address_bucket(address: Option<IpAddr>) -> String {
     }
 }
 
+/// Longest key a limiter or counter keeps as it is.
+const MAX_VERBATIM_KEY: usize = 128;
+
+/// A key as a limiter or usage counter stores it: verbatim when at most 128
+/// printable ASCII bytes not starting with `#`, otherwise `#` and its hex
+/// SHA-256 (the `#` keeps the two forms apart). The keys above are short,
+/// but an adapter takes any key its port is given, and a caller must not be
+/// able to grow its storage; every adapter stores keys this one way.
+///
+/// ```
+/// use idp_domain::admission::stored_key;
+/// assert_eq!(stored_key("ip:192.0.2.1"), "ip:192.0.2.1");
+/// assert_eq!(stored_key(&"x".repeat(500)).len(), 65);
+/// ```
+pub fn stored_key(key: &str) -> Cow<'_, str> {
+    if key.len() <= MAX_VERBATIM_KEY
+        && !key.starts_with('#')
+        && key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        Cow::Borrowed(key)
+    } else {
+        Cow::Owned(format!("#{}", hex::encode(Sha256::digest(key.as_bytes()))))
+    }
+}
+
 /// The first instant of the UTC calendar month of `now`: monthly quotas count
 /// from it.
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// use idp_domain::admission::{month_start, next_month_start, seconds_to_next_month};
+///
+/// let now = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 0).unwrap();
+/// assert_eq!(month_start(now), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+/// assert_eq!(next_month_start(now), Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).single());
+/// assert_eq!(seconds_to_next_month(now), 60);
+/// ```
 pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
         .single()
@@ -174,6 +233,27 @@ mod tests {
             auth_failure_key("a", Some(here)),
             auth_failure_key("b", Some(here))
         );
+    }
+
+    #[test]
+    fn short_printable_keys_are_stored_as_they_are_and_others_hashed() {
+        assert_eq!(stored_key("agent:0b7c2a3e"), "agent:0b7c2a3e");
+        assert_eq!(stored_key("ip:2001:db8::/64"), "ip:2001:db8::/64");
+        for key in [
+            "x".repeat(129),
+            "with space".to_owned(),
+            "nul\0".to_owned(),
+            "é".to_owned(),
+            "#abc".to_owned(),
+        ] {
+            let stored = stored_key(&key);
+            assert!(
+                stored.starts_with('#') && stored.len() == 65,
+                "{key:?} -> {stored}"
+            );
+        }
+        assert_ne!(stored_key(&"x".repeat(200)), stored_key(&"y".repeat(200)));
+        assert_eq!(stored_key(&"x".repeat(128)).len(), 128);
     }
 
     #[test]

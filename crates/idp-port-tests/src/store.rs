@@ -1887,6 +1887,44 @@ pub async fn audit_tokens_issued_since(audit: Arc<dyn AuditLog>) {
     );
 }
 
+/// `tokens_issued_by` counts one agent's `token.issued` events of one owner
+/// at or after `since`: nothing of another action, agent or owner.
+pub async fn audit_tokens_issued_by(audit: Arc<dyn AuditLog>) {
+    let (mine, other_owner) = (owner(), owner());
+    let (a, b) = (AgentId(Uuid::new_v4()), AgentId(Uuid::new_v4()));
+    let events = [
+        event(&mine, a, AuditAction::TokenIssued, at(0)),
+        event(&mine, a, AuditAction::TokenIssued, at(10)),
+        event(&mine, a, AuditAction::AuthFailed, at(11)),
+        event(&mine, a, AuditAction::TokenRevoked, at(12)),
+        event(&mine, a, AuditAction::TokenIssued, at(20)),
+        event(&mine, b, AuditAction::TokenIssued, at(15)),
+        event(&other_owner, a, AuditAction::TokenIssued, at(16)),
+    ];
+    for e in &events {
+        audit.append(e).await.unwrap();
+    }
+    assert_eq!(audit.tokens_issued_by(&mine, a, at(0)).await.unwrap(), 3);
+    assert_eq!(audit.tokens_issued_by(&mine, a, at(10)).await.unwrap(), 2);
+    assert_eq!(audit.tokens_issued_by(&mine, a, at(21)).await.unwrap(), 0);
+    assert_eq!(audit.tokens_issued_by(&mine, b, at(0)).await.unwrap(), 1);
+    assert_eq!(
+        audit
+            .tokens_issued_by(&other_owner, a, at(0))
+            .await
+            .unwrap(),
+        1,
+        "the owner is part of the query"
+    );
+    assert_eq!(
+        audit
+            .tokens_issued_by(&owner(), AgentId(Uuid::new_v4()), at(0))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 pub async fn audit_append_all(audit: Arc<dyn AuditLog>) {
     audit.append_all(&[]).await.unwrap();
 

@@ -25,7 +25,7 @@ use crate::config::LogFormat;
 const CAPPED_TARGETS: &[&str] = &["tokio_postgres"];
 
 /// The filter `RUST_LOG` describes (`info` when unset), with
-/// [`CAPPED_TARGETS`] held at `info` when it asks for more than `info`
+/// `CAPPED_TARGETS` held at `info` when it asks for more than `info`
 /// without naming them. A directive that does not parse is an error naming
 /// `RUST_LOG`.
 pub fn log_filter(rust_log: Option<&str>) -> anyhow::Result<EnvFilter> {

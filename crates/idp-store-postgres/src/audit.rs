@@ -83,7 +83,7 @@ impl AuditLog for PgStore {
     }
 
     /// One multi-row INSERT, atomic on its own; several (over
-    /// [`ROWS_PER_INSERT`] events) share one transaction. One commit either way.
+    /// `ROWS_PER_INSERT` events) share one transaction. One commit either way.
     async fn append_all(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());

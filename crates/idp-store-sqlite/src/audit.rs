@@ -107,7 +107,7 @@ impl AuditLog for SqliteStore {
     }
 
     /// One multi-row INSERT, atomic on its own; several (over
-    /// [`ROWS_PER_INSERT`] events) share one `BEGIN IMMEDIATE` transaction.
+    /// `ROWS_PER_INSERT` events) share one `BEGIN IMMEDIATE` transaction.
     /// One commit, so one sync of the WAL, either way.
     async fn append_all(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         if events.is_empty() {

@@ -515,23 +515,7 @@ mod admitted {
                 windows == [(failure_key.clone(), 10), ("ip:10.0.0.1".to_owned(), 100)]
             })
             .times(1)
-            .returning(|windows, _, _| {
-                Ok(idp_domain::ports::Reservation {
-                    granted: true,
-                    decisions: windows
-                        .iter()
-                        .map(|(_, limit)| RateDecision {
-                            allowed: true,
-                            limit: *limit,
-                            remaining: limit - 1,
-                            reset_at: now().timestamp() + 60,
-                            retry_after: 0,
-                        })
-                        .collect(),
-                    keys: windows.iter().map(|(k, _)| k.clone()).collect(),
-                    entry: "e".into(),
-                })
-            });
+            .returning(|windows, _, _| Ok(granted(windows)));
         mocks
             .hasher
             .expect_verify()
@@ -550,6 +534,25 @@ mod admitted {
                 .expect_verify_dummy()
                 .times(1)
                 .returning(|_| Ok(()));
+        }
+    }
+
+    /// A reservation of `windows` that was granted, each with room left.
+    fn granted(windows: &[(String, u32)]) -> idp_domain::ports::Reservation {
+        idp_domain::ports::Reservation {
+            granted: true,
+            decisions: windows
+                .iter()
+                .map(|(_, limit)| RateDecision {
+                    allowed: true,
+                    limit: *limit,
+                    remaining: limit - 1,
+                    reset_at: now().timestamp() + 60,
+                    retry_after: 0,
+                })
+                .collect(),
+            keys: windows.iter().map(|(k, _)| k.clone()).collect(),
+            entry: "e".into(),
         }
     }
 
@@ -669,23 +672,7 @@ mod admitted {
             .limiter
             .expect_reserve()
             .times(1)
-            .returning(|windows, _, _| {
-                Ok(idp_domain::ports::Reservation {
-                    granted: true,
-                    decisions: windows
-                        .iter()
-                        .map(|(_, limit)| RateDecision {
-                            allowed: true,
-                            limit: *limit,
-                            remaining: limit - 1,
-                            reset_at: now().timestamp() + 60,
-                            retry_after: 0,
-                        })
-                        .collect(),
-                    keys: windows.iter().map(|(k, _)| k.clone()).collect(),
-                    entry: "e".into(),
-                })
-            });
+            .returning(|windows, _, _| Ok(granted(windows)));
         // The secret was never checked: its reservation is given back.
         mocks
             .limiter

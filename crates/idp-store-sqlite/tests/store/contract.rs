@@ -1,56 +1,9 @@
 //! The store contract suite, run against SQLite: every function of
 //! `idp_port_tests::store`, each on a fresh database.
 
-use idp_port_tests::store;
-
 use crate::Harness;
 
-/// One test per suite function: `name => suite_function(ports...)`.
-macro_rules! contract {
-    ($($name:ident => $suite:ident($($port:ident),*);)+) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let harness = Harness::start().await;
-            store::$suite($(harness.$port()),*).await;
-            harness.finish();
-        }
-    )+};
-}
-
-contract! {
-    agent_create_and_find => agent_create_and_find(agents, audit);
-    agent_email_unique_case_insensitively => agent_email_unique_case_insensitively(agents, audit);
-    agent_email_unique_on_update => agent_email_unique_on_update(agents, audit);
-    agent_limit_per_owner => agent_limit_per_owner(agents, audit);
-    agent_limit_holds_under_concurrent_creates => agent_limit_holds_under_concurrent_creates(agents);
-    agent_tenancy => agent_tenancy(agents, audit);
-    agent_list_order_and_pagination => agent_list_order_and_pagination(agents);
-    agent_list_filters => agent_list_filters(agents);
-    agent_update => agent_update(agents, audit);
-    agent_update_refuses_a_stale_read => agent_update_refuses_a_stale_read(agents, audit);
-    agent_update_has_one_winner_per_read => agent_update_has_one_winner_per_read(agents, audit);
-    agent_concurrent_updates_lose_nothing => agent_concurrent_updates_lose_nothing(agents, audit);
-    agent_decommission => agent_decommission(agents, credentials, audit);
-    credential_create_requires_active_agent => credential_create_requires_active_agent(agents, credentials, audit);
-    credential_limit_per_agent => credential_limit_per_agent(agents, credentials, audit);
-    credential_limit_holds_under_concurrent_creates => credential_limit_holds_under_concurrent_creates(agents, credentials);
-    credential_create_races_decommission => credential_create_races_decommission(agents, credentials);
-    credential_tenancy => credential_tenancy(agents, credentials);
-    credential_list_order_pagination_and_status => credential_list_order_pagination_and_status(agents, credentials);
-    credential_rotate_and_revoke => credential_rotate_and_revoke(agents, credentials, audit);
-    credential_find_by_hint => credential_find_by_hint(agents, credentials);
-    credential_subject_state => credential_subject_state(agents, credentials);
-    audit_append_list_find => audit_append_list_find(audit);
-    audit_list_filters => audit_list_filters(audit);
-    audit_append_never_overwrites => audit_append_never_overwrites(audit);
-    audit_append_all => audit_append_all(audit);
-    audit_tokens_issued_since => audit_tokens_issued_since(audit);
-    audit_append_all_is_all_or_none => audit_append_all_is_all_or_none(audit);
-    revoked_token_store => revoked_token_store(revoked_tokens, audit);
-    signing_key_first_stored_wins => signing_key_first_stored_wins(signing_keys);
-}
-
-#[tokio::test]
-async fn audit_log_port_has_no_update_or_delete() {
-    store::audit_log_port_has_no_update_or_delete().await;
+idp_port_tests::store_contract_tests! {
+    start: Harness::start().await,
+    finish: |harness| harness.finish(),
 }
