@@ -177,7 +177,7 @@ impl Scenario {
         }
     }
 
-    /// The wrk script, bench/wrk/<script>.lua: `token-flood`'s warm clients
+    /// The wrk script, `bench/wrk/<script>.lua`: `token-flood`'s warm clients
     /// send what `token` sends.
     pub fn script(self) -> &'static str {
         match self {
