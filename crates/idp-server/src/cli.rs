@@ -1,12 +1,13 @@
 //! The command line. Settings come from the environment (see
 //! [`crate::config::VARIABLES`]); every command's `--help` ends with the
-//! variables it reads, their defaults and meaning, from that one list.
+//! variables it reads, their defaults and meaning, from that one list, secrets
+//! marked as [`crate::config::SETTINGS`] declares them.
 
 use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::VARIABLES;
+use crate::config::{SETTINGS, VARIABLES};
 
 /// Closes every short help (`-h`).
 const SHORT_HINT: &str = "Settings come from environment variables: `--help` lists them.";
@@ -128,11 +129,23 @@ fn environment_help(title: &str, wanted: impl Fn(&str) -> bool) -> String {
     let mut text = format!("{title}\n");
     for (name, default, meaning) in rows {
         let meaning = meaning.replace('`', "");
+        let secret = if is_secret(name) {
+            " (secret: printed redacted)"
+        } else {
+            ""
+        };
         text.push_str(&format!(
-            "  {name:<width$}  {meaning} [default: {default}]\n"
+            "  {name:<width$}  {meaning}{secret} [default: {default}]\n"
         ));
     }
     text
+}
+
+/// Whether `variable` holds a secret, as its setting declares.
+fn is_secret(variable: &str) -> bool {
+    SETTINGS
+        .iter()
+        .any(|setting| setting.variable == variable && setting.secret)
 }
 
 const ALL_READ: &str = "Environment (every variable is read):";
@@ -215,7 +228,9 @@ mod tests {
                 .find(|l| l.trim_start().starts_with(&format!("{name} ")))
                 .unwrap_or_else(|| panic!("no line for {name}:\n{help}"));
             assert!(line.contains(&format!("[default: {default}]")), "{line}");
+            assert_eq!(line.contains("(secret"), is_secret(name), "{line}");
         }
+        assert!(is_secret("DATABASE_URL") && is_secret("REDIS_URL"));
     }
 
     #[test]

@@ -1,11 +1,19 @@
 //! Configuration: defaults, then an optional TOML file (`IDP_CONFIG_FILE`), then
-//! environment variables. Every variable is listed in [`VARIABLES`] (the README's
-//! table is the same list). A bad value fails start-up with one line naming it.
+//! environment variables. A bad value fails start-up with one line naming it.
+//!
+//! Each setting is declared once, in the `settings!` invocation below: its
+//! field (also its TOML key and its key in `idp-server config`), type, variable,
+//! default and help line. The struct, its `Default`, the environment overlay,
+//! the printed form and the [`SETTINGS`] and [`VARIABLES`] tables (and from
+//! them `--help` and the operate guide's table) are generated from it. The type
+//! says how a value is parsed and printed, and whether it is secret
+//! ([`SecretUrl`]). Rules across settings stay hand-written in `validate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// How log lines are written.
@@ -18,61 +26,418 @@ pub enum LogFormat {
     Json,
 }
 
-/// The effective configuration. Its `Debug` is [`Config::redacted`], so a
-/// logged configuration never shows a password.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
+/// A URL that may carry a password (PostgreSQL, Redis). Its `Debug` shows
+/// nothing; `idp-server config` prints it through [`redact_url`]; the URL
+/// itself is read only where a connection is made, with
+/// [`ExposeSecret::expose_secret`].
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(SecretString);
+
+impl ExposeSecret<str> for SecretUrl {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretUrl({})", redact_url(self.expose_secret()))
+    }
+}
+
+/// One setting as [`SETTINGS`] describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The field, the TOML key and the key `idp-server config` prints.
+    pub key: &'static str,
+    /// The environment variable.
+    pub variable: &'static str,
+    /// The default, as documented.
+    pub default: &'static str,
+    /// What it sets (Markdown).
+    pub help: &'static str,
+    /// Whether the value is secret (printed redacted, never logged).
+    pub secret: bool,
+}
+
+/// What a setting's type must say: how its default is written, how its
+/// variable is parsed, how it is printed, and whether it is secret.
+trait SettingValue: Sized {
+    /// The default as written in [`settings!`] (`"./data"` for a path).
+    type Literal;
+    /// Whether the value is a secret.
+    const SECRET: bool = false;
+    fn from_default(literal: Self::Literal) -> Self;
+    /// `raw` (not blank) as the value of `variable`; an error names it.
+    fn parse(variable: &str, raw: String) -> anyhow::Result<Self>;
+    /// As `idp-server config` prints it, secrets redacted.
+    fn printed(&self) -> serde_json::Value;
+}
+
+impl SettingValue for String {
+    type Literal = &'static str;
+    fn from_default(literal: &'static str) -> Self {
+        literal.to_owned()
+    }
+    fn parse(_: &str, raw: String) -> anyhow::Result<Self> {
+        Ok(raw)
+    }
+    fn printed(&self) -> serde_json::Value {
+        self.as_str().into()
+    }
+}
+
+impl SettingValue for PathBuf {
+    type Literal = &'static str;
+    fn from_default(literal: &'static str) -> Self {
+        PathBuf::from(literal)
+    }
+    fn parse(_: &str, raw: String) -> anyhow::Result<Self> {
+        Ok(PathBuf::from(raw))
+    }
+    fn printed(&self) -> serde_json::Value {
+        self.to_string_lossy().into()
+    }
+}
+
+/// Counts and limits: parsed with `FromStr`, blanks around trimmed.
+macro_rules! number_setting {
+    ($($number:ty),*) => {$(
+        impl SettingValue for $number {
+            type Literal = $number;
+            fn from_default(literal: $number) -> Self {
+                literal
+            }
+            fn parse(variable: &str, raw: String) -> anyhow::Result<Self> {
+                parse_var(variable, &raw)
+            }
+            fn printed(&self) -> serde_json::Value {
+                (*self).into()
+            }
+        }
+    )*};
+}
+number_setting!(u32, u64, usize);
+
+impl SettingValue for bool {
+    type Literal = bool;
+    fn from_default(literal: bool) -> Self {
+        literal
+    }
+    fn parse(variable: &str, raw: String) -> anyhow::Result<Self> {
+        parse_bool(variable, &raw)
+    }
+    fn printed(&self) -> serde_json::Value {
+        (*self).into()
+    }
+}
+
+impl SettingValue for LogFormat {
+    type Literal = LogFormat;
+    fn from_default(literal: LogFormat) -> Self {
+        literal
+    }
+    fn parse(variable: &str, raw: String) -> anyhow::Result<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => bail!("{variable}={raw:?} is invalid: expected text or json"),
+        }
+    }
+    fn printed(&self) -> serde_json::Value {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+        .into()
+    }
+}
+
+impl SettingValue for SecretUrl {
+    type Literal = &'static str;
+    const SECRET: bool = true;
+    fn from_default(literal: &'static str) -> Self {
+        SecretUrl(literal.into())
+    }
+    fn parse(_: &str, raw: String) -> anyhow::Result<Self> {
+        Ok(SecretUrl(raw.into()))
+    }
+    fn printed(&self) -> serde_json::Value {
+        redact_url(self.expose_secret()).into()
+    }
+}
+
+/// Unset unless given; a set variable is parsed as `T`.
+impl<T: SettingValue> SettingValue for Option<T> {
+    type Literal = Option<T::Literal>;
+    const SECRET: bool = T::SECRET;
+    fn from_default(literal: Self::Literal) -> Self {
+        literal.map(T::from_default)
+    }
+    fn parse(variable: &str, raw: String) -> anyhow::Result<Self> {
+        T::parse(variable, raw).map(Some)
+    }
+    fn printed(&self) -> serde_json::Value {
+        self.as_ref().map_or(serde_json::Value::Null, T::printed)
+    }
+}
+
+/// The documented default: `shown` when given, else the default literal itself.
+macro_rules! default_text {
+    ($default:expr) => {
+        concat!($default)
+    };
+    ($default:expr, $shown:literal) => {
+        $shown
+    };
+}
+
+/// Generates, from one declaration per setting, the `Config` struct, its
+/// `Default`, [`SETTINGS`], [`VARIABLES`] (with the `others`, variables that
+/// are no field), the environment overlay and [`Config::redacted`].
+macro_rules! settings {
+    (
+        $(
+            $(#[doc = $doc:literal])*
+            $field:ident: $ty:ty {
+                variable: $variable:literal,
+                default: $default:expr,
+                $(shown: $shown:literal,)?
+                help: $help:literal $(,)?
+            }
+        ),* $(,)?
+        ;
+        others: [$(($other:literal, $other_default:literal, $other_help:literal $(,)?)),* $(,)?]
+    ) => {
+        /// The effective configuration. Its `Debug` is [`Config::redacted`], so
+        /// a logged configuration never shows a password.
+        #[derive(Clone, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self {
+                    $( $field: <$ty as SettingValue>::from_default($default), )*
+                }
+            }
+        }
+
+        /// Every setting, in declaration order.
+        pub const SETTINGS: &[Setting] = &[
+            $(
+                Setting {
+                    key: stringify!($field),
+                    variable: $variable,
+                    default: default_text!($default $(, $shown)?),
+                    help: $help,
+                    secret: <$ty as SettingValue>::SECRET,
+                },
+            )*
+        ];
+
+        /// Every environment variable, its default and meaning: the settings,
+        /// then the variables read outside [`Config`]. The single source of
+        /// `--help`'s and the operate guide's configuration tables.
+        pub const VARIABLES: &[(&str, &str, &str)] = &[
+            $( ($variable, default_text!($default $(, $shown)?), $help), )*
+            $( ($other, $other_default, $other_help), )*
+        ];
+
+        impl Config {
+            /// Overrides each setting whose variable `get` finds.
+            fn overlay(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+                $(
+                    if let Some(raw) = get($variable) {
+                        self.$field = SettingValue::parse($variable, raw)?;
+                    }
+                )*
+                Ok(())
+            }
+
+            /// The configuration as `idp-server config` prints it: secrets
+            /// redacted.
+            pub fn redacted(&self) -> serde_json::Value {
+                let mut printed = serde_json::Map::new();
+                $( printed.insert(stringify!($field).to_owned(), self.$field.printed()); )*
+                serde_json::Value::Object(printed)
+            }
+        }
+    };
+}
+
+settings! {
     /// Listen address.
-    pub bind: String,
+    bind: String {
+        variable: "IDP_BIND",
+        default: "127.0.0.1:8080",
+        help: "listen address",
+    },
     /// `iss` of tokens; default `http://` + bind.
-    pub issuer: Option<String>,
+    issuer: Option<String> {
+        variable: "IDP_ISSUER",
+        default: None,
+        shown: "http:// + IDP_BIND",
+        help: "`iss` of tokens and the metadata's `issuer`",
+    },
     /// `aud` of tokens; default the issuer.
-    pub audience: Option<String>,
+    audience: Option<String> {
+        variable: "IDP_AUDIENCE",
+        default: None,
+        shown: "the issuer",
+        help: "`aud` of tokens",
+    },
     /// PostgreSQL URL; unset selects the embedded store.
-    pub database_url: Option<String>,
+    database_url: Option<SecretUrl> {
+        variable: "DATABASE_URL",
+        default: None,
+        shown: "unset: the embedded store",
+        help: "PostgreSQL URL",
+    },
     /// Redis URL; unset selects the in-process cache.
-    pub redis_url: Option<String>,
+    redis_url: Option<SecretUrl> {
+        variable: "REDIS_URL",
+        default: None,
+        shown: "unset: in-process cache",
+        help: "Redis URL",
+    },
     /// Prefix of every Redis key.
-    pub redis_prefix: String,
+    redis_prefix: String {
+        variable: "IDP_REDIS_PREFIX",
+        default: "agentidp:",
+        help: "prefix of every Redis key",
+    },
     /// Where the embedded store lives.
-    pub data_dir: PathBuf,
+    data_dir: PathBuf {
+        variable: "IDP_DATA_DIR",
+        default: "./data",
+        help: "where the embedded store lives",
+    },
     /// Access token lifetime.
-    pub token_ttl_seconds: u32,
+    token_ttl_seconds: u32 {
+        variable: "IDP_TOKEN_TTL_SECONDS",
+        default: 3600,
+        help: "access token lifetime",
+    },
     /// `RS256`, `ES256` or `EdDSA`.
-    pub signing_alg: String,
+    signing_alg: String {
+        variable: "IDP_SIGNING_ALG",
+        default: "RS256",
+        help: "RS256, ES256 or EdDSA",
+    },
     /// A PEM private key to sign with, instead of the stored generated one.
-    pub signing_key_file: Option<PathBuf>,
+    signing_key_file: Option<PathBuf> {
+        variable: "IDP_SIGNING_KEY_FILE",
+        default: None,
+        shown: "unset: generated and kept in the database",
+        help: "PKCS#8 PEM private key to sign with",
+    },
     /// Requests per client per minute.
-    pub rate_limit_per_minute: u32,
+    rate_limit_per_minute: u32 {
+        variable: "IDP_RATE_LIMIT_PER_MINUTE",
+        default: 100,
+        help: "requests per client per minute",
+    },
     /// Tokens per client per calendar month.
-    pub token_quota_per_month: u64,
+    token_quota_per_month: u64 {
+        variable: "IDP_TOKEN_QUOTA_PER_MONTH",
+        default: 10_000,
+        help: "tokens per client per calendar month (UTC)",
+    },
     /// Non-decommissioned agents per owner.
-    pub max_agents_per_owner: u32,
+    max_agents_per_owner: u32 {
+        variable: "IDP_MAX_AGENTS_PER_OWNER",
+        default: 100,
+        help: "non-decommissioned agents per owner",
+    },
     /// Active credentials per agent.
-    pub max_credentials_per_agent: u32,
+    max_credentials_per_agent: u32 {
+        variable: "IDP_MAX_CREDENTIALS_PER_AGENT",
+        default: 10,
+        help: "active credentials per agent",
+    },
     /// Days of audit history visible.
-    pub audit_retention_days: u32,
+    audit_retention_days: u32 {
+        variable: "IDP_AUDIT_RETENTION_DAYS",
+        default: 90,
+        help: "days of audit history visible",
+    },
     /// Database connections per node.
-    pub db_pool_size: usize,
+    db_pool_size: usize {
+        variable: "IDP_DB_POOL_SIZE",
+        default: 16,
+        help: "database connections per node",
+    },
     /// Whether `serve` applies pending migrations first.
-    pub migrate_on_start: bool,
+    migrate_on_start: bool {
+        variable: "IDP_MIGRATE_ON_START",
+        default: true,
+        help: "whether serve applies pending migrations first",
+    },
     /// Concurrent secret hashes (each takes ~19 MiB and one core for ~18 ms).
-    pub hash_concurrency: usize,
+    hash_concurrency: usize {
+        variable: "IDP_HASH_CONCURRENCY",
+        default: std::thread::available_parallelism().map_or(2, usize::from),
+        shown: "number of CPUs",
+        help: "concurrent Argon2id computations",
+    },
     /// `text` or `json`.
-    pub log_format: LogFormat,
+    log_format: LogFormat {
+        variable: "IDP_LOG_FORMAT",
+        default: LogFormat::Text,
+        shown: "text",
+        help: "text or json",
+    },
     /// Failed client authentications per claimed client per IP per minute.
-    pub auth_failures_per_minute: u32,
+    auth_failures_per_minute: u32 {
+        variable: "IDP_AUTH_FAILURES_PER_MINUTE",
+        default: 10,
+        help: "failed client authentications per claimed client per IP per minute",
+    },
     /// Secret verifications that may wait for a hashing thread; beyond it, 503.
-    pub hash_queue_limit: usize,
+    hash_queue_limit: usize {
+        variable: "IDP_HASH_QUEUE_LIMIT",
+        default: 64,
+        help: "secret verifications that may wait for a hashing thread (more: 503)",
+    },
     /// Comma-separated CIDRs of proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Option<String>,
+    trusted_proxies: Option<String> {
+        variable: "IDP_TRUSTED_PROXIES",
+        default: None,
+        shown: "unset",
+        help: "comma-separated CIDRs of proxies whose X-Forwarded-For is believed",
+    },
     /// Comma-separated origins allowed to call `/api/v1` from a browser.
-    pub cors_origins: Option<String>,
+    cors_origins: Option<String> {
+        variable: "IDP_CORS_ORIGINS",
+        default: None,
+        shown: "unset",
+        help: "comma-separated origins allowed to call /api/v1 from a browser",
+    },
     /// Concurrent client connections per node.
-    pub max_connections: usize,
+    max_connections: usize {
+        variable: "IDP_MAX_CONNECTIONS",
+        default: 10_000,
+        help: "concurrent client connections per node",
+    },
     /// A separate listen address for `/metrics`; unset: served on `bind`.
-    pub metrics_bind: Option<String>,
+    metrics_bind: Option<String> {
+        variable: "IDP_METRICS_BIND",
+        default: None,
+        shown: "unset: served on IDP_BIND",
+        help: "separate listen address for /metrics",
+    };
+    others: [
+        (
+            "IDP_CONFIG_FILE",
+            "unset",
+            "TOML file with the same keys in lower case without IDP_",
+        ),
+        ("RUST_LOG", "info", "log filter"),
+    ]
 }
 
 impl std::fmt::Debug for Config {
@@ -80,138 +445,6 @@ impl std::fmt::Debug for Config {
         write!(f, "Config {}", self.redacted())
     }
 }
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            bind: "127.0.0.1:8080".into(),
-            issuer: None,
-            audience: None,
-            database_url: None,
-            redis_url: None,
-            redis_prefix: "agentidp:".into(),
-            data_dir: PathBuf::from("./data"),
-            token_ttl_seconds: 3600,
-            signing_alg: "RS256".into(),
-            signing_key_file: None,
-            rate_limit_per_minute: 100,
-            token_quota_per_month: 10_000,
-            max_agents_per_owner: 100,
-            max_credentials_per_agent: 10,
-            audit_retention_days: 90,
-            db_pool_size: 16,
-            migrate_on_start: true,
-            hash_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
-            log_format: LogFormat::Text,
-            auth_failures_per_minute: 10,
-            hash_queue_limit: 64,
-            trusted_proxies: None,
-            cors_origins: None,
-            max_connections: 10_000,
-            metrics_bind: None,
-        }
-    }
-}
-
-/// Every environment variable, its default and meaning: the single source of the
-/// README's configuration table and of `idp-server config`.
-pub const VARIABLES: &[(&str, &str, &str)] = &[
-    ("IDP_BIND", "127.0.0.1:8080", "listen address"),
-    (
-        "IDP_ISSUER",
-        "http:// + IDP_BIND",
-        "`iss` of tokens and the metadata's `issuer`",
-    ),
-    ("IDP_AUDIENCE", "the issuer", "`aud` of tokens"),
-    (
-        "DATABASE_URL",
-        "unset: the embedded store",
-        "PostgreSQL URL",
-    ),
-    ("REDIS_URL", "unset: in-process cache", "Redis URL"),
-    ("IDP_REDIS_PREFIX", "agentidp:", "prefix of every Redis key"),
-    ("IDP_DATA_DIR", "./data", "where the embedded store lives"),
-    ("IDP_TOKEN_TTL_SECONDS", "3600", "access token lifetime"),
-    ("IDP_SIGNING_ALG", "RS256", "RS256, ES256 or EdDSA"),
-    (
-        "IDP_SIGNING_KEY_FILE",
-        "unset: generated and kept in the database",
-        "PKCS#8 PEM private key to sign with",
-    ),
-    (
-        "IDP_RATE_LIMIT_PER_MINUTE",
-        "100",
-        "requests per client per minute",
-    ),
-    (
-        "IDP_TOKEN_QUOTA_PER_MONTH",
-        "10000",
-        "tokens per client per calendar month (UTC)",
-    ),
-    (
-        "IDP_MAX_AGENTS_PER_OWNER",
-        "100",
-        "non-decommissioned agents per owner",
-    ),
-    (
-        "IDP_MAX_CREDENTIALS_PER_AGENT",
-        "10",
-        "active credentials per agent",
-    ),
-    (
-        "IDP_AUDIT_RETENTION_DAYS",
-        "90",
-        "days of audit history visible",
-    ),
-    ("IDP_DB_POOL_SIZE", "16", "database connections per node"),
-    (
-        "IDP_MIGRATE_ON_START",
-        "true",
-        "whether serve applies pending migrations first",
-    ),
-    (
-        "IDP_HASH_CONCURRENCY",
-        "number of CPUs",
-        "concurrent Argon2id computations",
-    ),
-    ("IDP_LOG_FORMAT", "text", "text or json"),
-    (
-        "IDP_AUTH_FAILURES_PER_MINUTE",
-        "10",
-        "failed client authentications per claimed client per IP per minute",
-    ),
-    (
-        "IDP_HASH_QUEUE_LIMIT",
-        "64",
-        "secret verifications that may wait for a hashing thread (more: 503)",
-    ),
-    (
-        "IDP_TRUSTED_PROXIES",
-        "unset",
-        "comma-separated CIDRs of proxies whose X-Forwarded-For is believed",
-    ),
-    (
-        "IDP_CORS_ORIGINS",
-        "unset",
-        "comma-separated origins allowed to call /api/v1 from a browser",
-    ),
-    (
-        "IDP_MAX_CONNECTIONS",
-        "10000",
-        "concurrent client connections per node",
-    ),
-    (
-        "IDP_METRICS_BIND",
-        "unset: served on IDP_BIND",
-        "separate listen address for /metrics",
-    ),
-    (
-        "IDP_CONFIG_FILE",
-        "unset",
-        "TOML file with the same keys in lower case without IDP_",
-    ),
-    ("RUST_LOG", "info", "log filter"),
-];
 
 fn parse_var<T: std::str::FromStr>(name: &str, raw: &str) -> anyhow::Result<T>
 where
@@ -247,86 +480,7 @@ impl Config {
             }
             None => Config::default(),
         };
-        let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("IDP_BIND") {
-            config.bind = v;
-        }
-        if let Some(v) = get("IDP_ISSUER") {
-            config.issuer = Some(v);
-        }
-        if let Some(v) = get("IDP_AUDIENCE") {
-            config.audience = Some(v);
-        }
-        if let Some(v) = get("DATABASE_URL") {
-            config.database_url = Some(v);
-        }
-        if let Some(v) = get("REDIS_URL") {
-            config.redis_url = Some(v);
-        }
-        if let Some(v) = get("IDP_REDIS_PREFIX") {
-            config.redis_prefix = v;
-        }
-        if let Some(v) = get("IDP_DATA_DIR") {
-            config.data_dir = PathBuf::from(v);
-        }
-        if let Some(v) = get("IDP_TOKEN_TTL_SECONDS") {
-            config.token_ttl_seconds = parse_var("IDP_TOKEN_TTL_SECONDS", &v)?;
-        }
-        if let Some(v) = get("IDP_SIGNING_ALG") {
-            config.signing_alg = v;
-        }
-        if let Some(v) = get("IDP_SIGNING_KEY_FILE") {
-            config.signing_key_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = get("IDP_RATE_LIMIT_PER_MINUTE") {
-            config.rate_limit_per_minute = parse_var("IDP_RATE_LIMIT_PER_MINUTE", &v)?;
-        }
-        if let Some(v) = get("IDP_TOKEN_QUOTA_PER_MONTH") {
-            config.token_quota_per_month = parse_var("IDP_TOKEN_QUOTA_PER_MONTH", &v)?;
-        }
-        if let Some(v) = get("IDP_MAX_AGENTS_PER_OWNER") {
-            config.max_agents_per_owner = parse_var("IDP_MAX_AGENTS_PER_OWNER", &v)?;
-        }
-        if let Some(v) = get("IDP_MAX_CREDENTIALS_PER_AGENT") {
-            config.max_credentials_per_agent = parse_var("IDP_MAX_CREDENTIALS_PER_AGENT", &v)?;
-        }
-        if let Some(v) = get("IDP_AUDIT_RETENTION_DAYS") {
-            config.audit_retention_days = parse_var("IDP_AUDIT_RETENTION_DAYS", &v)?;
-        }
-        if let Some(v) = get("IDP_DB_POOL_SIZE") {
-            config.db_pool_size = parse_var("IDP_DB_POOL_SIZE", &v)?;
-        }
-        if let Some(v) = get("IDP_MIGRATE_ON_START") {
-            config.migrate_on_start = parse_bool("IDP_MIGRATE_ON_START", &v)?;
-        }
-        if let Some(v) = get("IDP_HASH_CONCURRENCY") {
-            config.hash_concurrency = parse_var("IDP_HASH_CONCURRENCY", &v)?;
-        }
-        if let Some(v) = get("IDP_AUTH_FAILURES_PER_MINUTE") {
-            config.auth_failures_per_minute = parse_var("IDP_AUTH_FAILURES_PER_MINUTE", &v)?;
-        }
-        if let Some(v) = get("IDP_HASH_QUEUE_LIMIT") {
-            config.hash_queue_limit = parse_var("IDP_HASH_QUEUE_LIMIT", &v)?;
-        }
-        if let Some(v) = get("IDP_TRUSTED_PROXIES") {
-            config.trusted_proxies = Some(v);
-        }
-        if let Some(v) = get("IDP_CORS_ORIGINS") {
-            config.cors_origins = Some(v);
-        }
-        if let Some(v) = get("IDP_MAX_CONNECTIONS") {
-            config.max_connections = parse_var("IDP_MAX_CONNECTIONS", &v)?;
-        }
-        if let Some(v) = get("IDP_METRICS_BIND") {
-            config.metrics_bind = Some(v);
-        }
-        if let Some(v) = get("IDP_LOG_FORMAT") {
-            config.log_format = match v.trim().to_ascii_lowercase().as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => bail!("IDP_LOG_FORMAT={v:?} is invalid: expected text or json"),
-            };
-        }
+        config.overlay(|name| env(name).filter(|v| !v.trim().is_empty()))?;
         config.validate()?;
         Ok(config)
     }
@@ -454,66 +608,6 @@ impl Config {
         self.issuer
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"))
-    }
-
-    /// The configuration as `idp-server config` prints it: secrets in URLs redacted.
-    pub fn redacted(&self) -> serde_json::Value {
-        // Destructured, so a new field cannot be left out of the output.
-        let Config {
-            bind,
-            issuer,
-            audience,
-            database_url,
-            redis_url,
-            redis_prefix,
-            data_dir,
-            token_ttl_seconds,
-            signing_alg,
-            signing_key_file,
-            rate_limit_per_minute,
-            token_quota_per_month,
-            max_agents_per_owner,
-            max_credentials_per_agent,
-            audit_retention_days,
-            db_pool_size,
-            migrate_on_start,
-            hash_concurrency,
-            log_format,
-            auth_failures_per_minute,
-            hash_queue_limit,
-            trusted_proxies,
-            cors_origins,
-            max_connections,
-            metrics_bind,
-        } = self;
-        let redact = |url: &Option<String>| url.as_deref().map(redact_url);
-        serde_json::json!({
-            "bind": bind,
-            "issuer": issuer,
-            "audience": audience,
-            "database_url": redact(database_url),
-            "redis_url": redact(redis_url),
-            "redis_prefix": redis_prefix,
-            "data_dir": data_dir,
-            "token_ttl_seconds": token_ttl_seconds,
-            "signing_alg": signing_alg,
-            "signing_key_file": signing_key_file,
-            "rate_limit_per_minute": rate_limit_per_minute,
-            "token_quota_per_month": token_quota_per_month,
-            "max_agents_per_owner": max_agents_per_owner,
-            "max_credentials_per_agent": max_credentials_per_agent,
-            "audit_retention_days": audit_retention_days,
-            "db_pool_size": db_pool_size,
-            "migrate_on_start": migrate_on_start,
-            "hash_concurrency": hash_concurrency,
-            "log_format": match log_format { LogFormat::Text => "text", LogFormat::Json => "json" },
-            "auth_failures_per_minute": auth_failures_per_minute,
-            "hash_queue_limit": hash_queue_limit,
-            "trusted_proxies": trusted_proxies,
-            "cors_origins": cors_origins,
-            "max_connections": max_connections,
-            "metrics_bind": metrics_bind,
-        })
     }
 }
 
@@ -777,10 +871,51 @@ mod tests {
         std::fs::write(&good, "rate_limit_per_minute = 5\n").unwrap();
         let c = load(&[("IDP_CONFIG_FILE", good.to_str().unwrap())]).unwrap();
         assert_eq!(c.rate_limit_per_minute, 5);
+        std::fs::write(
+            &good,
+            "database_url = \"postgres://u:pw@h/db\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let c = load(&[
+            ("IDP_CONFIG_FILE", good.to_str().unwrap()),
+            ("REDIS_URL", "redis://h"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.database_url.as_ref().map(ExposeSecret::expose_secret),
+            Some("postgres://u:pw@h/db")
+        );
+        assert_eq!(
+            c.redis_url.as_ref().map(ExposeSecret::expose_secret),
+            Some("redis://h")
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "no_such_key = 1\n").unwrap();
         assert!(load(&[("IDP_CONFIG_FILE", bad.to_str().unwrap())]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_documented_default_is_the_default() {
+        let printed = Config::default().redacted();
+        for setting in SETTINGS {
+            let text = match &printed[setting.key] {
+                // Documented in words ("unset: ...", "the issuer").
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            if setting.key == "hash_concurrency" {
+                assert_eq!(setting.default, "number of CPUs");
+                continue;
+            }
+            assert_eq!(setting.default, text, "{}", setting.variable);
+        }
+        let variables: Vec<&str> = VARIABLES.iter().map(|(name, _, _)| *name).collect();
+        let mut expected: Vec<&str> = SETTINGS.iter().map(|s| s.variable).collect();
+        expected.extend(["IDP_CONFIG_FILE", "RUST_LOG"]);
+        assert_eq!(variables, expected);
     }
 
     #[test]
@@ -841,8 +976,31 @@ mod tests {
         assert_eq!(c.redacted()["redis_url"], "redis://:***@cache:6379");
         let debug = format!("{c:?}");
         assert!(!debug.contains("secret"), "{debug}");
+        let debug = format!("{:?}", c.database_url);
+        assert!(!debug.contains("pg-secret"), "{debug}");
+        assert_eq!(
+            c.database_url.as_ref().map(ExposeSecret::expose_secret),
+            Some("postgres://app:pg-secret@db:5432/idp")
+        );
+        let secret: Vec<&str> = SETTINGS
+            .iter()
+            .filter(|s| s.secret)
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(secret, ["database_url", "redis_url"]);
         // Every variable but the file and the log filter is a printed key.
         let printed = c.redacted();
+        let keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        let mut printed_keys: Vec<&str> = printed
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        printed_keys.sort_unstable();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(printed_keys, sorted);
         for (name, _, _) in VARIABLES {
             if ["IDP_CONFIG_FILE", "RUST_LOG"].contains(name) {
                 continue;

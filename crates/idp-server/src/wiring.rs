@@ -25,6 +25,7 @@ use idp_domain::services::{
 use idp_http::{AppState, HttpSettings, Metrics};
 use idp_store_postgres::PgStore;
 use idp_store_sqlite::InstanceLock;
+use secrecy::ExposeSecret;
 
 use crate::config::Config;
 use crate::system::{SystemClock, UuidV7Ids};
@@ -172,7 +173,11 @@ impl std::fmt::Debug for Deployment<'_> {
 }
 
 pub fn deployment(config: &Config) -> Deployment<'_> {
-    match config.database_url.as_deref() {
+    match config
+        .database_url
+        .as_ref()
+        .map(ExposeSecret::expose_secret)
+    {
         Some(url) => Deployment::Postgres(url),
         None => Deployment::Embedded(config.data_dir.join(idp_store_sqlite::DATABASE_FILE_NAME)),
     }
@@ -279,7 +284,10 @@ pub async fn caches(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Caches> {
     let now = clock.now();
-    match (config.redis_url.as_deref(), &config.database_url) {
+    match (
+        config.redis_url.as_ref().map(ExposeSecret::expose_secret),
+        &config.database_url,
+    ) {
         (Some(url), _) => {
             let cache = idp_cache_redis::connect(url, &config.redis_prefix)
                 .await
