@@ -13,11 +13,15 @@
 //!   with a curl example.
 //! * `verify_tokens`: the Rust example of the verification guide is this
 //!   crate's `verify_token_example.rs`, and it accepts a real token.
+//! * `embed_the_domain`: the embedding guide shows `examples/embedded-registry`
+//!   verbatim, and the built example prints what the guide shows; no page or
+//!   manifest points at a repository address that does not exist.
 //! * `containers`: `docker/compose.yml` parses (serde_yaml_ng and Python's
 //!   PyYAML) and has the shape the operate guide describes; the image's
 //!   healthcheck script answers for a live server.
 //!
 //! Needs the server binary (`cargo build -p idp-server`, or `IDP_SERVER_BIN`),
+//! the example's (`cargo build -p embedded-registry`, or `EMBEDDED_REGISTRY_BIN`),
 //! `bash`, `curl`, `jq` and `python3` with PyYAML; no PostgreSQL or Redis.
 
 #![expect(
@@ -29,6 +33,7 @@
 mod api_reference;
 mod configuration;
 mod containers;
+mod embed_the_domain;
 mod links;
 mod markdown;
 mod quick_start;

@@ -126,7 +126,40 @@ impl AgentService {
         }
     }
 
-    /// Registers a new active agent under the caller's owner.
+    /// Registers a new active agent under the caller's owner and writes
+    /// `agent.created` with it.
+    ///
+    /// Refused with [`DomainError::Authorization`] when `new.owner` names
+    /// another owner or the capabilities hold a management scope the caller
+    /// lacks, [`DomainError::AgentAlreadyExists`] when the e-mail address is
+    /// taken (compared case-insensitively), and
+    /// [`DomainError::FreeTierLimitExceeded`] when the owner already has
+    /// [`Limits::max_agents_per_owner`] agents.
+    ///
+    /// ```no_run
+    /// use idp_domain::audit::RequestContext;
+    /// use idp_domain::services::{AgentService, NewAgent};
+    /// use idp_domain::token::Principal;
+    /// use idp_domain::values::{AgentType, Capabilities, DeploymentEnv, Email, SemVer};
+    ///
+    /// // `caller` is who authenticated the request, e.g. from `TokenService::authenticate`.
+    /// async fn register(
+    ///     agents: &AgentService,
+    ///     caller: &Principal,
+    /// ) -> Result<(), Box<dyn std::error::Error>> {
+    ///     let new = NewAgent {
+    ///         email: Email::parse("screener-02@acme.example")?,
+    ///         agent_type: AgentType::Screener,
+    ///         version: SemVer::parse("1.4.0")?,
+    ///         capabilities: Capabilities::parse(&["reports:write"])?,
+    ///         deployment_env: DeploymentEnv::Production,
+    ///         owner: None, // the caller's own
+    ///     };
+    ///     let agent = agents.register(caller, new, &RequestContext::default()).await?;
+    ///     assert_eq!(agent.owner, caller.owner);
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn register(
         &self,
         caller: &Principal,

@@ -25,6 +25,38 @@ pub struct Bootstrapped {
 /// Creates an active agent and one credential for any owner, with direct store
 /// access and no caller (actor null) and no free-tier limit: an operator command.
 /// Writes `agent.created` and `credential.generated`.
+///
+/// The agent is of type `custom`, version `1.0.0`, in `production`; its
+/// credential never expires. Refused with [`DomainError::AgentAlreadyExists`]
+/// when the e-mail address is taken.
+///
+/// ```no_run
+/// use idp_domain::ports::{AgentRepository, CredentialRepository, SecretGenerator, SecretHasher};
+/// use idp_domain::services::{Ambient, bootstrap_agent};
+/// use idp_domain::values::{Capabilities, Email, Owner};
+///
+/// async fn first_agent(
+///     store: &(impl AgentRepository + CredentialRepository),
+///     hasher: &dyn SecretHasher,
+///     secrets: &dyn SecretGenerator,
+///     ambient: &Ambient,
+/// ) -> Result<(), Box<dyn std::error::Error>> {
+///     let made = bootstrap_agent(
+///         store,
+///         store,
+///         hasher,
+///         secrets,
+///         ambient,
+///         Owner::parse("acme")?,
+///         Email::parse("admin@acme.example")?,
+///         Capabilities::parse(&["agents:read", "agents:write"])?,
+///     )
+///     .await?;
+///     // The client id is the agent id; the secret is shown this once.
+///     println!("{} {}", made.agent.agent_id, made.client_secret.expose());
+///     Ok(())
+/// }
+/// ```
 pub async fn bootstrap_agent(
     agents: &dyn AgentRepository,
     credentials: &dyn CredentialRepository,

@@ -195,6 +195,43 @@ struct ValidToken {
 }
 
 /// Issues, authenticates, introspects and revokes access tokens.
+///
+/// Built from its [`TokenPorts`], an [`Ambient`] and [`TokenSettings`]
+/// ([`TokenService::new`]). A token request is two calls: authenticate the
+/// client ([`TokenService::authenticate_client`]), then run the grant for it
+/// ([`TokenService::issue`]). A resource server verifies a presented token with
+/// [`TokenService::authenticate`]:
+///
+/// ```no_run
+/// use idp_domain::audit::RequestContext;
+/// use idp_domain::services::{ClientCredentials, TokenService};
+/// use idp_domain::values::ClientSecret;
+///
+/// async fn token_for(
+///     tokens: &TokenService,
+///     client_id: &str,
+///     client_secret: String,
+/// ) -> Result<String, Box<dyn std::error::Error>> {
+///     let ctx = RequestContext::default();
+///     let credentials = ClientCredentials {
+///         client_id: client_id.to_owned(),
+///         client_secret: ClientSecret::new(client_secret),
+///     };
+///     let client = tokens.authenticate_client(&credentials, &ctx).await?;
+///     // The rate decision is for the response's headers.
+///     let (_rate, issued) = tokens.issue(&client, Some("reports:write"), &ctx).await;
+///     let issued = issued?;
+///
+///     // What a resource server does with the token it is shown.
+///     let caller = tokens.authenticate(&issued.access_token).await?;
+///     assert_eq!(caller.agent_id, client.agent.agent_id);
+///     assert!(caller.has_scope("reports:write"));
+///     Ok(issued.access_token)
+/// }
+/// ```
+///
+/// `examples/embedded-registry` in the workspace runs this against real
+/// adapters.
 #[derive(Clone)]
 pub struct TokenService {
     pub(super) agents: Arc<dyn AgentRepository>,

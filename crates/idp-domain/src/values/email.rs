@@ -18,6 +18,18 @@ impl Email {
     pub const MAX_LEN: usize = 254;
 
     /// Validates `raw` and wraps it unchanged.
+    ///
+    /// ```
+    /// use idp_domain::values::Email;
+    ///
+    /// let email = Email::parse("Screener-01@ACME.example")?;
+    /// assert_eq!(email.as_str(), "Screener-01@ACME.example");
+    /// assert_eq!(email.normalized(), "screener-01@acme.example");
+    ///
+    /// let refused = Email::parse("screener-01").unwrap_err();
+    /// assert_eq!((refused.field.as_str(), refused.reason.as_str()), ("email", "must contain '@'"));
+    /// # Ok::<(), idp_domain::ValueError>(())
+    /// ```
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let err = |reason: &str| ValueError::new("email", reason);
         if raw.is_empty() {

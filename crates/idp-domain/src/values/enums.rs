@@ -48,44 +48,89 @@ macro_rules! wire_enum {
 }
 
 wire_enum!(
-    /// The kind of work an agent does.
+    /// The kind of work an agent does; tokens carry it as the `agent_type` claim.
     AgentType, "agentType", {
-        Screener => "screener", Classifier => "classifier", Orchestrator => "orchestrator",
-        Extractor => "extractor", Summarizer => "summarizer", Router => "router",
-        Monitor => "monitor", Custom => "custom",
+        /// Screens inputs (`screener`).
+        Screener => "screener",
+        /// Classifies (`classifier`).
+        Classifier => "classifier",
+        /// Directs other agents (`orchestrator`).
+        Orchestrator => "orchestrator",
+        /// Extracts data (`extractor`).
+        Extractor => "extractor",
+        /// Summarizes (`summarizer`).
+        Summarizer => "summarizer",
+        /// Routes requests (`router`).
+        Router => "router",
+        /// Watches systems (`monitor`).
+        Monitor => "monitor",
+        /// Anything else (`custom`); what `bootstrap` creates.
+        Custom => "custom",
     }
 );
 
 wire_enum!(
-    /// Where an agent runs.
+    /// Where an agent runs; tokens carry it as the `deployment_env` claim.
     DeploymentEnv, "deploymentEnv", {
-        Development => "development", Staging => "staging", Production => "production",
+        /// `development`.
+        Development => "development",
+        /// `staging`.
+        Staging => "staging",
+        /// `production`.
+        Production => "production",
     }
 );
 
 wire_enum!(
     /// An agent's lifecycle state. `Decommissioned` is final.
     AgentStatus, "status", {
-        Active => "active", Suspended => "suspended", Decommissioned => "decommissioned",
+        /// Authenticates and holds valid tokens (`active`).
+        Active => "active",
+        /// Cannot authenticate; its tokens are refused until it is
+        /// reactivated (`suspended`).
+        Suspended => "suspended",
+        /// Retired for good; its credentials are revoked (`decommissioned`).
+        Decommissioned => "decommissioned",
     }
 );
 
 wire_enum!(
     /// A credential's state; `Expired` is derived from `expiresAt`.
     CredentialStatus, "status", {
-        Active => "active", Expired => "expired", Revoked => "revoked",
+        /// Usable (`active`).
+        Active => "active",
+        /// Past its `expiresAt` (`expired`).
+        Expired => "expired",
+        /// Revoked, by its owner or with its agent's decommissioning (`revoked`).
+        Revoked => "revoked",
     }
 );
 
 wire_enum!(
     /// What an audit event records.
     AuditAction, "action", {
-        AgentCreated => "agent.created", AgentUpdated => "agent.updated",
-        AgentSuspended => "agent.suspended", AgentReactivated => "agent.reactivated",
+        /// An agent was registered (`agent.created`).
+        AgentCreated => "agent.created",
+        /// An agent's fields changed (`agent.updated`).
+        AgentUpdated => "agent.updated",
+        /// An agent was suspended (`agent.suspended`).
+        AgentSuspended => "agent.suspended",
+        /// A suspended agent was made active again (`agent.reactivated`).
+        AgentReactivated => "agent.reactivated",
+        /// An agent was decommissioned (`agent.decommissioned`).
         AgentDecommissioned => "agent.decommissioned",
-        CredentialGenerated => "credential.generated", CredentialRotated => "credential.rotated",
+        /// A credential was generated (`credential.generated`).
+        CredentialGenerated => "credential.generated",
+        /// A credential's secret was replaced (`credential.rotated`).
+        CredentialRotated => "credential.rotated",
+        /// A credential was revoked (`credential.revoked`).
         CredentialRevoked => "credential.revoked",
-        TokenIssued => "token.issued", TokenRevoked => "token.revoked",
+        /// An access token was issued (`token.issued`); the monthly quota
+        /// counts these.
+        TokenIssued => "token.issued",
+        /// An access token was revoked (`token.revoked`).
+        TokenRevoked => "token.revoked",
+        /// A client authentication or token request was refused (`auth.failed`).
         AuthFailed => "auth.failed",
     }
 );
@@ -93,7 +138,10 @@ wire_enum!(
 wire_enum!(
     /// Whether the audited action succeeded.
     Outcome, "outcome", {
-        Success => "success", Failure => "failure",
+        /// `success`.
+        Success => "success",
+        /// `failure`.
+        Failure => "failure",
     }
 );
 

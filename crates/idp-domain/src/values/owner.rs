@@ -11,6 +11,16 @@ pub struct Owner(String);
 
 impl Owner {
     /// Validates `raw` as a tenant slug.
+    ///
+    /// ```
+    /// use idp_domain::values::Owner;
+    ///
+    /// assert_eq!(Owner::parse("acme-eu")?.as_str(), "acme-eu");
+    /// assert!(Owner::parse("Acme").is_err()); // upper case
+    /// assert!(Owner::parse("a").is_err()); // too short
+    /// assert!(Owner::parse("-acme").is_err()); // must start with a letter or digit
+    /// # Ok::<(), idp_domain::ValueError>(())
+    /// ```
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let bytes = raw.as_bytes();
         let first_ok = bytes

@@ -92,6 +92,16 @@ impl Capabilities {
     pub const MAX: usize = 50;
 
     /// Validates a list of raw scope strings.
+    ///
+    /// ```
+    /// use idp_domain::values::Capabilities;
+    ///
+    /// let capabilities = Capabilities::parse(&["agents:read", "reports:write"])?;
+    /// assert_eq!(capabilities.management().count(), 1); // agents:read
+    /// assert!(Capabilities::parse::<&str>(&[]).is_err()); // 1 to 50 scopes
+    /// assert!(Capabilities::parse(&["a:b", "a:b"]).is_err()); // no repeats
+    /// # Ok::<(), idp_domain::ValueError>(())
+    /// ```
     pub fn parse<S: AsRef<str>>(raw: &[S]) -> Result<Self, ValueError> {
         let scopes = raw
             .iter()
@@ -138,6 +148,24 @@ impl<'de> Deserialize<'de> for Capabilities {
 
 /// The scopes a token carries or a client asks for: a set, written space-separated
 /// on the wire (RFC 6749 section 3.3).
+///
+/// ```
+/// use idp_domain::values::{Capabilities, ScopeSet};
+///
+/// let capabilities = Capabilities::parse(&["reports:write", "agents:read"])?;
+/// // Without a `scope` parameter a client gets all of its agent's capabilities.
+/// let all = ScopeSet::from(&capabilities);
+/// assert_eq!(all.to_space_separated(), "agents:read reports:write"); // sorted
+///
+/// let asked = ScopeSet::parse_space_separated("reports:write")?;
+/// assert!(asked.contains("reports:write"));
+/// assert!(asked.is_subset_of(&capabilities));
+/// assert!(!ScopeSet::parse_space_separated("audit:read")?.is_subset_of(&capabilities));
+///
+/// // One space between scopes, as RFC 6749 section 3.3 writes them.
+/// assert!(ScopeSet::parse_space_separated("agents:read  reports:write").is_err());
+/// # Ok::<(), idp_domain::ValueError>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScopeSet(BTreeSet<Scope>);
 
