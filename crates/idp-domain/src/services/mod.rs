@@ -11,6 +11,7 @@ mod audit_query;
 mod bootstrap;
 mod client_auth;
 mod credentials;
+mod token_checks;
 mod tokens;
 
 #[cfg(test)]
@@ -22,9 +23,9 @@ pub use audit_query::AuditService;
 pub use bootstrap::{Bootstrapped, bootstrap_agent};
 pub use client_auth::{AuthenticatedClient, ClientAuthError, ClientAuthFailure};
 pub use credentials::{CredentialService, IssuedCredential};
+pub use token_checks::{IntrospectedClaims, Introspection};
 pub use tokens::{
-    ClientCredentials, IntrospectedClaims, Introspection, IssuedToken, TokenPorts,
-    TokenRequestError, TokenService, TokenSettings,
+    ClientCredentials, IssuedToken, TokenPorts, TokenRequestError, TokenService, TokenSettings,
 };
 
 /// The free-tier limits of contract section 7 that services enforce.

@@ -1,0 +1,269 @@
+//! Checking access tokens: authentication of a presented Bearer token,
+//! introspection (RFC 7662) and revocation (RFC 7009), all on one validation
+//! with the pinned algorithm, issuer, audience, lifetime, revocation list,
+//! agent status and credential status.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::DomainError;
+use crate::audit::RequestContext;
+use crate::ports::{RevokedToken, TokenDecodeError};
+use crate::token::{AccessTokenClaims, Principal};
+use crate::values::{
+    AgentId, AgentStatus, AuditAction, CredentialId, Outcome, Owner, ScopeSet, TokenId,
+};
+
+use super::tokens::TokenService;
+
+/// The answer of introspection (RFC 7662 section 2.2): inactive carries nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Introspection {
+    /// Whether the token is active.
+    pub active: bool,
+    /// The token's claims when active.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<IntrospectedClaims>,
+}
+
+/// The members of an active introspection response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntrospectedClaims {
+    /// Scopes.
+    pub scope: String,
+    /// Client id.
+    pub client_id: String,
+    /// Subject.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Issuer.
+    pub iss: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Token id.
+    pub jti: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Owner.
+    pub owner: String,
+}
+
+/// Why a presented access token is not valid (for the log only; clients see 401
+/// or `active: false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Invalid {
+    Malformed,
+    Signature,
+    Issuer,
+    Audience,
+    NotYetValid,
+    Expired,
+    Revoked,
+    UnknownSubject,
+    AgentNotActive,
+    CredentialRevoked,
+}
+
+impl Invalid {
+    fn reason(self) -> &'static str {
+        match self {
+            Invalid::Malformed => "malformed token",
+            Invalid::Signature => "bad signature",
+            Invalid::Issuer => "foreign issuer",
+            Invalid::Audience => "wrong audience",
+            Invalid::NotYetValid => "token not yet valid",
+            Invalid::Expired => "token expired",
+            Invalid::Revoked => "token revoked",
+            Invalid::UnknownSubject => "unknown subject",
+            Invalid::AgentNotActive => "agent not active",
+            Invalid::CredentialRevoked => "credential revoked",
+        }
+    }
+}
+
+/// Whether a token of a suspended agent passes validation: not for using it,
+/// but yes for revoking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SuspendedAgent {
+    Refuse,
+    Accept,
+}
+
+/// A token that passed every check, with its caller.
+struct ValidToken {
+    claims: AccessTokenClaims,
+    principal: Principal,
+}
+
+impl TokenService {
+    /// Authenticates a Bearer access token: signature with the pinned algorithm,
+    /// issuer, audience, `nbf`/`exp`, revocation, agent status and credential status.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, DomainError> {
+        match self.validate(token, SuspendedAgent::Refuse).await? {
+            Ok(valid) => Ok(valid.principal),
+            Err(invalid) => Err(DomainError::Authentication(invalid.reason())),
+        }
+    }
+
+    async fn validate(
+        &self,
+        token: &str,
+        suspended: SuspendedAgent,
+    ) -> Result<Result<ValidToken, Invalid>, DomainError> {
+        let claims = match self.codec.decode(token) {
+            Ok(claims) => claims,
+            Err(TokenDecodeError::Malformed) => return Ok(Err(Invalid::Malformed)),
+            Err(TokenDecodeError::BadSignature) => {
+                return Ok(Err(Invalid::Signature));
+            }
+        };
+        if claims.iss != self.settings.issuer {
+            return Ok(Err(Invalid::Issuer));
+        }
+        if claims.aud != self.settings.audience {
+            return Ok(Err(Invalid::Audience));
+        }
+        let now = self.ambient.now();
+        let now_secs = now.timestamp();
+        if claims.nbf > now_secs + self.settings.clock_leeway.num_seconds() {
+            return Ok(Err(Invalid::NotYetValid));
+        }
+        if claims.exp <= now_secs {
+            return Ok(Err(Invalid::Expired));
+        }
+        let (Ok(jti), Ok(sub), Ok(cid), Ok(owner)) = (
+            Uuid::parse_str(&claims.jti).map(TokenId),
+            Uuid::parse_str(&claims.sub).map(AgentId),
+            Uuid::parse_str(&claims.cid).map(CredentialId),
+            Owner::parse(&claims.owner),
+        ) else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        if self.revocations.contains(jti, now).await? {
+            return Ok(Err(Invalid::Revoked));
+        }
+        let Some(state) = self.credentials.subject_state(sub, cid).await? else {
+            return Ok(Err(Invalid::UnknownSubject));
+        };
+        if state.owner != owner {
+            return Ok(Err(Invalid::UnknownSubject));
+        }
+        let status_ok = match state.agent_status {
+            AgentStatus::Active => true,
+            AgentStatus::Suspended => suspended == SuspendedAgent::Accept,
+            AgentStatus::Decommissioned => false,
+        };
+        if !status_ok {
+            return Ok(Err(Invalid::AgentNotActive));
+        }
+        if state.credential_revoked {
+            return Ok(Err(Invalid::CredentialRevoked));
+        }
+        let Ok(scopes) = ScopeSet::parse_space_separated(&claims.scope) else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        let principal = Principal {
+            agent_id: sub,
+            owner,
+            scopes,
+            token_id: Some(jti),
+            credential_id: cid,
+        };
+        Ok(Ok(ValidToken { claims, principal }))
+    }
+
+    /// RFC 7662: any token of the caller's owner that passes every check is
+    /// active; everything else is `{"active": false}`.
+    pub async fn introspect(
+        &self,
+        caller: &Principal,
+        token: &str,
+    ) -> Result<Introspection, DomainError> {
+        let inactive = Introspection {
+            active: false,
+            claims: None,
+        };
+        let valid = match self.validate(token, SuspendedAgent::Refuse).await? {
+            Ok(valid) if valid.principal.owner == caller.owner => valid,
+            _ => return Ok(inactive),
+        };
+        let c = valid.claims;
+        Ok(Introspection {
+            active: true,
+            claims: Some(IntrospectedClaims {
+                scope: c.scope,
+                client_id: c.client_id,
+                sub: c.sub,
+                aud: c.aud,
+                iss: c.iss,
+                exp: c.exp,
+                iat: c.iat,
+                nbf: c.nbf,
+                jti: c.jti,
+                token_type: "Bearer",
+                owner: c.owner,
+            }),
+        })
+    }
+
+    /// RFC 7009: revokes `token` if it is a live token of the caller's owner that
+    /// the caller may revoke (its own, or any with `agents:write`). Anything else
+    /// is silently ignored, as the RFC requires. Writes `token.revoked` only when
+    /// something was revoked.
+    pub async fn revoke(
+        &self,
+        caller: &Principal,
+        token: &str,
+        ctx: &RequestContext,
+    ) -> Result<(), DomainError> {
+        // A suspended agent's token is revocable: reactivation would otherwise revive it.
+        let claims = match self.validate(token, SuspendedAgent::Accept).await? {
+            Ok(valid) => valid.claims,
+            // Already revoked, expired, or dead with its agent or credential:
+            // nothing left to revoke.
+            Err(_) => return Ok(()),
+        };
+        let Ok(subject) = Uuid::parse_str(&claims.sub).map(AgentId) else {
+            return Ok(());
+        };
+        let Ok(jti) = Uuid::parse_str(&claims.jti).map(TokenId) else {
+            return Ok(());
+        };
+        let same_owner = claims.owner == caller.owner.as_str();
+        let allowed = subject == caller.agent_id || caller.has_scope("agents:write");
+        if !same_owner || !allowed {
+            return Ok(());
+        }
+        let Some(expires_at) = DateTime::<Utc>::from_timestamp(claims.exp, 0) else {
+            return Ok(());
+        };
+        let revoked = RevokedToken {
+            token_id: jti,
+            expires_at,
+        };
+        let now = self.ambient.now();
+        let event = self.ambient.event(
+            &caller.owner,
+            subject,
+            ctx,
+            AuditAction::TokenRevoked,
+            Outcome::Success,
+            json!({ "jti": claims.jti, "credentialId": claims.cid }),
+            now,
+        );
+        self.revoked_store
+            .revoke(&caller.owner, &revoked, &event)
+            .await?;
+        // Also when the store already had it: a previous attempt may have failed
+        // between the store and the cache.
+        self.revocations.insert(&revoked, now).await?;
+        Ok(())
+    }
+}
