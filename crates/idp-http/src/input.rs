@@ -1,6 +1,10 @@
-//! Reading request input: bodies with a size limit, JSON objects field by field,
-//! query strings, path identifiers and forms. Every refusal is an [`ApiError`]
-//! (or the caller's own shape, for the token endpoint), never a panic or a 500.
+//! Reading request input: bodies with a size limit, then JSON bodies, query
+//! strings, path parameters and forms as the typed request shapes of
+//! [`crate::requests`]. Serde reads a shape; this module adds only what serde
+//! cannot say by itself: which field a refusal is about, that `null` is not
+//! absence, that a query parameter may not repeat, and the contract's order of
+//! checks. Every refusal is an [`ApiError`] (or the caller's own shape, for the
+//! token endpoint), never a panic or a 500.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +14,10 @@ use actix_web::web::{Bytes, BytesMut, Payload};
 use futures_util::StreamExt;
 use idp_domain::audit::RequestContext;
 use idp_domain::values::AgentId;
-use serde_json::{Map, Value};
-use uuid::Uuid;
+use serde::Deserializer;
+use serde::de::value::{MapDeserializer, SeqDeserializer};
+use serde::de::{DeserializeOwned, Expected, IntoDeserializer, Unexpected, Visitor};
+use serde_json::Value;
 
 use crate::error::ApiError;
 
@@ -80,9 +86,10 @@ fn is_json(media_type: &str) -> bool {
         || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
-/// Parses a JSON object body. An empty body is `None`; a non-empty body needs a
-/// JSON content type (else 415) and must be one JSON object (else 400).
-pub fn json_object(req: &HttpRequest, body: &[u8]) -> Result<Option<JsonObject>, ApiError> {
+/// Reads a JSON body as the request shape `T`. An empty body is `None`; a
+/// non-empty body needs a JSON content type (else 415) and must be one JSON
+/// object (else 400), then is read into `T` as the private `typed` reader does.
+pub fn json_body<T: Shape>(req: &HttpRequest, body: &[u8]) -> Result<Option<T>, ApiError> {
     if body.is_empty() {
         return Ok(None);
     }
@@ -90,14 +97,20 @@ pub fn json_object(req: &HttpRequest, body: &[u8]) -> Result<Option<JsonObject>,
         Some(media) if is_json(&media) => {}
         _ => return Err(ApiError::unsupported_media_type("application/json")),
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(fields)) => Ok(Some(JsonObject { fields })),
-        Ok(_) => Err(ApiError::bad_body("must be a JSON object")),
-        Err(e) => Err(ApiError::bad_body(format!(
-            "malformed JSON: {}",
-            e.classify_message()
-        ))),
-    }
+    let fields = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(_) => return Err(ApiError::bad_body("must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::bad_body(format!(
+                "malformed JSON: {}",
+                e.classify_message()
+            )));
+        }
+    };
+    let fields = fields
+        .into_iter()
+        .map(|(name, value)| (name, JsonValue(value)));
+    typed(fields.collect(), "unknown field").map(Some)
 }
 
 trait ClassifyMessage {
@@ -117,78 +130,294 @@ impl ClassifyMessage for serde_json::Error {
     }
 }
 
-/// A JSON object read field by field; [`JsonObject::finish`] refuses leftovers.
-#[derive(Debug)]
-pub struct JsonObject {
-    fields: Map<String, Value>,
+/// Reads the query string as the request shape `T`: each parameter at most once;
+/// one `T` does not declare is refused when `T` denies unknown fields.
+pub fn query<T: Shape>(req: &HttpRequest) -> Result<T, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| ApiError::validation("query", "malformed query string"))?;
+    let mut params = BTreeMap::new();
+    for (name, value) in pairs {
+        if params.contains_key(&name) {
+            return Err(ApiError::validation(
+                &truncated(&name),
+                "must not be repeated",
+            ));
+        }
+        params.insert(name, TextValue(value));
+    }
+    typed(params.into_iter().collect(), "unknown query parameter")
 }
 
-impl JsonObject {
-    /// Removes `name`: absent is `None`; `null` is refused.
-    fn take(&mut self, name: &str) -> Result<Option<Value>, ApiError> {
-        match self.fields.remove(name) {
-            None => Ok(None),
-            Some(Value::Null) => Err(ApiError::validation(name, "must not be null")),
-            Some(value) => Ok(Some(value)),
+/// Reads the path parameters of the matched route as the request shape `T`.
+pub fn path<T: Shape>(req: &HttpRequest) -> Result<T, ApiError> {
+    let params = req.match_info().iter();
+    let params = params.map(|(name, value)| (name.to_owned(), TextValue(value.to_owned())));
+    typed(params.collect(), "unknown path parameter")
+}
+
+/// A request shape: its fields declared once, in a `Deserialize` struct (which
+/// says the wire names and types, and refuses unknown fields where the contract
+/// does), its rules in `garde` (whose custom validators call the domain's value
+/// objects).
+pub trait Shape: DeserializeOwned + garde::Validate<Context = ()> {}
+
+impl<T: DeserializeOwned + garde::Validate<Context = ()>> Shape for T {}
+
+/// The one reading of a request shape from named values, in the contract's
+/// order: first the fields `T` declares, in declaration order (a `null`, a
+/// wrong type or a missing required field, then `garde`'s rules, the first
+/// failing field named), then any field `T` does not declare. The first
+/// refusal is the answer, naming its field.
+fn typed<T, V>(fields: Vec<(String, V)>, unknown_reason: &str) -> Result<T, ApiError>
+where
+    T: Shape,
+    V: for<'de> IntoDeserializer<'de, FieldError>,
+{
+    let declared = declared_fields::<T>();
+    let (mut known, unknown): (Vec<_>, Vec<_>) = fields
+        .into_iter()
+        .partition(|(name, _)| declared.contains(&name.as_str()));
+    known.sort_by_key(|(name, _)| declared.iter().position(|d| *d == name));
+    let value: T = deserialize(known).map_err(|e| e.into_api_error(unknown_reason))?;
+    value.validate().map_err(|report| {
+        // garde names a field by its Rust identifier, and reports in its own
+        // order: the wire name is serde's, and the first in declaration order
+        // is the one named.
+        let refusals = report.iter().map(|(path, error)| {
+            let path = path.to_string();
+            let at = declared.iter().position(|name| snake_case(name) == path);
+            (at, path, error.message())
+        });
+        match refusals.min_by_key(|(at, _, _)| at.unwrap_or(usize::MAX)) {
+            Some((Some(at), _, reason)) => ApiError::validation(declared[at], reason),
+            Some((None, path, reason)) if !path.is_empty() => ApiError::validation(&path, reason),
+            Some((None, _, reason)) => ApiError::bad_body(reason),
+            None => ApiError::bad_body("is invalid"),
+        }
+    })?;
+    if unknown.is_empty() {
+        return Ok(value);
+    }
+    // Only fields `T` does not declare: a shape that denies unknown fields
+    // names the first; one that does not (an OAuth form) ignores them.
+    match deserialize::<T, V>(unknown) {
+        Err(refused @ Refused(FieldError::Unknown(_), _)) => {
+            Err(refused.into_api_error(unknown_reason))
+        }
+        _ => Ok(value),
+    }
+}
+
+/// A refusal of serde, and the field being read when it came.
+struct Refused(FieldError, String);
+
+impl Refused {
+    fn into_api_error(self, unknown_reason: &str) -> ApiError {
+        match self.0 {
+            FieldError::Missing(name) => ApiError::validation(name, "is required"),
+            FieldError::Unknown(name) => ApiError::validation(&truncated(&name), unknown_reason),
+            FieldError::Invalid(reason) => ApiError::validation(&truncated(&self.1), reason),
+        }
+    }
+}
+
+/// Deserializes `T` from `fields` in their order.
+fn deserialize<T, V>(fields: Vec<(String, V)>) -> Result<T, Refused>
+where
+    T: DeserializeOwned,
+    V: for<'de> IntoDeserializer<'de, FieldError>,
+{
+    let current = std::cell::RefCell::new(String::new());
+    let fields = fields.into_iter().inspect(|(name, _)| {
+        current.replace(name.clone());
+    });
+    T::deserialize(MapDeserializer::<_, FieldError>::new(fields))
+        .map_err(|e| Refused(e, current.take()))
+}
+
+/// The wire names of `T`'s fields, in declaration order, as serde's derive
+/// declares them.
+fn declared_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = FieldError;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, FieldError> {
+            Err(FieldError::Invalid(String::new()))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, FieldError> {
+            *self.0 = fields;
+            Err(FieldError::Invalid(String::new()))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
         }
     }
 
-    /// An optional string field.
-    pub fn take_str(&mut self, name: &str) -> Result<Option<String>, ApiError> {
-        match self.take(name)? {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ApiError::validation(name, "must be a string")),
+    let mut fields: &'static [&'static str] = &[];
+    let _probed = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// `agentType` -> `agent_type`, as serde's `rename_all = "camelCase"` reverses.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Why serde refused a request: what it alone cannot tell by name.
+#[derive(Debug)]
+pub enum FieldError {
+    /// A required field is absent.
+    Missing(&'static str),
+    /// A field the shape does not declare.
+    Unknown(String),
+    /// The field being read is refused, for this reason.
+    Invalid(String),
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing(name) => write!(f, "{name} is required"),
+            Self::Unknown(name) => write!(f, "unknown field {name}"),
+            Self::Invalid(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+impl serde::de::Error for FieldError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        Self::Invalid(msg.to_string())
+    }
+
+    // Said without echoing the input (serde's own messages quote it).
+    fn invalid_type(_: Unexpected<'_>, expected: &dyn Expected) -> Self {
+        Self::Invalid(format!("must be {expected}"))
+    }
+
+    fn invalid_value(_: Unexpected<'_>, expected: &dyn Expected) -> Self {
+        Self::Invalid(format!("must be {expected}"))
+    }
+
+    fn invalid_length(_: usize, expected: &dyn Expected) -> Self {
+        Self::Invalid(format!("must be {expected}"))
+    }
+
+    fn unknown_field(field: &str, _: &'static [&'static str]) -> Self {
+        Self::Unknown(field.to_owned())
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        Self::Missing(field)
+    }
+}
+
+/// A JSON value read into a request shape: `null` is refused wherever it
+/// stands (an absent field is omitted, not `null`).
+#[derive(Debug)]
+pub struct JsonValue(Value);
+
+impl IntoDeserializer<'_, FieldError> for JsonValue {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl<'de> Deserializer<'de> for JsonValue {
+    type Error = FieldError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
+        match self.0 {
+            Value::Null => Err(FieldError::Invalid("must not be null".to_owned())),
+            Value::Bool(b) => visitor.visit_bool(b),
+            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => visitor.visit_u64(u),
+                (None, Some(i), _) => visitor.visit_i64(i),
+                (None, None, f) => visitor.visit_f64(f.unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => visitor.visit_string(s),
+            Value::Array(items) => {
+                let mut items = SeqDeserializer::new(items.into_iter().map(JsonValue));
+                let value = visitor.visit_seq(&mut items)?;
+                items.end()?;
+                Ok(value)
+            }
+            Value::Object(fields) => {
+                let fields = fields.into_iter().map(|(k, v)| (k, JsonValue(v)));
+                let mut fields = MapDeserializer::new(fields);
+                let value = visitor.visit_map(&mut fields)?;
+                fields.end()?;
+                Ok(value)
+            }
         }
     }
 
-    /// A required string field.
-    pub fn require_str(&mut self, name: &str) -> Result<String, ApiError> {
-        self.take_str(name)?
-            .ok_or_else(|| ApiError::validation(name, "is required"))
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
+        visitor.visit_some(self)
     }
 
-    /// An optional array-of-strings field.
-    pub fn take_str_array(&mut self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
-        match self.take(name)? {
-            None => Ok(None),
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .map(|item| match item {
-                    Value::String(s) => Ok(s),
-                    _ => Err(ApiError::validation(name, "must be an array of strings")),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(_) => Err(ApiError::validation(name, "must be an array of strings")),
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// A query, path or form value: text, read as a number where the shape says so.
+#[derive(Debug)]
+pub struct TextValue(String);
+
+impl IntoDeserializer<'_, FieldError> for TextValue {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl<'de> Deserializer<'de> for TextValue {
+    type Error = FieldError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
+        visitor.visit_string(self.0)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
+        match self.0.parse::<u32>() {
+            Ok(n) => visitor.visit_u32(n),
+            Err(_) => Err(FieldError::Invalid("must be a positive integer".to_owned())),
         }
     }
 
-    /// A required array-of-strings field.
-    pub fn require_str_array(&mut self, name: &str) -> Result<Vec<String>, ApiError> {
-        self.take_str_array(name)?
-            .ok_or_else(|| ApiError::validation(name, "is required"))
-    }
-
-    /// Refuses fields that may not be sent (server-owned or immutable).
-    pub fn refuse(&self, names: &[&str], reason: &str) -> Result<(), ApiError> {
-        match names.iter().find(|name| self.fields.contains_key(**name)) {
-            Some(name) => Err(ApiError::validation(name, reason)),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether the object has no fields left.
-    pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
-
-    /// Refuses any field not taken.
-    pub fn finish(self) -> Result<(), ApiError> {
-        match self.fields.keys().next() {
-            Some(name) => Err(ApiError::validation(&truncated(name), "unknown field")),
-            None => Ok(()),
-        }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
     }
 }
 
@@ -211,74 +440,6 @@ fn well_escaped(body: &[u8]) -> bool {
 
 fn truncated(raw: &str) -> String {
     raw.chars().take(64).collect()
-}
-
-/// Query parameters: each at most once, none unknown.
-#[derive(Debug)]
-pub struct QueryParams {
-    params: BTreeMap<String, String>,
-}
-
-impl QueryParams {
-    /// Parses the request's query string, refusing repeated names.
-    pub fn parse(req: &HttpRequest) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-            .map_err(|_| ApiError::validation("query", "malformed query string"))?;
-        let mut params = BTreeMap::new();
-        for (name, value) in pairs {
-            if params.insert(name.clone(), value).is_some() {
-                return Err(ApiError::validation(
-                    &truncated(&name),
-                    "must not be repeated",
-                ));
-            }
-        }
-        Ok(Self { params })
-    }
-
-    /// Removes and parses `name` with `parse`, naming the field on failure.
-    pub fn take<T, E: std::fmt::Display>(
-        &mut self,
-        name: &str,
-        parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Result<Option<T>, ApiError> {
-        match self.params.remove(name) {
-            None => Ok(None),
-            Some(raw) => parse(&raw)
-                .map(Some)
-                .map_err(|e| ApiError::validation(name, e.to_string())),
-        }
-    }
-
-    /// Removes a positive integer parameter.
-    pub fn take_u32(&mut self, name: &str) -> Result<Option<u32>, ApiError> {
-        self.take(name, |raw| {
-            raw.parse::<u32>().map_err(|_| "must be a positive integer")
-        })
-    }
-
-    /// Refuses any parameter not taken.
-    pub fn finish(self) -> Result<(), ApiError> {
-        match self.params.keys().next() {
-            Some(name) => Err(ApiError::validation(
-                &truncated(name),
-                "unknown query parameter",
-            )),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Parses a path segment as a UUID.
-pub fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(raw).map_err(|_| ApiError::validation(field, "must be a UUID"))
-}
-
-/// Parses an RFC 3339 timestamp (with offset).
-pub fn parse_time(field: &str, raw: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
-    chrono::DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|_| ApiError::validation(field, "must be an RFC 3339 timestamp"))
 }
 
 /// An `application/x-www-form-urlencoded` body, each parameter at most once
@@ -328,6 +489,17 @@ impl FormParams {
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }
+
+    /// The form read as the request shape `T`; an empty value counts as absent
+    /// (RFC 6749 section 3.2).
+    pub fn typed<T: Shape>(self) -> Result<T, ApiError> {
+        let params = self
+            .params
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty());
+        let params = params.map(|(name, value)| (name, TextValue(value)));
+        typed(params.collect(), "unknown parameter")
+    }
 }
 
 /// Who is calling from where, for audit events.
@@ -349,7 +521,31 @@ pub fn request_context(req: &HttpRequest, actor: Option<AgentId>) -> RequestCont
 
 #[cfg(test)]
 mod tests {
-    use super::well_escaped;
+    use super::{declared_fields, snake_case, well_escaped};
+
+    #[test]
+    fn declared_fields_are_the_wire_names_in_declaration_order() {
+        let fields = declared_fields::<crate::requests::UpdateAgent>();
+        assert_eq!(
+            fields,
+            [
+                "agentId",
+                "owner",
+                "createdAt",
+                "updatedAt",
+                "status",
+                "email",
+                "agentType",
+                "version",
+                "capabilities",
+                "deploymentEnv"
+            ]
+        );
+        assert!(declared_fields::<crate::requests::NoQuery>().is_empty());
+        let form = declared_fields::<crate::requests::TokenForm>();
+        assert_eq!(form, ["token", "token_type_hint"]);
+        assert!(form.iter().all(|name| snake_case(name) == *name));
+    }
 
     #[test]
     fn broken_percent_escapes_are_refused() {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod input;
 pub mod metrics;
 pub mod middleware;
+pub mod requests;
 pub mod routes;
 pub mod state;
 

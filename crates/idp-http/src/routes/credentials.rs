@@ -1,15 +1,15 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use idp_domain::page::PageRequest;
 use idp_domain::services::IssuedCredential;
-use idp_domain::values::CredentialId;
 use serde_json::json;
 
-use super::agents::agent_id;
 use super::{no_store, resource};
 use crate::auth::bearer;
 use crate::error::ApiError;
-use crate::input::{QueryParams, json_object, parse_time, parse_uuid, read_body, request_context};
+use crate::input::{json_body, path, query, read_body, request_context};
+use crate::requests::{
+    AgentPath, CredentialPath, GenerateCredential, ListCredentials, NoQuery, RotateCredential,
+};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,10 +31,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-fn credential_id(raw: &str) -> Result<CredentialId, ApiError> {
-    parse_uuid("credentialId", raw).map(CredentialId)
-}
-
 /// The one response that carries a secret: never cached.
 fn with_secret(
     status: actix_web::http::StatusCode,
@@ -52,26 +48,17 @@ fn with_secret(
 
 async fn generate(
     req: HttpRequest,
-    path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
-    QueryParams::parse(&req)?.finish()?;
+    query::<NoQuery>(&req)?;
     let body = read_body(&req, payload).await?;
-    let agent = agent_id(&path)?;
-    let expires_at = match json_object(&req, &body)? {
-        None => None,
-        Some(mut obj) => {
-            let expires_at = obj
-                .take_str("expiresAt")?
-                .map(|raw| parse_time("expiresAt", &raw))
-                .transpose()?;
-            obj.finish()?;
-            expires_at
-        }
-    };
+    let agent = path::<AgentPath>(&req)?.agent();
+    let expires_at = json_body::<GenerateCredential>(&req, &body)?
+        .and_then(|body| body.expires_at)
+        .map(|at| at.0);
     let ctx = request_context(&req, Some(caller.agent_id));
     let issued = state
         .credentials
@@ -87,40 +74,30 @@ async fn generate(
     Ok(res)
 }
 
-async fn list(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     // The listing's own scope is agents:read (agents:write also lists); a
     // caller with neither is told the one it needs.
     if !caller.has_scope("agents:write") {
         caller.require_scope("agents:read")?;
     }
-    let mut query = QueryParams::parse(&req)?;
-    let page = PageRequest::new(query.take_u32("page")?, query.take_u32("limit")?)?;
-    let status = query.take("status", str::parse)?;
-    query.finish()?;
-    let agent = agent_id(&path)?;
+    let (page, status) = query::<ListCredentials>(&req)?.into_parts()?;
+    let agent = path::<AgentPath>(&req)?.agent();
     let page = state.credentials.list(&caller, agent, status, page).await?;
     Ok(HttpResponse::Ok().json(page.envelope()))
 }
 
 async fn rotate(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
-    QueryParams::parse(&req)?.finish()?;
+    query::<NoQuery>(&req)?;
     let body = read_body(&req, payload).await?;
-    if let Some(obj) = json_object(&req, &body)? {
-        obj.finish()?;
-    }
-    let (agent, credential) = (agent_id(&path.0)?, credential_id(&path.1)?);
+    json_body::<RotateCredential>(&req, &body)?;
+    let (agent, credential) = path::<CredentialPath>(&req)?.ids();
     let ctx = request_context(&req, Some(caller.agent_id));
     let issued = state
         .credentials
@@ -129,15 +106,11 @@ async fn rotate(
     with_secret(actix_web::http::StatusCode::OK, &issued)
 }
 
-async fn revoke(
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+async fn revoke(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let caller = bearer(&req)?;
     caller.require_scope("agents:write")?;
-    QueryParams::parse(&req)?.finish()?;
-    let (agent, credential) = (agent_id(&path.0)?, credential_id(&path.1)?);
+    query::<NoQuery>(&req)?;
+    let (agent, credential) = path::<CredentialPath>(&req)?.ids();
     let ctx = request_context(&req, Some(caller.agent_id));
     state
         .credentials

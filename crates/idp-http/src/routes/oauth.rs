@@ -15,6 +15,7 @@ use crate::error::{ApiError, OAuthError, OAuthErrorCode};
 use crate::input::{BodyError, FormError, FormParams, media_type, read_body, request_context};
 use crate::metrics::TokenRefusal;
 use crate::middleware::{apply_rate_headers, check_rate_limit, ip_key};
+use crate::requests::TokenForm;
 use crate::state::AppState;
 
 /// The endpoints inside the gated `/api/v1` scope. `POST /token` is served
@@ -361,9 +362,7 @@ async fn token_param(req: &HttpRequest, payload: web::Payload) -> Result<String,
         FormError::Malformed => ApiError::bad_body("the body is not a valid form"),
         FormError::Repeated(name) => ApiError::validation(&name, "must not be repeated"),
     })?;
-    form.get("token")
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::validation("token", "is required"))
+    Ok(form.typed::<TokenForm>()?.token)
 }
 
 async fn introspect(

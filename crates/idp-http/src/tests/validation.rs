@@ -281,3 +281,216 @@ async fn an_empty_query_string_is_no_parameter() {
     assert_eq!(status, 404);
     assert_eq!(body["code"], "AGENT_NOT_FOUND");
 }
+
+/// Sends `body` to `POST /api/v1/agents` (or `PATCH` of one agent) and
+/// returns the refused field and reason.
+async fn refusal(patch: bool, body: &serde_json::Value) -> (String, String) {
+    let state = Mocks::authenticated("agents:write").state();
+    let req = if patch {
+        TestRequest::patch().uri(&format!("/api/v1/agents/{AGENT}"))
+    } else {
+        TestRequest::post().uri("/api/v1/agents")
+    };
+    let (status, _, answer) = send(state, bearer(req, "good").set_json(body)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(answer["code"], "VALIDATION_ERROR", "{body}");
+    let details = &answer["details"];
+    (
+        details["field"].as_str().unwrap_or_default().to_owned(),
+        details["reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[actix_web::test]
+async fn the_first_refusal_follows_the_order_of_the_shape() {
+    let with = |changes: serde_json::Value| {
+        let mut body = agent_body();
+        for (name, value) in changes.as_object().unwrap() {
+            body[name] = value.clone();
+        }
+        body
+    };
+    let mut no_email = agent_body();
+    no_email.as_object_mut().unwrap().remove("email");
+    no_email["zzz"] = json!(1);
+    for (patch, body, field, reason) in [
+        // Server-owned fields first, even null and beside a wrong type.
+        (
+            false,
+            with(json!({"agentId": null, "email": 12})),
+            "agentId",
+            "is set by the server",
+        ),
+        (
+            false,
+            with(json!({"updatedAt": "x", "status": 1})),
+            "status",
+            "is set by the server",
+        ),
+        // Then the declared fields in order: type, null, presence, value.
+        (
+            false,
+            with(json!({"email": 12, "version": "1"})),
+            "email",
+            "must be a string",
+        ),
+        (
+            false,
+            with(json!({"capabilities": ["a:b", null]})),
+            "capabilities",
+            "must not be null",
+        ),
+        (false, no_email, "email", "is required"),
+        (
+            false,
+            with(json!({"agentType": "robot", "deploymentEnv": "prod", "extra": 1})),
+            "agentType",
+            "must be one of: screener, classifier, orchestrator, extractor, summarizer, router, monitor, custom",
+        ),
+        (
+            false,
+            with(json!({"capabilities": []})),
+            "capabilities",
+            "must hold 1 to 50 scopes",
+        ),
+        // Unknown fields last, the first by name.
+        (
+            false,
+            with(json!({"zeta": 1, "alpha": 2})),
+            "alpha",
+            "unknown field",
+        ),
+        // A patch refuses immutable fields first, then reads `status` first.
+        (
+            true,
+            json!({"email": "bad", "createdAt": null, "owner": "acme"}),
+            "owner",
+            "is immutable",
+        ),
+        (
+            true,
+            json!({"email": "bad", "status": "decommissioned"}),
+            "status",
+            "must be active or suspended",
+        ),
+        (true, json!({"email": null}), "email", "must not be null"),
+        (true, json!({"nickname": "x"}), "nickname", "unknown field"),
+        (true, json!({}), "body", "must change at least one field"),
+    ] {
+        let (got_field, got_reason) = refusal(patch, &body).await;
+        assert_eq!(
+            (got_field.as_str(), got_reason.as_str()),
+            (field, reason),
+            "{body}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_refusal_does_not_echo_the_input() {
+    let secret = "sk_live_".to_owned() + &"a".repeat(64);
+    for body in [
+        json!({"email": [secret.clone()]}),
+        json!({"version": {"x": secret.clone()}}),
+        json!({"capabilities": secret.clone()}),
+    ] {
+        let mut full = agent_body();
+        for (name, value) in body.as_object().unwrap() {
+            full[name] = value.clone();
+        }
+        let (field, reason) = refusal(false, &full).await;
+        assert!(
+            !reason.contains(&secret) && !field.contains(&secret),
+            "{reason}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn query_and_path_parameters_are_read_by_their_shape() {
+    for (uri, scope, field, reason) in [
+        (
+            "/api/v1/agents?page=x&limit=0".to_owned(),
+            "agents:read",
+            "page",
+            "must be a positive integer",
+        ),
+        (
+            "/api/v1/agents?limit=0&status=gone".to_owned(),
+            "agents:read",
+            "limit",
+            "must be an integer from 1 to 100",
+        ),
+        (
+            "/api/v1/agents?status=gone&color=blue".to_owned(),
+            "agents:read",
+            "status",
+            "must be one of: active, suspended, decommissioned",
+        ),
+        (
+            "/api/v1/audit?agentId=nope".to_owned(),
+            "audit:read",
+            "agentId",
+            "must be a UUID",
+        ),
+        (
+            "/api/v1/audit?toDate=yesterday".to_owned(),
+            "audit:read",
+            "toDate",
+            "must be an RFC 3339 timestamp",
+        ),
+        (
+            format!("/api/v1/agents/{AGENT}/credentials?status=old"),
+            "agents:read",
+            "status",
+            "must be one of: active, expired, revoked",
+        ),
+        (
+            format!("/api/v1/agents/{AGENT}/credentials/not-a-uuid"),
+            "agents:write",
+            "credentialId",
+            "must be a UUID",
+        ),
+        (
+            "/api/v1/audit/not-a-uuid".to_owned(),
+            "audit:read",
+            "eventId",
+            "must be a UUID",
+        ),
+    ] {
+        let state = Mocks::authenticated(scope).state();
+        let method = if uri.ends_with("not-a-uuid") && scope == "agents:write" {
+            actix_web::http::Method::DELETE
+        } else {
+            actix_web::http::Method::GET
+        };
+        let req = bearer(TestRequest::default().method(method).uri(&uri), "good");
+        let (status, _, body) = send(state, req).await;
+        assert_eq!(status, 400, "{uri}");
+        assert_eq!(body["details"]["field"], field, "{uri}");
+        assert_eq!(body["details"]["reason"], reason, "{uri}");
+    }
+}
+
+#[actix_web::test]
+async fn the_token_form_ignores_unknown_parameters_and_empty_values() {
+    for form in [
+        vec![("token", ""), ("other", "x")],
+        vec![("token_type_hint", "access_token")],
+    ] {
+        let state = Mocks::authenticated("tokens:introspect").state();
+        let req = bearer(TestRequest::post().uri("/api/v1/token/revoke"), "good").set_form(form);
+        let (status, _, body) = send(state, req).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["details"]["field"], "token");
+        assert_eq!(body["details"]["reason"], "is required");
+    }
+    let state = Mocks::authenticated("tokens:introspect").state();
+    let req = bearer(TestRequest::post().uri("/api/v1/token/revoke"), "good")
+        .set_payload("token=a&token=b")
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"));
+    let (status, _, body) = send(state, req).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["details"]["field"], "token");
+    assert_eq!(body["details"]["reason"], "must not be repeated");
+}
