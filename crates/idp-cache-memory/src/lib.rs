@@ -19,14 +19,10 @@
 //!   always healthy.
 //! * [`MemoryCache`]: the state all of the above share, so every handle made
 //!   from one `MemoryCache` sees the same counters.
-//! * [`AuthStateCache`] with [`CachedAgents`] and [`CachedCredentials`]: the
-//!   rows authentication reads, kept in memory in front of any store and
-//!   forgotten on every change, on every node (see the `auth_state` module).
-//!   Used in both deployments; [`SingleNode`] is the embedded store's
-//!   [`ChangeNotifier`](idp_domain::ports::ChangeNotifier).
-//! * [`RevocationMirror`] with [`MirroredRevocationList`]: a node's own copy
-//!   of a shared (Redis) revocation list, kept current by the change feed, so
-//!   checking a Bearer token costs no round trip (see `revocation_mirror`).
+//! * [`RevokedEntries`] and the [`lock`] helpers: the revoked-token map and
+//!   the poison-recovering locks, shared with the in-process wrappers of
+//!   `idp-port-wrappers` (the caches in front of the stores and the
+//!   revocation mirror live there, beside the other wrappers of ports).
 //!
 //! Limits of the embedded default: counters are per process, so several
 //! server nodes without Redis each enforce the limits on their own, and a
@@ -45,19 +41,14 @@
 //! loads from it.
 
 mod admission;
-mod auth_state;
 mod cache;
-mod lock;
+pub mod lock;
 mod quota;
 mod rate;
 mod revocation;
-mod revocation_mirror;
-mod vouched;
 
 pub use admission::MemoryAdmission;
-pub use auth_state::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
 pub use cache::{MemoryCache, MemoryHealth};
 pub use quota::MemoryUsageCounter;
 pub use rate::MemoryRateLimiter;
-pub use revocation::MemoryRevocationList;
-pub use revocation_mirror::{MirroredRevocationList, RevocationMirror};
+pub use revocation::{MemoryRevocationList, RevokedEntries};

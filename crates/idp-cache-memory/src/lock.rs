@@ -1,4 +1,5 @@
-//! Taking the `std::sync` locks, recovering from poisoning.
+//! Taking the `std::sync` locks, recovering from poisoning (also used by the
+//! in-process wrappers of `idp-port-wrappers`, under the same reasoning).
 //!
 //! A lock is poisoned when a thread panicked while holding it. Recovering with
 //! [`PoisonError::into_inner`] is safe for the state of this crate because:
@@ -19,17 +20,17 @@
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Locks `mutex`, recovering it if poisoned.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Read-locks `rwlock`, recovering it if poisoned.
-pub(crate) fn read<T>(rwlock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+pub fn read<T>(rwlock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     rwlock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Write-locks `rwlock`, recovering it if poisoned.
-pub(crate) fn write<T>(rwlock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+pub fn write<T>(rwlock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     rwlock.write().unwrap_or_else(PoisonError::into_inner)
 }
 

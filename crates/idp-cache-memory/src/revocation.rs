@@ -17,7 +17,7 @@ const SWEEP_MIN_ENTRIES: usize = 1024;
 
 /// The revoked tokens of one process and their expiry.
 #[derive(Debug)]
-pub(crate) struct RevokedEntries {
+pub struct RevokedEntries {
     expiry: HashMap<TokenId, DateTime<Utc>>,
     /// An insert sweeps once the map holds this many entries: twice what the
     /// last sweep kept, at least [`SWEEP_MIN_ENTRIES`]. The cost is amortised
@@ -39,7 +39,7 @@ impl RevokedEntries {
     /// Remembers `token` unless it expired at `now` (it is refused anyway).
     /// Entries for one `jti` keep the latest expiry, so a duplicate never
     /// shortens a revocation.
-    pub(crate) fn add(&mut self, token: &RevokedToken, now: DateTime<Utc>) {
+    pub fn add(&mut self, token: &RevokedToken, now: DateTime<Utc>) {
         if token.expires_at <= now {
             return;
         }
@@ -68,7 +68,7 @@ impl RevokedEntries {
     }
 
     /// Whether `token_id` is revoked and its token not expired at `now`.
-    pub(crate) fn contains(&self, token_id: TokenId, now: DateTime<Utc>) -> bool {
+    pub fn contains(&self, token_id: TokenId, now: DateTime<Utc>) -> bool {
         self.expiry
             .get(&token_id)
             .is_some_and(|expires_at| *expires_at > now)

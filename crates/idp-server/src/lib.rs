@@ -108,7 +108,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let caches = wiring::caches(&config, &stores, ambient.clock.clone()).await?;
     let stores = stores.with_auth_cache(&caches);
     let mut secrets = wiring::secrets(&config)?;
-    let hash_queue = telemetry::HashQueue::new(secrets.hasher.clone());
+    let hash_queue = idp_port_wrappers::HashQueue::new(secrets.hasher.clone());
     let mut metrics = Metrics::new().with_hash_queue_depth(hash_queue.probe());
     if let Some(probe) = stores.pool_status.clone() {
         metrics = metrics.with_pool_status(probe);

@@ -1,16 +1,11 @@
 //! Builds the adapters from the configuration and wires them into the services.
 
-mod group_commit;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::Duration;
-use idp_cache_memory::{
-    AuthStateCache, CachedAgents, CachedCredentials, MemoryCache, MirroredRevocationList,
-    RevocationMirror, SingleNode,
-};
+use idp_cache_memory::MemoryCache;
 use idp_cache_redis::RedisChangeFeed;
 use idp_crypto::{Argon2SecretHasher, JoseTokenCodec, OsSecretGenerator, SigningAlgorithm};
 use idp_domain::ports::{
@@ -23,14 +18,16 @@ use idp_domain::services::{
     TokenSettings,
 };
 use idp_http::{AppState, HttpSettings, Metrics};
+use idp_port_wrappers::{
+    AuthStateCache, CachedAgents, CachedCredentials, GroupCommitAuditLog, MirroredRevocationList,
+    RevocationMirror, SingleNode,
+};
 use idp_store_postgres::PgStore;
 use idp_store_sqlite::InstanceLock;
 use secrecy::ExposeSecret;
 
 use crate::config::Config;
 use crate::system::{SystemClock, UuidV7Ids};
-
-use self::group_commit::GroupCommitAuditLog;
 
 /// The store ports, all served by one adapter.
 #[derive(Clone)]

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idp_cache_memory::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
 use idp_domain::StoreError;
 use idp_domain::entities::{Agent, Credential};
 use idp_domain::ports::{
@@ -14,6 +13,7 @@ use idp_domain::ports::{
 };
 use idp_domain::values::{AgentId, AgentStatus, AuditAction};
 use idp_port_tests::store::fixtures::{agent, at, credential, event, owner};
+use idp_port_wrappers::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
 use mockall::predicate::eq;
 
 fn agents_over(

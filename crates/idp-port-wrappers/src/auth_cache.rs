@@ -52,8 +52,8 @@ use idp_domain::ports::{
 };
 use idp_domain::values::{AgentId, CredentialId, CredentialStatus, Owner, SecretHash};
 
-use crate::lock::lock;
 use crate::vouched::Vouched;
+use idp_cache_memory::lock::lock;
 
 /// Secret hints remembered per agent; a client presenting many wrong secrets
 /// only replaces its own agent's oldest.

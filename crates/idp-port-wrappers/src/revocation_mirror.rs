@@ -31,9 +31,9 @@ use idp_domain::ports::{
 };
 use idp_domain::values::{AgentId, TokenId};
 
-use crate::lock::{lock, read, write};
-use crate::revocation::RevokedEntries;
 use crate::vouched::Vouched;
+use idp_cache_memory::RevokedEntries;
+use idp_cache_memory::lock::{lock, read, write};
 
 /// Pause between attempts to load the durable store after a failure.
 const RELOAD_RETRY: Duration = Duration::from_secs(1);

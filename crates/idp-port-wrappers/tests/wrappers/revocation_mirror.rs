@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use idp_cache_memory::{MirroredRevocationList, RevocationMirror};
 use idp_domain::StoreError;
 use idp_domain::ports::{
     ChangeListener, MockChangeNotifier, MockClock, MockRevocationList, MockRevokedTokenStore,
     RevocationList, RevokedToken,
 };
 use idp_domain::values::TokenId;
+use idp_port_wrappers::{MirroredRevocationList, RevocationMirror};
 use mockall::predicate::eq;
 use uuid::Uuid;
 

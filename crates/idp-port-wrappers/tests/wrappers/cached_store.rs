@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use idp_cache_memory::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
 use idp_domain::ports::{AgentRepository, AuditLog, CredentialRepository};
 use idp_port_tests::store;
+use idp_port_wrappers::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
 use idp_store_sqlite::SqliteConfig;
 use idp_store_sqlite::testing::TestDataDir;
 
