@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::support::TestApp;
 use crate::support::load::{self, Load, Operation};
-use crate::support::{AgentClient, TestApp};
 
 /// Token clients and agent writers running side by side.
 const TOKEN_CLIENTS: usize = 3;
@@ -19,23 +19,7 @@ async fn acknowledged_work_survives_sigkill_under_load() {
         .start()
         .await;
     let (_, admin) = app.bootstrap_admin("acme").await;
-    let mut clients: Vec<AgentClient> = Vec::new();
-    for n in 0..TOKEN_CLIENTS {
-        clients.push(
-            app.new_client(
-                &admin,
-                &format!("worker-{n}@acme.example"),
-                &["agents:read"],
-            )
-            .await,
-        );
-    }
-
-    let load = Load::start(app.base_url(), &clients, &admin, WRITERS);
-    for operation in [Operation::Token, Operation::CreateAgent] {
-        load.wait_for_acknowledged(operation, 20, Duration::from_secs(30))
-            .await;
-    }
+    let (load, clients) = Load::warmed_up(&app, &admin, TOKEN_CLIENTS, WRITERS, 20).await;
     load::kill9_and_restart(&mut app).await;
     // The restarted server takes load again.
     for operation in [Operation::Token, Operation::CreateAgent] {

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::load::{self, Load, Operation, REQUEST_TIMEOUT};
-use crate::support::{AgentClient, Deployment, Exchange, PrivatePostgres, TestApp};
+use crate::support::{Deployment, Exchange, PrivatePostgres, TestApp};
 
 /// How long the database stays down.
 const OUTAGE: Duration = Duration::from_secs(4);
@@ -30,23 +30,7 @@ async fn a_postgres_outage_is_503_then_recovers_without_losing_acknowledged_work
         .await;
     let pid = app.server.pid();
     let (_, admin) = app.bootstrap_admin("acme").await;
-    let mut clients: Vec<AgentClient> = Vec::new();
-    for n in 0..2 {
-        clients.push(
-            app.new_client(
-                &admin,
-                &format!("worker-{n}@acme.example"),
-                &["agents:read"],
-            )
-            .await,
-        );
-    }
-
-    let load = Load::start(app.base_url(), &clients, &admin, 3);
-    for operation in [Operation::Token, Operation::CreateAgent] {
-        load.wait_for_acknowledged(operation, 10, Duration::from_secs(30))
-            .await;
-    }
+    let (load, _) = Load::warmed_up(&app, &admin, 2, 3, 10).await;
     let down_at = load.elapsed();
     postgres.stop().await;
     tokio::time::sleep(OUTAGE).await;

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::load::{self, Load, Operation};
-use crate::support::{AgentClient, Deployment, Exchange, PrivateRedis, TestApp};
+use crate::support::{Deployment, Exchange, PrivateRedis, TestApp};
 
 /// Tokens per client per month in this test: small, so the load spends it.
 const QUOTA: usize = 15;
@@ -45,23 +45,7 @@ async fn redis_restarted_empty_under_load_loses_nothing_and_keeps_the_quota() {
     // A token revoked before the restart.
     let revoked = app.token(&admin_client).await;
     app.revoke_token(&admin, &revoked).await;
-    let mut clients: Vec<AgentClient> = Vec::new();
-    for n in 0..2 {
-        clients.push(
-            app.new_client(
-                &admin,
-                &format!("worker-{n}@acme.example"),
-                &["agents:read"],
-            )
-            .await,
-        );
-    }
-
-    let load = Load::start(app.base_url(), &clients, &admin, 3);
-    for operation in [Operation::Token, Operation::CreateAgent] {
-        load.wait_for_acknowledged(operation, 10, Duration::from_secs(30))
-            .await;
-    }
+    let (load, clients) = Load::warmed_up(&app, &admin, 2, 3, 10).await;
     redis.restart_empty(DOWN_FOR).await;
     let up_at = load.elapsed();
     let started = Instant::now();

@@ -72,6 +72,36 @@ pub struct Load {
 }
 
 impl Load {
+    /// Makes `token_clients` new agents of `admin_token`'s owner, starts load
+    /// with them and `writers` agent writers, and waits until each kind of
+    /// request has `warm_up` acknowledged answers: load in full swing, for a
+    /// fault to hit. Answers the load and its token clients.
+    pub async fn warmed_up(
+        app: &TestApp,
+        admin_token: &str,
+        token_clients: usize,
+        writers: usize,
+        warm_up: usize,
+    ) -> (Self, Vec<AgentClient>) {
+        let mut clients: Vec<AgentClient> = Vec::new();
+        for n in 0..token_clients {
+            clients.push(
+                app.new_client(
+                    admin_token,
+                    &format!("worker-{n}@acme.example"),
+                    &["agents:read"],
+                )
+                .await,
+            );
+        }
+        let load = Self::start(app.base_url(), &clients, admin_token, writers);
+        for operation in [Operation::Token, Operation::CreateAgent] {
+            load.wait_for_acknowledged(operation, warm_up, Duration::from_secs(30))
+                .await;
+        }
+        (load, clients)
+    }
+
     /// Starts one token task per client in `token_clients` and `writers` tasks
     /// creating agents with `admin_token`, all against `base_url`.
     pub fn start(
