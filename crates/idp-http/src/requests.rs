@@ -341,6 +341,43 @@ pub struct TokenForm {
     pub token_type_hint: Option<String>,
 }
 
+/// The token endpoint's form (RFC 6749 sections 4.4.2 and 2.3.1). Unknown
+/// parameters are ignored (section 3.2); an empty value counts as absent.
+#[derive(Debug, Deserialize, Validate)]
+pub struct TokenRequestForm {
+    /// Must be `client_credentials`; checked by the endpoint, which answers
+    /// `unsupported_grant_type` (not a validation error) for any other.
+    #[garde(skip)]
+    pub grant_type: Option<String>,
+    /// Space-separated scopes; the domain parses them.
+    #[garde(skip)]
+    pub scope: Option<String>,
+    /// `client_secret_post`: the client id.
+    #[garde(skip)]
+    pub client_id: Option<String>,
+    /// `client_secret_post`: the secret.
+    #[garde(skip)]
+    pub client_secret: Option<String>,
+}
+
+/// What a token request's query string must not carry: client credentials
+/// (RFC 6749 section 2.3.1). Everything else there is ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct CredentialsInQuery {
+    /// A client id.
+    pub client_id: Option<serde::de::IgnoredAny>,
+    /// A secret.
+    pub client_secret: Option<serde::de::IgnoredAny>,
+}
+
+impl CredentialsInQuery {
+    /// Whether `query` carries either. A query that names one twice does.
+    pub fn in_query(query: &str) -> bool {
+        serde_urlencoded::from_str::<Self>(query)
+            .map_or(true, |found| found.client_id.is_some() || found.client_secret.is_some())
+    }
+}
+
 /// Adapts a value object's parser into a `garde` validator: the value is valid
 /// when the parser accepts it, and the parser's reason is the refusal's.
 fn valid<T: ?Sized, U, E: Into<ValueError>>(

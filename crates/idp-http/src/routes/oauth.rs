@@ -13,6 +13,7 @@ use super::{no_store, resource};
 use crate::auth::{Caller, Presented, caller, presented};
 use crate::error::{ApiError, OAuthError, OAuthErrorCode};
 use crate::input::{BodyError, FormError, FormParams, media_type, read_body, request_context};
+use crate::requests::{CredentialsInQuery, TokenRequestForm};
 use crate::metrics::TokenRefusal;
 use crate::middleware::{apply_rate_headers, check_rate_limit, ip_key};
 use crate::requests::TokenForm;
@@ -67,9 +68,9 @@ fn invalid_request(description: impl Into<String>) -> Refusal {
 /// Picks the one client authentication method used (RFC 6749 section 2.3.1).
 fn client_credentials(
     req: &HttpRequest,
-    form: &FormParams,
+    form: &TokenRequestForm,
 ) -> Result<Option<ClientCredentials>, Refusal> {
-    let in_body = (form.get("client_id"), form.get("client_secret"));
+    let in_body = (form.client_id.as_deref(), form.client_secret.as_deref());
     match (presented(req), in_body) {
         (Presented::Basic(_), (_, Some(_))) => Err(invalid_request(
             "use one client authentication method, not both",
@@ -154,9 +155,12 @@ async fn token(
 fn read_token_request(
     req: &HttpRequest,
     body: Result<actix_web::web::Bytes, Refusal>,
-) -> Result<(FormParams, Option<ClientCredentials>), Refusal> {
+) -> Result<(TokenRequestForm, Option<ClientCredentials>), Refusal> {
     let body = body?;
-    let form = FormParams::parse(req, &body).map_err(form_error)?;
+    let form: TokenRequestForm = FormParams::parse(req, &body)
+        .map_err(form_error)?
+        .typed()
+        .map_err(|e| invalid_request(e.message))?;
     let client = client_credentials(req, &form)?;
     Ok((form, client))
 }
@@ -166,21 +170,17 @@ fn read_token_request(
 /// that presents credentials. The checks run in this order.
 fn well_formed(
     req: &HttpRequest,
-    parsed: Result<(FormParams, Option<ClientCredentials>), Refusal>,
-) -> Result<(FormParams, ClientCredentials), Refusal> {
+    parsed: Result<(TokenRequestForm, Option<ClientCredentials>), Refusal>,
+) -> Result<(TokenRequestForm, ClientCredentials), Refusal> {
     let (form, client) = parsed?;
-    let query: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    if query
-        .iter()
-        .any(|(name, _)| name == "client_secret" || name == "client_id")
-    {
+    if CredentialsInQuery::in_query(req.query_string()) {
         return Err(invalid_request(
             "client credentials must not be sent in the query string",
         ));
     }
     let grant_type = form
-        .get("grant_type")
+        .grant_type
+        .as_deref()
         .ok_or_else(|| invalid_request("grant_type is required"))?;
     if grant_type != "client_credentials" {
         return Err(Refusal::new(
@@ -262,7 +262,7 @@ async fn grant(
     };
     let (rate, outcome) = state
         .tokens
-        .issue(&authenticated, form.get("scope"), &ctx)
+        .issue(&authenticated, form.scope.as_deref(), &ctx)
         .await;
     let outcome = match outcome {
         Ok(issued) => Ok(json!({
