@@ -373,8 +373,9 @@ pub struct CredentialsInQuery {
 impl CredentialsInQuery {
     /// Whether `query` carries either. A query that names one twice does.
     pub fn in_query(query: &str) -> bool {
-        serde_urlencoded::from_str::<Self>(query)
-            .map_or(true, |found| found.client_id.is_some() || found.client_secret.is_some())
+        serde_urlencoded::from_str::<Self>(query).map_or(true, |found| {
+            found.client_id.is_some() || found.client_secret.is_some()
+        })
     }
 }
 

@@ -1,8 +1,8 @@
-//! What every handler shares: the services, the limiter and the settings.
+//! What every handler shares: the services and the settings.
 
 use std::sync::Arc;
 
-use idp_domain::ports::{Clock, HealthCheck, RateLimiter, TokenCodec};
+use idp_domain::ports::{Clock, HealthCheck, TokenCodec};
 use idp_domain::services::{AgentService, AuditService, CredentialService, TokenService};
 
 use crate::metrics::Metrics;
@@ -12,11 +12,6 @@ use crate::metrics::Metrics;
 pub struct HttpSettings {
     /// The issuer URL; endpoints in the metadata are built from it.
     pub issuer: String,
-    /// Requests per client per minute (contract section 7).
-    pub rate_limit_per_minute: u32,
-    /// Failed client authentications per claimed client per client IP per
-    /// minute (contract section 7).
-    pub auth_failures_per_minute: u32,
     /// Peers whose `X-Forwarded-For` is believed when finding the client IP
     /// (contract section 7, `IDP_TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -36,8 +31,6 @@ pub struct AppState {
     pub tokens: TokenService,
     /// Audit queries.
     pub audit: AuditService,
-    /// The rate limiter.
-    pub rate_limiter: Arc<dyn RateLimiter>,
     /// The token codec, for the JWKS and metadata.
     pub codec: Arc<dyn TokenCodec>,
     /// The clock.

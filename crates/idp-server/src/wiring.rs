@@ -441,15 +441,12 @@ pub fn app_state(
         ),
         tokens,
         audit: AuditService::new(stores.audit.clone(), ambient.clone(), limits),
-        rate_limiter: caches.rate_limiter.clone(),
         codec,
         clock: ambient.clock.clone(),
         health_checks: vec![stores.health.clone(), caches.health.clone()],
         metrics: Arc::new(Metrics::new()),
         settings: HttpSettings {
             issuer,
-            rate_limit_per_minute: config.rate_limit_per_minute,
-            auth_failures_per_minute: config.auth_failures_per_minute,
             // Both were checked when the configuration was loaded.
             trusted_proxies: config.trusted_proxies().unwrap_or_default(),
             cors_origins: config.cors_origins().unwrap_or_default(),

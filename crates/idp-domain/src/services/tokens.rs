@@ -256,16 +256,7 @@ impl TokenService {
         };
         let Some(scopes) = scopes else {
             // Counted like any request of the agent; no unit is at stake.
-            let rate = match self
-                .limiter
-                .hit(
-                    &rate_key,
-                    self.settings.rate_limit_per_minute,
-                    RATE_WINDOW,
-                    now,
-                )
-                .await
-            {
+            let rate = match self.count_request(&rate_key).await {
                 Ok(rate) => rate,
                 Err(err) => return (None, Err(err.into())),
             };
@@ -317,6 +308,21 @@ impl TokenService {
             issued => issued,
         };
         (Some(rate), outcome)
+    }
+
+    /// Counts one request in the window `key` names ([`crate::admission`]:
+    /// an agent's, or an address's when unauthenticated) at the configured
+    /// limit per minute: the rate-limit decision of every request that is not
+    /// a client authentication or a grant, which decide their own.
+    pub async fn count_request(&self, key: &str) -> Result<RateDecision, StoreError> {
+        self.limiter
+            .hit(
+                key,
+                self.settings.rate_limit_per_minute,
+                RATE_WINDOW,
+                self.ambient.now(),
+            )
+            .await
     }
 
     /// [`AdmissionControl::admit`] for the agent's window and quota, rebuilding

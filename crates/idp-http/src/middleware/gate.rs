@@ -6,7 +6,6 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use idp_domain::DomainError;
-pub use idp_domain::admission::RATE_WINDOW;
 use idp_domain::admission::{address_key, agent_key};
 use idp_domain::ports::RateDecision;
 use idp_domain::services::ClientAuthError;
@@ -28,12 +27,12 @@ pub fn ip_key(state: &AppState, req: &HttpRequest) -> String {
     address_key(client_address(state, req))
 }
 
-/// Counts one request of `key`; a spent limit is `429` with `Retry-After`.
+/// Counts one request of `key` (the domain decides: its window and limit);
+/// a spent limit is counted in the metrics.
 pub async fn check_rate_limit(state: &AppState, key: &str) -> Result<RateDecision, ApiError> {
-    let now = state.clock.now();
     let decision = state
-        .rate_limiter
-        .hit(key, state.settings.rate_limit_per_minute, RATE_WINDOW, now)
+        .tokens
+        .count_request(key)
         .await
         .map_err(|e| ApiError::from(DomainError::from(e)))?;
     if !decision.allowed {

@@ -13,10 +13,10 @@ use super::{no_store, resource};
 use crate::auth::{Caller, Presented, caller, presented};
 use crate::error::{ApiError, OAuthError, OAuthErrorCode};
 use crate::input::{BodyError, FormError, FormParams, media_type, read_body, request_context};
-use crate::requests::{CredentialsInQuery, TokenRequestForm};
 use crate::metrics::TokenRefusal;
 use crate::middleware::{apply_rate_headers, check_rate_limit, ip_key};
 use crate::requests::TokenForm;
+use crate::requests::{CredentialsInQuery, TokenRequestForm};
 use crate::state::AppState;
 
 /// The endpoints inside the gated `/api/v1` scope. `POST /token` is served
