@@ -11,7 +11,7 @@ use idp_domain::StoreError;
 use idp_domain::ports::{RateDecision, RateLimiter, Reservation};
 
 use crate::lock::lock;
-use idp_domain::admission::stored_key;
+use idp_domain::admission::{rate_decision, stored_key};
 
 /// Number of independently locked maps: hits on different keys rarely wait
 /// for each other, and a sweep holds one shard at a time.
@@ -316,33 +316,17 @@ impl MemoryRateLimiter {
     }
 }
 
-/// `ms` rounded up to whole seconds.
-fn ceil_secs(ms: i64) -> i64 {
-    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
-}
-
-/// The decision of a hit at `now_ms`, computed exactly as the Redis adapter
-/// computes it from its script's reply.
+/// The decision of a hit at `now_ms`: the domain's one computation, which the
+/// Redis adapter makes from its script's reply too.
 fn decision(outcome: HitOutcome, limit: u32, window_ms: i64, now_ms: i64) -> RateDecision {
-    let counted = u32::try_from(outcome.counted).unwrap_or(u32::MAX);
-    // Room comes back when the oldest counted request leaves the window;
-    // with nothing counted (limit 0) that is a full window from now.
-    let oldest_ms = outcome.oldest_ms.unwrap_or(now_ms);
-    let frees_at_ms = oldest_ms.saturating_add(window_ms);
-    let retry_after = if outcome.allowed {
-        0
-    } else {
-        u64::try_from(ceil_secs(frees_at_ms.saturating_sub(now_ms)))
-            .unwrap_or(0)
-            .max(1)
-    };
-    RateDecision {
-        allowed: outcome.allowed,
+    rate_decision(
+        outcome.allowed,
+        u32::try_from(outcome.counted).unwrap_or(u32::MAX),
+        outcome.oldest_ms,
         limit,
-        remaining: limit.saturating_sub(counted),
-        reset_at: ceil_secs(frees_at_ms),
-        retry_after,
-    }
+        window_ms,
+        now_ms,
+    )
 }
 
 impl MemoryRateLimiter {
@@ -417,17 +401,6 @@ impl RateLimiter for MemoryRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ceil_secs_rounds_up() {
-        assert_eq!(ceil_secs(0), 0);
-        assert_eq!(ceil_secs(1), 1);
-        assert_eq!(ceil_secs(999), 1);
-        assert_eq!(ceil_secs(1000), 1);
-        assert_eq!(ceil_secs(1001), 2);
-        assert_eq!(ceil_secs(-1), 0);
-        assert_eq!(ceil_secs(-1000), -1);
-    }
 
     #[test]
     fn the_log_stays_sorted_when_times_arrive_out_of_order() {

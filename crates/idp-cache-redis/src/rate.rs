@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::cache::{Pool, checkout, settle};
 use crate::error::unexpected;
-use idp_domain::admission::stored_key;
+use idp_domain::admission::{rate_decision, stored_key};
 
 /// The Lua function `hit(key, now, window, limit, member)`, shared by the
 /// limiter's script and the admission script: one hit, atomically. Forget
@@ -140,11 +140,6 @@ impl RedisRateLimiter {
     }
 }
 
-/// `ms` rounded up to whole seconds.
-fn ceil_secs(ms: i64) -> i64 {
-    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
-}
-
 /// What one hit sends to the `hit` function besides the key.
 #[derive(Debug, Clone)]
 pub(crate) struct HitArgs {
@@ -181,29 +176,14 @@ pub(crate) fn decision(
         0 => false,
         _ => return Err(unexpected("rate limit script")),
     };
-    let counted = u32::try_from(count.max(0)).unwrap_or(u32::MAX);
-    // Room comes back when the oldest counted request leaves the window;
-    // with nothing counted (limit 0) that is a full window from now.
-    let oldest_ms = if oldest_ms < 0 {
-        args.now_ms
-    } else {
-        oldest_ms
-    };
-    let frees_at_ms = oldest_ms.saturating_add(args.window_ms);
-    let retry_after = if allowed {
-        0
-    } else {
-        u64::try_from(ceil_secs(frees_at_ms.saturating_sub(args.now_ms)))
-            .unwrap_or(0)
-            .max(1)
-    };
-    Ok(RateDecision {
+    Ok(rate_decision(
         allowed,
+        u32::try_from(count.max(0)).unwrap_or(u32::MAX),
+        (oldest_ms >= 0).then_some(oldest_ms),
         limit,
-        remaining: limit.saturating_sub(counted),
-        reset_at: ceil_secs(frees_at_ms),
-        retry_after,
-    })
+        args.window_ms,
+        args.now_ms,
+    ))
 }
 
 #[async_trait]
@@ -282,21 +262,5 @@ impl RateLimiter for RedisRateLimiter {
         let result = invocation.invoke_async(&mut *conn).await;
         let _: i64 = settle(conn, result)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ceil_secs_rounds_up() {
-        assert_eq!(ceil_secs(0), 0);
-        assert_eq!(ceil_secs(1), 1);
-        assert_eq!(ceil_secs(999), 1);
-        assert_eq!(ceil_secs(1000), 1);
-        assert_eq!(ceil_secs(1001), 2);
-        assert_eq!(ceil_secs(-1), 0);
-        assert_eq!(ceil_secs(-1000), -1);
     }
 }

@@ -114,6 +114,49 @@ pub fn address_bucket(address: Option<IpAddr>) -> String {
     }
 }
 
+/// A sliding window's decision, as every limiter reports it (contract
+/// section 7's headers): whether this request was counted, `remaining` after
+/// it, `reset_at` the unix second (rounded up) at which the oldest counted
+/// request leaves the window (a full window from now when nothing is
+/// counted), and `retry_after`, when refused, the whole seconds until then
+/// (at least 1; 0 when allowed). `counted` is the requests in the window
+/// after this one, `oldest_ms` the time of the oldest of them.
+///
+/// ```
+/// use idp_domain::admission::rate_decision;
+/// let d = rate_decision(false, 3, Some(1_000), 3, 60_000, 30_500);
+/// assert_eq!((d.allowed, d.remaining, d.reset_at, d.retry_after), (false, 0, 61, 31));
+/// ```
+pub fn rate_decision(
+    allowed: bool,
+    counted: u32,
+    oldest_ms: Option<i64>,
+    limit: u32,
+    window_ms: i64,
+    now_ms: i64,
+) -> crate::ports::RateDecision {
+    let frees_at_ms = oldest_ms.unwrap_or(now_ms).saturating_add(window_ms);
+    let retry_after = if allowed {
+        0
+    } else {
+        u64::try_from(ceil_secs(frees_at_ms.saturating_sub(now_ms)))
+            .unwrap_or(0)
+            .max(1)
+    };
+    crate::ports::RateDecision {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(counted),
+        reset_at: ceil_secs(frees_at_ms),
+        retry_after,
+    }
+}
+
+/// `ms` rounded up to whole seconds.
+fn ceil_secs(ms: i64) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
+}
+
 /// Longest key a limiter or counter keeps as it is.
 const MAX_VERBATIM_KEY: usize = 128;
 
@@ -254,6 +297,32 @@ mod tests {
         }
         assert_ne!(stored_key(&"x".repeat(200)), stored_key(&"y".repeat(200)));
         assert_eq!(stored_key(&"x".repeat(128)).len(), 128);
+    }
+
+    #[test]
+    fn ceil_secs_rounds_up() {
+        assert_eq!(ceil_secs(0), 0);
+        assert_eq!(ceil_secs(1), 1);
+        assert_eq!(ceil_secs(999), 1);
+        assert_eq!(ceil_secs(1000), 1);
+        assert_eq!(ceil_secs(1001), 2);
+        assert_eq!(ceil_secs(-1), 0);
+        assert_eq!(ceil_secs(-1000), -1);
+    }
+
+    #[test]
+    fn decisions_count_down_and_refusals_wait_for_the_oldest() {
+        let allowed = rate_decision(true, 1, Some(5_000), 3, 60_000, 5_000);
+        assert_eq!(
+            (allowed.remaining, allowed.reset_at, allowed.retry_after),
+            (2, 65, 0)
+        );
+        // Nothing counted (limit 0): a full window from now.
+        let empty = rate_decision(false, 0, None, 0, 1_000, 5_000);
+        assert_eq!((empty.reset_at, empty.retry_after), (6, 1));
+        // No overflow at the ends of time.
+        let late = rate_decision(false, 1, Some(i64::MAX - 1), 1, i64::MAX, i64::MAX - 1);
+        assert!(late.retry_after >= 1);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::PgStore;
 use crate::audit::insert_event;
 use crate::error::{TxError, corrupt_row, from_diesel};
-use crate::paging::{limit_offset, rows_and_total};
+use crate::paging::{limit_offset, page_from_rows};
 use crate::pool::checkout;
 use crate::rows::{AgentChanges, AgentRow, NewAgentRow, NewAuditEventRow};
 use crate::schema::{agents, credentials};
@@ -157,7 +157,7 @@ impl AgentRepository for PgStore {
     ) -> Result<Page<Agent>, StoreError> {
         let (limit, offset) = limit_offset(page)?;
         let mut conn = checkout(&self.pool).await?;
-        // One statement, one round trip: see `rows_and_total`.
+        // One statement, one round trip: see `page_from_rows`.
         let rows: Vec<(AgentRow, Option<i64>)> = matching(owner, filter)
             .select((
                 AgentRow::as_select(),
@@ -176,15 +176,7 @@ impl AgentRepository for PgStore {
                 .await
                 .map_err(from_diesel)
         };
-        let (rows, total) = rows_and_total(rows, count_alone).await?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(Agent::try_from)
-                .collect::<Result<_, _>>()?,
-            request: page,
-            total,
-        })
+        page_from_rows(rows, count_alone, page).await
     }
 
     async fn update(

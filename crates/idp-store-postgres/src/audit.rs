@@ -14,7 +14,7 @@ use idp_domain::values::{AgentId, AuditAction, EventId, Owner};
 
 use crate::PgStore;
 use crate::error::{TxError, from_diesel};
-use crate::paging::{limit_offset, rows_and_total};
+use crate::paging::{limit_offset, page_from_rows};
 use crate::pool::checkout;
 use crate::rows::{AuditEventRow, NewAuditEventRow};
 use crate::schema::audit_events;
@@ -109,7 +109,7 @@ impl AuditLog for PgStore {
     ) -> Result<Page<AuditEvent>, StoreError> {
         let (limit, offset) = limit_offset(page)?;
         let mut conn = checkout(&self.pool).await?;
-        // One statement, one round trip: see `rows_and_total`.
+        // One statement, one round trip: see `page_from_rows`.
         let rows: Vec<(AuditEventRow, Option<i64>)> = matching(owner, filter)
             .select((
                 AuditEventRow::as_select(),
@@ -131,15 +131,7 @@ impl AuditLog for PgStore {
                 .await
                 .map_err(from_diesel)
         };
-        let (rows, total) = rows_and_total(rows, count_alone).await?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(AuditEvent::try_from)
-                .collect::<Result<_, _>>()?,
-            request: page,
-            total,
-        })
+        page_from_rows(rows, count_alone, page).await
     }
 
     async fn find(
