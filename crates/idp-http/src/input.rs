@@ -174,10 +174,13 @@ where
     V: for<'de> IntoDeserializer<'de, FieldError>,
 {
     let declared = declared_fields::<T>();
-    let (mut known, unknown): (Vec<_>, Vec<_>) = fields
+    let (mut known, mut unknown): (Vec<_>, Vec<_>) = fields
         .into_iter()
         .partition(|(name, _)| declared.contains(&name.as_str()));
     known.sort_by_key(|(name, _)| declared.iter().position(|d| *d == name));
+    // The first unknown field by name: JSON objects come in body order or
+    // sorted depending on serde_json's features, and the answer must not.
+    unknown.sort_by(|(a, _), (b, _)| a.cmp(b));
     let value: T = deserialize(known).map_err(|e| e.into_api_error(unknown_reason))?;
     value.validate().map_err(|report| {
         // garde names a field by its Rust identifier, and reports in its own

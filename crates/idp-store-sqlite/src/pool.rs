@@ -90,14 +90,27 @@ pub(crate) fn establish(url: &str, busy_timeout: Duration) -> Result<SqliteConne
     // pool of 16 that is 32 MiB of the server's memory holding copies of
     // pages the operating system caches anyway. 256 KiB keeps the hot index
     // pages; the rest is a read from the OS page cache.
-    conn.batch_execute(&format!(
+    let setup = format!(
         "PRAGMA busy_timeout = {busy_ms}; \
          PRAGMA journal_mode = WAL; \
          PRAGMA foreign_keys = ON; \
          PRAGMA synchronous = FULL; \
          PRAGMA cache_size = -{PAGE_CACHE_KIB};"
-    ))
-    .map_err(from_diesel)?;
+    );
+    // Switching a new file to WAL takes an exclusive lock, and SQLite answers
+    // SQLITE_BUSY at once rather than calling the busy handler when another
+    // opener holds one (waiting could deadlock the two): try again until the
+    // busy timeout has passed.
+    let started = std::time::Instant::now();
+    loop {
+        match conn.batch_execute(&setup).map_err(from_diesel) {
+            Ok(()) => break,
+            Err(StoreError::Unavailable(_)) if started.elapsed() < busy_timeout => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(err) => return Err(err),
+        }
+    }
     // journal_mode answers the mode it could set rather than failing (e.g. on
     // a file system without shared memory); concurrent readers need WAL.
     let mode = pragma_text(&mut conn, "journal_mode")?;
