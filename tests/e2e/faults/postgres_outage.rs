@@ -4,7 +4,7 @@
 //! afterwards the same server process recovers by itself, and nothing it
 //! acknowledged is lost.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::load::{self, Load, Operation, REQUEST_TIMEOUT};
 use crate::support::{Deployment, Exchange, PrivatePostgres, TestApp};
@@ -44,19 +44,7 @@ async fn a_postgres_outage_is_503_then_recovers_without_losing_acknowledged_work
     let up_at = load.elapsed();
 
     // Recovery, by the same process: ready again, and writes succeed.
-    let started = Instant::now();
-    loop {
-        let ready = app.get("/readyz").reply().await;
-        if ready.status == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < RECOVERY_LIMIT,
-            "not ready {RECOVERY_LIMIT:?} after PostgreSQL came back: {}",
-            ready.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    load::until_ready(&app, RECOVERY_LIMIT, "PostgreSQL").await;
     for operation in [Operation::Token, Operation::CreateAgent] {
         load.wait_for_acknowledged(operation, 10, RECOVERY_LIMIT)
             .await;

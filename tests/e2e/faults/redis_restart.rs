@@ -5,10 +5,10 @@
 //! monthly quota still holds although its counters were in the lost Redis
 //! (they must be rebuilt from the audit log).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::load::{self, Load, Operation};
-use crate::support::{Deployment, Exchange, PrivateRedis, TestApp};
+use crate::support::{Deployment, PrivateRedis, TestApp};
 
 /// Tokens per client per month in this test: small, so the load spends it.
 const QUOTA: usize = 15;
@@ -48,19 +48,7 @@ async fn redis_restarted_empty_under_load_loses_nothing_and_keeps_the_quota() {
     let (load, clients) = Load::warmed_up(&app, &admin, 2, 3, 10).await;
     redis.restart_empty(DOWN_FOR).await;
     let up_at = load.elapsed();
-    let started = Instant::now();
-    loop {
-        let ready = app.get("/readyz").reply().await;
-        if ready.status == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < RECOVERY_LIMIT,
-            "not ready {RECOVERY_LIMIT:?} after Redis came back: {}",
-            ready.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    load::until_ready(&app, RECOVERY_LIMIT, "Redis").await;
     // Writes go on (the load's token clients may have spent their quota).
     load.wait_for_acknowledged(Operation::CreateAgent, 10, RECOVERY_LIMIT)
         .await;

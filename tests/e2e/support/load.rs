@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::app::{AgentClient, TestApp, agent_body};
+use super::http::Exchange;
 use super::process::ServerProcess;
 
 /// How long one request of the load may take before it counts as a hang.
@@ -422,4 +423,22 @@ pub async fn kill9_and_restart(app: &mut TestApp) {
     env.retain(|(k, _)| k != "IDP_BIND");
     env.push(("IDP_BIND".into(), address));
     app.server = ServerProcess::start(&env).await;
+}
+
+/// Waits until `app` answers `/readyz` with 200, for at most `limit` after
+/// `what` came back; each refusal within the limit is retried after 100 ms.
+pub async fn until_ready(app: &TestApp, limit: Duration, what: &str) {
+    let started = Instant::now();
+    loop {
+        let ready = app.get("/readyz").reply().await;
+        if ready.status == 200 {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not ready {limit:?} after {what} came back: {}",
+            ready.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

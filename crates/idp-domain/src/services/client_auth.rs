@@ -36,16 +36,6 @@ pub enum ClientAuthFailure {
 }
 
 impl ClientAuthFailure {
-    /// Every reason, for metrics that list them all.
-    pub const ALL: [ClientAuthFailure; 6] = [
-        Self::UnknownClient,
-        Self::InvalidSecret,
-        Self::CredentialRevoked,
-        Self::CredentialExpired,
-        Self::AgentSuspended,
-        Self::AgentDecommissioned,
-    ];
-
     /// The reason as the audit event, the log and the metrics spell it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -257,16 +247,6 @@ impl TokenService {
         // As long as a verification of a credential that exists.
         self.hasher.verify_dummy(&client.client_secret).await?;
         Ok(None)
-    }
-
-    /// A caller authenticated by client credentials (introspection,
-    /// revocation): it holds its agent's capabilities as scopes.
-    pub async fn client_principal(
-        &self,
-        client: &ClientCredentials,
-        ctx: &RequestContext,
-    ) -> Result<Principal, ClientAuthError> {
-        Ok(self.authenticate_client(client, ctx).await?.principal())
     }
 
     /// Whether `credential` (the one whose secret matched, if any) lets

@@ -1,5 +1,3 @@
-use std::net::IpAddr;
-
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -16,15 +14,10 @@ use crate::error::ApiError;
 use crate::input::request_context;
 use crate::state::AppState;
 
-/// The client address of `req` (contract section 7), as [`client_ip`] finds it
-/// with the configured trusted proxies.
-pub fn client_address(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
-    client_ip(req, &state.settings.trusted_proxies)
-}
-
-/// The limiter key of an unauthenticated request: its client address.
+/// The limiter key of an unauthenticated request: its client address
+/// (contract section 7), behind the configured trusted proxies.
 pub fn ip_key(state: &AppState, req: &HttpRequest) -> String {
-    address_key(client_address(state, req))
+    address_key(client_ip(req, &state.settings.trusted_proxies))
 }
 
 /// Counts one request of `key` (the domain decides: its window and limit);

@@ -10,5 +10,5 @@ mod observe;
 
 pub use browser::{cors_listed, cors_public, security_headers};
 pub use connections::{ConnectionCount, OpenConnection};
-pub use gate::{apply_rate_headers, check_rate_limit, client_address, gate, ip_key};
+pub use gate::{apply_rate_headers, check_rate_limit, gate, ip_key};
 pub use observe::observe;

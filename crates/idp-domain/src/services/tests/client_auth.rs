@@ -1,4 +1,4 @@
-//! `TokenService::authenticate_client` and `client_principal`: client
+//! `TokenService::authenticate_client` and `AuthenticatedClient::principal`: client
 //! authentication (RFC 6749 section 2.3.1) under the failed-authentication
 //! limits of contract section 7.
 
@@ -740,7 +740,7 @@ async fn an_unwritable_failure_event_is_unavailable() {
     assert!(matches!(err, ClientAuthError::Unavailable(_)), "{err:?}");
 }
 
-// ----- client_principal (introspection and revocation by client credentials) ------
+// ----- the principal of a client (introspection and revocation by client credentials) --
 
 #[tokio::test]
 async fn client_principal_holds_the_agents_capabilities() {
@@ -752,9 +752,10 @@ async fn client_principal_holds_the_agents_capabilities() {
 
     let principal = m
         .build()
-        .client_principal(&client(SECRET), &anonymous_ctx())
+        .authenticate_client(&client(SECRET), &anonymous_ctx())
         .await
-        .unwrap();
+        .unwrap()
+        .principal();
 
     assert_eq!(
         principal,
@@ -779,7 +780,7 @@ async fn client_principal_refuses_a_wrong_secret_as_authentication() {
 
     let err = m
         .build()
-        .client_principal(&client(WRONG_SECRET), &anonymous_ctx())
+        .authenticate_client(&client(WRONG_SECRET), &anonymous_ctx())
         .await
         .unwrap_err();
 
@@ -811,7 +812,7 @@ async fn client_principal_reports_an_unreachable_store_as_unavailable() {
 
     let err = m
         .build()
-        .client_principal(&client(SECRET), &anonymous_ctx())
+        .authenticate_client(&client(SECRET), &anonymous_ctx())
         .await
         .unwrap_err();
 
