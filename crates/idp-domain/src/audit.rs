@@ -33,6 +33,23 @@ pub struct AuditEvent {
     /// When it happened.
     #[serde(serialize_with = "crate::values::serialize_time")]
     pub timestamp: DateTime<Utc>,
+    /// The event's place in its owner's chain (from 1, no gaps); `None` until
+    /// the store has appended it (see [`crate::audit_chain`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// The chain hash (64 lowercase hex characters); `None` until the store
+    /// has appended the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+impl AuditEvent {
+    /// The owner whose chain holds the event: its owner, or [`Owner::system`]
+    /// for an event no tenant owns (key events, a token request naming a
+    /// client that is no agent).
+    pub fn chain_owner(&self) -> Owner {
+        self.owner.clone().unwrap_or_else(Owner::system)
+    }
 }
 
 /// Who made a request and from where: what every audit event records about it.

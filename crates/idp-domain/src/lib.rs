@@ -78,8 +78,10 @@
 
 pub mod admission;
 pub mod audit;
+pub mod audit_chain;
 pub mod entities;
 pub mod error;
+pub mod keys;
 pub mod page;
 pub mod ports;
 pub mod services;

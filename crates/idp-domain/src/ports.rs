@@ -16,7 +16,9 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::audit::{AuditEvent, AuditFilter};
+use crate::audit_chain::ChainHead;
 use crate::entities::{Agent, Credential};
+use crate::keys::SigningKeyRecord;
 use crate::page::{Page, PageRequest};
 use crate::token::AccessTokenClaims;
 use crate::values::{
@@ -330,6 +332,25 @@ pub trait AuditLog: Send + Sync {
         agent: AgentId,
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
+
+    /// Up to `limit` of `owner`'s events with a stored sequence at or above
+    /// `from_sequence`, ordered by sequence, whatever their age, each with
+    /// its stored `sequence` and `hash`. Exporting and verifying page through
+    /// a chain with this, so memory stays flat however long it is.
+    async fn chain_page(
+        &self,
+        owner: &Owner,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The head the store recorded at `owner`'s last append, or `None` when
+    /// it has never appended an event of `owner`.
+    async fn chain_head(&self, owner: &Owner) -> Result<Option<ChainHead>, StoreError>;
+
+    /// Every owner with a recorded head (tenants and [`Owner::system`]),
+    /// sorted.
+    async fn chain_owners(&self) -> Result<Vec<Owner>, StoreError>;
 }
 
 /// A revoked token as kept durably.
@@ -536,58 +557,147 @@ pub enum TokenDecodeError {
     BadSignature,
 }
 
-/// Signs and verifies access tokens with the server's key.
+/// Signs and verifies access tokens with the deployment's keys: a key ring
+/// holding every published key ([`crate::keys`]).
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait TokenCodec: Send + Sync {
-    /// The JWS algorithm (`RS256`, `ES256` or `EdDSA`).
-    fn algorithm(&self) -> &str;
+    /// Replaces the ring's keys with `keys` (every stored key, revoked ones
+    /// included). Which key signs and which keys verify then follows from
+    /// their times at each instant ([`crate::keys::key_statuses`]); a key that
+    /// is revoked or no longer published stops verifying at once. Fails,
+    /// keeping the previous keys, when a private key cannot be read (for
+    /// instance sealed under another key-encryption key).
+    fn install(&self, keys: &[SigningKeyRecord]) -> Result<(), StoreError>;
 
-    /// The key id written in every header.
-    fn key_id(&self) -> &str;
+    /// The algorithms of the published keys, active key first, without
+    /// repeats (the metadata's `access_token_signing_alg_values_supported`).
+    fn algorithms(&self) -> Vec<String>;
 
-    /// A compact JWS with header `{"alg", "typ": "at+jwt", "kid"}` over `claims`.
+    /// A compact JWS with header `{"alg", "typ": "at+jwt", "kid"}` over
+    /// `claims`, signed with the key active at `claims.iat`.
+    /// [`StoreError::Unavailable`] when no key is active then.
     fn sign(&self, claims: &AccessTokenClaims) -> Result<String, StoreError>;
 
-    /// Verifies the signature with the pinned algorithm and key (ignoring the
-    /// header's claims about either beyond requiring they match) and parses the
-    /// claims. Time and issuer checks are the caller's.
+    /// A compact JWS with header `{"alg", "typ", "kid"}` over `claims`, signed
+    /// with the key active at `at` (the signed audit head, typ
+    /// `audit-head+jwt`).
+    fn sign_jwt(
+        &self,
+        typ: &str,
+        claims: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<String, StoreError>;
+
+    /// Verifies an access token: its header's `kid` must name a key published
+    /// now, and the header's `alg` must be that key's algorithm (pinned per
+    /// key, never taken from the token). Parses the claims; time and issuer
+    /// checks are the caller's.
     fn decode(&self, token: &str) -> Result<AccessTokenClaims, TokenDecodeError>;
 
-    /// The JWK Set (`{"keys": [...]}`) with `kid`, `use: sig` and `alg`.
+    /// The JWK Set (`{"keys": [...]}`) of the keys published now, each with
+    /// `kid`, `use: sig` and `alg`.
     fn jwks(&self) -> serde_json::Value;
 }
 
-/// A signing key as kept in the store.
+/// A new signing key, made by [`KeyGenerator`].
 #[derive(Clone, PartialEq, Eq)]
-pub struct StoredSigningKey {
-    /// Key id.
+pub struct GeneratedKey {
+    /// Key id (the RFC 7638 thumbprint).
     pub kid: String,
-    /// JWS algorithm.
-    pub algorithm: String,
-    /// PKCS#8 private key, PEM.
-    pub private_pem: String,
+    /// The private key as it is to be stored: sealed when the deployment has
+    /// a key-encryption key.
+    pub private_key: String,
 }
 
-impl std::fmt::Debug for StoredSigningKey {
+impl std::fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredSigningKey")
+        f.debug_struct("GeneratedKey")
             .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
             .finish_non_exhaustive()
     }
 }
 
-/// Where the signing key lives, so every node signs with the same one.
+/// Makes signing keys.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait KeyGenerator: Send + Sync {
+    /// A fresh private key for `algorithm` (`RS256`, `ES256`, `EdDSA`).
+    fn generate(&self, algorithm: &str) -> Result<GeneratedKey, StoreError>;
+}
+
+/// Where the signing keys live, shared by every node, and how running nodes
+/// confirm they have read the latest keys.
+///
+/// Every method that changes keys writes its audit events (owner
+/// [`Owner::system`]) in the same transaction, and counts one more key-set
+/// version.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait SigningKeyStore: Send + Sync {
-    /// The stored key for `candidate.algorithm` if there is one; otherwise stores
-    /// `candidate` and answers it. Concurrent calls from several nodes MUST all
-    /// answer the same key.
-    async fn get_or_insert(
+    /// Every stored key, revoked ones included.
+    async fn list_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+
+    /// Stores `key` and `events`, unless a key that is not revoked already
+    /// has the same `succeeds` (`None` included): then nothing is written and
+    /// the answer is `false`. Concurrent calls for one `succeeds` store one key.
+    async fn insert_key(
         &self,
-        candidate: &StoredSigningKey,
-    ) -> Result<StoredSigningKey, StoreError>;
+        key: &SigningKeyRecord,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Moves the activation of the unrevoked, not yet active key `kid` to
+    /// `at` and writes `events`; `false` (nothing written) when there is no
+    /// such key.
+    async fn activate_early(
+        &self,
+        kid: &str,
+        at: DateTime<Utc>,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Marks `kid` revoked at `at` and writes `events`; `false` (nothing
+    /// written) when it is unknown or already revoked.
+    async fn revoke_key(
+        &self,
+        kid: &str,
+        at: DateTime<Utc>,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Sets `kid`'s `activation_recorded` and writes `events`, unless it is
+    /// already set: `false` then, nothing written. So of many nodes noticing
+    /// one activation, one writes its events.
+    async fn record_activation(
+        &self,
+        kid: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces stored private keys, each `(kid, stored now, replacement)`,
+    /// all or none; fails with [`StoreError::Conflict`] if one of them no
+    /// longer holds what the caller read (a concurrent rewrap).
+    async fn replace_private_keys(
+        &self,
+        replacements: &[(String, String, String)],
+    ) -> Result<(), StoreError>;
+
+    /// The key-set version: it grows with every change of the keys.
+    async fn key_set_version(&self) -> Result<u64, StoreError>;
+
+    /// Records that node `node` has installed key-set `version`, at `at`.
+    async fn acknowledge_key_set(
+        &self,
+        node: &str,
+        version: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Every node that acknowledged at or after `since`, with the version it
+    /// last acknowledged.
+    async fn key_set_acknowledgements(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// Whether a backing service answers; for `/readyz`.

@@ -49,6 +49,32 @@ impl Ambient {
             user_agent: ctx.user_agent.clone(),
             metadata,
             timestamp: now,
+            sequence: None,
+            hash: None,
+        }
+    }
+
+    /// An event of the operators' `_system` chain (about no agent, by no
+    /// authenticated caller), stamped `now`.
+    pub fn system_event(
+        &self,
+        action: AuditAction,
+        metadata: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> AuditEvent {
+        AuditEvent {
+            event_id: EventId(self.ids.new_id()),
+            owner: Some(Owner::system()),
+            agent_id: None,
+            actor_id: None,
+            action,
+            outcome: Outcome::Success,
+            ip_address: None,
+            user_agent: None,
+            metadata,
+            timestamp: now,
+            sequence: None,
+            hash: None,
         }
     }
 }

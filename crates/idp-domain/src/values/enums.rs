@@ -132,6 +132,14 @@ wire_enum!(
         TokenRevoked => "token.revoked",
         /// A client authentication or token request was refused (`auth.failed`).
         AuthFailed => "auth.failed",
+        /// A signing key was made (`key.created`), in the `_system` chain.
+        KeyCreated => "key.created",
+        /// A signing key started signing (`key.activated`).
+        KeyActivated => "key.activated",
+        /// A signing key stopped signing (`key.retired`).
+        KeyRetired => "key.retired",
+        /// A signing key was revoked by an operator (`key.revoked`).
+        KeyRevoked => "key.revoked",
     }
 );
 
@@ -158,7 +166,7 @@ mod tests {
             assert_eq!(a.as_str().parse::<AuditAction>().unwrap(), *a);
         }
         assert_eq!(AgentType::ALL.len(), 8);
-        assert_eq!(AuditAction::ALL.len(), 11);
+        assert_eq!(AuditAction::ALL.len(), 15);
     }
 
     #[test]

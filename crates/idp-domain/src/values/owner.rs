@@ -10,6 +10,30 @@ use crate::ValueError;
 pub struct Owner(String);
 
 impl Owner {
+    /// The operators' own audit chain (`_system`): key events and events no
+    /// tenant owns. [`Owner::parse`] refuses this name, so no tenant can be it.
+    pub const SYSTEM: &'static str = "_system";
+
+    /// The operators' owner, [`Owner::SYSTEM`].
+    pub fn system() -> Self {
+        Self(Self::SYSTEM.to_owned())
+    }
+
+    /// Whether this is [`Owner::system`].
+    pub fn is_system(&self) -> bool {
+        self.0 == Self::SYSTEM
+    }
+
+    /// An owner as given by an operator on the command line: a tenant slug
+    /// or [`Owner::SYSTEM`].
+    pub fn parse_operator(raw: &str) -> Result<Self, ValueError> {
+        if raw == Self::SYSTEM {
+            Ok(Self::system())
+        } else {
+            Self::parse(raw)
+        }
+    }
+
     /// Validates `raw` as a tenant slug.
     ///
     /// ```
