@@ -674,8 +674,8 @@ pub trait SigningKeyStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Replaces stored private keys, each `(kid, stored now, replacement)`,
-    /// all or none; fails with [`StoreError::Conflict`] if one of them no
-    /// longer holds what the caller read (a concurrent rewrap).
+    /// all or none; fails with [`StoreError::NotFound`] (nothing written) if
+    /// one of them no longer holds what the caller read (a concurrent rewrap).
     async fn replace_private_keys(
         &self,
         replacements: &[(String, String, String)],

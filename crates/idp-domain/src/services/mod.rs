@@ -11,6 +11,7 @@ mod audit_query;
 mod bootstrap;
 mod client_auth;
 mod credentials;
+mod keys;
 mod token_checks;
 mod tokens;
 
@@ -19,10 +20,11 @@ mod tests;
 
 pub use agents::{AgentPatch, AgentService, NewAgent};
 pub use ambient::Ambient;
-pub use audit_query::AuditService;
+pub use audit_query::{AUDIT_HEAD_TYP, AuditService, CHAIN_PAGE};
 pub use bootstrap::{Bootstrapped, bootstrap_agent};
 pub use client_auth::{AuthenticatedClient, ClientAuthError, ClientAuthFailure};
 pub use credentials::{CredentialService, IssuedCredential};
+pub use keys::{KEY_ALGORITHMS, KeyError, KeyService, KeySettings, Rotation};
 pub use token_checks::{IntrospectedClaims, Introspection};
 pub use tokens::{
     ClientCredentials, IssuedToken, TokenPorts, TokenRequestError, TokenService, TokenSettings,

@@ -70,6 +70,8 @@ async fn register_creates_an_active_agent_of_the_callers_owner_stamped_now() {
         user_agent: ctx.user_agent.clone(),
         metadata: json!({ "agentType": "classifier", "deploymentEnv": "staging" }),
         timestamp: now(),
+        sequence: None,
+        hash: None,
     };
     let mut agents = MockAgentRepository::new();
     let stored = expected.clone();
@@ -579,6 +581,8 @@ async fn suspending_writes_agent_suspended() {
             "status": "suspended",
         }),
         timestamp: now(),
+        sequence: None,
+        hash: None,
     };
     let stored = expected.clone();
     agents
@@ -1002,6 +1006,8 @@ async fn decommission_writes_one_agent_decommissioned_event() {
         user_agent: ctx.user_agent.clone(),
         metadata: json!({}),
         timestamp: now(),
+        sequence: None,
+        hash: None,
     };
     let mut agents = MockAgentRepository::new();
     agents

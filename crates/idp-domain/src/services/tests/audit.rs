@@ -34,6 +34,8 @@ fn event() -> AuditEvent {
         user_agent: None,
         metadata: json!({}),
         timestamp: now() - Duration::days(2),
+        sequence: None,
+        hash: None,
     }
 }
 
@@ -290,6 +292,26 @@ impl crate::ports::AuditLog for OneByOne {
         Ok(Vec::new())
     }
 
+    async fn chain_page(
+        &self,
+        _owner: &crate::values::Owner,
+        _from_sequence: u64,
+        _limit: usize,
+    ) -> Result<Vec<AuditEvent>, crate::StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn chain_head(
+        &self,
+        _owner: &crate::values::Owner,
+    ) -> Result<Option<crate::audit_chain::ChainHead>, crate::StoreError> {
+        Ok(None)
+    }
+
+    async fn chain_owners(&self) -> Result<Vec<crate::values::Owner>, crate::StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn tokens_issued_by(
         &self,
         _owner: &crate::values::Owner,
@@ -345,4 +367,88 @@ async fn append_all_by_default_stops_at_the_first_refusal() {
         *log.appended.lock().unwrap(),
         vec![EventId(generated_id(1))]
     );
+}
+
+// ----- whole chains: verification and signed heads --------------------------
+
+/// A linked chain of `n` events of the fixture's owner.
+fn linked(n: u64) -> Vec<AuditEvent> {
+    let mut events: Vec<AuditEvent> = (1..=n).map(numbered).collect();
+    crate::audit_chain::link(&crate::audit_chain::ChainHead::genesis(), &mut events).unwrap();
+    events
+}
+
+fn paging(audit: &mut MockAuditLog, events: Vec<AuditEvent>) {
+    audit
+        .expect_chain_page()
+        .withf(|o, _, limit| *o == owner() && *limit == crate::services::CHAIN_PAGE)
+        .returning(move |_, from, limit| {
+            Ok(events
+                .iter()
+                .filter(|e| e.sequence.unwrap() >= from)
+                .take(limit)
+                .cloned()
+                .collect())
+        });
+}
+
+#[tokio::test]
+async fn verify_walks_every_page_of_a_long_chain() {
+    let events = linked(2_345);
+    let head = crate::audit_chain::ChainHead {
+        sequence: 2_345,
+        hash: events[2_344].hash.clone().unwrap(),
+    };
+    let mut audit = MockAuditLog::new();
+    paging(&mut audit, events.clone());
+    let recorded = head.clone();
+    audit
+        .expect_chain_head()
+        .returning(move |_| Ok(Some(recorded.clone())));
+    let verdict = service(audit).verify(&owner()).await.unwrap();
+    assert_eq!(
+        verdict,
+        crate::audit_chain::Verification::Verified {
+            events: 2_345,
+            head
+        }
+    );
+}
+
+#[tokio::test]
+async fn verify_names_a_change_on_a_later_page() {
+    let mut events = linked(1_500);
+    events[1_200].outcome = Outcome::Failure;
+    let mut audit = MockAuditLog::new();
+    paging(&mut audit, events);
+    audit.expect_chain_head().returning(|_| Ok(None));
+    let verdict = service(audit).verify(&owner()).await.unwrap();
+    let crate::audit_chain::Verification::Broken { events, bad } = verdict else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!((events, bad.first_bad_sequence), (1_500, 1_201));
+}
+
+#[tokio::test]
+async fn the_signed_head_covers_owner_sequence_hash_and_iat() {
+    let mut audit = MockAuditLog::new();
+    audit.expect_chain_head().returning(|_| {
+        Ok(Some(crate::audit_chain::ChainHead {
+            sequence: 42,
+            hash: "ab".repeat(32),
+        }))
+    });
+    let mut codec = crate::ports::MockTokenCodec::new();
+    codec
+        .expect_sign_jwt()
+        .withf(|typ, claims, at| {
+            typ == "audit-head+jwt"
+                && *claims
+                    == json!({"owner": "acme", "sequence": 42, "hash": "ab".repeat(32), "iat": now().timestamp()})
+                && *at == now()
+        })
+        .times(1)
+        .returning(|_, _, _| Ok("h.p.s".into()));
+    let jws = service(audit).signed_head(&owner(), &codec).await.unwrap();
+    assert_eq!(jws, "h.p.s");
 }

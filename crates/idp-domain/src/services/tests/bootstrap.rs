@@ -91,6 +91,8 @@ async fn bootstrap_creates_an_active_agent_and_one_credential_with_two_events() 
         user_agent: None,
         metadata: json!({ "agentType": "custom", "deploymentEnv": "production", "via": "bootstrap" }),
         timestamp: now(),
+        sequence: None,
+        hash: None,
     };
     let generated_event = AuditEvent {
         event_id: EventId(generated_id(4)),

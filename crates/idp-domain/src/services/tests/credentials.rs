@@ -296,6 +296,8 @@ async fn generate_stores_the_hash_and_returns_the_secret_once() {
             "expiresAt": "2026-12-22T10:00:00.123Z",
         }),
         timestamp: now(),
+        sequence: None,
+        hash: None,
     };
     let mut m = Mocks::new();
     m.agent_is(Some(active_agent()));
@@ -784,6 +786,8 @@ async fn revoke_revokes_at_now_and_writes_credential_revoked() {
         user_agent: ctx.user_agent.clone(),
         metadata: json!({ "credentialId": CREDENTIAL }),
         timestamp: now(),
+        sequence: None,
+        hash: None,
     };
     let mut m = Mocks::new();
     m.agent_is(Some(active_agent()));

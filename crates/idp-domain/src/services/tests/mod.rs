@@ -11,6 +11,7 @@ mod bootstrap;
 mod client_auth;
 mod credentials;
 mod fixtures;
+mod keys;
 mod principal;
 mod token_checks;
 mod token_issue;

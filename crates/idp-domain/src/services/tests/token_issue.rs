@@ -216,6 +216,8 @@ async fn issue_grants_every_capability_sorted_when_no_scope_is_asked() {
             "expiresAt": expected_claims.exp,
         }),
         timestamp: now(),
+        sequence: None,
+        hash: None,
     };
     let events = Captured::new();
     let seen = events.clone();

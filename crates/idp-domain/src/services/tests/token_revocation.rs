@@ -60,6 +60,8 @@ async fn revoke_of_its_own_token_needs_no_scope_and_writes_token_revoked() {
         user_agent: ctx.user_agent.clone(),
         metadata: json!({ "jti": TOKEN_ID.to_string(), "credentialId": CREDENTIAL.to_string() }),
         timestamp: now(),
+        sequence: None,
+        hash: None,
     };
     let mut m = TokenMocks::new();
     m.valid_token(live_claims(), owner());
