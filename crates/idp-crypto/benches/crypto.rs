@@ -20,8 +20,11 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
-use idp_crypto::{JoseTokenCodec, SigningAlgorithm, generate_signing_key};
-use idp_domain::ports::TokenCodec;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use idp_crypto::{JoseKeyRing, SigningAlgorithm, generate_signing_key};
+use idp_domain::ports::{Clock, TokenCodec};
 use idp_domain::token::AccessTokenClaims;
 use sha2::Sha256;
 
@@ -44,6 +47,16 @@ fn claims() -> AccessTokenClaims {
     }
 }
 
+/// A clock stopped at the claims' `iat`.
+#[derive(Debug)]
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default()
+    }
+}
+
 /// A client secret of the real shape: `sk_live_` + 64 hex.
 const SECRET: &[u8] = b"sk_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -52,7 +65,9 @@ fn jws(c: &mut Criterion) {
     let claims = claims();
     for algorithm in SigningAlgorithm::ALL {
         let key = generate_signing_key(algorithm).expect("generate a signing key");
-        let codec = JoseTokenCodec::new(&key).expect("build the codec");
+        // A ring of one always-active key: the path every token takes.
+        let codec = JoseKeyRing::from_key(&key, Arc::new(FixedClock), chrono::Duration::hours(1))
+            .expect("build the key ring");
         let token = codec.sign(&claims).expect("sign");
         group.bench_function(BenchmarkId::new("sign", algorithm), |b| {
             b.iter(|| codec.sign(black_box(&claims)).expect("sign"));

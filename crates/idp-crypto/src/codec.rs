@@ -1,29 +1,33 @@
-//! Access tokens as compact JWS, signed and verified with one pinned key.
+//! One signing key: parsing, thumbprint, signing and the per-key checks of a
+//! token ([`LoadedKey`]), used by the key ring ([`crate::JoseKeyRing`]).
 //!
 //! The compact serialization is written and parsed here rather than by
 //! josekit's JWT helpers, so every check on the way in is visible in one place
-//! ([`JoseTokenCodec::decode`]); josekit (OpenSSL) only computes and checks the
-//! signature bytes.
+//! (`JoseKeyRing::decode` and [`LoadedKey::check_header`]); josekit (OpenSSL)
+//! only computes and checks the signature bytes.
 
 use std::fmt;
 use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use idp_domain::StoreError;
-use idp_domain::ports::{StoredSigningKey, TokenCodec, TokenDecodeError};
+use idp_domain::keys::SigningKeyRecord;
+use idp_domain::ports::TokenDecodeError;
 use idp_domain::token::AccessTokenClaims;
 use josekit::JoseError;
 use josekit::jwk::Jwk;
 use josekit::jwk::KeyPair;
 use josekit::jwk::alg::ed::EdCurve;
 use josekit::jws::{ES256, EdDSA, JwsSigner, JwsVerifier, RS256};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::{CryptoError, SigningAlgorithm};
 
-/// Longest token [`JoseTokenCodec::decode`] looks at (8 KiB); anything longer
+/// Longest token [`JoseKeyRing::decode`](crate::JoseKeyRing) looks at (8 KiB); anything longer
 /// is refused as malformed before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
@@ -44,7 +48,7 @@ struct KeyMaterial {
     /// by name. Nothing private is ever put here.
     public_members: Vec<(&'static str, String)>,
     /// The key re-encoded as PKCS#8 PEM.
-    pkcs8_pem: String,
+    pkcs8_pem: Zeroizing<String>,
 }
 
 impl KeyMaterial {
@@ -93,10 +97,12 @@ impl KeyMaterial {
         };
         let public_members = public_members(algorithm, &public)?;
         let pkcs8_pem =
-            String::from_utf8(pair.to_pem_private_key()).map_err(|e| CryptoError::InvalidKey {
-                algorithm,
-                reason: e.to_string(),
-            })?;
+            Zeroizing::new(String::from_utf8(pair.to_pem_private_key()).map_err(|e| {
+                CryptoError::InvalidKey {
+                    algorithm,
+                    reason: e.utf8_error().to_string(),
+                }
+            })?);
         Ok(Self {
             signer,
             verifier,
@@ -149,12 +155,64 @@ fn canonical_json(members: &[(&str, String)]) -> String {
     format!("{{{body}}}")
 }
 
+/// A private key in PKCS#8 PEM with its `kid` (the RFC 7638 thumbprint):
+/// what [`generate_signing_key`] and [`load_pem_file`] answer. Debug never
+/// shows the PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemSigningKey {
+    /// The RFC 7638 JWK thumbprint (SHA-256, base64url, 43 characters).
+    pub kid: String,
+    /// The algorithm the key signs with.
+    pub algorithm: SigningAlgorithm,
+    /// The private key as PKCS#8 PEM.
+    pub pem: String,
+}
+
+impl fmt::Debug for PemSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PemSigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PemSigningKey {
+    /// Parses a private key for `algorithm` (PKCS#8 PEM, or the traditional
+    /// PKCS#1 / SEC1 PEM), refusing keys of another type or curve and RSA
+    /// keys under 2048 bits. The answer holds the key re-encoded as PKCS#8
+    /// and, as `kid`, its thumbprint (derived from the public key).
+    pub fn parse(algorithm: SigningAlgorithm, pem: &str) -> Result<Self, CryptoError> {
+        let material = KeyMaterial::parse(algorithm, pem)?;
+        Ok(Self {
+            kid: material.thumbprint(),
+            algorithm,
+            pem: material.pkcs8_pem.to_string(),
+        })
+    }
+
+    /// The key as a stored record, its private key as plain PEM, activating
+    /// at `activates_at` (for one fixed key, the UNIX epoch: always active).
+    pub fn record(&self, activates_at: DateTime<Utc>) -> SigningKeyRecord {
+        SigningKeyRecord {
+            kid: self.kid.clone(),
+            algorithm: self.algorithm.to_string(),
+            private_key: self.pem.clone(),
+            succeeds: None,
+            created_at: activates_at,
+            activates_at,
+            revoked_at: None,
+            activation_recorded: true,
+        }
+    }
+}
+
 /// A fresh signing key for `algorithm`: RSA 2048, P-256 or Ed25519, as PKCS#8
 /// PEM. Its `kid` is the key's RFC 7638 JWK thumbprint (SHA-256, base64url,
 /// 43 characters), so the same key always gets the same id.
-pub fn generate_signing_key(algorithm: SigningAlgorithm) -> Result<StoredSigningKey, CryptoError> {
+pub fn generate_signing_key(algorithm: SigningAlgorithm) -> Result<PemSigningKey, CryptoError> {
     let op = |e: JoseError| CryptoError::Operation(e.to_string());
-    let pem = match algorithm {
+    let pem = Zeroizing::new(match algorithm {
         SigningAlgorithm::RS256 => RS256
             .generate_key_pair(RSA_BITS)
             .map_err(op)?
@@ -164,9 +222,9 @@ pub fn generate_signing_key(algorithm: SigningAlgorithm) -> Result<StoredSigning
             .generate_key_pair(EdCurve::Ed25519)
             .map_err(op)?
             .to_pem_private_key(),
-    };
-    let pem = String::from_utf8(pem).map_err(|e| CryptoError::Operation(e.to_string()))?;
-    stored_key(algorithm, &pem)
+    });
+    let pem = std::str::from_utf8(&pem).map_err(|e| CryptoError::Operation(e.to_string()))?;
+    PemSigningKey::parse(algorithm, pem)
 }
 
 /// Reads a private key for `algorithm` from a PEM file (PKCS#8, or the
@@ -175,91 +233,123 @@ pub fn generate_signing_key(algorithm: SigningAlgorithm) -> Result<StoredSigning
 pub fn load_pem_file(
     path: impl AsRef<Path>,
     algorithm: SigningAlgorithm,
-) -> Result<StoredSigningKey, CryptoError> {
+) -> Result<PemSigningKey, CryptoError> {
     let path = path.as_ref();
-    let pem = std::fs::read_to_string(path).map_err(|source| CryptoError::KeyFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    stored_key(algorithm, &pem)
+    let pem =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| CryptoError::KeyFile {
+                path: path.to_owned(),
+                source,
+            })?,
+        );
+    PemSigningKey::parse(algorithm, &pem)
 }
 
-fn stored_key(algorithm: SigningAlgorithm, pem: &str) -> Result<StoredSigningKey, CryptoError> {
-    let material = KeyMaterial::parse(algorithm, pem)?;
-    Ok(StoredSigningKey {
-        kid: material.thumbprint(),
-        algorithm: algorithm.to_string(),
-        private_pem: material.pkcs8_pem,
-    })
-}
-
-/// [`TokenCodec`] with one key and one algorithm, both pinned.
-///
-/// The key is parsed once, in [`JoseTokenCodec::new`]; the signer, the
-/// verifier, the encoded header and the JWKS are kept ready.
-pub struct JoseTokenCodec {
-    algorithm: SigningAlgorithm,
-    kid: String,
+/// One parsed key of the ring: signer, verifier, encoded access-token header
+/// and public JWK, all ready. Its `alg` is pinned: a token naming this key
+/// verifies only with this key's algorithm.
+pub(crate) struct LoadedKey {
+    pub(crate) kid: String,
+    pub(crate) algorithm: SigningAlgorithm,
     /// base64url of `{"alg":..,"typ":"at+jwt","kid":..}`.
-    encoded_header: String,
+    access_header: String,
     signer: Box<dyn JwsSigner>,
     verifier: Box<dyn JwsVerifier>,
+    /// Exact length of a signature in bytes.
     signature_len: usize,
-    jwks: Value,
+    /// `{kty.., kid, use: "sig", alg}`: public members only.
+    jwk: Value,
 }
 
-impl fmt::Debug for JoseTokenCodec {
+impl fmt::Debug for LoadedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoseTokenCodec")
-            .field("algorithm", &self.algorithm)
+        f.debug_struct("LoadedKey")
             .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
             .finish_non_exhaustive()
     }
 }
 
-impl JoseTokenCodec {
-    /// A codec for the stored key: its `algorithm` must be `RS256`, `ES256` or
-    /// `EdDSA` and its PEM a private key of that type (RSA at least 2048 bits,
-    /// P-256, Ed25519). The stored `kid` is used as it is.
-    pub fn new(key: &StoredSigningKey) -> Result<Self, CryptoError> {
-        let algorithm: SigningAlgorithm = key.algorithm.parse()?;
-        if key.kid.is_empty() {
+impl LoadedKey {
+    /// Parses `pem` for `algorithm`; `kid` is used as it is (never empty).
+    pub(crate) fn new(
+        kid: &str,
+        algorithm: SigningAlgorithm,
+        pem: &str,
+    ) -> Result<Self, CryptoError> {
+        if kid.is_empty() {
             return Err(CryptoError::EmptyKeyId);
         }
-        let material = KeyMaterial::parse(algorithm, &key.private_pem)?;
-        let header = format!(
-            r#"{{"alg":{},"typ":{},"kid":{}}}"#,
-            Value::from(algorithm.as_str()),
-            Value::from(TOKEN_TYP),
-            Value::from(key.kid.as_str()),
-        );
+        let material = KeyMaterial::parse(algorithm, pem)?;
         let mut jwk = Map::new();
         for (name, value) in &material.public_members {
             jwk.insert((*name).to_owned(), Value::from(value.as_str()));
         }
-        jwk.insert("kid".to_owned(), Value::from(key.kid.as_str()));
+        jwk.insert("kid".to_owned(), Value::from(kid));
         jwk.insert("use".to_owned(), Value::from("sig"));
         jwk.insert("alg".to_owned(), Value::from(algorithm.as_str()));
         Ok(Self {
+            kid: kid.to_owned(),
             algorithm,
-            kid: key.kid.clone(),
-            encoded_header: URL_SAFE_NO_PAD.encode(header),
+            access_header: URL_SAFE_NO_PAD.encode(header_json(algorithm, TOKEN_TYP, kid)),
             signer: material.signer,
             verifier: material.verifier,
             signature_len: material.signature_len,
-            jwks: json!({ "keys": [Value::Object(jwk)] }),
+            jwk: Value::Object(jwk),
         })
     }
 
-    /// The pinned algorithm.
-    pub fn signing_algorithm(&self) -> SigningAlgorithm {
-        self.algorithm
+    /// The public JWK.
+    pub(crate) fn jwk(&self) -> &Value {
+        &self.jwk
     }
 
-    /// Refuses any header but ours: the pinned `alg` and `kid`, `typ` `at+jwt`
+    /// `header_b64.payload.signature`.
+    fn sign_with_header(&self, header_b64: &str, payload: &[u8]) -> Result<String, StoreError> {
+        let mut token = String::with_capacity(
+            header_b64.len() + payload.len() * 4 / 3 + self.signature_len * 4 / 3 + 8,
+        );
+        token.push_str(header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        let signature = self
+            .signer
+            .sign(token.as_bytes())
+            .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
+    }
+
+    /// An access token (`typ` `at+jwt`) over `claims`.
+    pub(crate) fn sign_access_token(
+        &self,
+        claims: &AccessTokenClaims,
+    ) -> Result<String, StoreError> {
+        let payload = serde_json::to_vec(claims).map_err(anyhow::Error::new)?;
+        let token = self.sign_with_header(&self.access_header, &payload)?;
+        if token.len() > MAX_TOKEN_LEN {
+            // Never hand out a token that decode would refuse.
+            return Err(anyhow::anyhow!(
+                "access token of {} bytes exceeds {MAX_TOKEN_LEN}",
+                token.len()
+            )
+            .into());
+        }
+        Ok(token)
+    }
+
+    /// A JWS with header `{"alg", "typ", "kid"}` over the JSON `claims`.
+    pub(crate) fn sign_jwt(&self, typ: &str, claims: &Value) -> Result<String, StoreError> {
+        let payload = serde_json::to_vec(claims).map_err(anyhow::Error::new)?;
+        let header = URL_SAFE_NO_PAD.encode(header_json(self.algorithm, typ, &self.kid));
+        self.sign_with_header(&header, &payload)
+    }
+
+    /// Refuses any header but ours: this key's `alg` and `kid`, `typ` `at+jwt`
     /// (or `application/at+jwt`, RFC 9068 section 4), and no `crit` or `b64`
     /// (no extension is understood, RFC 7515 section 4.1.11).
-    fn check_header(&self, header: &Map<String, Value>) -> Result<(), TokenDecodeError> {
+    pub(crate) fn check_header(&self, header: &Map<String, Value>) -> Result<(), TokenDecodeError> {
         let is = |name: &str, expected: &str| matches!(header.get(name), Some(Value::String(v)) if v == expected);
         let typ_ok = matches!(
             header.get("typ"),
@@ -277,89 +367,103 @@ impl JoseTokenCodec {
             Err(TokenDecodeError::BadSignature)
         }
     }
+
+    /// Checks `signature` over `signing_input`: exact length, then the
+    /// signature itself.
+    pub(crate) fn verify(
+        &self,
+        signing_input: &[u8],
+        signature: &[u8],
+    ) -> Result<(), TokenDecodeError> {
+        if signature.len() != self.signature_len {
+            return Err(TokenDecodeError::BadSignature);
+        }
+        self.verifier
+            .verify(signing_input, signature)
+            .map_err(|_| TokenDecodeError::BadSignature)
+    }
 }
 
-fn decode_part(part: &str) -> Result<Vec<u8>, TokenDecodeError> {
+/// `{"alg":..,"typ":..,"kid":..}`, in that order.
+fn header_json(algorithm: SigningAlgorithm, typ: &str, kid: &str) -> String {
+    format!(
+        r#"{{"alg":{},"typ":{},"kid":{}}}"#,
+        Value::from(algorithm.as_str()),
+        Value::from(typ),
+        Value::from(kid),
+    )
+}
+
+pub(crate) fn decode_part(part: &str) -> Result<Vec<u8>, TokenDecodeError> {
     URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| TokenDecodeError::Malformed)
-}
-
-impl TokenCodec for JoseTokenCodec {
-    fn algorithm(&self) -> &str {
-        self.algorithm.as_str()
-    }
-
-    fn key_id(&self) -> &str {
-        &self.kid
-    }
-
-    fn sign(&self, claims: &AccessTokenClaims) -> Result<String, StoreError> {
-        let payload = serde_json::to_vec(claims).map_err(anyhow::Error::new)?;
-        let mut token = String::with_capacity(
-            self.encoded_header.len() + payload.len() * 4 / 3 + self.signature_len * 4 / 3 + 8,
-        );
-        token.push_str(&self.encoded_header);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
-        let signature = self
-            .signer
-            .sign(token.as_bytes())
-            .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
-        if token.len() > MAX_TOKEN_LEN {
-            // Never hand out a token that decode would refuse.
-            return Err(anyhow::anyhow!(
-                "access token of {} bytes exceeds {MAX_TOKEN_LEN}",
-                token.len()
-            )
-            .into());
-        }
-        Ok(token)
-    }
-
-    fn decode(&self, token: &str) -> Result<AccessTokenClaims, TokenDecodeError> {
-        use TokenDecodeError::{BadSignature, Malformed};
-
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(Malformed);
-        }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Malformed);
-        };
-        let header = decode_part(header_b64)?;
-        let payload = decode_part(payload_b64)?;
-        let signature = decode_part(signature_b64)?;
-        let header: Map<String, Value> = serde_json::from_slice(&header).map_err(|_| Malformed)?;
-        self.check_header(&header)?;
-        if signature.len() != self.signature_len {
-            return Err(BadSignature);
-        }
-        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        self.verifier
-            .verify(signing_input.as_bytes(), &signature)
-            .map_err(|_| BadSignature)?;
-        serde_json::from_slice(&payload).map_err(|_| Malformed)
-    }
-
-    fn jwks(&self) -> Value {
-        self.jwks.clone()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::OnceLock;
 
+    use idp_domain::ports::TokenCodec;
     use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
     use josekit::jwk::alg::rsa::RsaKeyPair;
     use josekit::jws::HS256;
+    use serde_json::json;
 
     use super::*;
+    use crate::JoseKeyRing;
+    use crate::test_support::{TestClock, ttl};
+
+    type StoredSigningKey = PemSigningKey;
+
+    /// A ring of one fixed key, with that key's signer at hand to forge tokens.
+    struct Codec {
+        ring: JoseKeyRing,
+        signer: Box<dyn JwsSigner>,
+        algorithm: SigningAlgorithm,
+        kid: String,
+    }
+
+    impl Codec {
+        fn new(key: &PemSigningKey) -> Result<Self, CryptoError> {
+            let ring = JoseKeyRing::from_key(key, TestClock::at(0), ttl())?;
+            let signer: Box<dyn JwsSigner> = match key.algorithm {
+                SigningAlgorithm::RS256 => Box::new(RS256.signer_from_pem(&key.pem).unwrap()),
+                SigningAlgorithm::ES256 => Box::new(ES256.signer_from_pem(&key.pem).unwrap()),
+                SigningAlgorithm::EdDSA => Box::new(EdDSA.signer_from_pem(&key.pem).unwrap()),
+            };
+            Ok(Self {
+                ring,
+                signer,
+                algorithm: key.algorithm,
+                kid: key.kid.clone(),
+            })
+        }
+
+        fn algorithm(&self) -> &str {
+            self.algorithm.as_str()
+        }
+
+        fn signing_algorithm(&self) -> SigningAlgorithm {
+            self.algorithm
+        }
+
+        fn key_id(&self) -> &str {
+            &self.kid
+        }
+
+        fn sign(&self, claims: &AccessTokenClaims) -> Result<String, StoreError> {
+            self.ring.sign(claims)
+        }
+
+        fn decode(&self, token: &str) -> Result<AccessTokenClaims, TokenDecodeError> {
+            self.ring.decode(token)
+        }
+
+        fn jwks(&self) -> Value {
+            self.ring.jwks()
+        }
+    }
 
     /// Generating RSA keys is slow in debug builds: one per algorithm for the
     /// whole test binary.
@@ -377,8 +481,8 @@ mod tests {
             .unwrap()]
     }
 
-    fn codec(algorithm: SigningAlgorithm) -> JoseTokenCodec {
-        JoseTokenCodec::new(key(algorithm)).unwrap()
+    fn codec(algorithm: SigningAlgorithm) -> Codec {
+        Codec::new(key(algorithm)).unwrap()
     }
 
     fn claims() -> AccessTokenClaims {
@@ -411,7 +515,7 @@ mod tests {
         format!("{input}.{}", b64(signature))
     }
 
-    fn our_header(c: &JoseTokenCodec) -> Value {
+    fn our_header(c: &Codec) -> Value {
         json!({"alg": c.algorithm(), "typ": "at+jwt", "kid": c.key_id()})
     }
 
@@ -419,7 +523,7 @@ mod tests {
         serde_json::to_value(claims()).unwrap()
     }
 
-    fn each_codec() -> impl Iterator<Item = JoseTokenCodec> {
+    fn each_codec() -> impl Iterator<Item = Codec> {
         SigningAlgorithm::ALL.into_iter().map(codec)
     }
 
@@ -507,13 +611,9 @@ mod tests {
     fn generated_kid_is_the_rfc7638_thumbprint() {
         for alg in SigningAlgorithm::ALL {
             let stored = key(alg);
-            assert_eq!(stored.algorithm, alg.as_str());
-            assert!(
-                stored
-                    .private_pem
-                    .starts_with("-----BEGIN PRIVATE KEY-----")
-            );
-            let material = KeyMaterial::parse(alg, &stored.private_pem).unwrap();
+            assert_eq!(stored.algorithm, alg);
+            assert!(stored.pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+            let material = KeyMaterial::parse(alg, &stored.pem).unwrap();
             assert_eq!(stored.kid, material.thumbprint());
             assert_eq!(stored.kid.len(), 43);
         }
@@ -539,7 +639,7 @@ mod tests {
         let a = generate_signing_key(SigningAlgorithm::EdDSA).unwrap();
         let b = generate_signing_key(SigningAlgorithm::EdDSA).unwrap();
         assert_ne!(a.kid, b.kid);
-        assert_ne!(a.private_pem, b.private_pem);
+        assert_ne!(a.pem, b.pem);
     }
 
     #[test]
@@ -570,7 +670,7 @@ mod tests {
     fn refuses_hs256_with_the_public_key_as_secret() {
         for c in each_codec() {
             let jwk = c.jwks()["keys"][0].to_string();
-            let stored = &key(c.signing_algorithm()).private_pem;
+            let stored = &key(c.signing_algorithm()).pem;
             let public_pem = match c.signing_algorithm() {
                 SigningAlgorithm::RS256 => {
                     RS256.key_pair_from_pem(stored).unwrap().to_pem_public_key()
@@ -697,7 +797,7 @@ mod tests {
             let ours = codec(alg);
             let mut theirs = generate_signing_key(alg).unwrap();
             theirs.kid = ours.key_id().to_owned();
-            let theirs = JoseTokenCodec::new(&theirs).unwrap();
+            let theirs = Codec::new(&theirs).unwrap();
             let token = theirs.sign(&claims()).unwrap();
             assert_eq!(
                 ours.decode(&token),
@@ -889,21 +989,27 @@ mod tests {
     }
 
     #[test]
-    fn new_refuses_unknown_algorithms_and_empty_kid() {
-        let mut stored = key(SigningAlgorithm::RS256).clone();
+    fn install_refuses_unknown_algorithms_and_empty_kid() {
+        let ring = JoseKeyRing::new(
+            std::sync::Arc::new(crate::KeyVault::plaintext()),
+            TestClock::at(0),
+            ttl(),
+        );
+        let mut record = key(SigningAlgorithm::RS256).record(DateTime::UNIX_EPOCH);
         for alg in ["HS256", "none", "rs256", "PS256"] {
-            stored.algorithm = alg.to_owned();
+            record.algorithm = alg.to_owned();
             assert!(matches!(
-                JoseTokenCodec::new(&stored),
+                ring.install_keys(std::slice::from_ref(&record)),
                 Err(CryptoError::UnsupportedAlgorithm(_))
             ));
         }
-        stored.algorithm = "RS256".to_owned();
-        stored.kid = String::new();
+        record.algorithm = "RS256".to_owned();
+        record.kid = String::new();
         assert!(matches!(
-            JoseTokenCodec::new(&stored),
+            ring.install_keys(std::slice::from_ref(&record)),
             Err(CryptoError::EmptyKeyId)
         ));
+        assert_eq!(ring.jwks(), json!({"keys": []}));
     }
 
     #[test]
@@ -911,27 +1017,27 @@ mod tests {
         let mismatched = [
             (
                 SigningAlgorithm::RS256,
-                key(SigningAlgorithm::ES256).private_pem.clone(),
+                key(SigningAlgorithm::ES256).pem.clone(),
             ),
             (
                 SigningAlgorithm::RS256,
-                key(SigningAlgorithm::EdDSA).private_pem.clone(),
+                key(SigningAlgorithm::EdDSA).pem.clone(),
             ),
             (
                 SigningAlgorithm::ES256,
-                key(SigningAlgorithm::RS256).private_pem.clone(),
+                key(SigningAlgorithm::RS256).pem.clone(),
             ),
             (
                 SigningAlgorithm::ES256,
-                key(SigningAlgorithm::EdDSA).private_pem.clone(),
+                key(SigningAlgorithm::EdDSA).pem.clone(),
             ),
             (
                 SigningAlgorithm::EdDSA,
-                key(SigningAlgorithm::RS256).private_pem.clone(),
+                key(SigningAlgorithm::RS256).pem.clone(),
             ),
             (
                 SigningAlgorithm::EdDSA,
-                key(SigningAlgorithm::ES256).private_pem.clone(),
+                key(SigningAlgorithm::ES256).pem.clone(),
             ),
             (
                 SigningAlgorithm::ES256,
@@ -963,14 +1069,11 @@ mod tests {
         for (alg, pem) in mismatched {
             let stored = StoredSigningKey {
                 kid: "k".into(),
-                algorithm: alg.to_string(),
-                private_pem: pem,
+                algorithm: alg,
+                pem,
             };
             assert!(
-                matches!(
-                    JoseTokenCodec::new(&stored),
-                    Err(CryptoError::InvalidKey { .. })
-                ),
+                matches!(Codec::new(&stored), Err(CryptoError::InvalidKey { .. })),
                 "{alg}"
             );
         }
@@ -980,7 +1083,7 @@ mod tests {
     fn uses_the_stored_kid_as_given() {
         let mut stored = key(SigningAlgorithm::EdDSA).clone();
         stored.kid = "legacy-\"kid\"".into();
-        let c = JoseTokenCodec::new(&stored).unwrap();
+        let c = Codec::new(&stored).unwrap();
         assert_eq!(c.key_id(), "legacy-\"kid\"");
         let token = c.sign(&claims()).unwrap();
         assert_eq!(c.decode(&token).unwrap(), claims());
@@ -994,16 +1097,16 @@ mod tests {
         for alg in SigningAlgorithm::ALL {
             let generated = key(alg);
             let path = dir.join(format!("{alg}.pem"));
-            std::fs::write(&path, &generated.private_pem).unwrap();
+            std::fs::write(&path, &generated.pem).unwrap();
             let loaded = load_pem_file(&path, alg).unwrap();
             assert_eq!(&loaded, generated);
         }
         // PKCS#1 "RSA PRIVATE KEY" and SEC1 "EC PRIVATE KEY" are re-encoded as PKCS#8.
         let rsa = RS256
-            .key_pair_from_pem(&key(SigningAlgorithm::RS256).private_pem)
+            .key_pair_from_pem(&key(SigningAlgorithm::RS256).pem)
             .unwrap();
         let ec = ES256
-            .key_pair_from_pem(&key(SigningAlgorithm::ES256).private_pem)
+            .key_pair_from_pem(&key(SigningAlgorithm::ES256).pem)
             .unwrap();
         for (alg, pem) in [
             (
@@ -1017,11 +1120,7 @@ mod tests {
             std::fs::write(&path, pem).unwrap();
             let loaded = load_pem_file(&path, alg).unwrap();
             assert_eq!(loaded.kid, key(alg).kid, "kid comes from the public key");
-            assert!(
-                loaded
-                    .private_pem
-                    .starts_with("-----BEGIN PRIVATE KEY-----")
-            );
+            assert!(loaded.pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         }
         assert!(matches!(
             load_pem_file(dir.join("absent.pem"), SigningAlgorithm::RS256),
@@ -1037,8 +1136,14 @@ mod tests {
     #[test]
     fn debug_shows_no_key_material() {
         let c = codec(SigningAlgorithm::ES256);
-        let debug = format!("{c:?}");
-        assert!(debug.contains("ES256") && debug.contains(c.key_id()));
+        let debug = format!("{:?}", c.ring);
+        assert!(debug.contains(c.key_id()), "{debug}");
         assert!(!debug.contains("PRIVATE"));
+        let stored = key(SigningAlgorithm::ES256);
+        let debug = format!("{stored:?}");
+        assert!(debug.contains("ES256") && debug.contains(&stored.kid));
+        assert!(!debug.contains("PRIVATE"));
+        let loaded = LoadedKey::new("k", SigningAlgorithm::ES256, &stored.pem).unwrap();
+        assert!(!format!("{loaded:?}").contains("PRIVATE"));
     }
 }

@@ -31,6 +31,24 @@ pub enum CryptoError {
         #[source]
         source: std::io::Error,
     },
+    /// The key-encryption key file does not hold 32 bytes as standard base64.
+    #[error("invalid key-encryption key file {path}: {reason}")]
+    KeyEncryptionKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, without the file's content.
+        reason: String,
+    },
+    /// A stored private key could not be opened: sealed while no
+    /// key-encryption key is configured, sealed under another key-encryption
+    /// key, or sealed for another kid, or altered.
+    #[error("cannot open the private key {kid}: {reason}")]
+    SealedKey {
+        /// The key's id.
+        kid: String,
+        /// Why, without key material.
+        reason: String,
+    },
     /// OpenSSL could not generate a key or hash a secret.
     #[error("crypto operation failed: {0}")]
     Operation(String),

@@ -2,10 +2,15 @@
 //!
 //! The crypto adapters of AgentIdP:
 //!
-//! * [`JoseTokenCodec`]: the [`TokenCodec`](idp_domain::ports::TokenCodec) port with
-//!   josekit (OpenSSL): RS256, ES256 or EdDSA access tokens whose verification is
-//!   pinned to one algorithm and one key; plus [`generate_signing_key`] and
-//!   [`load_pem_file`] to obtain that key.
+//! * [`JoseKeyRing`]: the [`TokenCodec`](idp_domain::ports::TokenCodec) port with
+//!   josekit (OpenSSL): a ring of RS256, ES256 and EdDSA keys, the one active at
+//!   an instant signing, every published one verifying the tokens that name it,
+//!   each pinned to its own algorithm; plus [`generate_signing_key`] and
+//!   [`load_pem_file`] for one key as PEM.
+//! * [`KeyVault`]: how private keys are stored, as PEM or sealed under a
+//!   key-encryption key (AES-256-GCM); [`VaultKeyGenerator`] is the
+//!   [`KeyGenerator`](idp_domain::ports::KeyGenerator) port storing fresh keys
+//!   through it.
 //! * [`Argon2SecretHasher`]: the [`SecretHasher`](idp_domain::ports::SecretHasher)
 //!   port: Argon2id for new hashes, Argon2 and bcrypt accepted when verifying, all
 //!   on a few threads of its own behind a semaphore, each reusing one Argon2
@@ -22,12 +27,20 @@ mod algorithm;
 mod codec;
 mod error;
 mod hasher;
+mod ring;
 mod secret;
+#[cfg(test)]
+mod test_support;
+mod vault;
 mod verified;
 mod workers;
 
 pub use algorithm::SigningAlgorithm;
-pub use codec::{JoseTokenCodec, MAX_TOKEN_LEN, generate_signing_key, load_pem_file};
+pub use codec::{MAX_TOKEN_LEN, PemSigningKey, generate_signing_key, load_pem_file};
 pub use error::CryptoError;
 pub use hasher::Argon2SecretHasher;
+pub use ring::JoseKeyRing;
 pub use secret::OsSecretGenerator;
+pub use vault::{KEY_ENCRYPTION_KEY_LEN, KeyVault, SEALED_PREFIX, VaultKeyGenerator};
+/// What [`KeyVault::open`] answers: a string wiped when dropped.
+pub use zeroize::Zeroizing;

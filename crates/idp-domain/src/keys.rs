@@ -94,9 +94,7 @@ pub fn key_statuses(
     token_ttl: Duration,
 ) -> Vec<KeyStatus> {
     let mut sorted: Vec<&SigningKeyRecord> = records.iter().collect();
-    sorted.sort_by(|a, b| {
-        (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid))
-    });
+    sorted.sort_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)));
     let live: Vec<&SigningKeyRecord> = sorted
         .iter()
         .copied()
@@ -118,9 +116,7 @@ pub fn key_statuses(
             };
             let published = match state {
                 KeyState::Next | KeyState::Active => true,
-                KeyState::Retired => {
-                    retired_at.is_some_and(|at| at + token_ttl + CLOCK_SKEW > now)
-                }
+                KeyState::Retired => retired_at.is_some_and(|at| at + token_ttl + CLOCK_SKEW > now),
                 KeyState::Revoked => false,
             };
             KeyStatus {
@@ -186,23 +182,32 @@ mod tests {
         let keys = [key("a", None, 0), key("b", Some("a"), 100)];
         assert_eq!(
             states(&keys, 99),
-            [("a".into(), KeyState::Active, true), ("b".into(), KeyState::Next, true)]
+            [
+                ("a".into(), KeyState::Active, true),
+                ("b".into(), KeyState::Next, true)
+            ]
         );
         assert_eq!(
             states(&keys, 100),
-            [("a".into(), KeyState::Retired, true), ("b".into(), KeyState::Active, true)]
+            [
+                ("a".into(), KeyState::Retired, true),
+                ("b".into(), KeyState::Active, true)
+            ]
         );
         let retired = key_statuses(&keys, at(100), Duration::seconds(3600));
         assert_eq!(retired[0].retired_at, Some(at(100)));
-        assert_eq!(active_key(&keys, at(100)).map(|k| k.kid.as_str()), Some("b"));
+        assert_eq!(
+            active_key(&keys, at(100)).map(|k| k.kid.as_str()),
+            Some("b")
+        );
     }
 
     #[test]
     fn a_retired_key_is_published_until_its_last_token_expired() {
         let keys = [key("a", None, 0), key("b", Some("a"), 100)];
         let last = 100 + 3600 + CLOCK_SKEW.num_seconds();
-        assert_eq!(states(&keys, last - 1)[0].2, true);
-        assert_eq!(states(&keys, last)[0].2, false);
+        assert!(states(&keys, last - 1)[0].2);
+        assert!(!states(&keys, last)[0].2);
     }
 
     #[test]
@@ -211,7 +216,10 @@ mod tests {
         keys[1].revoked_at = Some(at(50));
         assert_eq!(
             states(&keys, 200),
-            [("a".into(), KeyState::Active, true), ("b".into(), KeyState::Revoked, false)]
+            [
+                ("a".into(), KeyState::Active, true),
+                ("b".into(), KeyState::Revoked, false)
+            ]
         );
         assert!(pending_successor(&keys, "a").is_none());
         keys[0].revoked_at = Some(at(60));
@@ -221,7 +229,10 @@ mod tests {
     #[test]
     fn the_pending_successor_is_found_by_its_predecessor() {
         let keys = [key("a", None, 0), key("b", Some("a"), 100)];
-        assert_eq!(pending_successor(&keys, "a").map(|k| k.kid.as_str()), Some("b"));
+        assert_eq!(
+            pending_successor(&keys, "a").map(|k| k.kid.as_str()),
+            Some("b")
+        );
         assert!(pending_successor(&keys, "b").is_none());
     }
 

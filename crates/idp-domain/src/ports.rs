@@ -667,11 +667,8 @@ pub trait SigningKeyStore: Send + Sync {
     /// Sets `kid`'s `activation_recorded` and writes `events`, unless it is
     /// already set: `false` then, nothing written. So of many nodes noticing
     /// one activation, one writes its events.
-    async fn record_activation(
-        &self,
-        kid: &str,
-        events: &[AuditEvent],
-    ) -> Result<bool, StoreError>;
+    async fn record_activation(&self, kid: &str, events: &[AuditEvent])
+    -> Result<bool, StoreError>;
 
     /// Replaces stored private keys, each `(kid, stored now, replacement)`,
     /// all or none; fails with [`StoreError::NotFound`] (nothing written) if

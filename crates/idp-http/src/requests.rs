@@ -278,6 +278,15 @@ impl ListAuditEvents {
     }
 }
 
+/// `GET /api/v1/audit/export`.
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExportAuditEvents {
+    /// The first sequence to export, from 1 (default 1).
+    #[garde(inner(range(min = 1)))]
+    pub from_sequence: Option<u64>,
+}
+
 /// `/api/v1/agents/{agentId}`.
 #[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -18,6 +18,10 @@ pub struct HttpSettings {
     /// Origins a browser may call `/api/v1` from (contract section 8,
     /// `IDP_CORS_ORIGINS`), lower-case.
     pub cors_origins: Vec<String>,
+    /// `max-age` of the JWKS, in seconds: at most the key pre-publication
+    /// time (contract section 14), so a cache holds the next key before it
+    /// signs.
+    pub jwks_max_age: u64,
 }
 
 /// The shared state of the app, cheap to clone.

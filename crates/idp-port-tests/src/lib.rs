@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cache;
+pub mod chain_and_keys;
 pub mod store;
 
 /// Defines one test per function of the [`store`] contract suite, against an
@@ -49,7 +50,20 @@ macro_rules! store_contract_tests {
             audit_tokens_issued_by => audit_tokens_issued_by(audit);
             audit_append_all_is_all_or_none => audit_append_all_is_all_or_none(audit);
             revoked_token_store => revoked_token_store(revoked_tokens, audit);
-            signing_key_first_stored_wins => signing_key_first_stored_wins(signing_keys);
+            audit_chain_sequences_per_owner => audit_chain_sequences_per_owner(audit);
+            audit_chain_ownerless_goes_to_system => audit_chain_ownerless_goes_to_system(audit);
+            audit_chain_page_paging => audit_chain_page_paging(audit);
+            audit_chain_append_all_mixed_owners => audit_chain_append_all_mixed_owners(audit);
+            audit_chain_concurrent_appends => audit_chain_concurrent_appends(audit);
+            audit_chain_covers_transactional_writes => audit_chain_covers_transactional_writes(agents, credentials, audit, revoked_tokens);
+            signing_key_insert_and_list => signing_key_insert_and_list(signing_keys, audit);
+            signing_key_insert_races_make_one_key => signing_key_insert_races_make_one_key(signing_keys, audit);
+            signing_key_activate_early => signing_key_activate_early(signing_keys, audit);
+            signing_key_revoke => signing_key_revoke(signing_keys, audit);
+            signing_key_record_activation_once => signing_key_record_activation_once(signing_keys, audit);
+            signing_key_replace_private_keys => signing_key_replace_private_keys(signing_keys);
+            signing_key_set_version_grows => signing_key_set_version_grows(signing_keys);
+            signing_key_set_acknowledgements => signing_key_set_acknowledgements(signing_keys);
         }
 
         #[tokio::test]

@@ -20,11 +20,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use idp_domain::StoreError;
 use idp_domain::audit::{AuditEvent, AuditFilter};
+use idp_domain::audit_chain::ChainHead;
 use idp_domain::entities::{Agent, Credential};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::{
     AgentFilter, AgentRepository, AuditLog, CredentialRepository, RevokedToken, RevokedTokenStore,
-    SigningKeyStore, StoredSigningKey, SubjectState, UpdateOutcome,
+    SubjectState, UpdateOutcome,
 };
 use idp_domain::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, CredentialStatus,
@@ -33,7 +34,9 @@ use idp_domain::values::{
 use serde_json::json;
 use uuid::Uuid;
 
-use self::fixtures::{agent, at, credential, event, owner, unique_email};
+pub use crate::chain_and_keys::*;
+
+use self::fixtures::{agent, at, credential, event, owner, unchained, unique_email};
 
 /// Values the suites build their test data from; public so an adapter's own
 /// tests can make the same kind of data.
@@ -125,6 +128,18 @@ pub mod fixtures {
             user_agent: Some("idp-port-tests/1.0".to_owned()),
             metadata: json!({"suite": "store", "nested": {"n": 1, "list": ["a", "b"]}}),
             timestamp,
+            sequence: None,
+            hash: None,
+        }
+    }
+
+    /// `event` without its chain place (`sequence`, `hash`), as it was before
+    /// the store appended it: what a stored event is compared by.
+    pub fn unchained(event: &AuditEvent) -> AuditEvent {
+        AuditEvent {
+            sequence: None,
+            hash: None,
+            ..event.clone()
         }
     }
 }
@@ -204,9 +219,15 @@ async fn assert_event_stored(audit: &Arc<dyn AuditLog>, event: &AuditEvent) {
     let owner = event.owner.as_ref().unwrap();
     let stored = audit.find(owner, event.event_id, long_ago()).await.unwrap();
     assert_eq!(
-        stored.as_ref(),
-        Some(event),
+        stored.as_ref().map(unchained),
+        Some(unchained(event)),
         "the write's audit event must be stored as given"
+    );
+    let stored = stored.unwrap();
+    assert!(
+        stored.sequence.is_some_and(|s| s >= 1)
+            && stored.hash.as_ref().is_some_and(|h| h.len() == 64),
+        "a stored event has its chain place: {stored:?}"
     );
 }
 
@@ -1647,7 +1668,8 @@ pub async fn audit_append_list_find(audit: Arc<dyn AuditLog>) {
         .await
         .unwrap();
     assert_eq!(
-        everything.items, made,
+        everything.items.iter().map(unchained).collect::<Vec<_>>(),
+        made,
         "newest first, then event_id descending, every field kept"
     );
     assert_eq!(everything.total, made.len() as u64);
@@ -1663,7 +1685,7 @@ pub async fn audit_append_list_find(audit: Arc<dyn AuditLog>) {
         }
     })
     .await;
-    assert_eq!(paged, made);
+    assert_eq!(paged.iter().map(unchained).collect::<Vec<_>>(), made);
 
     let target = made.iter().find(|e| e.timestamp == at(30)).unwrap();
     assert_eq!(
@@ -1671,6 +1693,8 @@ pub async fn audit_append_list_find(audit: Arc<dyn AuditLog>) {
             .find(&owner, target.event_id, at(29))
             .await
             .unwrap()
+            .as_ref()
+            .map(unchained)
             .as_ref(),
         Some(target)
     );
@@ -1679,6 +1703,8 @@ pub async fn audit_append_list_find(audit: Arc<dyn AuditLog>) {
             .find(&owner, target.event_id, at(30))
             .await
             .unwrap()
+            .as_ref()
+            .map(unchained)
             .as_ref(),
         Some(target),
         "not_before is inclusive"
@@ -1973,7 +1999,11 @@ pub async fn audit_append_all(audit: Arc<dyn AuditLog>) {
         .list(&owner, &AuditFilter::default(), page(1, 100))
         .await
         .unwrap();
-    assert_eq!(listed.items, expected, "every field kept, listed as usual");
+    assert_eq!(
+        listed.items.iter().map(unchained).collect::<Vec<_>>(),
+        expected,
+        "every field kept, listed as usual"
+    );
     assert_eq!(listed.total, batch.len() as u64);
 
     const LARGE: usize = 2_345;
@@ -1995,7 +2025,7 @@ pub async fn audit_append_all(audit: Arc<dyn AuditLog>) {
         .await
         .unwrap();
     assert_eq!(listed.total, LARGE as u64);
-    assert_eq!(listed.items[0], large[LARGE - 1]);
+    assert_eq!(unchained(&listed.items[0]), large[LARGE - 1]);
     assert_event_stored(&audit, &large[0]).await;
     assert_event_stored(&audit, &large[LARGE / 2]).await;
 }
@@ -2044,11 +2074,11 @@ pub async fn audit_append_all_is_all_or_none(audit: Arc<dyn AuditLog>) {
 }
 
 /// Audit immutability, as far as the port can express it: [`AuditLog`] has
-/// only `append`, `append_all` (with a default built on `append`), `list` and
-/// `find`, so no caller can update or delete an event through it. This
-/// function compiles only while an implementation of `append`, `list` and
-/// `find` alone is a complete `AuditLog`: adding an `update` or `delete` to
-/// the port breaks the build here. (That the database itself
+/// only `append`, `append_all` (with a default built on `append`) and reads
+/// (`list`, `find`, the token counts, the chain reads), so no caller can
+/// update or delete an event through it. This function compiles only while an
+/// implementation of `append` and the reads alone is a complete `AuditLog`:
+/// adding an `update` or `delete` to the port breaks the build here. (That the database itself
 /// refuses is each adapter's own test.)
 pub async fn audit_log_port_has_no_update_or_delete() {
     /// A log that can only append and read.
@@ -2130,6 +2160,40 @@ pub async fn audit_log_port_has_no_update_or_delete() {
         {
             Box::pin(async { Ok(0) })
         }
+
+        fn chain_page<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            _owner: &'life1 Owner,
+            _from_sequence: u64,
+            _limit: usize,
+        ) -> Answer<'async_trait, Vec<AuditEvent>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn chain_head<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            _owner: &'life1 Owner,
+        ) -> Answer<'async_trait, Option<ChainHead>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn chain_owners<'life0, 'async_trait>(&'life0 self) -> Answer<'async_trait, Vec<Owner>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async { Ok(Vec::new()) })
+        }
     }
 
     let log: Arc<dyn AuditLog> = Arc::new(AppendOnly);
@@ -2203,56 +2267,4 @@ pub async fn revoked_token_store(
         vec![live.clone()]
     );
     assert!(ids(revoked_tokens.unexpired(at(3_600)).await.unwrap()).is_empty());
-}
-
-// ---------------------------------------------------------------------------
-// SigningKeyStore
-
-/// `get_or_insert` stores the first candidate for an algorithm and answers it
-/// to every later caller, also when many callers race; other algorithms are
-/// independent.
-pub async fn signing_key_first_stored_wins(signing_keys: Arc<dyn SigningKeyStore>) {
-    let candidate = |algorithm: &str| StoredSigningKey {
-        kid: format!("kid-{}", Uuid::new_v4().simple()),
-        algorithm: algorithm.to_owned(),
-        private_pem: format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            Uuid::new_v4().simple()
-        ),
-    };
-    let algorithm = format!("TEST-{}", Uuid::new_v4().simple());
-    let first = candidate(&algorithm);
-    assert_eq!(signing_keys.get_or_insert(&first).await.unwrap(), first);
-    let second = candidate(&algorithm);
-    assert_eq!(
-        signing_keys.get_or_insert(&second).await.unwrap(),
-        first,
-        "the first stored key wins"
-    );
-
-    let other = candidate(&format!("TEST-{}", Uuid::new_v4().simple()));
-    assert_eq!(signing_keys.get_or_insert(&other).await.unwrap(), other);
-
-    let raced = format!("TEST-{}", Uuid::new_v4().simple());
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let signing_keys = Arc::clone(&signing_keys);
-        let mine = candidate(&raced);
-        tasks.spawn(async move { (signing_keys.get_or_insert(&mine).await.unwrap(), mine) });
-    }
-    let mut answers = Vec::new();
-    let mut offered = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (answer, mine) = joined.unwrap();
-        answers.push(answer);
-        offered.push(mine);
-    }
-    assert!(
-        answers.iter().all(|a| *a == answers[0]),
-        "every racer gets the same key"
-    );
-    assert!(
-        offered.contains(&answers[0]),
-        "and it is one of the candidates"
-    );
 }

@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use idp_domain::StoreError;
 use idp_domain::audit::{AuditEvent, AuditFilter};
+use idp_domain::audit_chain::ChainHead;
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::AuditLog;
 use idp_domain::values::{AgentId, EventId, Owner};
@@ -152,6 +153,23 @@ impl AuditLog for GroupCommitAuditLog {
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         self.inner.tokens_issued_by(owner, agent, since).await
+    }
+
+    async fn chain_page(
+        &self,
+        owner: &Owner,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.chain_page(owner, from_sequence, limit).await
+    }
+
+    async fn chain_head(&self, owner: &Owner) -> Result<Option<ChainHead>, StoreError> {
+        self.inner.chain_head(owner).await
+    }
+
+    async fn chain_owners(&self) -> Result<Vec<Owner>, StoreError> {
+        self.inner.chain_owners().await
     }
 }
 
@@ -358,6 +376,29 @@ mod tests {
         ) -> Result<u64, StoreError> {
             Ok(0)
         }
+
+        async fn chain_page(
+            &self,
+            _owner: &Owner,
+            from_sequence: u64,
+            _limit: usize,
+        ) -> Result<Vec<AuditEvent>, StoreError> {
+            Ok(vec![AuditEvent {
+                sequence: Some(from_sequence),
+                ..event()
+            }])
+        }
+
+        async fn chain_head(&self, _owner: &Owner) -> Result<Option<ChainHead>, StoreError> {
+            Ok(Some(ChainHead {
+                sequence: 42,
+                hash: "ab".repeat(32),
+            }))
+        }
+
+        async fn chain_owners(&self) -> Result<Vec<Owner>, StoreError> {
+            Ok(vec![Owner::system()])
+        }
     }
 
     fn event() -> AuditEvent {
@@ -372,6 +413,8 @@ mod tests {
             user_agent: None,
             metadata: serde_json::json!({"scope": "a b"}),
             timestamp: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
+            sequence: None,
+            hash: None,
         }
     }
 
@@ -666,8 +709,15 @@ mod tests {
             .unwrap();
         let found = log.find(&owner, id, event().timestamp).await.unwrap();
 
+        let chain = log.chain_page(&owner, 7, 10).await.unwrap();
+        let head = log.chain_head(&owner).await.unwrap();
+        let owners = log.chain_owners().await.unwrap();
+
         assert_eq!(page.total, 42);
         assert_eq!(found.map(|e| e.event_id), Some(id));
+        assert_eq!(chain[0].sequence, Some(7));
+        assert_eq!(head.map(|h| h.sequence), Some(42));
+        assert_eq!(owners, [Owner::system()]);
         assert!(inner.batches().is_empty());
     }
 }

@@ -87,12 +87,86 @@ pub enum Command {
         )]
         capabilities: Vec<String>,
     },
+    /// Manage the signing keys (rotation, revocation, encryption at rest).
+    ///
+    /// Works while servers run, on both deployments: a change is in effect on
+    /// every running node before the command exits. Key events are written
+    /// to the operators' audit chain (`audit list --owner _system`).
+    Keys {
+        /// What to do with the keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Verify and read the audit chains, straight from the store.
+    Audit {
+        /// What to do with the audit log.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the effective configuration as JSON, passwords redacted, and exit.
     ///
     /// Shows what the environment and the config file add up to, after
     /// defaults; the password in `DATABASE_URL` and `REDIS_URL` reads `***`. A
     /// bad value fails here as it would at start, naming its variable.
     Config,
+}
+
+/// `idp-server keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print every key as a JSON array (`kid`, `alg`, `state`, `createdAt`,
+    /// `activatesAt`, `retiredAt`, `revokedAt`).
+    List,
+    /// Start a rotation: a new key, published now, signing after
+    /// `IDP_KEY_PREPUBLISH_SECONDS` (the active key then retires).
+    Rotate {
+        /// The new key's algorithm; changing it is a rotation (tokens signed
+        /// before stay valid until they expire). Default: `IDP_SIGNING_ALG`.
+        #[arg(long, value_name = "RS256|ES256|EdDSA")]
+        alg: Option<String>,
+        /// Activate the new key at once (an emergency); with a rotation
+        /// already waiting, activate that key at once.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Revoke a key: it leaves the JWKS at once and every token it signed is
+    /// refused. The active key can be revoked only while a next key waits
+    /// (it then activates at once): rotate first.
+    Revoke {
+        /// The key's id, as `keys list` prints it.
+        #[arg(value_name = "KID")]
+        kid: String,
+    },
+    /// Re-encrypt every stored private key under a new key-encryption key
+    /// (read from `--new-key-file`; the current one from
+    /// `IDP_KEY_ENCRYPTION_KEY_FILE`, unset when the keys are stored
+    /// unencrypted). Then point `IDP_KEY_ENCRYPTION_KEY_FILE` at the new file
+    /// on every node and restart them.
+    Rewrap {
+        /// The new key-encryption key: 32 random bytes, base64
+        /// (`openssl rand -base64 32`).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
+}
+
+/// `idp-server audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk hash chains and check every link: one JSON line per owner; exit 1
+    /// with `first bad event: sequence K, eventId E` on stderr if one is broken.
+    Verify {
+        /// Only this owner (`_system` for the operators' chain); default:
+        /// every owner.
+        #[arg(long, value_name = "OWNER")]
+        owner: Option<String>,
+    },
+    /// Print an owner's events, whatever their age, as NDJSON in sequence order.
+    List {
+        /// The owner (`_system` for the operators' chain of key events).
+        #[arg(long, value_name = "OWNER")]
+        owner: String,
+    },
 }
 
 /// The variables `migrate` reads; the others are checked all the same.
@@ -110,6 +184,32 @@ const BOOTSTRAP_VARIABLES: &[&str] = &[
     "IDP_DATA_DIR",
     "IDP_DB_POOL_SIZE",
     "IDP_HASH_CONCURRENCY",
+    "IDP_CONFIG_FILE",
+    "IDP_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// The variables the `keys` commands read; the others are checked all the same.
+const KEYS_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "IDP_DATA_DIR",
+    "IDP_DB_POOL_SIZE",
+    "IDP_SIGNING_ALG",
+    "IDP_SIGNING_KEY_FILE",
+    "IDP_TOKEN_TTL_SECONDS",
+    "IDP_KEY_ROTATION_DAYS",
+    "IDP_KEY_PREPUBLISH_SECONDS",
+    "IDP_KEY_ENCRYPTION_KEY_FILE",
+    "IDP_CONFIG_FILE",
+    "IDP_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// The variables the `audit` commands read; the others are checked all the same.
+const AUDIT_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "IDP_DATA_DIR",
+    "IDP_DB_POOL_SIZE",
     "IDP_CONFIG_FILE",
     "IDP_LOG_FORMAT",
     "RUST_LOG",
@@ -163,6 +263,8 @@ pub fn command() -> clap::Command {
         ("config", all()),
         ("migrate", some(MIGRATE_VARIABLES)),
         ("bootstrap", some(BOOTSTRAP_VARIABLES)),
+        ("keys", some(KEYS_VARIABLES)),
+        ("audit", some(AUDIT_VARIABLES)),
     ];
     sections.into_iter().fold(
         Cli::command().after_long_help(all()),
@@ -208,6 +310,8 @@ mod tests {
             (Some("config"), all_variables()),
             (Some("migrate"), MIGRATE_VARIABLES.to_vec()),
             (Some("bootstrap"), BOOTSTRAP_VARIABLES.to_vec()),
+            (Some("keys"), KEYS_VARIABLES.to_vec()),
+            (Some("audit"), AUDIT_VARIABLES.to_vec()),
         ] {
             let help = long_help(subcommand);
             for name in variables {
@@ -235,7 +339,12 @@ mod tests {
 
     #[test]
     fn the_listed_variables_exist() {
-        for name in MIGRATE_VARIABLES.iter().chain(BOOTSTRAP_VARIABLES) {
+        for name in MIGRATE_VARIABLES
+            .iter()
+            .chain(BOOTSTRAP_VARIABLES)
+            .chain(KEYS_VARIABLES)
+            .chain(AUDIT_VARIABLES)
+        {
             assert!(all_variables().contains(name), "{name}");
         }
     }
@@ -246,6 +355,11 @@ mod tests {
         command.build();
         let mut commands = vec![command.clone()];
         commands.extend(command.get_subcommands().cloned());
+        let nested: Vec<_> = commands
+            .iter()
+            .flat_map(|c| c.get_subcommands().cloned().collect::<Vec<_>>())
+            .collect();
+        commands.extend(nested);
         for command in commands {
             for arg in command.get_arguments() {
                 assert!(
@@ -286,5 +400,34 @@ mod tests {
             panic!("{cli:?}");
         };
         assert_eq!(capabilities.len(), 4);
+        let cli = Cli::from_arg_matches(&command().get_matches_from([
+            "idp-server",
+            "keys",
+            "rotate",
+            "--alg",
+            "ES256",
+            "--now",
+        ]))
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys {
+                command: KeysCommand::Rotate { alg: Some(ref a), now: true }
+            }) if a == "ES256"
+        ));
+        let cli = Cli::from_arg_matches(&command().get_matches_from([
+            "idp-server",
+            "audit",
+            "verify",
+            "--owner",
+            "_system",
+        ]))
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Audit {
+                command: AuditCommand::Verify { owner: Some(ref o) }
+            }) if o == "_system"
+        ));
     }
 }

@@ -118,7 +118,7 @@ macro_rules! number_setting {
         }
     )*};
 }
-number_setting!(u32, u64, usize);
+number_setting!(u32, u64, usize, f64);
 
 impl SettingValue for bool {
     type Literal = bool;
@@ -333,7 +333,27 @@ settings! {
         variable: "IDP_SIGNING_KEY_FILE",
         default: None,
         shown: "unset: generated and kept in the database",
-        help: "PKCS#8 PEM private key to sign with",
+        help: "PKCS#8 PEM private key to sign with (operator-managed: no automatic rotation)",
+    },
+    /// Age of the active key that starts an automatic rotation, in days.
+    key_rotation_days: f64 {
+        variable: "IDP_KEY_ROTATION_DAYS",
+        default: 90.0,
+        shown: "90",
+        help: "age in days (decimal) of the active signing key that starts a rotation (0: never automatically)",
+    },
+    /// How long a new key is published before it signs.
+    key_prepublish_seconds: u64 {
+        variable: "IDP_KEY_PREPUBLISH_SECONDS",
+        default: 86_400,
+        help: "how long a new signing key is published in the JWKS before it signs",
+    },
+    /// 32 random bytes, base64: private keys are stored sealed under it.
+    key_encryption_key_file: Option<PathBuf> {
+        variable: "IDP_KEY_ENCRYPTION_KEY_FILE",
+        default: None,
+        shown: "unset: private keys stored unencrypted",
+        help: "file of 32 random bytes (base64) that private signing keys are stored encrypted under (AES-256-GCM)",
     },
     /// Requests per client per minute.
     rate_limit_per_minute: u32 {
@@ -536,6 +556,15 @@ impl Config {
         self.trusted_proxies()?;
         self.cors_origins()?;
         self.metrics_addr()?;
+        if !self.key_rotation_days.is_finite()
+            || self.key_rotation_days < 0.0
+            || self.key_rotation_days > 36_500.0
+        {
+            bail!(
+                "IDP_KEY_ROTATION_DAYS={} is invalid: expected a number of days from 0 (never) to 36500",
+                self.key_rotation_days
+            );
+        }
         if !["RS256", "ES256", "EdDSA"].contains(&self.signing_alg.as_str()) {
             bail!(
                 "IDP_SIGNING_ALG={:?} is invalid: expected RS256, ES256 or EdDSA",
@@ -543,6 +572,16 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The age of the active key that starts a rotation; `None`: never.
+    pub fn key_rotation_period(&self) -> Option<chrono::Duration> {
+        (self.key_rotation_days > 0.0).then(|| {
+            // At most 36,500 days (checked at load): fits in milliseconds.
+            #[allow(clippy::cast_possible_truncation, reason = "bounded by validate")]
+            let millis = (self.key_rotation_days * 86_400_000.0).round() as i64;
+            chrono::Duration::milliseconds(millis.max(1))
+        })
     }
 
     /// The listen address.

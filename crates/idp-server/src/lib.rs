@@ -4,8 +4,10 @@
 //! services, and the `serve`, `migrate`, `bootstrap` and `config` commands.
 //! `main.rs` only parses the command line and reports a failure in one line.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
+mod keys;
 pub mod system;
 pub mod telemetry;
 mod wiring;
@@ -21,7 +23,7 @@ use idp_domain::values::{Capabilities, Email, Owner};
 use idp_http::middleware::ConnectionCount;
 use idp_http::{Application, Metrics};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{AuditCommand, Cli, Command, KeysCommand};
 use crate::config::Config;
 
 /// Runs the command `cli` asks for with the process environment's configuration
@@ -48,6 +50,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             email,
             capabilities,
         } => bootstrap(config, &owner, &email, &capabilities).await,
+        Command::Keys { command } => {
+            let stores = wiring::stores(&config, wiring::Role::OneOff, true).await?;
+            let command = match &command {
+                KeysCommand::List => keys::KeyCommand::List,
+                KeysCommand::Rotate { alg, now } => keys::KeyCommand::Rotate {
+                    algorithm: alg.as_deref(),
+                    now: *now,
+                },
+                KeysCommand::Revoke { kid } => keys::KeyCommand::Revoke(kid),
+                KeysCommand::Rewrap { new_key_file } => keys::KeyCommand::Rewrap(new_key_file),
+            };
+            keys::run(&config, &stores, wiring::ambient(), command).await
+        }
+        Command::Audit { command } => {
+            let stores = wiring::stores(&config, wiring::Role::OneOff, true).await?;
+            let audit = idp_domain::services::AuditService::new(
+                stores.audit.clone(),
+                wiring::ambient(),
+                wiring::limits(&config),
+            );
+            match &command {
+                AuditCommand::Verify { owner } => audit::verify(&audit, owner.as_deref()).await,
+                AuditCommand::List { owner } => audit::list(&audit, owner).await,
+            }
+        }
         Command::Config => {
             println!("{}", serde_json::to_string_pretty(&config.redacted())?);
             Ok(())
@@ -114,10 +141,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics = metrics.with_pool_status(probe);
     }
     secrets.hasher = Arc::new(hash_queue);
-    let codec = wiring::token_codec(&config, &stores).await?;
+    let server_keys = keys::server_keys(&config, &stores, ambient.clone()).await?;
+    let codec = keys::codec(&server_keys);
     // After every step that may refuse to start, whose error must be the
     // one line on stderr; before the first connection is accepted.
     let open_files = raise_open_files_limit();
+    if let Some(upkeep) = server_keys.upkeep {
+        tokio::spawn(upkeep.run());
+    }
     let mut state = wiring::app_state(&config, issuer.clone(), &stores, &caches, &secrets, codec);
     state.metrics = Arc::new(metrics);
     let mut application = Application::new(state);

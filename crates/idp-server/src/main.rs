@@ -8,7 +8,10 @@ async fn main() -> ExitCode {
     match idp_server::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.downcast_ref::<idp_server::audit::Reported>() {
+                Some(line) => eprintln!("{line}"),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

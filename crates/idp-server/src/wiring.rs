@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use chrono::Duration;
 use idp_cache_memory::MemoryCache;
 use idp_cache_redis::RedisChangeFeed;
-use idp_crypto::{Argon2SecretHasher, JoseTokenCodec, OsSecretGenerator, SigningAlgorithm};
+use idp_crypto::{Argon2SecretHasher, OsSecretGenerator};
 use idp_domain::ports::{
     AdmissionControl, AgentRepository, AuditLog, ChangeNotifier, Clock, CredentialRepository,
     HealthCheck, RateLimiter, RevocationList, RevokedTokenStore, SecretGenerator, SecretHasher,
@@ -368,30 +368,10 @@ pub fn secrets(config: &Config) -> anyhow::Result<Secrets> {
     })
 }
 
-/// The signing key: from `IDP_SIGNING_KEY_FILE`, or the one kept in the store
-/// (generated and stored by the first node that starts).
-pub async fn token_codec(config: &Config, stores: &Stores) -> anyhow::Result<Arc<dyn TokenCodec>> {
-    let algorithm: SigningAlgorithm = config
-        .signing_alg
-        .parse()
-        .map_err(|e| anyhow::anyhow!("IDP_SIGNING_ALG={:?} is invalid: {e}", config.signing_alg))?;
-    let key = match &config.signing_key_file {
-        Some(path) => idp_crypto::load_pem_file(path, algorithm)
-            .map_err(|e| anyhow::anyhow!("IDP_SIGNING_KEY_FILE={path:?} is invalid: {e}"))?,
-        None => {
-            let candidate = idp_crypto::generate_signing_key(algorithm)
-                .map_err(|e| anyhow::anyhow!("cannot generate a signing key: {e}"))?;
-            stores
-                .signing_keys
-                .get_or_insert(&candidate)
-                .await
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot load the signing key: {e}"))?
-        }
-    };
-    let codec = JoseTokenCodec::new(&key)
-        .map_err(|e| anyhow::anyhow!("the signing key is unusable: {e}"))?;
-    Ok(Arc::new(codec))
-}
+/// The longest a client may cache the JWKS (seconds), when the key
+/// pre-publication time is longer: a revoked key should not linger in caches
+/// for a day.
+const JWKS_MAX_AGE: u64 = 300;
 
 /// The application state for a server whose issuer is `issuer`.
 pub fn app_state(
@@ -450,6 +430,7 @@ pub fn app_state(
             // Both were checked when the configuration was loaded.
             trusted_proxies: config.trusted_proxies().unwrap_or_default(),
             cors_origins: config.cors_origins().unwrap_or_default(),
+            jwks_max_age: config.key_prepublish_seconds.min(JWKS_MAX_AGE),
         },
     }
 }

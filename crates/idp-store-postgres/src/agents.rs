@@ -19,7 +19,7 @@ use crate::audit::insert_event;
 use crate::error::{TxError, corrupt_row, from_diesel};
 use crate::paging::{limit_offset, page_from_rows};
 use crate::pool::checkout;
-use crate::rows::{AgentChanges, AgentRow, NewAgentRow, NewAuditEventRow};
+use crate::rows::{AgentChanges, AgentRow, NewAgentRow};
 use crate::schema::{agents, credentials};
 
 /// First key of the two-key advisory locks that serialize agent creation per
@@ -117,7 +117,7 @@ impl AgentRepository for PgStore {
                 .values(NewAgentRow::from(agent))
                 .execute(conn)
                 .await?;
-            insert_event(conn, event.into()).await?;
+            insert_event(conn, event).await?;
             Ok::<_, TxError>(())
         })
         .await?;
@@ -213,7 +213,7 @@ impl AgentRepository for PgStore {
                 .set(AgentChanges::from(updated))
                 .execute(conn)
                 .await?;
-                insert_event(conn, event.into()).await?;
+                insert_event(conn, event).await?;
                 Ok::<_, TxError>(UpdateOutcome::Applied)
             })
             .await?;
@@ -256,8 +256,11 @@ impl AgentRepository for PgStore {
                 .await?;
                 revoked.sort_unstable();
                 let revoked: Vec<CredentialId> = revoked.into_iter().map(CredentialId).collect();
-                let metadata = with_revoked_ids(&event.metadata, &revoked);
-                insert_event(conn, NewAuditEventRow::with_metadata(event, &metadata)).await?;
+                let stored = AuditEvent {
+                    metadata: with_revoked_ids(&event.metadata, &revoked),
+                    ..event.clone()
+                };
+                insert_event(conn, &stored).await?;
                 Ok::<_, TxError>(revoked)
             })
             .await?;

@@ -1,53 +1,122 @@
 //! [`AuditLog`] on `audit_events`. Append-only: this module has no UPDATE or
-//! DELETE, and the table's triggers refuse them from anywhere else.
+//! DELETE of an event, and the table's triggers refuse them from anywhere
+//! else. Every append links its events into their owner's hash chain
+//! ([`idp_domain::audit_chain`]) under the owner's `audit_heads` row lock.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use idp_domain::StoreError;
 use idp_domain::audit::{AuditEvent, AuditFilter};
+use idp_domain::audit_chain::{ChainHead, GENESIS_HASH, link};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::AuditLog;
 use idp_domain::values::{AgentId, AuditAction, EventId, Owner};
 
 use crate::PgStore;
-use crate::error::{TxError, from_diesel};
+use crate::error::{TxError, corrupt_row, from_diesel};
 use crate::paging::{limit_offset, page_from_rows};
 use crate::pool::checkout;
 use crate::rows::{AuditEventRow, NewAuditEventRow};
-use crate::schema::audit_events;
+use crate::schema::{audit_events, audit_heads};
 
-/// Appends `row` on `conn` (inside the caller's transaction, if any).
+/// Appends `event` on `conn`, linked into its owner's chain; see
+/// [`insert_events`]. Must run inside the caller's transaction.
 pub(crate) async fn insert_event(
     conn: &mut AsyncPgConnection,
-    row: NewAuditEventRow<'_>,
+    event: &AuditEvent,
 ) -> QueryResult<()> {
-    diesel::insert_into(audit_events::table)
-        .values(row)
-        .execute(conn)
-        .await
-        .map(drop)
+    insert_events(conn, std::slice::from_ref(event)).await
 }
 
-/// Most rows in one INSERT: 10 bind parameters a row stays far below
+/// Most rows in one INSERT: 12 bind parameters a row stays far below
 /// PostgreSQL's limit of 65,535 parameters per statement.
 const ROWS_PER_INSERT: usize = 1_000;
 
-/// Appends `rows` on `conn` with one multi-row INSERT per [`ROWS_PER_INSERT`]
-/// rows (inside the caller's transaction, if any).
-async fn insert_events(
+/// Appends `events` on `conn`, each linked into its chain owner's hash chain
+/// ([`AuditEvent::chain_owner`]). Must run inside the caller's transaction,
+/// which holds each touched owner's `audit_heads` row lock until it commits.
+///
+/// Per owner, in sorted order (two batches never wait for each other in a
+/// cycle): one statement creates or locks the owner's head and reads it, the
+/// owner's events (in their given order) are linked after it, then their
+/// multi-row INSERT and the head's UPDATE are sent together (pipelined, one
+/// round trip). Concurrent writers of one owner, on any pool or node, queue
+/// on the head's row lock, so they form one gapless chain; the unique index
+/// on `(owner, sequence)` refuses a fork should anything else write.
+pub(crate) async fn insert_events(
     conn: &mut AsyncPgConnection,
-    rows: &[NewAuditEventRow<'_>],
+    events: &[AuditEvent],
 ) -> QueryResult<()> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        diesel::insert_into(audit_events::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
+    let mut by_owner: BTreeMap<String, (Owner, Vec<AuditEvent>)> = BTreeMap::new();
+    for event in events {
+        let owner = event.chain_owner();
+        by_owner
+            .entry(owner.as_str().to_owned())
+            .or_insert_with(|| (owner, Vec::new()))
+            .1
+            .push(event.clone());
+    }
+    for (owner, mut linked) in by_owner.into_values() {
+        let head = lock_head(conn, &owner).await?;
+        let new_head =
+            link(&head, &mut linked).map_err(|e| DieselError::SerializationError(e.into()))?;
+        let rows: Vec<NewAuditEventRow<'_>> = linked.iter().map(Into::into).collect();
+        let head_sequence = i64::try_from(new_head.sequence)
+            .map_err(|e| DieselError::SerializationError(e.into()))?;
+        let update_head = diesel::update(audit_heads::table.find(owner.as_str())).set((
+            audit_heads::sequence.eq(head_sequence),
+            audit_heads::hash.eq(&new_head.hash),
+        ));
+        let (earlier, last) = match rows.len() % ROWS_PER_INSERT {
+            0 => rows.split_at(rows.len().saturating_sub(ROWS_PER_INSERT)),
+            rest => rows.split_at(rows.len() - rest),
+        };
+        for chunk in earlier.chunks(ROWS_PER_INSERT) {
+            diesel::insert_into(audit_events::table)
+                .values(chunk)
+                .execute(conn)
+                .await?;
+        }
+        // The last INSERT and the head's UPDATE in one round trip: pipelined
+        // on the connection, executed in order. Should the INSERT fail, the
+        // UPDATE fails too (the transaction is aborted) and the INSERT's
+        // error, polled first, is the one answered.
+        let shared: &AsyncPgConnection = conn;
+        let insert = diesel::insert_into(audit_events::table)
+            .values(last)
+            .execute(&mut &*shared);
+        let update = update_head.execute(&mut &*shared);
+        futures_util::future::try_join(insert, update).await?;
     }
     Ok(())
+}
+
+/// Creates `owner`'s head (sequence 0, [`GENESIS_HASH`]) unless it exists,
+/// takes its row lock until the end of the transaction and reads it: one
+/// statement, one round trip.
+async fn lock_head(conn: &mut AsyncPgConnection, owner: &Owner) -> QueryResult<ChainHead> {
+    let (sequence, hash): (i64, String) = diesel::insert_into(audit_heads::table)
+        .values((
+            audit_heads::owner.eq(owner.as_str()),
+            audit_heads::sequence.eq(0_i64),
+            audit_heads::hash.eq(GENESIS_HASH),
+        ))
+        .on_conflict(audit_heads::owner)
+        .do_update()
+        .set(audit_heads::owner.eq(excluded(audit_heads::owner)))
+        .returning((audit_heads::sequence, audit_heads::hash))
+        .get_result(conn)
+        .await?;
+    let sequence =
+        u64::try_from(sequence).map_err(|e| DieselError::DeserializationError(e.into()))?;
+    Ok(ChainHead { sequence, hash })
 }
 
 /// `owner`'s events matching `filter`.
@@ -75,26 +144,19 @@ fn matching<'a>(owner: &'a Owner, filter: &AuditFilter) -> audit_events::BoxedQu
 
 #[async_trait]
 impl AuditLog for PgStore {
+    /// One transaction: lock the owner's head, link, insert, move the head.
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut conn = checkout(&self.pool).await?;
-        insert_event(&mut conn, event.into())
-            .await
-            .map_err(from_diesel)
+        self.append_all(std::slice::from_ref(event)).await
     }
 
-    /// One multi-row INSERT, atomic on its own; several (over
-    /// `ROWS_PER_INSERT` events) share one transaction. One commit either way.
+    /// One transaction for the whole batch, whatever its owners: one commit.
     async fn append_all(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
-        let rows: Vec<NewAuditEventRow<'_>> = events.iter().map(Into::into).collect();
         let mut conn = checkout(&self.pool).await?;
-        if rows.len() <= ROWS_PER_INSERT {
-            return insert_events(&mut conn, &rows).await.map_err(from_diesel);
-        }
         conn.transaction(async |conn| {
-            insert_events(conn, &rows).await?;
+            insert_events(conn, events).await?;
             Ok::<_, TxError>(())
         })
         .await?;
@@ -151,6 +213,64 @@ impl AuditLog for PgStore {
             .optional()
             .map_err(from_diesel)?;
         row.map(AuditEvent::try_from).transpose()
+    }
+
+    /// Served by the unique index on `(owner, sequence)`.
+    async fn chain_page(
+        &self,
+        owner: &Owner,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        // Past i64::MAX no sequence can be stored.
+        let Ok(from_sequence) = i64::try_from(from_sequence) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = checkout(&self.pool).await?;
+        let rows: Vec<AuditEventRow> = audit_events::table
+            .filter(audit_events::owner.eq(owner.as_str()))
+            .filter(audit_events::sequence.ge(from_sequence))
+            .order(audit_events::sequence.asc())
+            .limit(limit)
+            .select(AuditEventRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        rows.into_iter().map(AuditEvent::try_from).collect()
+    }
+
+    async fn chain_head(&self, owner: &Owner) -> Result<Option<ChainHead>, StoreError> {
+        let mut conn = checkout(&self.pool).await?;
+        let head: Option<(i64, String)> = audit_heads::table
+            .find(owner.as_str())
+            .select((audit_heads::sequence, audit_heads::hash))
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        head.map(|(sequence, hash)| {
+            let sequence = u64::try_from(sequence)
+                .map_err(|e| corrupt_row("audit_heads", owner.as_str(), e))?;
+            Ok(ChainHead { sequence, hash })
+        })
+        .transpose()
+    }
+
+    async fn chain_owners(&self) -> Result<Vec<Owner>, StoreError> {
+        let mut conn = checkout(&self.pool).await?;
+        let owners: Vec<String> = audit_heads::table
+            .select(audit_heads::owner)
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        let mut owners = owners
+            .into_iter()
+            .map(|raw| Owner::parse_operator(&raw).map_err(|e| corrupt_row("audit_heads", &raw, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Rust's order, not the database's collation.
+        owners.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(owners)
     }
 
     async fn tokens_issued_since(

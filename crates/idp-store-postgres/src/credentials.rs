@@ -104,7 +104,7 @@ impl CredentialRepository for PgStore {
                 .values(NewCredentialRow::from(credential))
                 .execute(conn)
                 .await?;
-            insert_event(conn, event.into()).await?;
+            insert_event(conn, event).await?;
             Ok::<_, TxError>(())
         })
         .await?;
@@ -222,7 +222,7 @@ impl CredentialRepository for PgStore {
                 .returning(CredentialRow::as_returning())
                 .get_result(conn)
                 .await?;
-                insert_event(conn, event.into()).await?;
+                insert_event(conn, event).await?;
                 Ok::<_, TxError>(row)
             })
             .await?;
@@ -251,7 +251,7 @@ impl CredentialRepository for PgStore {
                 .returning(CredentialRow::as_returning())
                 .get_result(conn)
                 .await?;
-                insert_event(conn, event.into()).await?;
+                insert_event(conn, event).await?;
                 Ok::<_, TxError>(row)
             })
             .await?;

@@ -34,6 +34,12 @@
 //! * an agent update is a compare-and-swap under the agent's row lock: a change
 //!   computed from a stale read is refused (`UpdateOutcome::Stale`), never
 //!   written over a concurrent one;
+//! * every audit event is appended inside a transaction that links it into
+//!   its owner's hash chain under that owner's `audit_heads` row lock (owners
+//!   locked in sorted order), so writers on any number of pools or nodes make
+//!   one gapless chain per owner;
+//! * every change of the signing keys appends its events and counts one more
+//!   key-set version in the same transaction;
 //! * errors are mapped in one place, the `error` module.
 
 mod agents;
@@ -53,6 +59,28 @@ pub mod testing;
 
 pub use migrate::{MIGRATIONS, pending_migrations, run_migrations};
 pub use pool::{PgPool, PoolConfig, connect, connect_with};
+
+/// The privileges a serving role needs, and no more on `audit_events`: it may
+/// append and read events, never UPDATE, DELETE or TRUNCATE them, nor
+/// disable their triggers (only the table's owner may `ALTER TABLE`). Run
+/// migrations as the owner of the tables (`idp-server migrate`), serve as a
+/// role granted this, with `{role}` replaced by its name:
+///
+/// ```sql
+/// GRANT USAGE ON SCHEMA public TO {role};
+/// GRANT SELECT, INSERT ON audit_events TO {role};
+/// GRANT SELECT, INSERT, UPDATE, DELETE ON agents, credentials, revoked_tokens,
+///     signing_keys, audit_heads, key_set_version, key_set_nodes TO {role};
+/// ```
+///
+/// Even then `audit_heads` is writable by the serving role (each append moves
+/// the head): the chain, not the grants, is what shows a rewrite there.
+pub const SERVING_ROLE_GRANTS: &str = "\
+GRANT USAGE ON SCHEMA public TO {role};
+GRANT SELECT, INSERT ON audit_events TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON agents, credentials, revoked_tokens, \
+signing_keys, audit_heads, key_set_version, key_set_nodes TO {role};
+";
 
 /// The PostgreSQL store: one value implementing every store port of the
 /// domain, plus the `database` [`HealthCheck`](idp_domain::ports::HealthCheck).

@@ -42,7 +42,7 @@ impl RevokedTokenStore for PgStore {
                 if inserted == 0 {
                     return Ok(false);
                 }
-                insert_event(conn, event.into()).await?;
+                insert_event(conn, event).await?;
                 Ok::<_, TxError>(true)
             })
             .await?;

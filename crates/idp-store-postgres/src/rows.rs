@@ -8,13 +8,14 @@ use diesel::prelude::*;
 use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
 use idp_domain::entities::{Agent, Credential};
+use idp_domain::keys::SigningKeyRecord;
 use idp_domain::values::{
     AgentId, Capabilities, CredentialId, Email, EventId, Owner, SecretHash, SemVer,
 };
 use uuid::Uuid;
 
 use crate::error::corrupt_row;
-use crate::schema::{agents, audit_events, credentials};
+use crate::schema::{agents, audit_events, credentials, signing_keys};
 
 /// A row of `agents`.
 #[derive(Debug, Queryable, Selectable)]
@@ -184,7 +185,7 @@ impl<'a> From<&'a Credential> for NewCredentialRow<'a> {
 #[diesel(table_name = audit_events, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct AuditEventRow {
     event_id: Uuid,
-    owner: Option<String>,
+    owner: String,
     agent_id: Option<Uuid>,
     actor_id: Option<Uuid>,
     action: String,
@@ -193,6 +194,8 @@ pub(crate) struct AuditEventRow {
     user_agent: Option<String>,
     metadata: serde_json::Value,
     timestamp: DateTime<Utc>,
+    sequence: Option<i64>,
+    hash: Option<String>,
 }
 
 impl TryFrom<AuditEventRow> for AuditEvent {
@@ -200,14 +203,14 @@ impl TryFrom<AuditEventRow> for AuditEvent {
 
     fn try_from(row: AuditEventRow) -> Result<Self, StoreError> {
         let bad = |e: idp_domain::ValueError| corrupt_row("audit_events", row.event_id, e);
+        let sequence = row
+            .sequence
+            .map(u64::try_from)
+            .transpose()
+            .map_err(|e| corrupt_row("audit_events", row.event_id, e))?;
         Ok(AuditEvent {
             event_id: EventId(row.event_id),
-            owner: row
-                .owner
-                .as_deref()
-                .map(Owner::parse)
-                .transpose()
-                .map_err(bad)?,
+            owner: Some(Owner::parse_operator(&row.owner).map_err(bad)?),
             agent_id: row.agent_id.map(AgentId),
             actor_id: row.actor_id.map(AgentId),
             action: row.action.parse().map_err(bad)?,
@@ -216,16 +219,19 @@ impl TryFrom<AuditEventRow> for AuditEvent {
             user_agent: row.user_agent,
             metadata: row.metadata,
             timestamp: row.timestamp,
+            sequence,
+            hash: row.hash,
         })
     }
 }
 
-/// A new row of `audit_events`.
+/// A new row of `audit_events`: the event as linked into its chain (its
+/// `sequence` and `hash` set), stored under its chain owner.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = audit_events, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct NewAuditEventRow<'a> {
     event_id: Uuid,
-    owner: Option<&'a str>,
+    owner: &'a str,
     agent_id: Option<Uuid>,
     actor_id: Option<Uuid>,
     action: &'static str,
@@ -234,28 +240,54 @@ pub(crate) struct NewAuditEventRow<'a> {
     user_agent: Option<&'a str>,
     metadata: &'a serde_json::Value,
     timestamp: DateTime<Utc>,
+    sequence: Option<i64>,
+    hash: Option<&'a str>,
 }
 
-impl<'a> NewAuditEventRow<'a> {
-    /// The row of `event`, with `metadata` in place of the event's own.
-    pub(crate) fn with_metadata(event: &'a AuditEvent, metadata: &'a serde_json::Value) -> Self {
+impl<'a> From<&'a AuditEvent> for NewAuditEventRow<'a> {
+    fn from(event: &'a AuditEvent) -> Self {
         Self {
             event_id: event.event_id.0,
-            owner: event.owner.as_ref().map(Owner::as_str),
+            owner: event.owner.as_ref().map_or(Owner::SYSTEM, Owner::as_str),
             agent_id: event.agent_id.map(|id| id.0),
             actor_id: event.actor_id.map(|id| id.0),
             action: event.action.as_str(),
             outcome: event.outcome.as_str(),
             ip_address: event.ip_address.as_deref(),
             user_agent: event.user_agent.as_deref(),
-            metadata,
+            metadata: &event.metadata,
             timestamp: event.timestamp,
+            sequence: event.sequence.and_then(|s| i64::try_from(s).ok()),
+            hash: event.hash.as_deref(),
         }
     }
 }
 
-impl<'a> From<&'a AuditEvent> for NewAuditEventRow<'a> {
-    fn from(event: &'a AuditEvent) -> Self {
-        Self::with_metadata(event, &event.metadata)
+/// A row of `signing_keys`.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = signing_keys, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct SigningKeyRow {
+    kid: String,
+    algorithm: String,
+    private_key: String,
+    succeeds: Option<String>,
+    created_at: DateTime<Utc>,
+    activates_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    activation_recorded: bool,
+}
+
+impl From<SigningKeyRow> for SigningKeyRecord {
+    fn from(row: SigningKeyRow) -> Self {
+        Self {
+            kid: row.kid,
+            algorithm: row.algorithm,
+            private_key: row.private_key,
+            succeeds: row.succeeds,
+            created_at: row.created_at,
+            activates_at: row.activates_at,
+            revoked_at: row.revoked_at,
+            activation_recorded: row.activation_recorded,
+        }
     }
 }

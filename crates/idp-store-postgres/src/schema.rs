@@ -35,7 +35,8 @@ diesel::table! {
 diesel::table! {
     audit_events (event_id) {
         event_id -> Uuid,
-        owner -> Nullable<Text>,
+        /// The chain owner: a tenant, or `_system` for events no tenant owns.
+        owner -> Text,
         agent_id -> Nullable<Uuid>,
         actor_id -> Nullable<Uuid>,
         action -> Text,
@@ -44,6 +45,18 @@ diesel::table! {
         user_agent -> Nullable<Text>,
         metadata -> Jsonb,
         timestamp -> Timestamptz,
+        /// NULL only between the migration that added it and the backfill
+        /// that `run_migrations` runs right after.
+        sequence -> Nullable<BigInt>,
+        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_heads (owner) {
+        owner -> Text,
+        sequence -> BigInt,
+        hash -> Text,
     }
 }
 
@@ -57,11 +70,30 @@ diesel::table! {
 }
 
 diesel::table! {
-    signing_keys (algorithm) {
+    signing_keys (kid) {
         algorithm -> Text,
         kid -> Text,
-        private_pem -> Text,
+        private_key -> Text,
         created_at -> Timestamptz,
+        succeeds -> Nullable<Text>,
+        activates_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        activation_recorded -> Bool,
+    }
+}
+
+diesel::table! {
+    key_set_version (id) {
+        id -> Bool,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    key_set_nodes (node) {
+        node -> Text,
+        version -> BigInt,
+        seen_at -> Timestamptz,
     }
 }
 

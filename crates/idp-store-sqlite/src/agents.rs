@@ -12,12 +12,12 @@ use idp_domain::ports::{AgentFilter, AgentRepository, UpdateOutcome};
 use idp_domain::values::{AgentId, AgentStatus, CredentialId, Owner};
 
 use crate::SqliteStore;
-use crate::audit::insert_event;
+use crate::chain::append_chained;
 use crate::columns::{millis, parse_uuid, uuid_text};
 use crate::error::{TxError, corrupt_row, from_diesel};
 use crate::paging::{limit_offset, total};
 use crate::pool::{read_transaction, run, write_transaction};
-use crate::rows::{AgentChanges, AgentRow, NewAgentRow, NewAuditEventRow};
+use crate::rows::{AgentChanges, AgentRow, NewAgentRow};
 use crate::schema::{agents, credentials};
 
 /// The status of the agent `id` of `owner`, inside the caller's transaction.
@@ -96,7 +96,7 @@ impl AgentRepository for SqliteStore {
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let row = NewAgentRow::try_from(agent)?;
-        let event = NewAuditEventRow::try_from(event)?;
+        let event = event.clone();
         let owner = agent.owner.as_str().to_owned();
         run(&self.pool, move |conn| {
             write_transaction(conn, |conn| {
@@ -112,7 +112,7 @@ impl AgentRepository for SqliteStore {
                 diesel::insert_into(agents::table)
                     .values(&row)
                     .execute(conn)?;
-                insert_event(conn, &event)?;
+                append_chained(conn, std::slice::from_ref(&event))?;
                 Ok(())
             })
         })
@@ -169,7 +169,7 @@ impl AgentRepository for SqliteStore {
         event: &AuditEvent,
     ) -> Result<UpdateOutcome, StoreError> {
         let changes = AgentChanges::try_from(updated)?;
-        let event = NewAuditEventRow::try_from(event)?;
+        let event = event.clone();
         let expected = expected.clone();
         let owner = expected.owner.as_str().to_owned();
         let id = uuid_text(expected.agent_id.0);
@@ -192,7 +192,7 @@ impl AgentRepository for SqliteStore {
                 )
                 .set(&changes)
                 .execute(conn)?;
-                insert_event(conn, &event)?;
+                append_chained(conn, std::slice::from_ref(&event))?;
                 Ok(UpdateOutcome::Applied)
             })
         })
@@ -206,8 +206,7 @@ impl AgentRepository for SqliteStore {
         now: DateTime<Utc>,
         event: &AuditEvent,
     ) -> Result<Vec<CredentialId>, StoreError> {
-        let mut event_row = NewAuditEventRow::try_from(event)?;
-        let metadata = event.metadata.clone();
+        let mut event = event.clone();
         let owner = owner.as_str().to_owned();
         let id = uuid_text(id.0);
         let now = millis(now);
@@ -242,8 +241,8 @@ impl AgentRepository for SqliteStore {
                     .collect::<Result<Vec<_>, _>>()?;
                 revoked.sort_unstable();
                 let revoked: Vec<CredentialId> = revoked.into_iter().map(CredentialId).collect();
-                event_row.set_metadata(&with_revoked_ids(&metadata, &revoked))?;
-                insert_event(conn, &event_row)?;
+                event.metadata = with_revoked_ids(&event.metadata, &revoked);
+                append_chained(conn, std::slice::from_ref(&event))?;
                 Ok(revoked)
             })
         })

@@ -13,12 +13,12 @@ use idp_domain::values::{AgentId, AgentStatus, CredentialId, CredentialStatus, O
 
 use crate::SqliteStore;
 use crate::agents::agent_status;
-use crate::audit::insert_event;
+use crate::chain::append_chained;
 use crate::columns::{after, at_or_before, millis, uuid_text};
 use crate::error::{TxError, corrupt_row, from_diesel};
 use crate::paging::{limit_offset, total};
 use crate::pool::{read_transaction, run, write_transaction};
-use crate::rows::{CredentialRow, NewAuditEventRow, NewCredentialRow};
+use crate::rows::{CredentialRow, NewCredentialRow};
 use crate::schema::{agents, credentials};
 
 /// The credentials of agent `agent_id` of `owner`, with the status `status` at
@@ -98,14 +98,14 @@ impl CredentialKey {
     fn change_unrevoked(
         &self,
         conn: &mut SqliteConnection,
-        event: &NewAuditEventRow,
+        event: &AuditEvent,
         change: impl FnOnce(&mut SqliteConnection) -> QueryResult<usize>,
     ) -> Result<Credential, StoreError> {
         let row = write_transaction(conn, |conn| {
             ensure_unrevoked(conn, &self.owner, &self.agent_id, &self.id)?;
             change(conn)?;
             let row: CredentialRow = self.row().select(CredentialRow::as_select()).first(conn)?;
-            insert_event(conn, event)?;
+            append_chained(conn, std::slice::from_ref(event))?;
             Ok(row)
         })?;
         Credential::try_from(row)
@@ -122,7 +122,7 @@ impl CredentialRepository for SqliteStore {
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let row = NewCredentialRow::from(credential);
-        let event = NewAuditEventRow::try_from(event)?;
+        let event = event.clone();
         let owner = credential.owner.as_str().to_owned();
         let agent_id = uuid_text(credential.agent_id.0);
         run(&self.pool, move |conn| {
@@ -141,7 +141,7 @@ impl CredentialRepository for SqliteStore {
                 diesel::insert_into(credentials::table)
                     .values(&row)
                     .execute(conn)?;
-                insert_event(conn, &event)?;
+                append_chained(conn, std::slice::from_ref(&event))?;
                 Ok(())
             })
         })
@@ -242,7 +242,7 @@ impl CredentialRepository for SqliteStore {
         event: &AuditEvent,
     ) -> Result<Credential, StoreError> {
         let key = CredentialKey::new(owner, agent_id, id);
-        let event = NewAuditEventRow::try_from(event)?;
+        let event = event.clone();
         let new_hash = new_hash.clone();
         run(&self.pool, move |conn| {
             key.change_unrevoked(conn, &event, |conn| {
@@ -271,7 +271,7 @@ impl CredentialRepository for SqliteStore {
         event: &AuditEvent,
     ) -> Result<Credential, StoreError> {
         let key = CredentialKey::new(owner, agent_id, id);
-        let event = NewAuditEventRow::try_from(event)?;
+        let event = event.clone();
         let now = millis(now);
         run(&self.pool, move |conn| {
             key.change_unrevoked(conn, &event, |conn| {

@@ -40,6 +40,11 @@
 //! * an agent update is a compare-and-swap in such a transaction: a change
 //!   computed from a stale read is refused (`UpdateOutcome::Stale`), never
 //!   written over a concurrent one;
+//! * every audit event is linked into its owner's hash chain (`audit_heads`)
+//!   inside the `BEGIN IMMEDIATE` transaction that stores it, so concurrent
+//!   writers of one owner make one gapless chain (the `chain` module); every
+//!   change of the signing keys also moves the key-set version in its
+//!   transaction;
 //! * reads of a page and its total share one snapshot;
 //! * errors are mapped in one place, the `error` module.
 //!
@@ -48,6 +53,7 @@
 
 mod agents;
 mod audit;
+mod chain;
 mod columns;
 mod credentials;
 mod database_file;

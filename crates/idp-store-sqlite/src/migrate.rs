@@ -9,9 +9,9 @@ use diesel::result::Error as DieselError;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use idp_domain::StoreError;
 
-use crate::database_file;
 use crate::error::{TxError, from_join};
 use crate::pool::{SqliteConfig, establish, write_transaction};
+use crate::{chain, database_file};
 
 /// The SQL of `migrations/sqlite`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -19,6 +19,11 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/s
 /// Applies every pending embedded migration to the database file at `path`
 /// (creating it and its directory if missing, see [`crate::open`]) and
 /// answers the versions it applied (empty when the schema was current).
+///
+/// SQLite cannot compute the audit chain's hashes, so the SQL migrations
+/// leave the events stored before the chain existed unlinked; in the same
+/// transaction, this links them (per owner, by timestamp then event id,
+/// after the owner's head). That step finds nothing to do once it has run.
 ///
 /// For `idp-server migrate`; [`crate::open`] migrates too. Takes no data
 /// directory lock: the whole run is one `BEGIN IMMEDIATE` transaction, so
@@ -43,12 +48,21 @@ pub(crate) fn migrate_blocking(
 ) -> Result<Vec<String>, StoreError> {
     let mut conn = establish(url, busy_timeout)?;
     // diesel runs each migration in a transaction of its own; inside this
-    // one they become savepoints, and the check for pending migrations and
-    // their application are one atomic step.
+    // one they become savepoints, and the check for pending migrations, their
+    // application and the audit chain's backfill are one atomic step.
     write_transaction(&mut conn, |conn| {
-        conn.run_pending_migrations(MIGRATIONS)
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
             .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(migration_error)
+            .map_err(migration_error)?;
+        let linked = chain::backfill(conn)?;
+        if linked > 0 {
+            tracing::info!(
+                events = linked,
+                "linked the stored audit events into their chains"
+            );
+        }
+        Ok(applied)
     })
 }
 

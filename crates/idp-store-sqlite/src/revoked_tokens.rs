@@ -9,11 +9,10 @@ use idp_domain::ports::{RevokedToken, RevokedTokenStore};
 use idp_domain::values::{Owner, TokenId};
 
 use crate::SqliteStore;
-use crate::audit::insert_event;
+use crate::chain::append_chained;
 use crate::columns::{after, instant, millis, parse_uuid, uuid_text};
 use crate::error::{corrupt_row, from_diesel};
 use crate::pool::{run, write_transaction};
-use crate::rows::NewAuditEventRow;
 use crate::schema::revoked_tokens;
 
 #[async_trait]
@@ -25,7 +24,7 @@ impl RevokedTokenStore for SqliteStore {
         token: &RevokedToken,
         event: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let event_row = NewAuditEventRow::try_from(event)?;
+        let event_row = event.clone();
         let owner = owner.as_str().to_owned();
         let jti = uuid_text(token.token_id.0);
         let expires_at = millis(token.expires_at);
@@ -45,7 +44,7 @@ impl RevokedTokenStore for SqliteStore {
                 if inserted == 0 {
                     return Ok(false);
                 }
-                insert_event(conn, &event_row)?;
+                append_chained(conn, std::slice::from_ref(&event_row))?;
                 Ok(true)
             })
         })

@@ -223,6 +223,8 @@ pub(crate) struct AuditEventRow {
     user_agent: Option<String>,
     metadata: String,
     timestamp: i64,
+    sequence: Option<i64>,
+    hash: Option<String>,
 }
 
 impl TryFrom<AuditEventRow> for AuditEvent {
@@ -239,10 +241,11 @@ impl TryFrom<AuditEventRow> for AuditEvent {
         };
         Ok(AuditEvent {
             event_id: EventId(parse_uuid(key).map_err(|e| bad(&e))?),
+            // `_system` is the chain of the events no tenant owns.
             owner: row
                 .owner
                 .as_deref()
-                .map(Owner::parse)
+                .map(Owner::parse_operator)
                 .transpose()
                 .map_err(|e| bad(&e))?,
             agent_id: optional_id(row.agent_id.as_deref())?,
@@ -254,14 +257,23 @@ impl TryFrom<AuditEventRow> for AuditEvent {
             timestamp: read_instant("audit_events", key, "timestamp", row.timestamp)?,
             ip_address: row.ip_address,
             user_agent: row.user_agent,
+            sequence: row
+                .sequence
+                .map(u64::try_from)
+                .transpose()
+                .map_err(|e| bad(&format!("sequence: {e}")))?,
+            hash: row.hash,
         })
     }
 }
 
-/// A new row of `audit_events`. An absent value is bound as NULL rather than
-/// written as `DEFAULT` (the same for these columns, which have no default):
-/// diesel writes a batch of SQLite rows with a `DEFAULT` as one INSERT per row,
-/// a batch without as one multi-row INSERT.
+/// A new row of `audit_events`, made from an event that [`link`] chained.
+/// An absent value is bound as NULL rather than written as `DEFAULT` (the
+/// same for these columns, which have no default): diesel writes a batch of
+/// SQLite rows with a `DEFAULT` as one INSERT per row, a batch without as one
+/// multi-row INSERT.
+///
+/// [`link`]: idp_domain::audit_chain::link
 #[derive(Debug, Insertable)]
 #[diesel(
     table_name = audit_events,
@@ -270,7 +282,8 @@ impl TryFrom<AuditEventRow> for AuditEvent {
 )]
 pub(crate) struct NewAuditEventRow {
     event_id: String,
-    owner: Option<String>,
+    /// The chain owner: `_system` for an event no tenant owns.
+    owner: String,
     agent_id: Option<String>,
     actor_id: Option<String>,
     action: &'static str,
@@ -279,23 +292,25 @@ pub(crate) struct NewAuditEventRow {
     user_agent: Option<String>,
     metadata: String,
     timestamp: i64,
-}
-
-impl NewAuditEventRow {
-    /// Replaces the metadata the row will store.
-    pub(crate) fn set_metadata(&mut self, metadata: &serde_json::Value) -> Result<(), StoreError> {
-        self.metadata = json_text(metadata)?;
-        Ok(())
-    }
+    sequence: i64,
+    hash: String,
 }
 
 impl TryFrom<&AuditEvent> for NewAuditEventRow {
     type Error = StoreError;
 
+    /// Fails (a bug) when the event was not linked.
     fn try_from(event: &AuditEvent) -> Result<Self, StoreError> {
+        let unlinked = || {
+            StoreError::Unknown(anyhow::anyhow!(
+                "audit event {} was not linked into its chain",
+                event.event_id
+            ))
+        };
+        let sequence = event.sequence.ok_or_else(unlinked)?;
         Ok(Self {
             event_id: uuid_text(event.event_id.0),
-            owner: event.owner.as_ref().map(|o| o.as_str().to_owned()),
+            owner: event.chain_owner().as_str().to_owned(),
             agent_id: event.agent_id.map(|id| uuid_text(id.0)),
             actor_id: event.actor_id.map(|id| uuid_text(id.0)),
             action: event.action.as_str(),
@@ -304,6 +319,10 @@ impl TryFrom<&AuditEvent> for NewAuditEventRow {
             user_agent: event.user_agent.clone(),
             metadata: json_text(&event.metadata)?,
             timestamp: millis(event.timestamp),
+            sequence: i64::try_from(sequence).map_err(|e| {
+                StoreError::Unknown(anyhow::anyhow!("audit sequence {sequence}: {e}"))
+            })?,
+            hash: event.hash.clone().ok_or_else(unlinked)?,
         })
     }
 }

@@ -48,6 +48,19 @@ diesel::table! {
         /// A JSON value.
         metadata -> Text,
         timestamp -> BigInt,
+        /// The event's place in its owner's chain; NULL only between the
+        /// migration that added it and the backfill in the same transaction.
+        sequence -> Nullable<BigInt>,
+        /// The chain hash, 64 lowercase hex characters.
+        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_heads (owner) {
+        owner -> Text,
+        sequence -> BigInt,
+        hash -> Text,
     }
 }
 
@@ -61,11 +74,32 @@ diesel::table! {
 }
 
 diesel::table! {
-    signing_keys (algorithm) {
-        algorithm -> Text,
+    signing_keys (kid) {
         kid -> Text,
-        private_pem -> Text,
+        algorithm -> Text,
+        private_key -> Text,
+        succeeds -> Nullable<Text>,
         created_at -> BigInt,
+        activates_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        /// 0 or 1.
+        activation_recorded -> Bool,
+    }
+}
+
+diesel::table! {
+    /// One row (`id` 1).
+    key_set_version (id) {
+        id -> Integer,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    key_set_nodes (node) {
+        node -> Text,
+        version -> BigInt,
+        seen_at -> BigInt,
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use idp_cache_memory::MemoryCache;
 use idp_crypto::{
-    Argon2SecretHasher, JoseTokenCodec, OsSecretGenerator, SigningAlgorithm, generate_signing_key,
+    Argon2SecretHasher, JoseKeyRing, OsSecretGenerator, SigningAlgorithm, generate_signing_key,
 };
 use idp_domain::audit::RequestContext;
 use idp_domain::ports::{Clock, IdGenerator};
@@ -77,13 +77,16 @@ async fn run(dir: &std::path::Path) -> Result<(), StepError> {
     let path: PathBuf = dir.join(idp_store_sqlite::DATABASE_FILE_NAME);
     let store = Arc::new(idp_store_sqlite::open(&path, 2).await?);
     let hasher = Arc::new(Argon2SecretHasher::new(2)?);
-    let codec = Arc::new(JoseTokenCodec::new(&generate_signing_key(
-        SigningAlgorithm::ES256,
-    )?)?);
     let ambient = Ambient {
         clock: Arc::new(SystemClock),
         ids: Arc::new(UuidV7Ids),
     };
+    // One fixed key; a server keeps a rotating set in the store (KeyService).
+    let codec = Arc::new(JoseKeyRing::from_key(
+        &generate_signing_key(SigningAlgorithm::ES256)?,
+        ambient.clock.clone(),
+        Duration::seconds(3600),
+    )?);
     let cache = MemoryCache::new();
     let revocations = cache.revocation_list(store.clone());
     revocations.warm(ambient.now()).await?;

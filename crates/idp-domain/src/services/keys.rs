@@ -40,7 +40,9 @@ pub struct KeySettings {
 #[derive(Debug, Error)]
 pub enum KeyError {
     /// A rotation is already under way: this key waits to activate.
-    #[error("key {kid} is already next (activates at {activates_at}); revoke it to replace it, or rotate with --now to activate it at once")]
+    #[error(
+        "key {kid} is already next (activates at {activates_at}); revoke it to replace it, or rotate with --now to activate it at once"
+    )]
     AlreadyPending {
         /// The waiting key.
         kid: String,
@@ -76,6 +78,13 @@ pub enum Rotation {
     ActivatedNow(SigningKeyRecord),
     /// Another node made the successor first; this is it.
     MadeElsewhere(SigningKeyRecord),
+}
+
+/// `at` truncated to the whole second. Activation instants are whole seconds,
+/// like a token's `iat`: the key that signs a token is the one active at its
+/// `iat`, with no second shared by two keys.
+fn whole_second(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
 }
 
 /// The algorithms a key may have.
@@ -122,7 +131,11 @@ impl KeyService {
     /// Every key with its state now.
     pub async fn statuses(&self) -> Result<Vec<KeyStatus>, KeyError> {
         let records = self.store.list_keys().await?;
-        Ok(key_statuses(&records, self.ambient.now(), self.settings.token_ttl))
+        Ok(key_statuses(
+            &records,
+            self.ambient.now(),
+            self.settings.token_ttl,
+        ))
     }
 
     /// Makes sure a key signs now: when none is active, a waiting key is
@@ -141,13 +154,19 @@ impl KeyService {
         match waiting {
             Some(next) => {
                 // `maintain` writes its activation events.
-                self.store.activate_early(&next.kid, now, &[]).await?;
+                self.store
+                    .activate_early(&next.kid, whole_second(now), &[])
+                    .await?;
             }
             None => {
                 // The first key, or the one after a deployment whose keys were all revoked.
-                let last = records.iter().max_by_key(|r| r.created_at).map(|r| r.kid.clone());
+                let last = records
+                    .iter()
+                    .max_by_key(|r| r.created_at)
+                    .map(|r| r.kid.clone());
                 let algorithm = self.settings.algorithm.clone();
-                self.create(&algorithm, last, now, true).await?;
+                self.create(&algorithm, last, whole_second(now), true)
+                    .await?;
             }
         }
         Ok(self.store.list_keys().await?)
@@ -157,7 +176,11 @@ impl KeyService {
     /// key, published now, active after the pre-publication time, or at once
     /// with `now`. With a key already waiting, `now` activates that key at
     /// once; without `now` it is refused.
-    pub async fn rotate(&self, algorithm: Option<&str>, now_flag: bool) -> Result<Rotation, KeyError> {
+    pub async fn rotate(
+        &self,
+        algorithm: Option<&str>,
+        now_flag: bool,
+    ) -> Result<Rotation, KeyError> {
         let algorithm = algorithm.unwrap_or(&self.settings.algorithm).to_owned();
         if !KEY_ALGORITHMS.contains(&algorithm.as_str()) {
             return Err(KeyError::UnsupportedAlgorithm(algorithm));
@@ -175,9 +198,10 @@ impl KeyService {
             return self.activate_now(waiting, now).await;
         }
         let activates_at = if now_flag {
-            now
+            whole_second(now)
         } else {
-            now + self.settings.prepublish
+            // Rounded up: published at least the whole pre-publication time.
+            whole_second(now + self.settings.prepublish + Duration::milliseconds(999))
         };
         let active_kid = active.kid.clone();
         match self
@@ -303,6 +327,7 @@ impl KeyService {
         waiting: &SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> Result<Rotation, KeyError> {
+        let now = whole_second(now);
         if !self.store.activate_early(&waiting.kid, now, &[]).await? {
             return Err(KeyError::UnknownKey(waiting.kid.clone()));
         }
@@ -311,7 +336,9 @@ impl KeyService {
         // Recorded now rather than at the next upkeep round, so the chain has
         // the activation before the command returns.
         let events = self.activation_events(&activated, now);
-        self.store.record_activation(&activated.kid, &events).await?;
+        self.store
+            .record_activation(&activated.kid, &events)
+            .await?;
         activated.activation_recorded = true;
         Ok(Rotation::ActivatedNow(activated))
     }

@@ -29,13 +29,16 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
         "scopes_supported": MANAGEMENT_SCOPES,
-        "access_token_signing_alg_values_supported": [state.codec.algorithm()],
+        "access_token_signing_alg_values_supported": state.codec.algorithms(),
     }))
 }
 
 async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header(("Cache-Control", "public, max-age=300"))
+        .insert_header((
+            "Cache-Control",
+            format!("public, max-age={}", state.settings.jwks_max_age),
+        ))
         .content_type("application/jwk-set+json")
         .json(state.codec.jwks())
 }

@@ -203,8 +203,8 @@ async fn discovery_documents_are_readable_from_any_origin() {
         .returning(|| serde_json::json!({ "keys": [] }));
     mocks
         .codec
-        .expect_algorithm()
-        .return_const("RS256".to_owned());
+        .expect_algorithms()
+        .returning(|| vec!["RS256".to_owned()]);
     let state = mocks.state();
     for path in [
         "/.well-known/jwks.json",

@@ -164,6 +164,7 @@ impl Mocks {
                 issuer: ISSUER.into(),
                 trusted_proxies: vec![],
                 cors_origins: vec![],
+                jwks_max_age: 300,
             },
         }
     }

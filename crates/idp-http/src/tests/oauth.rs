@@ -190,12 +190,12 @@ async fn introspecting_garbage_is_inactive_and_nothing_else() {
 }
 
 #[actix_web::test]
-async fn metadata_names_the_configured_algorithm() {
+async fn metadata_names_the_algorithms_of_the_published_keys() {
     let mut mocks = Mocks::default();
     mocks
         .codec
-        .expect_algorithm()
-        .return_const("ES256".to_owned());
+        .expect_algorithms()
+        .returning(|| vec!["ES256".to_owned(), "RS256".to_owned()]);
     let (status, _, body) = send(
         mocks.state(),
         TestRequest::get().uri("/.well-known/oauth-authorization-server"),
@@ -204,7 +204,7 @@ async fn metadata_names_the_configured_algorithm() {
     assert_eq!(status, 200);
     assert_eq!(
         body["access_token_signing_alg_values_supported"],
-        serde_json::json!(["ES256"])
+        serde_json::json!(["ES256", "RS256"])
     );
     assert_eq!(body["token_endpoint"], format!("{ISSUER}/api/v1/token"));
     assert_eq!(body["scopes_supported"].as_array().unwrap().len(), 4);

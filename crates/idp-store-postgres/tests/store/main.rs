@@ -4,6 +4,8 @@
 //!
 //! * `contract`: the shared store contract suite of `idp-port-tests`.
 //! * `postgres`: what only this adapter promises (triggers, migrations, pool).
+//! * `chain`: the audit chain across pools, the chain backfill of the
+//!   migration, the serving role's privileges, tamper detection.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,6 +13,7 @@
     reason = "test code: a panic is a failed test"
 )]
 
+mod chain;
 mod contract;
 mod postgres;
 

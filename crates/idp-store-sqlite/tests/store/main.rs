@@ -1,6 +1,8 @@
 //! Integration tests of the SQLite store. Every test opens its own database
 //! file in its own temporary directory, removed at the end.
 //!
+//! * `chain`: the audit hash chain and the signing keys on SQLite (backfill,
+//!   tamper detection, triggers, concurrent writers).
 //! * `contract`: the shared store contract suite of `idp-port-tests`.
 //! * `sqlite`: what only this adapter promises (triggers, migrations, restart
 //!   safety, the data directory lock, several processes on one file).
@@ -11,6 +13,7 @@
     reason = "test code: a panic is a failed test"
 )]
 
+mod chain;
 mod contract;
 mod sqlite;
 

@@ -8,11 +8,12 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Text};
 use diesel::{RunQueryDsl, SqliteConnection};
 use idp_domain::StoreError;
-use idp_domain::audit::AuditFilter;
+use idp_domain::audit::{AuditEvent, AuditFilter};
+use idp_domain::keys::SigningKeyRecord;
 use idp_domain::page::PageRequest;
 use idp_domain::ports::{
     AgentFilter, AgentRepository, AuditLog, CredentialRepository, HealthCheck, RevokedToken,
-    RevokedTokenStore, SigningKeyStore, StoredSigningKey,
+    RevokedTokenStore, SigningKeyStore,
 };
 use idp_domain::values::{AgentId, AuditAction, CredentialStatus, TokenId};
 use idp_port_tests::store::fixtures::{agent, at, credential, event, owner};
@@ -29,11 +30,43 @@ use crate::Harness;
 const INIT_VERSION: &str = "20261123000000";
 /// The version of the migration that writes the audit table's planner statistics.
 const AUDIT_STATISTICS_VERSION: &str = "20261202000000";
+/// The version of the migration of key rotation and the audit chain.
+pub(crate) const KEY_ROTATION_VERSION: &str = "20261204000000";
 
 /// Every version of `migrations/sqlite`, in the order they apply.
 fn all_versions() -> Vec<String> {
-    vec![INIT_VERSION.to_owned(), AUDIT_STATISTICS_VERSION.to_owned()]
+    vec![
+        INIT_VERSION.to_owned(),
+        AUDIT_STATISTICS_VERSION.to_owned(),
+        KEY_ROTATION_VERSION.to_owned(),
+    ]
 }
+
+/// `event` without what the store adds (its place in the chain), to compare
+/// a stored event with the one appended.
+pub(crate) fn unchained(mut event: AuditEvent) -> AuditEvent {
+    event.sequence = None;
+    event.hash = None;
+    event
+}
+
+/// A signing key of the given kid, successor and instants (in seconds of `at`).
+pub(crate) fn signing_key(kid: &str, succeeds: Option<&str>, activates: i64) -> SigningKeyRecord {
+    SigningKeyRecord {
+        kid: kid.to_owned(),
+        algorithm: "RS256".to_owned(),
+        private_key: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n".to_owned(),
+        succeeds: succeeds.map(str::to_owned),
+        created_at: at(0),
+        activates_at: at(activates),
+        revoked_at: None,
+        activation_recorded: false,
+    }
+}
+
+/// A well-formed hash that chains nothing.
+pub(crate) const FORGED_HASH: &str =
+    "abababababababababababababababababababababababababababababababab";
 
 fn page_of_100() -> PageRequest {
     PageRequest::new(Some(1), Some(100)).unwrap()
@@ -75,28 +108,43 @@ async fn the_database_refuses_to_rewrite_audit_history() {
         "DELETE FROM audit_events".to_owned(),
         format!("DELETE FROM audit_events WHERE event_id = '{id}'"),
         format!(
-            "INSERT OR REPLACE INTO audit_events (event_id, owner, action, outcome, \"timestamp\") \
-             VALUES ('{id}', 'x', 'forged', 'success', 0)"
+            "INSERT OR REPLACE INTO audit_events (event_id, owner, action, outcome, \"timestamp\", \
+             sequence, hash) VALUES ('{id}', 'x', 'forged', 'success', 0, 1, '{FORGED_HASH}')"
         ),
         format!(
-            "REPLACE INTO audit_events (event_id, owner, action, outcome, \"timestamp\") \
-             VALUES ('{id}', 'x', 'forged', 'success', 0)"
+            "REPLACE INTO audit_events (event_id, owner, action, outcome, \"timestamp\", \
+             sequence, hash) VALUES ('{id}', 'x', 'forged', 'success', 0, 1, '{FORGED_HASH}')"
         ),
         format!(
-            "INSERT INTO audit_events (event_id, owner, action, outcome, \"timestamp\") \
-             VALUES ('{id}', 'x', 'forged', 'success', 0) \
+            "INSERT INTO audit_events (event_id, owner, action, outcome, \"timestamp\", \
+             sequence, hash) VALUES ('{id}', 'x', 'forged', 'success', 0, 1, '{FORGED_HASH}') \
              ON CONFLICT (event_id) DO UPDATE SET action = excluded.action"
         ),
     ] {
         let err = execute(&mut conn, &sql).expect_err(&sql);
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
+    // A new event must be chained: owner, sequence and hash.
+    for (owner, sequence, hash) in [
+        ("NULL", "1", format!("'{FORGED_HASH}'")),
+        ("'x'", "NULL", format!("'{FORGED_HASH}'")),
+        ("'x'", "1", "NULL".to_owned()),
+    ] {
+        let sql = format!(
+            "INSERT INTO audit_events (event_id, owner, action, outcome, \"timestamp\", sequence, hash) \
+             VALUES ('{}', {owner}, 'forged', 'success', 0, {sequence}, {hash})",
+            Uuid::new_v4()
+        );
+        let err = execute(&mut conn, &sql).expect_err(&sql);
+        assert!(err.to_string().contains("chained"), "{sql}: {err}");
+    }
     assert_eq!(
         count(&mut conn, "SELECT count(*) AS n FROM audit_events"),
         1
     );
     let stored = audit.find(&owner, original.event_id, at(-1)).await.unwrap();
-    assert_eq!(stored, Some(original));
+    assert_eq!(stored.clone().map(unchained), Some(original));
+    assert_eq!(stored.and_then(|e| e.sequence), Some(1));
     harness.finish();
 }
 
@@ -126,12 +174,9 @@ async fn data_survives_closing_and_reopening_the_store() {
             .await
             .unwrap()
     );
-    let key = StoredSigningKey {
-        kid: "kid-1".to_owned(),
-        algorithm: "RS256".to_owned(),
-        private_pem: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n".to_owned(),
-    };
-    assert_eq!(store.get_or_insert(&key).await.unwrap(), key);
+    let key = signing_key("kid-1", None, 0);
+    assert!(store.insert_key(&key, &[]).await.unwrap());
+    store.acknowledge_key_set("node-a", 1, at(3)).await.unwrap();
     drop(store);
 
     let store = dir.open(config).await.unwrap();
@@ -150,16 +195,26 @@ async fn data_survives_closing_and_reopening_the_store() {
     let events = AuditLog::list(&store, &owner, &AuditFilter::default(), page_of_100())
         .await
         .unwrap();
-    assert_eq!(events.items, vec![revoked, generated, created]);
-    assert_eq!(store.unexpired(at(0)).await.unwrap(), vec![token]);
-    let other = StoredSigningKey {
-        kid: "kid-2".to_owned(),
-        ..key.clone()
-    };
     assert_eq!(
-        store.get_or_insert(&other).await.unwrap(),
-        key,
+        events.items.into_iter().map(unchained).collect::<Vec<_>>(),
+        vec![revoked, generated, created]
+    );
+    assert_eq!(store.unexpired(at(0)).await.unwrap(), vec![token]);
+    assert_eq!(
+        store.list_keys().await.unwrap(),
+        vec![key],
         "the signing key survives a restart"
+    );
+    assert_eq!(store.key_set_version().await.unwrap(), 1);
+    assert_eq!(
+        store.key_set_acknowledgements(at(0)).await.unwrap(),
+        vec![("node-a".to_owned(), 1)]
+    );
+    let head = AuditLog::chain_head(&store, &owner).await.unwrap();
+    assert_eq!(
+        head.map(|h| h.sequence),
+        Some(3),
+        "the chain head survives too"
     );
 }
 
@@ -188,7 +243,7 @@ async fn committed_writes_survive_a_store_that_never_closed() {
     let logged = AuditLog::find(&store, &owner, created.event_id, at(-1))
         .await
         .unwrap();
-    assert_eq!(logged, Some(created));
+    assert_eq!(logged.map(unchained), Some(created));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +273,7 @@ async fn migrations_apply_once_and_then_are_idempotent() {
             &mut conn,
             "SELECT count(*) AS n FROM __diesel_schema_migrations"
         ),
-        2
+        3
     );
 }
 
@@ -610,11 +665,12 @@ async fn corrupt_rows_are_unknown_errors_not_panics() {
         .execute(&mut conn)
         .unwrap();
     diesel::sql_query(
-        "INSERT INTO audit_events (event_id, owner, action, outcome, \"timestamp\") \
-         VALUES (?, ?, 'agent.exploded', 'success', 0)",
+        "INSERT INTO audit_events (event_id, owner, action, outcome, \"timestamp\", sequence, hash) \
+         VALUES (?, ?, 'agent.exploded', 'success', 0, 99, ?)",
     )
     .bind::<Text, _>(Uuid::new_v4().to_string())
     .bind::<Text, _>(owner.as_str())
+    .bind::<Text, _>(FORGED_HASH)
     .execute(&mut conn)
     .unwrap();
 
@@ -817,11 +873,55 @@ async fn the_migrations_revert_cleanly_and_apply_again() {
         .create(&c, 10, at(1), &e)
         .await
         .unwrap();
+    let mut system = event(&owner, a.agent_id, AuditAction::AuthFailed, at(2));
+    system.owner = None;
+    harness.audit().append(&system).await.unwrap();
+    let keys = harness.signing_keys();
+    assert!(
+        keys.insert_key(&signing_key("k1", None, 0), &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        keys.insert_key(&signing_key("k2", Some("k1"), 10), &[])
+            .await
+            .unwrap()
+    );
+    keys.acknowledge_key_set("node-a", 2, at(3)).await.unwrap();
     let Harness { store, dir } = harness;
     drop(store);
 
     let mut conn = dir.raw_connection().unwrap();
     conn.batch_execute("PRAGMA foreign_keys = ON").unwrap();
+    let reverted = conn
+        .revert_last_migration(idp_store_sqlite::MIGRATIONS)
+        .unwrap();
+    assert_eq!(reverted.to_string(), KEY_ROTATION_VERSION);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM audit_events WHERE owner IS NULL"
+        ),
+        1,
+        "the system chain's events have no owner again"
+    );
+    #[derive(diesel::QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = Text)]
+        algorithm: String,
+        #[diesel(sql_type = Text)]
+        kid: String,
+    }
+    let kept: Vec<Key> = diesel::sql_query("SELECT algorithm, kid FROM signing_keys")
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(
+        kept.iter()
+            .map(|k| (k.algorithm.as_str(), k.kid.as_str()))
+            .collect::<Vec<_>>(),
+        [("RS256", "k2")],
+        "one key per algorithm: the one activated last"
+    );
     let reverted = conn
         .revert_last_migration(idp_store_sqlite::MIGRATIONS)
         .unwrap();
@@ -881,19 +981,27 @@ async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
         [
             "audit_events_owner_action_time_idx",
             "audit_events_owner_agent_time_idx",
+            "audit_events_owner_sequence_key",
             "audit_events_owner_time_idx",
             "sqlite_autoindex_audit_events_1",
         ],
-        "one row per index of audit_events"
+        "one row per index of audit_events but the backfill's (empty) one"
     );
 
     // A database analyzed before the migration keeps ANALYZE's figures.
-    conn.revert_last_migration(idp_store_sqlite::MIGRATIONS)
-        .unwrap();
+    for _ in 0..2 {
+        conn.revert_last_migration(idp_store_sqlite::MIGRATIONS)
+            .unwrap();
+    }
     let owner = owner();
-    let a = agent(&owner, at(0));
-    let e = event(&owner, a.agent_id, AuditAction::AgentCreated, at(0));
-    harness.agents().create(&a, 10, &e).await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO audit_events (event_id, owner, action, outcome, \"timestamp\") \
+         VALUES (?, ?, 'agent.created', 'success', 0)",
+    )
+    .bind::<Text, _>(Uuid::new_v4().to_string())
+    .bind::<Text, _>(owner.as_str())
+    .execute(&mut conn)
+    .unwrap();
     conn.batch_execute("ANALYZE").unwrap();
     let analyzed = audit_statistics(&mut conn);
     assert_eq!(analyzed.len(), 4, "{analyzed:?}");
@@ -901,10 +1009,21 @@ async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
     drop(conn);
     assert_eq!(
         run_migrations(&harness.dir.database()).await.unwrap(),
-        vec![AUDIT_STATISTICS_VERSION.to_owned()]
+        vec![
+            AUDIT_STATISTICS_VERSION.to_owned(),
+            KEY_ROTATION_VERSION.to_owned()
+        ]
     );
     let mut conn = harness.dir.raw_connection().unwrap();
-    assert_eq!(audit_statistics(&mut conn), analyzed);
+    let mut kept = audit_statistics(&mut conn);
+    assert_eq!(
+        kept.remove(2),
+        StatRow {
+            idx: "audit_events_owner_sequence_key".to_owned(),
+            stat: "100000 10000 1".to_owned()
+        }
+    );
+    assert_eq!(kept, analyzed);
     drop(conn);
     harness.finish();
 }

@@ -12,6 +12,11 @@ use crate::ports::{GeneratedKey, MockKeyGenerator, MockSigningKeyStore};
 use crate::services::{KeyError, KeyService, KeySettings, Rotation};
 use crate::values::{AuditAction, Owner};
 
+/// `at` truncated to its second.
+fn second(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(at.timestamp(), 0).unwrap()
+}
+
 fn settings() -> KeySettings {
     KeySettings {
         algorithm: "ES256".into(),
@@ -94,11 +99,18 @@ async fn the_first_key_signs_at_once_with_the_configured_algorithm() {
     let (record, events) = inserted.lock().unwrap().pop().unwrap();
     assert_eq!(record.algorithm, "ES256");
     assert_eq!(record.succeeds, None);
-    assert_eq!(record.activates_at, now());
+    assert_eq!(record.activates_at, second(now()));
     assert!(record.activation_recorded);
-    assert_eq!(actions(&events), [AuditAction::KeyCreated, AuditAction::KeyActivated]);
+    assert_eq!(
+        actions(&events),
+        [AuditAction::KeyCreated, AuditAction::KeyActivated]
+    );
     assert!(events.iter().all(|e| e.owner == Some(Owner::system())));
-    assert!(events.iter().all(|e| !e.metadata.to_string().contains("sealed")));
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.metadata.to_string().contains("sealed"))
+    );
 }
 
 #[tokio::test]
@@ -125,7 +137,8 @@ async fn a_rotation_publishes_the_next_key_for_the_prepublication_time() {
     let (record, events) = inserted.lock().unwrap().pop().unwrap();
     assert_eq!(rotation, Rotation::Created(record.clone()));
     assert_eq!(record.succeeds.as_deref(), Some("a"));
-    assert_eq!(record.activates_at, now() + Duration::seconds(600));
+    // Activation instants are whole seconds, rounded up past the pre-publication time.
+    assert_eq!(record.activates_at, second(now() + Duration::seconds(601)));
     assert!(!record.activation_recorded);
     assert_eq!(actions(&events), [AuditAction::KeyCreated]);
     assert_eq!(events[0].metadata["alg"], "EdDSA");
@@ -136,14 +149,20 @@ async fn a_second_rotation_while_one_waits_is_refused() {
     let mut store = MockSigningKeyStore::new();
     listing(
         &mut store,
-        vec![key("a", None, -Duration::days(1)), key("b", Some("a"), Duration::seconds(60))],
+        vec![
+            key("a", None, -Duration::days(1)),
+            key("b", Some("a"), Duration::seconds(60)),
+        ],
     );
     store.expect_insert_key().never();
     let err = service(store, MockKeyGenerator::new())
         .rotate(None, false)
         .await
         .unwrap_err();
-    assert!(matches!(err, KeyError::AlreadyPending { ref kid, .. } if kid == "b"), "{err}");
+    assert!(
+        matches!(err, KeyError::AlreadyPending { ref kid, .. } if kid == "b"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -151,11 +170,14 @@ async fn rotate_now_activates_the_waiting_key_and_records_it() {
     let mut store = MockSigningKeyStore::new();
     listing(
         &mut store,
-        vec![key("a", None, -Duration::days(1)), key("b", Some("a"), Duration::seconds(60))],
+        vec![
+            key("a", None, -Duration::days(1)),
+            key("b", Some("a"), Duration::seconds(60)),
+        ],
     );
     store
         .expect_activate_early()
-        .withf(|kid, at, events| kid == "b" && *at == now() && events.is_empty())
+        .withf(|kid, at, events| kid == "b" && *at == second(now()) && events.is_empty())
         .times(1)
         .returning(|_, _, _| Ok(true));
     store
@@ -175,7 +197,7 @@ async fn rotate_now_activates_the_waiting_key_and_records_it() {
     let Rotation::ActivatedNow(b) = rotation else {
         panic!("{rotation:?}")
     };
-    assert_eq!((b.kid.as_str(), b.activates_at), ("b", now()));
+    assert_eq!((b.kid.as_str(), b.activates_at), ("b", second(now())));
 }
 
 #[tokio::test]
@@ -272,8 +294,14 @@ async fn revoking_an_unknown_or_revoked_key_is_refused() {
     listing(&mut store, vec![key("a", None, -Duration::days(1)), gone]);
     store.expect_revoke_key().never();
     let keys = service(store, MockKeyGenerator::new());
-    assert!(matches!(keys.revoke("nope").await, Err(KeyError::UnknownKey(_))));
-    assert!(matches!(keys.revoke("gone").await, Err(KeyError::AlreadyRevoked(_))));
+    assert!(matches!(
+        keys.revoke("nope").await,
+        Err(KeyError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        keys.revoke("gone").await,
+        Err(KeyError::AlreadyRevoked(_))
+    ));
 }
 
 #[tokio::test]
@@ -284,7 +312,7 @@ async fn upkeep_rotates_a_key_older_than_the_period() {
     service(store, generator("ES256")).maintain().await.unwrap();
     let (record, _) = inserted.lock().unwrap().pop().unwrap();
     assert_eq!(record.succeeds.as_deref(), Some("a"));
-    assert_eq!(record.activates_at, now() + Duration::seconds(600));
+    assert_eq!(record.activates_at, second(now() + Duration::seconds(601)));
 }
 
 #[tokio::test]
@@ -292,15 +320,24 @@ async fn upkeep_leaves_a_young_key_and_a_waiting_rotation_alone() {
     let mut store = MockSigningKeyStore::new();
     listing(
         &mut store,
-        vec![key("a", None, -Duration::days(31)), key("b", Some("a"), Duration::seconds(5))],
+        vec![
+            key("a", None, -Duration::days(31)),
+            key("b", Some("a"), Duration::seconds(5)),
+        ],
     );
     store.expect_insert_key().never();
-    service(store, MockKeyGenerator::new()).maintain().await.unwrap();
+    service(store, MockKeyGenerator::new())
+        .maintain()
+        .await
+        .unwrap();
 
     let mut store = MockSigningKeyStore::new();
     listing(&mut store, vec![key("a", None, -Duration::days(29))]);
     store.expect_insert_key().never();
-    service(store, MockKeyGenerator::new()).maintain().await.unwrap();
+    service(store, MockKeyGenerator::new())
+        .maintain()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -316,7 +353,10 @@ async fn upkeep_records_an_activation_that_happened_once() {
         })
         .times(1)
         .returning(|_, _| Ok(false));
-    service(store, MockKeyGenerator::new()).maintain().await.unwrap();
+    service(store, MockKeyGenerator::new())
+        .maintain()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
