@@ -417,8 +417,15 @@ impl<'de> Deserializer<'de> for TextValue {
         }
     }
 
+    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
+        match self.0.parse::<u64>() {
+            Ok(n) => visitor.visit_u64(n),
+            Err(_) => Err(FieldError::Invalid("must be a positive integer".to_owned())),
+        }
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u64 u128 f32 f64 char str string
+        bool i8 i16 i32 i64 i128 u8 u16 u128 f32 f64 char str string
         bytes byte_buf unit unit_struct newtype_struct seq tuple
         tuple_struct map struct enum identifier ignored_any
     }

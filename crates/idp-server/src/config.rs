@@ -118,7 +118,29 @@ macro_rules! number_setting {
         }
     )*};
 }
-number_setting!(u32, u64, usize, f64);
+number_setting!(u32, u64, usize);
+
+/// Decimal settings (days); a whole number prints without a fraction (`90`).
+impl SettingValue for f64 {
+    type Literal = f64;
+    fn from_default(literal: f64) -> Self {
+        literal
+    }
+    fn parse(variable: &str, raw: String) -> anyhow::Result<Self> {
+        parse_var(variable, &raw)
+    }
+    fn printed(&self) -> serde_json::Value {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "only whole numbers in i64's range"
+        )]
+        if self.fract() == 0.0 && self.abs() < 1e15 {
+            (*self as i64).into()
+        } else {
+            (*self).into()
+        }
+    }
+}
 
 impl SettingValue for bool {
     type Literal = bool;
@@ -823,6 +845,25 @@ mod tests {
         assert_eq!(c.rate_limit_per_minute, 7);
         assert_eq!(c.signing_alg, "ES256");
         assert!(!c.migrate_on_start);
+    }
+
+    #[test]
+    fn key_rotation_days_are_decimal_and_zero_is_never() {
+        let c = load(&[("IDP_KEY_ROTATION_DAYS", "0.5")]).unwrap();
+        assert_eq!(c.key_rotation_period(), Some(chrono::Duration::hours(12)));
+        let c = load(&[("IDP_KEY_ROTATION_DAYS", "0")]).unwrap();
+        assert_eq!(c.key_rotation_period(), None);
+        let c = load(&[]).unwrap();
+        assert_eq!(c.key_rotation_period(), Some(chrono::Duration::days(90)));
+        assert_eq!(c.key_prepublish_seconds, 86_400);
+        assert_eq!(c.key_encryption_key_file, None);
+        for bad in ["-1", "NaN", "inf", "ninety", "40000"] {
+            let err = load(&[("IDP_KEY_ROTATION_DAYS", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("IDP_KEY_ROTATION_DAYS"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
