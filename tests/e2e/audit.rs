@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::support::{AgentClient, TestApp, is_contract_timestamp, is_uuid, keys, sorted};
 
-const EVENT_FIELDS: [&str; 9] = [
+const EVENT_FIELDS: [&str; 11] = [
     "eventId",
     "agentId",
     "actorId",
@@ -15,6 +15,8 @@ const EVENT_FIELDS: [&str; 9] = [
     "userAgent",
     "metadata",
     "timestamp",
+    "sequence",
+    "hash",
 ];
 
 /// Asserts the parts of an event every write determines.
@@ -34,6 +36,16 @@ fn assert_event(
     assert!(is_uuid(&event["eventId"]), "{event}");
     assert!(is_contract_timestamp(&event["timestamp"]), "{event}");
     assert!(event["metadata"].is_object(), "{event}");
+    assert!(
+        event["sequence"].as_u64().is_some_and(|n| n >= 1),
+        "{event}"
+    );
+    assert!(
+        event["hash"].as_str().is_some_and(
+            |h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        ),
+        "{event}"
+    );
 }
 
 async fn every_write_appends_exactly_one_event() {

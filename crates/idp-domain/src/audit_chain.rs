@@ -113,23 +113,24 @@ pub enum Verification {
 
 /// Walks one owner's chain in stored sequence order, one event at a time, so
 /// a chain of any length verifies in constant memory.
+///
+/// It is given the head the store recorded at its last append: a chain that
+/// runs past it holds events no append wrote (a forgery, even one whose hash
+/// is right), and one that stops short of it lost its tail.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
+    recorded: Option<ChainHead>,
     expected: ChainHead,
     events: u64,
     bad: Option<BadLink>,
 }
 
-impl Default for ChainVerifier {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl ChainVerifier {
-    /// A verifier expecting sequence 1.
-    pub fn new() -> Self {
+    /// A verifier expecting sequence 1, against the `recorded` head (`None`:
+    /// the store recorded none, so only the links are checked).
+    pub fn new(recorded: Option<ChainHead>) -> Self {
         Self {
+            recorded,
             expected: ChainHead::genesis(),
             events: 0,
             bad: None,
@@ -150,13 +151,22 @@ impl ChainVerifier {
             }
             _ => None,
         };
-        match (recomputed, &event.hash) {
-            (Some(hash), Some(stored)) if &hash == stored => {
-                self.expected = ChainHead {
-                    sequence: expected_sequence,
-                    hash,
-                };
-            }
+        let next = match (recomputed, &event.hash) {
+            (Some(hash), Some(stored)) if &hash == stored => Some(ChainHead {
+                sequence: expected_sequence,
+                hash,
+            }),
+            _ => None,
+        };
+        let within_record = match (&self.recorded, &next) {
+            (None, _) => true,
+            (Some(recorded), Some(next)) if next.sequence < recorded.sequence => true,
+            // The recorded head itself must be this very link.
+            (Some(recorded), Some(next)) => recorded == next,
+            (Some(_), None) => true,
+        };
+        match next {
+            Some(next) if within_record => self.expected = next,
             _ => {
                 self.bad = Some(BadLink {
                     first_bad_sequence: expected_sequence,
@@ -166,27 +176,23 @@ impl ChainVerifier {
         }
     }
 
-    /// The verdict once every stored event was fed. `recorded` is the head the
-    /// store recorded at its last append: a chain that stops short of it lost
-    /// its tail, and one that runs past it gained events no append wrote.
-    pub fn finish(self, recorded: Option<&ChainHead>) -> Verification {
+    /// The verdict once every stored event was fed.
+    pub fn finish(self) -> Verification {
         if let Some(bad) = self.bad {
             return Verification::Broken {
                 events: self.events,
                 bad,
             };
         }
-        match recorded {
-            Some(recorded) if recorded != &self.expected => {
-                let first_bad_sequence = recorded.sequence.min(self.expected.sequence) + 1;
-                Verification::Broken {
-                    events: self.events,
-                    bad: BadLink {
-                        first_bad_sequence,
-                        event_id: None,
-                    },
-                }
-            }
+        match &self.recorded {
+            // The chain ends before the recorded head: its tail was cut.
+            Some(recorded) if recorded.sequence > self.expected.sequence => Verification::Broken {
+                events: self.events,
+                bad: BadLink {
+                    first_bad_sequence: self.expected.sequence + 1,
+                    event_id: None,
+                },
+            },
             _ => Verification::Verified {
                 events: self.events,
                 head: self.expected,
@@ -227,9 +233,9 @@ mod tests {
     }
 
     fn verify(events: &[AuditEvent], recorded: Option<&ChainHead>) -> Verification {
-        let mut v = ChainVerifier::new();
+        let mut v = ChainVerifier::new(recorded.cloned());
         events.iter().for_each(|e| v.feed(e));
-        v.finish(recorded)
+        v.finish()
     }
 
     fn first_bad(v: Verification) -> u64 {
@@ -340,7 +346,18 @@ mod tests {
             sequence: 4,
             hash: events[3].hash.clone().unwrap(),
         };
-        assert_eq!(first_bad(verify(&events, Some(&recorded))), 5);
+        let v = verify(&events, Some(&recorded));
+        assert_eq!(first_bad(v.clone()), 5);
+        let Verification::Broken { bad, .. } = v else {
+            unreachable!()
+        };
+        assert_eq!(bad.event_id, Some(Uuid::from_u128(5).to_string()));
+        // A recorded head whose hash differs from the stored link there.
+        let recorded = ChainHead {
+            sequence: 3,
+            hash: "cd".repeat(32),
+        };
+        assert_eq!(first_bad(verify(&events, Some(&recorded))), 3);
         // And a cut tail: the recorded head is beyond the stored chain.
         let recorded = ChainHead {
             sequence: 5,

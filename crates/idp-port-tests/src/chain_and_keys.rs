@@ -52,12 +52,12 @@ pub async fn whole_chain(audit: &Arc<dyn AuditLog>, owner: &Owner, page: usize) 
 /// Verifies `owner`'s whole chain against its recorded head, as an operator
 /// would: [`ChainVerifier`] over `chain_page`, finished with `chain_head`.
 pub async fn verify_chain(audit: &Arc<dyn AuditLog>, owner: &Owner) -> Verification {
-    let mut verifier = ChainVerifier::new();
+    let head = audit.chain_head(owner).await.unwrap();
+    let mut verifier = ChainVerifier::new(head);
     for event in whole_chain(audit, owner, 64).await {
         verifier.feed(&event);
     }
-    let head = audit.chain_head(owner).await.unwrap();
-    verifier.finish(head.as_ref())
+    verifier.finish()
 }
 
 /// Asserts that `owner`'s chain verifies with `events` events and answers its

@@ -182,6 +182,7 @@ const MIGRATE_VARIABLES: &[&str] = &[
 const BOOTSTRAP_VARIABLES: &[&str] = &[
     "DATABASE_URL",
     "IDP_DATA_DIR",
+    "IDP_MIGRATE_ON_START",
     "IDP_DB_POOL_SIZE",
     "IDP_HASH_CONCURRENCY",
     "IDP_CONFIG_FILE",
@@ -193,6 +194,7 @@ const BOOTSTRAP_VARIABLES: &[&str] = &[
 const KEYS_VARIABLES: &[&str] = &[
     "DATABASE_URL",
     "IDP_DATA_DIR",
+    "IDP_MIGRATE_ON_START",
     "IDP_DB_POOL_SIZE",
     "IDP_SIGNING_ALG",
     "IDP_SIGNING_KEY_FILE",
@@ -209,6 +211,7 @@ const KEYS_VARIABLES: &[&str] = &[
 const AUDIT_VARIABLES: &[&str] = &[
     "DATABASE_URL",
     "IDP_DATA_DIR",
+    "IDP_MIGRATE_ON_START",
     "IDP_DB_POOL_SIZE",
     "IDP_CONFIG_FILE",
     "IDP_LOG_FORMAT",

@@ -413,11 +413,11 @@ settings! {
         default: 16,
         help: "database connections per node",
     },
-    /// Whether `serve` applies pending migrations first.
+    /// Whether `serve` and the operator commands apply pending migrations first.
     migrate_on_start: bool {
         variable: "IDP_MIGRATE_ON_START",
         default: true,
-        help: "whether serve applies pending migrations first",
+        help: "whether serve and the operator commands (bootstrap, keys, audit) apply pending migrations first",
     },
     /// Concurrent secret hashes (each takes ~19 MiB and one core for ~18 ms).
     hash_concurrency: usize {

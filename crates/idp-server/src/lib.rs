@@ -51,7 +51,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             capabilities,
         } => bootstrap(config, &owner, &email, &capabilities).await,
         Command::Keys { command } => {
-            let stores = wiring::stores(&config, wiring::Role::OneOff, true).await?;
+            let stores =
+                wiring::stores(&config, wiring::Role::OneOff, config.migrate_on_start).await?;
             let command = match &command {
                 KeysCommand::List => keys::KeyCommand::List,
                 KeysCommand::Rotate { alg, now } => keys::KeyCommand::Rotate {
@@ -64,7 +65,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             keys::run(&config, &stores, wiring::ambient(), command).await
         }
         Command::Audit { command } => {
-            let stores = wiring::stores(&config, wiring::Role::OneOff, true).await?;
+            let stores =
+                wiring::stores(&config, wiring::Role::OneOff, config.migrate_on_start).await?;
             let audit = idp_domain::services::AuditService::new(
                 stores.audit.clone(),
                 wiring::ambient(),
@@ -269,7 +271,7 @@ async fn bootstrap(
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {}", e.reason))?;
     let capabilities = Capabilities::parse(capabilities)
         .map_err(|e| anyhow::anyhow!("--capabilities: {}", e.reason))?;
-    let stores = wiring::stores(&config, wiring::Role::OneOff, true).await?;
+    let stores = wiring::stores(&config, wiring::Role::OneOff, config.migrate_on_start).await?;
     let secrets = wiring::secrets(&config)?;
     let ambient = wiring::ambient();
     let made = bootstrap_agent(

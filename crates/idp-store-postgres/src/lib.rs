@@ -71,7 +71,11 @@ pub use pool::{PgPool, PoolConfig, connect, connect_with};
 /// GRANT SELECT, INSERT ON audit_events TO {role};
 /// GRANT SELECT, INSERT, UPDATE, DELETE ON agents, credentials, revoked_tokens,
 ///     signing_keys, audit_heads, key_set_version, key_set_nodes TO {role};
+/// GRANT SELECT ON __diesel_schema_migrations TO {role};
 /// ```
+///
+/// The last one lets `serve` (with `IDP_MIGRATE_ON_START=false`) check at
+/// start that no migration is pending.
 ///
 /// Even then `audit_heads` is writable by the serving role (each append moves
 /// the head): the chain, not the grants, is what shows a rewrite there.
@@ -80,6 +84,7 @@ GRANT USAGE ON SCHEMA public TO {role};
 GRANT SELECT, INSERT ON audit_events TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON agents, credentials, revoked_tokens, \
 signing_keys, audit_heads, key_set_version, key_set_nodes TO {role};
+GRANT SELECT ON __diesel_schema_migrations TO {role};
 ";
 
 /// The PostgreSQL store: one value implementing every store port of the

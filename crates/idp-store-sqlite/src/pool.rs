@@ -86,6 +86,8 @@ pub(crate) fn establish(url: &str, busy_timeout: Duration) -> Result<SqliteConne
     let mut conn = SqliteConnection::establish(url).map_err(from_connection)?;
     let busy_ms = busy_timeout.as_millis().min(i32::MAX as u128);
     // busy_timeout first, so switching to WAL waits for a concurrent opener.
+    // secure_delete: space freed by an UPDATE or DELETE is zeroed, so a
+    // private key replaced by its sealed form leaves no copy in the file.
     // Each connection keeps its own page cache, 2 MiB by default: with a
     // pool of 16 that is 32 MiB of the server's memory holding copies of
     // pages the operating system caches anyway. 256 KiB keeps the hot index
@@ -95,6 +97,7 @@ pub(crate) fn establish(url: &str, busy_timeout: Duration) -> Result<SqliteConne
          PRAGMA journal_mode = WAL; \
          PRAGMA foreign_keys = ON; \
          PRAGMA synchronous = FULL; \
+         PRAGMA secure_delete = ON; \
          PRAGMA cache_size = -{PAGE_CACHE_KIB};"
     );
     // Switching a new file to WAL takes an exclusive lock, and SQLite answers
@@ -290,6 +293,8 @@ mod tests {
         assert_eq!(pragma_integer(&mut conn, "foreign_keys").unwrap(), 1);
         // 1 is NORMAL.
         assert_eq!(pragma_integer(&mut conn, "synchronous").unwrap(), 2);
+        // Overwritten content (a private key before it was sealed) is zeroed.
+        assert_eq!(pragma_integer(&mut conn, "secure_delete").unwrap(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -262,8 +262,19 @@ impl SigningKeyStore for SqliteStore {
             }
             Ok(true)
         })
-        .await
-        .map(drop)
+        .await?;
+        // The WAL still holds the pages as they were before; copying them
+        // into the file and truncating the log leaves no plain key behind.
+        let checkpoint = run(&self.pool, |conn| {
+            diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(conn)
+                .map_err(from_diesel)
+        })
+        .await;
+        if let Err(e) = checkpoint {
+            tracing::warn!(error = %e, "cannot checkpoint the WAL after replacing private keys; their previous form stays in it until the next checkpoint");
+        }
+        Ok(())
     }
 
     async fn key_set_version(&self) -> Result<u64, StoreError> {

@@ -83,7 +83,8 @@ impl AuditService {
     /// Walks `owner`'s whole chain in pages of [`CHAIN_PAGE`] events and
     /// checks every link, then that the chain ends at the recorded head.
     pub async fn verify(&self, owner: &Owner) -> Result<Verification, StoreError> {
-        let mut verifier = ChainVerifier::new();
+        let recorded = self.audit.chain_head(owner).await?;
+        let mut verifier = ChainVerifier::new(recorded);
         let mut from = 1;
         loop {
             let page = self.audit.chain_page(owner, from, CHAIN_PAGE).await?;
@@ -95,8 +96,7 @@ impl AuditService {
                 _ => break,
             }
         }
-        let recorded = self.audit.chain_head(owner).await?;
-        Ok(verifier.finish(recorded.as_ref()))
+        Ok(verifier.finish())
     }
 
     /// Up to `limit` events of `owner` from `from_sequence` on, in sequence

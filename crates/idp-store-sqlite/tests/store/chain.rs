@@ -22,7 +22,8 @@ use crate::sqlite::{FORGED_HASH, KEY_ROTATION_VERSION, signing_key};
 /// Verifies `owner`'s stored chain as an auditor would: in pages (of 3, so
 /// paging is exercised) against the recorded head.
 async fn verify(audit: &dyn AuditLog, owner: &Owner) -> Verification {
-    let mut verifier = ChainVerifier::new();
+    let head = audit.chain_head(owner).await.unwrap();
+    let mut verifier = ChainVerifier::new(head);
     let mut from = 1;
     loop {
         let page = audit.chain_page(owner, from, 3).await.unwrap();
@@ -30,8 +31,7 @@ async fn verify(audit: &dyn AuditLog, owner: &Owner) -> Verification {
         from = last.sequence.unwrap() + 1;
         page.iter().for_each(|e| verifier.feed(e));
     }
-    let head = audit.chain_head(owner).await.unwrap();
-    verifier.finish(head.as_ref())
+    verifier.finish()
 }
 
 /// Every stored event of `owner`'s chain, in sequence order.

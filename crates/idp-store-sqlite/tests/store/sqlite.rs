@@ -1027,3 +1027,40 @@ async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
     drop(conn);
     harness.finish();
 }
+
+/// A private key replaced by its sealed form leaves no copy in the database
+/// file or its WAL (`secure_delete`, then a truncating checkpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_private_keys_leave_no_copy_in_the_files() {
+    let harness = Harness::start().await;
+    let keys = harness.signing_keys();
+    let mut key = signing_key("plain", None, 0);
+    key.private_key = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        "Q".repeat(1_600)
+    );
+    assert!(keys.insert_key(&key, &[]).await.unwrap());
+    keys.replace_private_keys(&[(
+        "plain".to_owned(),
+        key.private_key.clone(),
+        format!("agentidp-sealed:v1:aes-256-gcm:{}", "Z".repeat(2_200)),
+    )])
+    .await
+    .unwrap();
+    let database = harness.dir.database();
+    let mut wal = database.clone().into_os_string();
+    wal.push("-wal");
+    for file in [database.into_os_string(), wal] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{file:?} keeps the plain key"
+        );
+        assert!(
+            !text.contains(&"Q".repeat(64)),
+            "{file:?} keeps the key's body"
+        );
+    }
+    harness.finish();
+}
