@@ -31,6 +31,7 @@
 )]
 
 mod api_reference;
+mod audit_chain_script;
 mod configuration;
 mod containers;
 mod embed_the_domain;

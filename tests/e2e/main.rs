@@ -18,12 +18,14 @@ mod support;
 
 mod agents;
 mod audit;
+mod audit_chain;
 mod browser;
 mod concurrency;
 mod credentials;
 mod faults;
 mod gate_paths;
 mod introspection;
+mod keys;
 mod lifecycle;
 mod limits;
 mod listeners;

@@ -86,7 +86,14 @@ pub struct KeyStatus {
 /// this long after its last possible token expired.
 pub const CLOCK_SKEW: Duration = Duration::seconds(60);
 
-/// Every key's state at `now`, ordered by `activates_at` (then `kid`), when
+/// The order of keys: by activation, then (two activations in one second,
+/// as two emergency rotations can make) the later made one last, so the
+/// newest key wins the tie.
+fn order(key: &SigningKeyRecord) -> (DateTime<Utc>, DateTime<Utc>, &str) {
+    (key.activates_at, key.created_at, &key.kid)
+}
+
+/// Every key's state at `now`, ordered by `activates_at` (then creation), when
 /// tokens live `token_ttl`.
 pub fn key_statuses(
     records: &[SigningKeyRecord],
@@ -94,7 +101,7 @@ pub fn key_statuses(
     token_ttl: Duration,
 ) -> Vec<KeyStatus> {
     let mut sorted: Vec<&SigningKeyRecord> = records.iter().collect();
-    sorted.sort_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)));
+    sorted.sort_by(|a, b| order(a).cmp(&order(b)));
     let live: Vec<&SigningKeyRecord> = sorted
         .iter()
         .copied()
@@ -134,7 +141,7 @@ pub fn active_key(records: &[SigningKeyRecord], now: DateTime<Utc>) -> Option<&S
     records
         .iter()
         .filter(|r| r.revoked_at.is_none() && r.activates_at <= now)
-        .max_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)))
+        .max_by(|a, b| order(a).cmp(&order(b)))
 }
 
 /// The key waiting to replace `active` (not revoked, not yet active), if any.
@@ -234,6 +241,26 @@ mod tests {
             Some("b")
         );
         assert!(pending_successor(&keys, "b").is_none());
+    }
+
+    #[test]
+    fn of_two_activations_in_one_second_the_later_made_key_signs() {
+        let mut older = key("zzz", None, 0);
+        older.created_at = at(-5);
+        let mut newer = key("aaa", Some("zzz"), 0);
+        newer.created_at = at(-1);
+        let keys = [older, newer];
+        assert_eq!(
+            active_key(&keys, at(1)).map(|k| k.kid.as_str()),
+            Some("aaa")
+        );
+        assert_eq!(
+            states(&keys, 1),
+            [
+                ("zzz".into(), KeyState::Retired, true),
+                ("aaa".into(), KeyState::Active, true)
+            ]
+        );
     }
 
     #[test]

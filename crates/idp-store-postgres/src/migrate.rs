@@ -3,6 +3,7 @@
 //! events into their owners' hash chains.
 
 use anyhow::Context;
+use diesel::migration::MigrationSource;
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel::{Connection, RunQueryDsl};
 use diesel_async::AsyncPgConnection;
@@ -36,6 +37,13 @@ pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
         .context("the migration task failed")?
 }
 
+/// One row of diesel's migrations table.
+#[derive(diesel::QueryableByName)]
+struct AppliedVersion {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    version: String,
+}
+
 /// The versions of the embedded migrations not yet applied to the database at
 /// `database_url` (empty when the schema is current); reads only.
 pub async fn pending_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
@@ -43,9 +51,24 @@ pub async fn pending_migrations(database_url: &str) -> anyhow::Result<Vec<String
     tokio::task::spawn_blocking(move || {
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&database_url)
             .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
-        conn.pending_migrations(MIGRATIONS)
-            .map(|pending| pending.iter().map(|m| m.name().to_string()).collect())
-            .map_err(|e| anyhow::anyhow!("cannot read the applied migrations: {e}"))
+        // Read directly rather than through diesel's harness, which first
+        // runs `CREATE TABLE IF NOT EXISTS` on its table: a serving role
+        // without CREATE on the schema (the two-role set-up) is refused that
+        // even when the table exists.
+        let applied: Vec<String> =
+            diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+                .load::<AppliedVersion>(&mut conn)
+                .map_err(|e| anyhow::anyhow!("cannot read the applied migrations: {e}"))?
+                .into_iter()
+                .map(|row| row.version)
+                .collect();
+        let known = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("cannot list the embedded migrations: {e}"))?;
+        Ok(known
+            .iter()
+            .filter(|m| !applied.contains(&m.name().version().to_string()))
+            .map(|m| m.name().to_string())
+            .collect())
     })
     .await
     .context("the migration check failed")?

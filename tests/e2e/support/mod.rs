@@ -68,3 +68,14 @@ pub fn sorted(names: &[&str]) -> Vec<String> {
     names.sort();
     names
 }
+mod tamper;
+pub use tamper::{
+    RawStore, assert_chain, audit_command, chain_hash, export as audit_export, get_with,
+    is_chain_hash, ndjson, psql_command, run_blocking, verify as audit_verify,
+};
+mod operator;
+pub use operator::{
+    TempFile, TwoFreshNodes, bind_address, env_with, http_client, jwks_kids, jwks_of, jwks_reply,
+    key_list, key_named, keys_command, keys_ok, kids_in_state, metadata_of, only_kid_in_state,
+    parse_stdout, serve_exits_with, start_server, system_events,
+};
