@@ -44,6 +44,13 @@ struct AppliedVersion {
     version: String,
 }
 
+/// Whether a table exists.
+#[derive(diesel::QueryableByName)]
+struct TableExists {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    exists: bool,
+}
+
 /// The versions of the embedded migrations not yet applied to the database at
 /// `database_url` (empty when the schema is current); reads only.
 pub async fn pending_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
@@ -55,13 +62,23 @@ pub async fn pending_migrations(database_url: &str) -> anyhow::Result<Vec<String
         // runs `CREATE TABLE IF NOT EXISTS` on its table: a serving role
         // without CREATE on the schema (the two-role set-up) is refused that
         // even when the table exists.
-        let applied: Vec<String> =
+        // A database never migrated has no table yet: everything is pending.
+        let has_table = diesel::sql_query(
+            "SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS exists",
+        )
+        .get_result::<TableExists>(&mut conn)
+        .map_err(|e| anyhow::anyhow!("cannot read the applied migrations: {e}"))?
+        .exists;
+        let applied: Vec<String> = if !has_table {
+            Vec::new()
+        } else {
             diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
                 .load::<AppliedVersion>(&mut conn)
                 .map_err(|e| anyhow::anyhow!("cannot read the applied migrations: {e}"))?
                 .into_iter()
                 .map(|row| row.version)
-                .collect();
+                .collect()
+        };
         let known = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
             .map_err(|e| anyhow::anyhow!("cannot list the embedded migrations: {e}"))?;
         Ok(known
