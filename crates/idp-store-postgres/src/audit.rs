@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
+use diesel::sql_types::{Array, BigInt, Text};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use idp_domain::StoreError;
@@ -43,80 +44,108 @@ const ROWS_PER_INSERT: usize = 1_000;
 /// ([`AuditEvent::chain_owner`]). Must run inside the caller's transaction,
 /// which holds each touched owner's `audit_heads` row lock until it commits.
 ///
-/// Per owner, in sorted order (two batches never wait for each other in a
-/// cycle): one statement creates or locks the owner's head and reads it, the
-/// owner's events (in their given order) are linked after it, then their
-/// multi-row INSERT and the head's UPDATE are sent together (pipelined, one
-/// round trip). Concurrent writers of one owner, on any pool or node, queue
-/// on the head's row lock, so they form one gapless chain; the unique index
-/// on `(owner, sequence)` refuses a fork should anything else write.
+/// Three round trips whatever the number of owners: one statement creates or
+/// locks every touched head and reads it (owners in sorted order, so two
+/// batches never wait for each other in a cycle); each owner's events (in
+/// their given order) are linked after its head; then the multi-row INSERT
+/// of the events and one UPDATE of every head are sent together (pipelined).
+/// Concurrent writers of one owner, on any pool or node, queue on the head's
+/// row lock, so they form one gapless chain; the unique index on
+/// `(owner, sequence)` refuses a fork should anything else write.
 pub(crate) async fn insert_events(
     conn: &mut AsyncPgConnection,
     events: &[AuditEvent],
 ) -> QueryResult<()> {
-    let mut by_owner: BTreeMap<String, (Owner, Vec<AuditEvent>)> = BTreeMap::new();
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut by_owner: BTreeMap<String, Vec<AuditEvent>> = BTreeMap::new();
     for event in events {
-        let owner = event.chain_owner();
         by_owner
-            .entry(owner.as_str().to_owned())
-            .or_insert_with(|| (owner, Vec::new()))
-            .1
+            .entry(event.chain_owner().as_str().to_owned())
+            .or_default()
             .push(event.clone());
     }
-    for (owner, mut linked) in by_owner.into_values() {
-        let head = lock_head(conn, &owner).await?;
+    let heads = lock_heads(conn, by_owner.keys()).await?;
+    let mut new_heads = (Vec::new(), Vec::new(), Vec::new());
+    let mut linked_events = Vec::with_capacity(events.len());
+    for (owner, mut linked) in by_owner {
+        let head = heads.get(&owner).ok_or_else(|| {
+            DieselError::DeserializationError(format!("no head for {owner}").into())
+        })?;
         let new_head =
-            link(&head, &mut linked).map_err(|e| DieselError::SerializationError(e.into()))?;
-        let rows: Vec<NewAuditEventRow<'_>> = linked.iter().map(Into::into).collect();
-        let head_sequence = i64::try_from(new_head.sequence)
-            .map_err(|e| DieselError::SerializationError(e.into()))?;
-        let update_head = diesel::update(audit_heads::table.find(owner.as_str())).set((
-            audit_heads::sequence.eq(head_sequence),
-            audit_heads::hash.eq(&new_head.hash),
-        ));
-        let (earlier, last) = match rows.len() % ROWS_PER_INSERT {
-            0 => rows.split_at(rows.len().saturating_sub(ROWS_PER_INSERT)),
-            rest => rows.split_at(rows.len() - rest),
-        };
-        for chunk in earlier.chunks(ROWS_PER_INSERT) {
-            diesel::insert_into(audit_events::table)
-                .values(chunk)
-                .execute(conn)
-                .await?;
-        }
-        // The last INSERT and the head's UPDATE in one round trip: pipelined
-        // on the connection, executed in order. Should the INSERT fail, the
-        // UPDATE fails too (the transaction is aborted) and the INSERT's
-        // error, polled first, is the one answered.
-        let shared: &AsyncPgConnection = conn;
-        let insert = diesel::insert_into(audit_events::table)
-            .values(last)
-            .execute(&mut &*shared);
-        let update = update_head.execute(&mut &*shared);
-        futures_util::future::try_join(insert, update).await?;
+            link(head, &mut linked).map_err(|e| DieselError::SerializationError(e.into()))?;
+        new_heads.0.push(owner);
+        new_heads.1.push(
+            i64::try_from(new_head.sequence)
+                .map_err(|e| DieselError::SerializationError(e.into()))?,
+        );
+        new_heads.2.push(new_head.hash);
+        linked_events.extend(linked);
     }
+    let rows: Vec<NewAuditEventRow<'_>> = linked_events.iter().map(Into::into).collect();
+    let (earlier, last) = match rows.len() % ROWS_PER_INSERT {
+        0 => rows.split_at(rows.len().saturating_sub(ROWS_PER_INSERT)),
+        rest => rows.split_at(rows.len() - rest),
+    };
+    for chunk in earlier.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(audit_events::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
+    let update_heads = diesel::sql_query(
+        "UPDATE audit_heads AS h SET sequence = v.sequence, hash = v.hash \
+         FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v(owner, sequence, hash) \
+         WHERE h.owner = v.owner",
+    )
+    .bind::<Array<Text>, _>(&new_heads.0)
+    .bind::<Array<BigInt>, _>(&new_heads.1)
+    .bind::<Array<Text>, _>(&new_heads.2);
+    // The last INSERT and the heads' UPDATE in one round trip: pipelined on
+    // the connection, executed in order. Should the INSERT fail, the UPDATE
+    // fails too (the transaction is aborted) and the INSERT's error, polled
+    // first, is the one answered.
+    let shared: &AsyncPgConnection = conn;
+    let insert = diesel::insert_into(audit_events::table)
+        .values(last)
+        .execute(&mut &*shared);
+    let update = update_heads.execute(&mut &*shared);
+    futures_util::future::try_join(insert, update).await?;
     Ok(())
 }
 
-/// Creates `owner`'s head (sequence 0, [`GENESIS_HASH`]) unless it exists,
-/// takes its row lock until the end of the transaction and reads it: one
-/// statement, one round trip.
-async fn lock_head(conn: &mut AsyncPgConnection, owner: &Owner) -> QueryResult<ChainHead> {
-    let (sequence, hash): (i64, String) = diesel::insert_into(audit_heads::table)
-        .values((
-            audit_heads::owner.eq(owner.as_str()),
-            audit_heads::sequence.eq(0_i64),
-            audit_heads::hash.eq(GENESIS_HASH),
-        ))
+/// Creates each owner's head (sequence 0, [`GENESIS_HASH`]) unless it
+/// exists, takes the row locks until the end of the transaction, in the
+/// given (sorted) order, and reads them: one statement, one round trip.
+async fn lock_heads<'a>(
+    conn: &mut AsyncPgConnection,
+    owners: impl Iterator<Item = &'a String>,
+) -> QueryResult<BTreeMap<String, ChainHead>> {
+    let values: Vec<_> = owners
+        .map(|owner| {
+            (
+                audit_heads::owner.eq(owner.as_str()),
+                audit_heads::sequence.eq(0_i64),
+                audit_heads::hash.eq(GENESIS_HASH),
+            )
+        })
+        .collect();
+    let rows: Vec<(String, i64, String)> = diesel::insert_into(audit_heads::table)
+        .values(&values)
         .on_conflict(audit_heads::owner)
         .do_update()
         .set(audit_heads::owner.eq(excluded(audit_heads::owner)))
-        .returning((audit_heads::sequence, audit_heads::hash))
-        .get_result(conn)
+        .returning((audit_heads::owner, audit_heads::sequence, audit_heads::hash))
+        .get_results(conn)
         .await?;
-    let sequence =
-        u64::try_from(sequence).map_err(|e| DieselError::DeserializationError(e.into()))?;
-    Ok(ChainHead { sequence, hash })
+    rows.into_iter()
+        .map(|(owner, sequence, hash)| {
+            let sequence =
+                u64::try_from(sequence).map_err(|e| DieselError::DeserializationError(e.into()))?;
+            Ok((owner, ChainHead { sequence, hash }))
+        })
+        .collect()
 }
 
 /// `owner`'s events matching `filter`.
