@@ -282,8 +282,9 @@ impl ListAuditEvents {
 #[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ExportAuditEvents {
-    /// The first sequence to export, from 1 (default 1).
-    #[garde(inner(range(min = 1)))]
+    /// The first sequence to export, from 1 (default 1) to 2^63 - 1 (what
+    /// the stores can hold).
+    #[garde(inner(range(min = 1, max = 9_223_372_036_854_775_807)))]
     pub from_sequence: Option<u64>,
 }
 
