@@ -81,6 +81,15 @@ pub fn link(head: &ChainHead, events: &mut [AuditEvent]) -> Result<ChainHead, an
     Ok(head)
 }
 
+/// Where the page after `page` (read with `limit`) starts, or `None` when
+/// `page` was the chain's last: how a chain is walked a page at a time.
+pub fn next_page_start(page: &[AuditEvent], limit: usize) -> Option<u64> {
+    page.last()
+        .and_then(|e| e.sequence)
+        .filter(|_| page.len() == limit)
+        .map(|last| last.saturating_add(1))
+}
+
 /// Where a chain first goes wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

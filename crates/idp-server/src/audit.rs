@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use idp_domain::audit_chain::Verification;
+use idp_domain::audit_chain::{Verification, next_page_start};
 use idp_domain::services::{AuditService, CHAIN_PAGE};
 use idp_domain::values::Owner;
 use serde_json::json;
@@ -72,9 +72,9 @@ pub async fn list(audit: &AuditService, owner: &str) -> anyhow::Result<()> {
             serde_json::to_writer(&mut stdout, event)?;
             stdout.write_all(b"\n")?;
         }
-        match page.last().and_then(|e| e.sequence) {
-            Some(last) if page.len() == CHAIN_PAGE => from = last.saturating_add(1),
-            _ => break,
+        match next_page_start(&page, CHAIN_PAGE) {
+            Some(next) => from = next,
+            None => break,
         }
     }
     stdout.flush()?;

@@ -18,7 +18,7 @@ use anyhow::Context;
 use chrono::Duration;
 use idp_crypto::{JoseKeyRing, KeyVault, SigningAlgorithm, VaultKeyGenerator};
 use idp_domain::keys::{KeyStatus, SigningKeyRecord};
-use idp_domain::ports::{Clock, SigningKeyStore, TokenCodec};
+use idp_domain::ports::{Clock, SigningKeyStore};
 use idp_domain::services::{Ambient, KeyError, KeyService, KeySettings, Rotation};
 use idp_domain::values::format_time;
 use serde_json::json;
@@ -381,9 +381,4 @@ async fn confirm_on_every_node(keys: &KeyService) -> anyhow::Result<()> {
         }
         tokio::time::sleep(StdDuration::from_millis(100)).await;
     }
-}
-
-/// Hands the ring to the HTTP layer as its codec.
-pub fn codec(keys: &ServerKeys) -> Arc<dyn TokenCodec> {
-    keys.ring.clone()
 }

@@ -144,7 +144,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     secrets.hasher = Arc::new(hash_queue);
     let server_keys = keys::server_keys(&config, &stores, ambient.clone()).await?;
-    let codec = keys::codec(&server_keys);
+    let codec: Arc<dyn idp_domain::ports::TokenCodec> = server_keys.ring.clone();
     // After every step that may refuse to start, whose error must be the
     // one line on stderr; before the first connection is accepted.
     let open_files = raise_open_files_limit();

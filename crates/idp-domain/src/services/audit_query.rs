@@ -3,7 +3,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::audit::{AuditEvent, AuditFilter};
-use crate::audit_chain::{ChainHead, ChainVerifier, Verification};
+use crate::audit_chain::{ChainHead, ChainVerifier, Verification, next_page_start};
 use crate::page::{Page, PageRequest};
 use crate::ports::{AuditLog, TokenCodec};
 use crate::token::Principal;
@@ -91,9 +91,9 @@ impl AuditService {
             for event in &page {
                 verifier.feed(event);
             }
-            match page.last().and_then(|e| e.sequence) {
-                Some(last) if page.len() == CHAIN_PAGE => from = last.saturating_add(1),
-                _ => break,
+            match next_page_start(&page, CHAIN_PAGE) {
+                Some(next) => from = next,
+                None => break,
             }
         }
         Ok(verifier.finish())

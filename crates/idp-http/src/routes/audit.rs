@@ -1,7 +1,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::stream;
-use idp_domain::audit_chain::Verification;
+use idp_domain::audit_chain::{Verification, next_page_start};
 use idp_domain::values::Owner;
 use serde_json::json;
 
@@ -103,11 +103,7 @@ async fn export(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         let owner = owner.clone();
         async move {
             let page = page?;
-            let next_from = page
-                .last()
-                .and_then(|e| e.sequence)
-                .filter(|_| page.len() == EXPORT_PAGE)
-                .map(|last| last.saturating_add(1));
+            let next_from = next_page_start(&page, EXPORT_PAGE);
             let mut body = Vec::with_capacity(page.len() * 512);
             for event in &page {
                 if let Err(e) = serde_json::to_writer(&mut body, event) {
