@@ -15,6 +15,11 @@
 //!   revoked `jti`s with their expiry, loaded from the durable
 //!   [`RevokedTokenStore`](idp_domain::ports::RevokedTokenStore) at start
 //!   ([`MemoryRevocationList::warm`]) and in any case before the first answer.
+//! * [`MemoryReplayGuard`] ([`ReplayGuard`](idp_domain::ports::ReplayGuard)):
+//!   used `jti`s with their expiry; it remembers every use since the process
+//!   started, which it reports as `remembered_since`. Made on its own with
+//!   that start instant, not by [`MemoryCache`]: it shares nothing with the
+//!   other adapters.
 //! * [`MemoryHealth`]: the `cache` [`HealthCheck`](idp_domain::ports::HealthCheck),
 //!   always healthy.
 //! * [`MemoryCache`]: the state all of the above share, so every handle made
@@ -27,7 +32,9 @@
 //! Limits of the embedded default: counters are per process, so several
 //! server nodes without Redis each enforce the limits on their own, and a
 //! restart forgets rate windows and monthly usage. Revocations survive a
-//! restart, because the durable store holds them.
+//! restart, because the durable store holds them. Used `jti`s do not, and the
+//! replay guard says so: its `remembered_since` is the process's start, and
+//! the domain refuses an assertion that could have been used before it.
 //!
 //! Time always comes from the `now` argument (the domain's `Clock`); nothing
 //! here reads a clock. Memory stays bounded: entries that no longer count are
@@ -45,10 +52,12 @@ mod cache;
 pub mod lock;
 mod quota;
 mod rate;
+mod replay;
 mod revocation;
 
 pub use admission::MemoryAdmission;
 pub use cache::{MemoryCache, MemoryHealth};
 pub use quota::MemoryUsageCounter;
 pub use rate::MemoryRateLimiter;
+pub use replay::MemoryReplayGuard;
 pub use revocation::{MemoryRevocationList, RevokedEntries};

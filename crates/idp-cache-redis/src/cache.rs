@@ -11,7 +11,9 @@ use idp_domain::StoreError;
 use idp_domain::ports::{HealthCheck, RevokedTokenStore};
 
 use crate::error::{from_pool, from_redis, is_connection_failure};
-use crate::{RedisAdmission, RedisRateLimiter, RedisRevocationList, RedisUsageCounter};
+use crate::{
+    RedisAdmission, RedisRateLimiter, RedisReplayGuard, RedisRevocationList, RedisUsageCounter,
+};
 
 /// Connections are multiplexed, so a few carry any load.
 const POOL_SIZE: usize = 8;
@@ -200,6 +202,11 @@ impl RedisCache {
     /// [`RedisRevocationList::warm`] once at start-up.
     pub fn revocation_list(&self, durable: Arc<dyn RevokedTokenStore>) -> RedisRevocationList {
         RedisRevocationList::new(self.pool.clone(), &self.prefix, durable)
+    }
+
+    /// The replay guard on this Redis.
+    pub fn replay_guard(&self) -> RedisReplayGuard {
+        RedisReplayGuard::new(self.pool.clone(), &self.prefix)
     }
 
     /// The `cache` health check on this Redis.

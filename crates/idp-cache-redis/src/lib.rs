@@ -13,6 +13,11 @@
 //!   revoked `jti`s with a "loaded" marker; when Redis lost its data the list
 //!   reloads from the durable [`RevokedTokenStore`](idp_domain::ports::RevokedTokenStore)
 //!   before it answers.
+//! * [`RedisReplayGuard`] ([`ReplayGuard`](idp_domain::ports::ReplayGuard)):
+//!   used `jti`s as `SET NX` keys with a "since" marker that moves forward
+//!   when Redis lost its data, reported as `remembered_since`. Needs Redis 7
+//!   or later (`SET ... NX GET`); an older Redis answers every call with an
+//!   error, so nothing is accepted unguarded.
 //! * [`RedisHealth`]: the `cache` [`HealthCheck`](idp_domain::ports::HealthCheck) (PING).
 //! * [`RedisChangeFeed`] ([`ChangeNotifier`](idp_domain::ports::ChangeNotifier)):
 //!   changed agents and revoked tokens announced over pub/sub to every node's
@@ -43,6 +48,7 @@ mod changes;
 mod error;
 mod quota;
 mod rate;
+mod replay;
 mod revocation;
 
 pub use admission::RedisAdmission;
@@ -53,6 +59,7 @@ pub use cache::{
 pub use changes::{ACK_WITHIN, CATCH_UP_WITHIN, LEASE, RENEW_EVERY, RedisChangeFeed};
 pub use quota::RedisUsageCounter;
 pub use rate::RedisRateLimiter;
+pub use replay::RedisReplayGuard;
 pub use revocation::RedisRevocationList;
 
 /// The `redis` crate this adapter speaks through (deadpool-redis's re-export).

@@ -33,7 +33,7 @@ fn claims() -> AccessTokenClaims {
     AccessTokenClaims {
         iss: "http://127.0.0.1:8080".into(),
         sub: "0194a3c2-7d2c-7c55-9d0e-6c1f2b3a4d5e".into(),
-        aud: "http://127.0.0.1:8080".into(),
+        aud: idp_domain::token::Audience::One("http://127.0.0.1:8080".into()),
         client_id: "0194a3c2-7d2c-7c55-9d0e-6c1f2b3a4d5e".into(),
         scope: "agents:read tokens:introspect".into(),
         jti: "0194a3c2-1111-7c55-9d0e-6c1f2b3a4d5e".into(),
@@ -44,6 +44,7 @@ fn claims() -> AccessTokenClaims {
         agent_type: "screener".into(),
         deployment_env: "production".into(),
         cid: "0194a3c2-2222-7c55-9d0e-6c1f2b3a4d5e".into(),
+        cnf: None,
     }
 }
 

@@ -489,7 +489,7 @@ mod tests {
         AccessTokenClaims {
             iss: "http://127.0.0.1:8080".into(),
             sub: "0b7c2a3e-7d2c-4c55-9d0e-6c1f2b3a4d5e".into(),
-            aud: "http://127.0.0.1:8080".into(),
+            aud: idp_domain::token::Audience::One("http://127.0.0.1:8080".into()),
             client_id: "0b7c2a3e-7d2c-4c55-9d0e-6c1f2b3a4d5e".into(),
             scope: "agents:read agents:write".into(),
             jti: "7f0c0d8e-1111-4c55-9d0e-6c1f2b3a4d5e".into(),
@@ -500,6 +500,7 @@ mod tests {
             agent_type: "screener".into(),
             deployment_env: "production".into(),
             cid: "9a9a9a9a-1111-4c55-9d0e-6c1f2b3a4d5e".into(),
+            cnf: None,
         }
     }
 
@@ -967,7 +968,8 @@ mod tests {
         }
         for bad in [
             json!({"exp": "soon"}),
-            json!({"aud": ["a", "b"]}),
+            json!({"aud": 42}),
+            json!({"aud": [1, 2]}),
             json!({"iat": 1.5}),
         ] {
             let mut p = payload();
@@ -986,6 +988,14 @@ mod tests {
         p["act"] = json!("x");
         let token = forge(c.signer.as_ref(), &our_header(&c), &p);
         assert_eq!(c.decode(&token).unwrap(), claims());
+        // Several audiences are an array (RFC 7519 section 4.1.3).
+        let mut p = payload();
+        p["aud"] = json!(["a", "b"]);
+        let token = forge(c.signer.as_ref(), &our_header(&c), &p);
+        assert_eq!(
+            c.decode(&token).unwrap().aud,
+            idp_domain::token::Audience::Many(vec!["a".to_owned(), "b".to_owned()])
+        );
     }
 
     #[test]

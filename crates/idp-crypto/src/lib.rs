@@ -15,6 +15,9 @@
 //!   port: Argon2id for new hashes, Argon2 and bcrypt accepted when verifying, all
 //!   on a few threads of its own behind a semaphore, each reusing one Argon2
 //!   buffer, so hashing memory stays bounded by the concurrency.
+//! * [`JoseJwsVerifier`]: the [`JwsVerifier`](idp_domain::ports::JwsVerifier) port
+//!   (client assertions, DPoP proofs) with josekit, the algorithm pinned by the
+//!   caller and the key; with feature `test-keys`, `client_keys::ClientKey` signs as a client.
 //! * [`OsSecretGenerator`]: the [`SecretGenerator`](idp_domain::ports::SecretGenerator)
 //!   port from the operating system's CSPRNG.
 //!
@@ -24,9 +27,12 @@
 //! (`StoreError`, `TokenDecodeError`); causes go to the log, never to a client.
 
 mod algorithm;
+#[cfg(any(test, feature = "test-keys"))]
+pub mod client_keys;
 mod codec;
 mod error;
 mod hasher;
+mod jws;
 mod ring;
 mod secret;
 #[cfg(test)]
@@ -39,6 +45,7 @@ pub use algorithm::SigningAlgorithm;
 pub use codec::{MAX_TOKEN_LEN, PemSigningKey, generate_signing_key, load_pem_file};
 pub use error::CryptoError;
 pub use hasher::Argon2SecretHasher;
+pub use jws::{JoseJwsVerifier, MAX_CLIENT_JWS_LEN};
 pub use ring::JoseKeyRing;
 pub use secret::OsSecretGenerator;
 pub use vault::{KEY_ENCRYPTION_KEY_LEN, KeyVault, SEALED_PREFIX, VaultKeyGenerator};

@@ -303,7 +303,7 @@ mod tests {
         AccessTokenClaims {
             iss: "http://127.0.0.1:8080".into(),
             sub: "0b7c2a3e-7d2c-4c55-9d0e-6c1f2b3a4d5e".into(),
-            aud: "http://127.0.0.1:8080".into(),
+            aud: idp_domain::token::Audience::One("http://127.0.0.1:8080".into()),
             client_id: "0b7c2a3e-7d2c-4c55-9d0e-6c1f2b3a4d5e".into(),
             scope: "agents:read".into(),
             jti: "7f0c0d8e-1111-4c55-9d0e-6c1f2b3a4d5e".into(),
@@ -314,6 +314,7 @@ mod tests {
             agent_type: "screener".into(),
             deployment_env: "production".into(),
             cid: "9a9a9a9a-1111-4c55-9d0e-6c1f2b3a4d5e".into(),
+            cnf: None,
         }
     }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::values::{
     AgentId, AgentStatus, AgentType, Capabilities, CredentialId, CredentialStatus, DeploymentEnv,
-    Email, Owner, SecretHash, SemVer,
+    Email, Owner, PublicKeyJwk, Resources, SecretHash, SemVer,
 };
 
 /// An AI agent's identity, as the contract's Agent object.
@@ -28,6 +28,10 @@ pub struct Agent {
     pub deployment_env: DeploymentEnv,
     /// Lifecycle state.
     pub status: AgentStatus,
+    /// The audiences (RFC 8707 resources) its tokens may name.
+    pub resources: Resources,
+    /// Whether its token requests must carry a DPoP proof (RFC 9449).
+    pub require_dpop: bool,
     /// Creation time.
     #[serde(serialize_with = "crate::values::serialize_time")]
     pub created_at: DateTime<Utc>,
@@ -36,7 +40,55 @@ pub struct Agent {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A client credential of an agent. The secret itself is never stored.
+/// What a credential checks a client's proof against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialKey {
+    /// A shared secret, kept only as a slow salted hash.
+    Secret(SecretHash),
+    /// A public key that verifies the client's assertions (`private_key_jwt`).
+    PublicKey(PublicKeyJwk),
+}
+
+impl CredentialKey {
+    /// The contract's `type`.
+    pub fn credential_type(&self) -> CredentialType {
+        match self {
+            Self::Secret(_) => CredentialType::Secret,
+            Self::PublicKey(_) => CredentialType::PublicKey,
+        }
+    }
+}
+
+/// The contract's credential `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialType {
+    /// `secret`.
+    Secret,
+    /// `public_key`.
+    PublicKey,
+}
+
+impl CredentialType {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secret => "secret",
+            Self::PublicKey => "public_key",
+        }
+    }
+
+    /// The type the wire spelling names.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "secret" => Some(Self::Secret),
+            "public_key" => Some(Self::PublicKey),
+            _ => None,
+        }
+    }
+}
+
+/// A client credential of an agent. A secret itself is never stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     /// Identifier; the `cid` claim of tokens issued under it.
@@ -45,8 +97,8 @@ pub struct Credential {
     pub agent_id: AgentId,
     /// The agent's owner, for tenant-scoped queries.
     pub owner: Owner,
-    /// The slow salted hash of the current secret.
-    pub secret_hash: SecretHash,
+    /// The secret's hash or the public key.
+    pub key: CredentialKey,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// When it stops authenticating, if ever.
@@ -69,9 +121,16 @@ impl Credential {
 
     /// The public view (never the hash).
     pub fn view(&self, now: DateTime<Utc>) -> CredentialView {
+        let public_key = match &self.key {
+            CredentialKey::PublicKey(jwk) => Some(jwk),
+            CredentialKey::Secret(_) => None,
+        };
         CredentialView {
             credential_id: self.credential_id,
             client_id: self.agent_id,
+            credential_type: self.key.credential_type(),
+            jwk: public_key.map(PublicKeyJwk::to_value),
+            jwk_thumbprint: public_key.map(|jwk| jwk.thumbprint().to_owned()),
             status: self.status(now),
             created_at: self.created_at,
             expires_at: self.expires_at,
@@ -88,6 +147,15 @@ pub struct CredentialView {
     pub credential_id: CredentialId,
     /// The agent's id.
     pub client_id: AgentId,
+    /// `secret` or `public_key`.
+    #[serde(rename = "type")]
+    pub credential_type: CredentialType,
+    /// The public key (public members only), for a `public_key` credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwk: Option<serde_json::Value>,
+    /// The key's RFC 7638 thumbprint, for a `public_key` credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwk_thumbprint: Option<String>,
     /// Derived status.
     pub status: CredentialStatus,
     /// Creation time.
@@ -116,10 +184,10 @@ mod tests {
             credential_id: CredentialId(Uuid::nil()),
             agent_id: AgentId(Uuid::nil()),
             owner: Owner::parse("acme").unwrap(),
-            secret_hash: SecretHash {
+            key: CredentialKey::Secret(SecretHash {
                 hash: "h".into(),
                 hint: None,
-            },
+            }),
             created_at: Utc.timestamp_opt(0, 0).unwrap(),
             expires_at,
             revoked_at,

@@ -17,13 +17,13 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::audit_chain::ChainHead;
-use crate::entities::{Agent, Credential};
+use crate::entities::{Agent, Credential, CredentialKey};
 use crate::keys::SigningKeyRecord;
 use crate::page::{Page, PageRequest};
 use crate::token::AccessTokenClaims;
 use crate::values::{
     AgentId, AgentStatus, AgentType, ClientSecret, CredentialId, CredentialStatus, DeploymentEnv,
-    EventId, Owner, SecretHash, TokenId,
+    EventId, JwsAlgorithm, Owner, PublicKeyJwk, SecretHash, TokenId,
 };
 
 /// The current time. The only source of "now" in the program.
@@ -137,7 +137,8 @@ pub trait AgentRepository: Send + Sync {
     /// Compare-and-swap of an agent: if the stored agent `expected.agent_id` of
     /// `expected.owner` still equals `expected` in every field, replaces its
     /// mutable fields (`email`, `agent_type`, `version`, `capabilities`,
-    /// `deployment_env`, `status`, `updated_at`) with those of `updated` and
+    /// `deployment_env`, `status`, `resources`, `require_dpop`, `updated_at`)
+    /// with those of `updated` and
     /// appends `event`, in one transaction that holds the agent's row lock from
     /// the comparison to the commit. `updated`'s immutable fields are not
     /// written. `expected` is what [`AgentRepository::find`] answered; the
@@ -229,25 +230,31 @@ pub trait CredentialRepository: Send + Sync {
         page: PageRequest,
     ) -> Result<Page<Credential>, StoreError>;
 
-    /// The credentials of `agent_id` (any owner, any status) whose stored hint
-    /// equals `hint` or is absent. Only for authenticating a client.
+    /// The `secret` credentials of `agent_id` (any owner, any status) whose
+    /// stored hint equals `hint` or is absent. Only for authenticating a client.
     async fn find_by_hint(
         &self,
         agent_id: AgentId,
         hint: &str,
     ) -> Result<Vec<Credential>, StoreError>;
 
-    /// Replaces the secret hash of a credential that is not revoked and appends
-    /// `event`, in one transaction. Answers the updated credential.
+    /// The `public_key` credentials of `agent_id` (any owner, any status).
+    /// Only for authenticating a client by its assertion.
+    async fn find_public_keys(&self, agent_id: AgentId) -> Result<Vec<Credential>, StoreError>;
+
+    /// Replaces the key of a credential that is not revoked (a secret's hash
+    /// by a new hash, a public key by a new public key) and appends `event`,
+    /// in one transaction. Answers the updated credential.
     ///
     /// MUST answer [`StoreError::NotFound`] when no such credential exists for
-    /// that agent and owner, and [`StoreError::CredentialRevoked`] when it is revoked.
+    /// that agent and owner or when it is of another type than `new_key`, and
+    /// [`StoreError::CredentialRevoked`] when it is revoked.
     async fn rotate(
         &self,
         owner: &Owner,
         agent_id: AgentId,
         id: CredentialId,
-        new_hash: &SecretHash,
+        new_key: &CredentialKey,
         event: &AuditEvent,
     ) -> Result<Credential, StoreError>;
 
@@ -597,6 +604,87 @@ pub trait TokenCodec: Send + Sync {
     /// The JWK Set (`{"keys": [...]}`) of the keys published now, each with
     /// `kid`, `use: sig` and `alg`.
     fn jwks(&self) -> serde_json::Value;
+}
+
+/// Why [`JwsVerifier::verify`] refused a JWS.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwsError {
+    /// Not a compact JWS with a JSON object header and payload.
+    #[error("malformed JWS")]
+    Malformed,
+    /// The header's `alg` is not one of those allowed, or does not fit the key.
+    #[error("algorithm not allowed")]
+    Algorithm,
+    /// The signature does not verify with the key.
+    #[error("bad signature")]
+    Signature,
+    /// The crypto library cannot use the key (for instance an EC point off the
+    /// curve).
+    #[error("unusable key: {0}")]
+    Key(String),
+}
+
+/// A JWS whose signature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedJws {
+    /// The protected header.
+    pub header: serde_json::Map<String, serde_json::Value>,
+    /// The payload, a JSON object.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Verifies JWS signatures made by clients (assertions, DPoP proofs) with a
+/// public key the domain chose. Which key, and every claim, are the domain's
+/// to check; this port only does the cryptography.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait JwsVerifier: Send + Sync {
+    /// `Ok` when the crypto library can verify with `key`.
+    fn check_key(&self, key: &PublicKeyJwk) -> Result<(), JwsError>;
+
+    /// Verifies the compact JWS `jws` with `key`. The header's `alg` MUST be
+    /// one of `algorithms` and allowed by the key ([`PublicKeyJwk::allows`]),
+    /// else [`JwsError::Algorithm`]; it is never taken on the token's word
+    /// alone. A header with `crit`, `jku`, `x5u` or `x5c` is
+    /// [`JwsError::Malformed`]: no key is ever fetched or taken from
+    /// elsewhere.
+    fn verify(
+        &self,
+        jws: &str,
+        key: &PublicKeyJwk,
+        algorithms: &[JwsAlgorithm],
+    ) -> Result<VerifiedJws, JwsError>;
+}
+
+/// What [`ReplayGuard::first_use`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstUse {
+    /// Not seen before; now remembered until its expiry. `remembered_since`:
+    /// the guard has remembered every use since then (its start, or the
+    /// moment its shared storage was last found empty), so a use before it
+    /// may have been forgotten.
+    Yes {
+        /// Since when no use has been forgotten.
+        remembered_since: DateTime<Utc>,
+    },
+    /// Seen before, and not yet expired.
+    Replayed,
+}
+
+/// Single-use identifiers (a client assertion's or a DPoP proof's `jti`),
+/// shared by every node.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ReplayGuard: Send + Sync {
+    /// Atomically: if `key` was not used before (or its entry expired),
+    /// remembers it until `expires_at` and answers [`FirstUse::Yes`];
+    /// otherwise [`FirstUse::Replayed`]. Two concurrent calls with one key,
+    /// on any nodes, never both answer `Yes`.
+    async fn first_use(
+        &self,
+        key: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<FirstUse, StoreError>;
 }
 
 /// A new signing key, made by [`KeyGenerator`].

@@ -5,6 +5,44 @@ use serde::{Deserialize, Serialize};
 use crate::DomainError;
 use crate::values::{AgentId, CredentialId, Owner, ScopeSet, TokenId};
 
+/// A token's `aud`: one audience as a string, several as an array (RFC 7519
+/// section 4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `audience` is one of the token's audiences.
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Self::One(one) => one == audience,
+            Self::Many(many) => many.iter().any(|a| a == audience),
+        }
+    }
+
+    /// `aud` for `audiences`: a string for one, an array for several.
+    pub fn of(mut audiences: Vec<String>) -> Self {
+        if audiences.len() == 1 {
+            Self::One(audiences.remove(0))
+        } else {
+            Self::Many(audiences)
+        }
+    }
+}
+
+/// The confirmation claim (RFC 7800) of a sender-constrained token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The RFC 7638 thumbprint of the DPoP key the token is bound to (RFC
+    /// 9449 section 6.1).
+    pub jkt: String,
+}
+
 /// The claims of an AgentIdP access token (RFC 9068 plus AgentIdP's own).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
@@ -12,8 +50,8 @@ pub struct AccessTokenClaims {
     pub iss: String,
     /// The agent (its `agentId`).
     pub sub: String,
-    /// Audience.
-    pub aud: String,
+    /// Audience: the configured one, or the requested resources (RFC 8707).
+    pub aud: Audience,
     /// The OAuth client, equal to `sub`.
     pub client_id: String,
     /// Granted scopes, space-separated.
@@ -34,6 +72,16 @@ pub struct AccessTokenClaims {
     pub deployment_env: String,
     /// The credential the token was issued under.
     pub cid: String,
+    /// The DPoP key the token is bound to, if it is (RFC 9449).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+impl AccessTokenClaims {
+    /// The `token_type` of the token: `DPoP` when bound to a key, else `Bearer`.
+    pub fn token_type(&self) -> &'static str {
+        if self.cnf.is_some() { "DPoP" } else { "Bearer" }
+    }
 }
 
 /// An authenticated caller of the management API.

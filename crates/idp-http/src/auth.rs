@@ -1,5 +1,6 @@
-//! Reading who calls: `Authorization: Bearer` access tokens and
-//! `Authorization: Basic` client credentials (RFC 6749 section 2.3.1).
+//! Reading who calls: `Authorization: Bearer` and `Authorization: DPoP`
+//! access tokens (RFC 6750, RFC 9449) and `Authorization: Basic` client
+//! credentials (RFC 6749 section 2.3.1).
 
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest};
@@ -19,6 +20,9 @@ pub enum Caller {
     Bearer(Principal),
     /// A Bearer token that did not.
     InvalidBearer,
+    /// A token that failed under the DPoP scheme's rules (a DPoP-bound token
+    /// sent as Bearer included): the `error` of its `DPoP` challenge.
+    InvalidDpop(&'static str),
     /// Basic client credentials that authenticated: the client holds its
     /// agent's capabilities as scopes.
     Client(Principal),
@@ -35,6 +39,8 @@ pub enum Caller {
 pub enum Presented {
     /// `Bearer <token>`.
     Bearer(String),
+    /// `DPoP <token>`.
+    Dpop(String),
     /// `Basic <credentials>`, decoded.
     Basic(Result<ClientCredentials, ()>),
     /// Nothing, or a scheme we do not take.
@@ -55,6 +61,8 @@ pub fn presented(req: &HttpRequest) -> Presented {
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
         Presented::Bearer(rest.to_owned())
+    } else if scheme.eq_ignore_ascii_case("dpop") && !rest.is_empty() {
+        Presented::Dpop(rest.to_owned())
     } else if scheme.eq_ignore_ascii_case("basic") {
         Presented::Basic(decode_basic(rest))
     } else {
@@ -95,13 +103,35 @@ pub fn caller(req: &HttpRequest) -> Caller {
         .unwrap_or(Caller::Anonymous)
 }
 
-/// The authenticated Bearer caller, or `401 AUTHENTICATION_ERROR`.
+/// The caller authenticated by an access token (Bearer or DPoP), or `401
+/// AUTHENTICATION_ERROR` with the challenge of the scheme that failed.
 pub fn bearer(req: &HttpRequest) -> Result<Principal, ApiError> {
     match caller(req) {
         Caller::Bearer(principal) => Ok(principal),
         Caller::InvalidBearer => Err(ApiError::authentication(true)),
+        Caller::InvalidDpop(error) => Err(ApiError::dpop_authentication(error)),
         _ => Err(ApiError::authentication(false)),
     }
+}
+
+/// The request's single `DPoP` header (RFC 9449 section 4.3: more than one
+/// is an invalid proof): `Ok(None)` without one, `Err` for several or one
+/// that is not text.
+pub fn dpop_header(req: &HttpRequest) -> Result<Option<&str>, ()> {
+    let mut values = req.headers().get_all("dpop");
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(());
+    }
+    first.to_str().map(Some).map_err(drop)
+}
+
+/// The URL a client addressed for this request, as a DPoP proof's `htu`
+/// names it: the issuer's origin and path prefix, then the request's path.
+pub fn request_url(issuer: &str, req: &HttpRequest) -> String {
+    format!("{}{}", issuer.trim_end_matches('/'), req.uri().path())
 }
 
 #[cfg(test)]

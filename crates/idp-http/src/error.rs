@@ -85,6 +85,19 @@ impl ApiError {
         .with_header(header::WWW_AUTHENTICATE, challenge)
     }
 
+    /// `401 AUTHENTICATION_ERROR` under the DPoP scheme (RFC 9449 section
+    /// 7.1): `error` is `invalid_token` or `invalid_dpop_proof`.
+    pub fn dpop_authentication(error: &'static str) -> Self {
+        let algs = idp_domain::values::JwsAlgorithm::names().join(" ");
+        let challenge = format!(r#"DPoP algs="{algs}", error="{error}""#);
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "AUTHENTICATION_ERROR",
+            "authentication required",
+        )
+        .with_header(header::WWW_AUTHENTICATE, challenge)
+    }
+
     /// `413 PAYLOAD_TOO_LARGE`.
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
@@ -261,6 +274,12 @@ pub enum OAuthErrorCode {
     /// RFC 6749 section 5.2: the requested scope is invalid, unknown or malformed.
     #[error("invalid_scope")]
     InvalidScope,
+    /// RFC 8707 section 2: a requested resource is invalid or not allowed.
+    #[error("invalid_target")]
+    InvalidTarget,
+    /// RFC 9449 section 5: the DPoP proof is invalid.
+    #[error("invalid_dpop_proof")]
+    InvalidDpopProof,
     /// RFC 6749 section 4.1.2.1, used by the contract for a spent rate limit or quota.
     #[error("access_denied")]
     AccessDenied,

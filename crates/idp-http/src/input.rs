@@ -457,6 +457,7 @@ fn truncated(raw: &str) -> String {
 #[derive(Debug)]
 pub struct FormParams {
     params: BTreeMap<String, String>,
+    repeatable: BTreeMap<String, Vec<String>>,
 }
 
 /// Why a form could not be read.
@@ -473,6 +474,17 @@ pub enum FormError {
 impl FormParams {
     /// Parses a form body, checking the content type when the body is not empty.
     pub fn parse(req: &HttpRequest, body: &[u8]) -> Result<Self, FormError> {
+        Self::parse_with_repeatable(req, body, &[])
+    }
+
+    /// [`FormParams::parse`] for a form whose parameters named in
+    /// `repeatable` may be given several times (RFC 8707 `resource`); read
+    /// them with [`FormParams::all`].
+    pub fn parse_with_repeatable(
+        req: &HttpRequest,
+        body: &[u8],
+        repeatable: &[&str],
+    ) -> Result<Self, FormError> {
         if !body.is_empty()
             && media_type(req).as_deref() != Some("application/x-www-form-urlencoded")
         {
@@ -484,12 +496,24 @@ impl FormParams {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_bytes(body).map_err(|_| FormError::Malformed)?;
         let mut params = BTreeMap::new();
+        let mut repeated: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, value) in pairs {
-            if params.insert(name.clone(), value).is_some() {
+            if repeatable.contains(&name.as_str()) {
+                repeated.entry(name).or_default().push(value);
+            } else if params.insert(name.clone(), value).is_some() {
                 return Err(FormError::Repeated(truncated(&name)));
             }
         }
-        Ok(Self { params })
+        Ok(Self {
+            params,
+            repeatable: repeated,
+        })
+    }
+
+    /// Every value of a repeatable parameter, in order; empty values count
+    /// as given (the caller decides whether they are valid).
+    pub fn all(&self, name: &str) -> &[String] {
+        self.repeatable.get(name).map_or(&[], Vec::as_slice)
     }
 
     /// The value of `name`; an empty value counts as absent (RFC 6749 section 3.2).
@@ -548,7 +572,9 @@ mod tests {
                 "agentType",
                 "version",
                 "capabilities",
-                "deploymentEnv"
+                "deploymentEnv",
+                "resources",
+                "requireDpop"
             ]
         );
         assert!(declared_fields::<crate::requests::NoQuery>().is_empty());

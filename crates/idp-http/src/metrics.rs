@@ -80,8 +80,16 @@ pub enum TokenRefusal {
     /// The client's failed authentications from this address (or this
     /// address's unauthenticated requests) are spent: refused before any hash.
     AuthFailuresExceeded,
+    /// No public key of the agent verifies the assertion, or a claim fails.
+    InvalidClientAssertion,
+    /// The assertion's `jti` was used before.
+    ClientAssertionReplayed,
     /// The scope is malformed or outside the agent's capabilities.
     InvalidScope,
+    /// A resource is not among the agent's (RFC 8707 `invalid_target`).
+    InvalidTarget,
+    /// The DPoP proof was refused.
+    InvalidDpopProof,
     /// The client's per-minute rate limit is spent.
     RateLimited,
     /// The client's monthly token quota is spent.
@@ -94,7 +102,7 @@ pub enum TokenRefusal {
 
 impl TokenRefusal {
     /// Every refusal, for tests and dashboards.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 20] = [
         Self::InvalidRequest,
         Self::UnsupportedGrantType,
         Self::NoClientAuthentication,
@@ -106,7 +114,11 @@ impl TokenRefusal {
         Self::AgentSuspended,
         Self::AgentDecommissioned,
         Self::AuthFailuresExceeded,
+        Self::InvalidClientAssertion,
+        Self::ClientAssertionReplayed,
         Self::InvalidScope,
+        Self::InvalidTarget,
+        Self::InvalidDpopProof,
         Self::RateLimited,
         Self::MonthlyQuotaExceeded,
         Self::Unavailable,
@@ -127,7 +139,11 @@ impl TokenRefusal {
             Self::AgentSuspended => "agent_suspended",
             Self::AgentDecommissioned => "agent_decommissioned",
             Self::AuthFailuresExceeded => "auth_failures_exceeded",
+            Self::InvalidClientAssertion => "invalid_client_assertion",
+            Self::ClientAssertionReplayed => "client_assertion_replayed",
             Self::InvalidScope => "invalid_scope",
+            Self::InvalidTarget => "invalid_target",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::RateLimited => "rate_limited",
             Self::MonthlyQuotaExceeded => "monthly_quota_exceeded",
             Self::Unavailable => "unavailable",
@@ -144,6 +160,8 @@ impl TokenRefusal {
             ClientAuthFailure::CredentialExpired => Self::CredentialExpired,
             ClientAuthFailure::AgentSuspended => Self::AgentSuspended,
             ClientAuthFailure::AgentDecommissioned => Self::AgentDecommissioned,
+            ClientAuthFailure::InvalidAssertion => Self::InvalidClientAssertion,
+            ClientAuthFailure::AssertionReplayed => Self::ClientAssertionReplayed,
         }
     }
 }

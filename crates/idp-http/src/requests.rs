@@ -15,10 +15,11 @@ use idp_domain::ValueError;
 use idp_domain::audit::AuditFilter;
 use idp_domain::page::PageRequest;
 use idp_domain::ports::AgentFilter;
-use idp_domain::services::{AgentPatch, NewAgent};
+use idp_domain::entities::CredentialType;
+use idp_domain::services::{AgentPatch, NewAgent, NewKey};
 use idp_domain::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, CredentialStatus,
-    DeploymentEnv, Email, EventId, Outcome, Owner, SemVer,
+    DeploymentEnv, Email, EventId, Outcome, Owner, PublicKeyJwk, Resources, SemVer,
 };
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -61,6 +62,12 @@ pub struct CreateAgent {
     /// The caller's own owner, if given.
     #[garde(inner(custom(valid(Owner::parse))))]
     pub owner: Option<String>,
+    /// The audiences its tokens may name (RFC 8707), default none.
+    #[garde(inner(custom(valid(Resources::parse::<String>))))]
+    pub resources: Option<Vec<String>>,
+    /// Whether its token requests must carry a DPoP proof, default `false`.
+    #[garde(skip)]
+    pub require_dpop: Option<bool>,
 }
 
 impl CreateAgent {
@@ -73,6 +80,8 @@ impl CreateAgent {
             capabilities: Capabilities::parse(&self.capabilities)?,
             deployment_env: self.deployment_env.parse()?,
             owner: self.owner.as_deref().map(Owner::parse).transpose()?,
+            resources: Resources::parse(self.resources.as_deref().unwrap_or_default())?,
+            require_dpop: self.require_dpop.unwrap_or(false),
         })
     }
 }
@@ -111,6 +120,12 @@ pub struct UpdateAgent {
     /// A new deployment environment.
     #[garde(inner(custom(valid(str::parse::<DeploymentEnv>))))]
     pub deployment_env: Option<String>,
+    /// New resources.
+    #[garde(inner(custom(valid(Resources::parse::<String>))))]
+    pub resources: Option<Vec<String>>,
+    /// A new DPoP requirement.
+    #[garde(skip)]
+    pub require_dpop: Option<bool>,
 }
 
 fn active_or_suspended(raw: &str, _: &()) -> garde::Result {
@@ -134,41 +149,86 @@ impl UpdateAgent {
                 .transpose()?,
             deployment_env: self.deployment_env.map(|d| d.parse()).transpose()?,
             status: self.status.map(|s| s.parse()).transpose()?,
+            resources: self
+                .resources
+                .as_deref()
+                .map(Resources::parse)
+                .transpose()?,
+            require_dpop: self.require_dpop,
         };
-        let AgentPatch {
-            email,
-            agent_type,
-            version,
-            capabilities,
-            deployment_env,
-            status,
-        } = &patch;
-        if email.is_none()
-            && agent_type.is_none()
-            && version.is_none()
-            && capabilities.is_none()
-            && deployment_env.is_none()
-            && status.is_none()
-        {
+        if patch.is_empty() {
             return Err(ApiError::bad_body("must change at least one field"));
         }
         Ok(patch)
     }
 }
 
-/// `POST /api/v1/agents/{agentId}/credentials`: an optional expiry.
+/// `POST /api/v1/agents/{agentId}/credentials`: the type (a secret unless
+/// `public_key`), the public key of a `public_key` credential, an optional
+/// expiry.
 #[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GenerateCredential {
+    /// `secret` (the default) or `public_key`.
+    #[serde(rename = "type")]
+    #[garde(inner(custom(known_credential_type)))]
+    pub credential_type: Option<String>,
+    /// The public key of a `public_key` credential.
+    #[garde(inner(custom(valid(|jwk| PublicKeyJwk::parse("jwk", jwk)))))]
+    pub jwk: Option<serde_json::Value>,
     /// When the credential stops authenticating (the service refuses a past time).
     #[garde(skip)]
     pub expires_at: Option<Timestamp>,
 }
 
-/// `POST .../credentials/{credentialId}/rotate`: no field at all.
+fn known_credential_type(raw: &str, _: &()) -> garde::Result {
+    CredentialType::parse(raw)
+        .map(drop)
+        .ok_or_else(|| garde::Error::new("must be secret or public_key"))
+}
+
+impl GenerateCredential {
+    /// What the credential authenticates with.
+    pub fn new_key(&self) -> Result<NewKey, ApiError> {
+        let credential_type = match self.credential_type.as_deref() {
+            None => CredentialType::Secret,
+            Some(raw) => CredentialType::parse(raw)
+                .ok_or_else(|| ValueError::new("type", "must be secret or public_key"))?,
+        };
+        match (credential_type, &self.jwk) {
+            (CredentialType::Secret, None) => Ok(NewKey::Secret),
+            (CredentialType::Secret, Some(_)) => {
+                Err(ValueError::new("jwk", "is only for a public_key credential").into())
+            }
+            (CredentialType::PublicKey, Some(jwk)) => {
+                Ok(NewKey::PublicKey(PublicKeyJwk::parse("jwk", jwk)?))
+            }
+            (CredentialType::PublicKey, None) => {
+                Err(ValueError::new("jwk", "is required for a public_key credential").into())
+            }
+        }
+    }
+}
+
+/// `POST .../credentials/{credentialId}/rotate`: nothing for a secret, the
+/// new public key for a `public_key` credential.
 #[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
-pub struct RotateCredential {}
+pub struct RotateCredential {
+    /// The new public key.
+    #[garde(inner(custom(valid(|jwk| PublicKeyJwk::parse("jwk", jwk)))))]
+    pub jwk: Option<serde_json::Value>,
+}
+
+impl RotateCredential {
+    /// The new key: a fresh secret when no `jwk` is given.
+    pub fn new_key(body: Option<&Self>) -> Result<NewKey, ApiError> {
+        match body.and_then(|body| body.jwk.as_ref()) {
+            None => Ok(NewKey::Secret),
+            Some(jwk) => Ok(NewKey::PublicKey(PublicKeyJwk::parse("jwk", jwk)?)),
+        }
+    }
+}
 
 /// A query string of an endpoint that takes no parameter.
 #[derive(Debug, Deserialize, Validate)]
@@ -368,6 +428,12 @@ pub struct TokenRequestForm {
     /// `client_secret_post`: the secret.
     #[garde(skip)]
     pub client_secret: Option<String>,
+    /// `private_key_jwt`: must be the JWT bearer assertion type.
+    #[garde(skip)]
+    pub client_assertion_type: Option<String>,
+    /// `private_key_jwt`: the assertion.
+    #[garde(skip)]
+    pub client_assertion: Option<String>,
 }
 
 /// What a token request's query string must not carry: client credentials

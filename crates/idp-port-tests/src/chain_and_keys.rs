@@ -25,7 +25,7 @@ use idp_domain::values::{AgentId, AgentStatus, AuditAction, EventId, Owner, Toke
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::store::fixtures::{agent, at, credential, event, owner, secret_hash, unchained};
+use crate::store::fixtures::{agent, at, credential, event, owner, secret_key, unchained};
 
 /// Every stored event of `owner`'s chain, read with `chain_page` in pages of
 /// `page` events.
@@ -379,7 +379,7 @@ pub async fn audit_chain_covers_transactional_writes(
     credentials.create(&c, 10, at(1), &e2).await.unwrap();
     let e3 = event(&owner, a.agent_id, AuditAction::CredentialRotated, at(2));
     credentials
-        .rotate(&owner, a.agent_id, c.credential_id, &secret_hash(None), &e3)
+        .rotate(&owner, a.agent_id, c.credential_id, &secret_key(None), &e3)
         .await
         .unwrap();
     let mut suspended = a.clone();

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod chain_and_keys;
+pub mod replay;
 pub mod store;
 
 /// Defines one test per function of the [`store`] contract suite, against an
@@ -30,6 +31,8 @@ macro_rules! store_contract_tests {
             agent_list_filters => agent_list_filters(agents);
             agent_update => agent_update(agents, audit);
             agent_update_refuses_a_stale_read => agent_update_refuses_a_stale_read(agents, audit);
+            agent_resources_and_dpop_round_trip => agent_resources_and_dpop_round_trip(agents, audit);
+            agent_update_compares_resources_and_dpop => agent_update_compares_resources_and_dpop(agents, audit);
             agent_update_has_one_winner_per_read => agent_update_has_one_winner_per_read(agents, audit);
             agent_concurrent_updates_lose_nothing => agent_concurrent_updates_lose_nothing(agents, audit);
             agent_decommission => agent_decommission(agents, credentials, audit);
@@ -41,6 +44,11 @@ macro_rules! store_contract_tests {
             credential_list_order_pagination_and_status => credential_list_order_pagination_and_status(agents, credentials);
             credential_rotate_and_revoke => credential_rotate_and_revoke(agents, credentials, audit);
             credential_find_by_hint => credential_find_by_hint(agents, credentials);
+            credential_public_key_round_trip => credential_public_key_round_trip(agents, credentials, audit);
+            credential_find_by_hint_skips_public_keys => credential_find_by_hint_skips_public_keys(agents, credentials);
+            credential_find_public_keys => credential_find_public_keys(agents, credentials);
+            credential_rotate_public_key => credential_rotate_public_key(agents, credentials, audit);
+            credential_rotate_refuses_the_other_type => credential_rotate_refuses_the_other_type(agents, credentials, audit);
             credential_subject_state => credential_subject_state(agents, credentials);
             audit_append_list_find => audit_append_list_find(audit);
             audit_list_filters => audit_list_filters(audit);

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use idp_domain::StoreError;
 use idp_domain::audit::{AuditEvent, AuditFilter};
 use idp_domain::audit_chain::ChainHead;
-use idp_domain::entities::{Agent, Credential};
+use idp_domain::entities::{Agent, Credential, CredentialKey, CredentialType};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::{
     AgentFilter, AgentRepository, AuditLog, CredentialRepository, RevokedToken, RevokedTokenStore,
@@ -29,7 +29,7 @@ use idp_domain::ports::{
 };
 use idp_domain::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, CredentialStatus,
-    DeploymentEnv, Email, EventId, Outcome, Owner, SemVer, TokenId,
+    DeploymentEnv, Email, EventId, Outcome, Owner, PublicKeyJwk, Resources, SemVer, TokenId,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -43,10 +43,10 @@ use self::fixtures::{agent, at, credential, event, owner, unchained, unique_emai
 pub mod fixtures {
     use chrono::{DateTime, Duration, TimeZone, Utc};
     use idp_domain::audit::AuditEvent;
-    use idp_domain::entities::{Agent, Credential};
+    use idp_domain::entities::{Agent, Credential, CredentialKey};
     use idp_domain::values::{
         AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, DeploymentEnv,
-        Email, EventId, Outcome, Owner, SecretHash, SemVer,
+        Email, EventId, Outcome, Owner, PublicKeyJwk, Resources, SecretHash, SemVer,
     };
     use serde_json::json;
     use uuid::Uuid;
@@ -77,6 +77,8 @@ pub mod fixtures {
             owner: owner.clone(),
             deployment_env: DeploymentEnv::Production,
             status: AgentStatus::Active,
+            resources: Resources::default(),
+            require_dpop: false,
             created_at,
             updated_at: created_at,
         }
@@ -93,6 +95,39 @@ pub mod fixtures {
         }
     }
 
+    /// A new secret key (its hash) with the given lookup hint.
+    pub fn secret_key(hint: Option<&str>) -> CredentialKey {
+        CredentialKey::Secret(secret_hash(hint))
+    }
+
+    /// A new Ed25519 public key nobody else uses (random `x`, no `kid`, so
+    /// its `kid` is its thumbprint).
+    pub fn public_key() -> PublicKeyJwk {
+        // 42 base64url characters and an `A` decode to 32 bytes.
+        let x = format!(
+            "{}{}A",
+            Uuid::new_v4().simple(),
+            &Uuid::new_v4().simple().to_string()[..10]
+        );
+        PublicKeyJwk::parse(
+            "jwk",
+            &json!({"kty": "OKP", "crv": "Ed25519", "x": x, "use": "sig"}),
+        )
+        .unwrap()
+    }
+
+    /// An unrevoked public-key credential of `agent`.
+    pub fn public_key_credential(
+        agent: &Agent,
+        created_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Credential {
+        Credential {
+            key: CredentialKey::PublicKey(public_key()),
+            ..credential(agent, created_at, expires_at)
+        }
+    }
+
     /// An unrevoked credential of `agent`.
     pub fn credential(
         agent: &Agent,
@@ -103,7 +138,7 @@ pub mod fixtures {
             credential_id: CredentialId(Uuid::new_v4()),
             agent_id: agent.agent_id,
             owner: agent.owner.clone(),
-            secret_hash: secret_hash(Some(&Uuid::new_v4().simple().to_string()[..8])),
+            key: secret_key(Some(&Uuid::new_v4().simple().to_string()[..8])),
             created_at,
             expires_at,
             revoked_at: None,
@@ -789,6 +824,142 @@ pub async fn agent_update_refuses_a_stale_read(
     assert_event_absent(&audit, &e).await;
 }
 
+/// An agent's `resources` (in their order) and `require_dpop` are stored by
+/// `create`, read back by `find`, `find_for_authentication` and `list`, and
+/// replaced by `update`.
+pub async fn agent_resources_and_dpop_round_trip(
+    agents: Arc<dyn AgentRepository>,
+    audit: Arc<dyn AuditLog>,
+) {
+    let mut a = agent(&owner(), at(0));
+    a.resources = Resources::parse(&[
+        "urn:example:inventory",
+        "https://api.example/mcp",
+        "http://localhost:8931/mcp?tenant=1",
+    ])
+    .unwrap();
+    a.require_dpop = true;
+    create_agent(&agents, &a).await;
+    let plain = agent(&a.owner, at(1));
+    create_agent(&agents, &plain).await;
+
+    assert_eq!(
+        agents.find(&a.owner, a.agent_id).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        agents.find_for_authentication(a.agent_id).await.unwrap(),
+        Some(a.clone())
+    );
+    let listed = agents
+        .list(&a.owner, &AgentFilter::default(), page(1, 10))
+        .await
+        .unwrap();
+    assert_eq!(listed.items, vec![plain.clone(), a.clone()]);
+
+    let mut changed = a.clone();
+    changed.resources =
+        Resources::parse(&["https://api.example/mcp", "urn:example:other"]).unwrap();
+    changed.require_dpop = false;
+    changed.updated_at = at(10);
+    let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(10));
+    assert_eq!(
+        agents.update(&a, &changed, &e).await.unwrap(),
+        UpdateOutcome::Applied
+    );
+    assert_eq!(
+        agents.find(&a.owner, a.agent_id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_event_stored(&audit, &e).await;
+
+    // From none to the most an agent may have, then back to none.
+    let mut grown = plain.clone();
+    let many: Vec<String> = (0..20).map(|i| format!("urn:example:r{i}")).collect();
+    grown.resources = Resources::parse(&many).unwrap();
+    grown.require_dpop = true;
+    grown.updated_at = at(12);
+    let e = event(&a.owner, plain.agent_id, AuditAction::AgentUpdated, at(12));
+    assert_eq!(
+        agents.update(&plain, &grown, &e).await.unwrap(),
+        UpdateOutcome::Applied
+    );
+    assert_eq!(
+        agents.find(&a.owner, plain.agent_id).await.unwrap(),
+        Some(grown.clone())
+    );
+    let mut emptied = grown.clone();
+    emptied.resources = Resources::default();
+    emptied.updated_at = at(13);
+    let e = event(&a.owner, plain.agent_id, AuditAction::AgentUpdated, at(13));
+    assert_eq!(
+        agents.update(&grown, &emptied, &e).await.unwrap(),
+        UpdateOutcome::Applied
+    );
+    let listed = agents
+        .list(&a.owner, &AgentFilter::default(), page(1, 10))
+        .await
+        .unwrap();
+    assert_eq!(listed.items, vec![emptied, changed]);
+}
+
+/// `update`'s compare-and-swap covers `resources` (their order too) and
+/// `require_dpop`: an `expected` differing only there is `Stale`, writes
+/// nothing and appends no event.
+pub async fn agent_update_compares_resources_and_dpop(
+    agents: Arc<dyn AgentRepository>,
+    audit: Arc<dyn AuditLog>,
+) {
+    let mut a = agent(&owner(), at(0));
+    a.resources = Resources::parse(&["urn:example:a", "urn:example:b"]).unwrap();
+    create_agent(&agents, &a).await;
+
+    let differing: [fn(&mut Agent); 4] = [
+        |x| x.resources = Resources::parse(&["urn:example:b", "urn:example:a"]).unwrap(),
+        |x| x.resources = Resources::parse(&["urn:example:a"]).unwrap(),
+        |x| x.resources = Resources::default(),
+        |x| x.require_dpop = true,
+    ];
+    for (i, differ) in differing.into_iter().enumerate() {
+        let mut expected = a.clone();
+        differ(&mut expected);
+        let mut updated = expected.clone();
+        updated.version = SemVer::parse("3.0.0").unwrap();
+        updated.updated_at = at(10);
+        let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(10));
+        let outcome = agents.update(&expected, &updated, &e).await.unwrap();
+        assert_eq!(outcome, UpdateOutcome::Stale, "case {i}");
+        assert_eq!(
+            agents.find(&a.owner, a.agent_id).await.unwrap(),
+            Some(a.clone()),
+            "case {i}: a stale update must change nothing"
+        );
+        assert_event_absent(&audit, &e).await;
+    }
+
+    let mut updated = a.clone();
+    updated.require_dpop = true;
+    updated.updated_at = at(11);
+    let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(11));
+    assert_eq!(
+        agents.update(&a, &updated, &e).await.unwrap(),
+        UpdateOutcome::Applied
+    );
+    // The read before that change is now stale in `require_dpop` alone.
+    let mut undo = a.clone();
+    undo.updated_at = at(11);
+    let e = event(&a.owner, a.agent_id, AuditAction::AgentUpdated, at(12));
+    assert_eq!(
+        agents.update(&undo, &undo, &e).await.unwrap(),
+        UpdateOutcome::Stale
+    );
+    assert_eq!(
+        agents.find(&a.owner, a.agent_id).await.unwrap(),
+        Some(updated)
+    );
+    assert_event_absent(&audit, &e).await;
+}
+
 /// Concurrent `update`s computed from one read: exactly one is `Applied`, the
 /// others `Stale`; the stored agent holds the winner's change and the log the
 /// winner's event only.
@@ -1291,7 +1462,7 @@ pub async fn credential_tenancy(
                 .unwrap(),
             None
         );
-        let new_hash = fixtures::secret_hash(Some("ffff"));
+        let new_hash = fixtures::secret_key(Some("ffff"));
         let e = event(owner, agent_id, AuditAction::CredentialRotated, now);
         let result = credentials
             .rotate(owner, agent_id, c.credential_id, &new_hash, &e)
@@ -1409,14 +1580,14 @@ pub async fn credential_rotate_and_revoke(
     let c = credential(&a, at(1), Some(at(10_000)));
     create_credential(&credentials, &c, at(1)).await;
 
-    let new_hash = fixtures::secret_hash(Some("0a1b2c3d"));
+    let new_hash = fixtures::secret_key(Some("0a1b2c3d"));
     let e = event(&a.owner, a.agent_id, AuditAction::CredentialRotated, at(2));
     let rotated = credentials
         .rotate(&a.owner, a.agent_id, c.credential_id, &new_hash, &e)
         .await
         .unwrap();
     let expected = Credential {
-        secret_hash: new_hash.clone(),
+        key: new_hash.clone(),
         ..c.clone()
     };
     assert_eq!(rotated, expected);
@@ -1429,13 +1600,13 @@ pub async fn credential_rotate_and_revoke(
     );
     assert_event_stored(&audit, &e).await;
 
-    let unhinted = fixtures::secret_hash(None);
+    let unhinted = fixtures::secret_key(None);
     let e = event(&a.owner, a.agent_id, AuditAction::CredentialRotated, at(3));
     let rotated = credentials
         .rotate(&a.owner, a.agent_id, c.credential_id, &unhinted, &e)
         .await
         .unwrap();
-    assert_eq!(rotated.secret_hash, unhinted);
+    assert_eq!(rotated.key, unhinted);
 
     let e = event(&a.owner, a.agent_id, AuditAction::CredentialRevoked, at(4));
     let revoked = credentials
@@ -1443,7 +1614,7 @@ pub async fn credential_rotate_and_revoke(
         .await
         .unwrap();
     let expected = Credential {
-        secret_hash: unhinted,
+        key: unhinted,
         revoked_at: Some(at(4)),
         ..c.clone()
     };
@@ -1500,7 +1671,7 @@ pub async fn credential_find_by_hint(
     create_agent(&agents, &a).await;
     create_agent(&agents, &b).await;
     let with_hint = |agent: &Agent, hint: Option<&str>, created: i64| Credential {
-        secret_hash: fixtures::secret_hash(hint),
+        key: fixtures::secret_key(hint),
         ..credential(agent, at(created), None)
     };
     let matching = with_hint(&a, Some("aaaa"), 1);
@@ -1540,6 +1711,309 @@ pub async fn credential_find_by_hint(
         .await
         .unwrap();
     assert!(found.is_empty());
+}
+
+/// A public-key credential is stored as given: `find`, `list` and
+/// `find_public_keys` read it back with its JWK (its `kid`, `alg` and `use`
+/// too), and its view shows type, JWK and thumbprint.
+pub async fn credential_public_key_round_trip(
+    agents: Arc<dyn AgentRepository>,
+    credentials: Arc<dyn CredentialRepository>,
+    audit: Arc<dyn AuditLog>,
+) {
+    let a = agent(&owner(), at(0));
+    create_agent(&agents, &a).await;
+    let x = format!(
+        "{}{}A",
+        Uuid::new_v4().simple(),
+        &Uuid::new_v4().simple().to_string()[..10]
+    );
+    let y = format!(
+        "{}{}A",
+        Uuid::new_v4().simple(),
+        &Uuid::new_v4().simple().to_string()[..10]
+    );
+    let ec = PublicKeyJwk::parse(
+        "jwk",
+        &json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": "client-key-1",
+                "alg": "ES256", "use": "sig"}),
+    )
+    .unwrap();
+    let with_kid = Credential {
+        key: CredentialKey::PublicKey(ec.clone()),
+        ..credential(&a, at(1), Some(at(10_000)))
+    };
+    let ed = fixtures::public_key_credential(&a, at(2), None);
+    let secret = credential(&a, at(3), None);
+    let e = event(
+        &a.owner,
+        a.agent_id,
+        AuditAction::CredentialGenerated,
+        at(1),
+    );
+    credentials.create(&with_kid, 10, at(1), &e).await.unwrap();
+    assert_event_stored(&audit, &e).await;
+    create_credential(&credentials, &ed, at(2)).await;
+    create_credential(&credentials, &secret, at(3)).await;
+
+    for c in [&with_kid, &ed, &secret] {
+        assert_eq!(
+            credentials
+                .find(&a.owner, a.agent_id, c.credential_id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(c)
+        );
+    }
+    let listed = credentials
+        .list(&a.owner, a.agent_id, None, at(5), page(1, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items,
+        vec![secret.clone(), ed.clone(), with_kid.clone()]
+    );
+    let active = credentials
+        .list(
+            &a.owner,
+            a.agent_id,
+            Some(CredentialStatus::Active),
+            at(5),
+            page(1, 10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(active.total, 3);
+
+    let found = credentials.find_public_keys(a.agent_id).await.unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found.contains(&with_kid) && found.contains(&ed),
+        "{found:?}"
+    );
+
+    let stored = credentials
+        .find(&a.owner, a.agent_id, with_kid.credential_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let CredentialKey::PublicKey(key) = &stored.key else {
+        panic!("a public key came back as {:?}", stored.key);
+    };
+    assert_eq!(key.kid(), "client-key-1");
+    assert_eq!(key.thumbprint(), ec.thumbprint());
+    let view = stored.view(at(5));
+    assert_eq!(view.credential_type, CredentialType::PublicKey);
+    assert_eq!(view.jwk, Some(ec.to_value()));
+    assert_eq!(view.jwk_thumbprint.as_deref(), Some(ec.thumbprint()));
+    assert_eq!(view.status, CredentialStatus::Active);
+    let view = secret.view(at(5));
+    assert_eq!(view.credential_type, CredentialType::Secret);
+    assert_eq!((view.jwk, view.jwk_thumbprint), (None, None));
+}
+
+/// `find_by_hint` answers secrets only: a public-key credential (which has
+/// no hint) is never among its answers, whatever the hint.
+pub async fn credential_find_by_hint_skips_public_keys(
+    agents: Arc<dyn AgentRepository>,
+    credentials: Arc<dyn CredentialRepository>,
+) {
+    let now = at(10);
+    let a = agent(&owner(), at(0));
+    let only_keys = agent(&a.owner, at(0));
+    create_agent(&agents, &a).await;
+    create_agent(&agents, &only_keys).await;
+    let hinted = Credential {
+        key: fixtures::secret_key(Some("aaaa")),
+        ..credential(&a, at(1), None)
+    };
+    let unhinted = Credential {
+        key: fixtures::secret_key(None),
+        ..credential(&a, at(2), None)
+    };
+    let key = fixtures::public_key_credential(&a, at(3), None);
+    let other_key = fixtures::public_key_credential(&only_keys, at(3), None);
+    for c in [&hinted, &unhinted, &key, &other_key] {
+        create_credential(&credentials, c, now).await;
+    }
+    let e = event(&a.owner, a.agent_id, AuditAction::CredentialRevoked, now);
+    credentials
+        .revoke(&a.owner, a.agent_id, key.credential_id, now, &e)
+        .await
+        .unwrap();
+
+    let ids = |found: Vec<Credential>| -> BTreeSet<CredentialId> {
+        found.iter().map(|c| c.credential_id).collect()
+    };
+    for (hint, expected) in [
+        ("aaaa", vec![hinted.credential_id, unhinted.credential_id]),
+        ("zzzz", vec![unhinted.credential_id]),
+        ("", vec![unhinted.credential_id]),
+    ] {
+        let found = credentials.find_by_hint(a.agent_id, hint).await.unwrap();
+        assert_eq!(ids(found), expected.into_iter().collect(), "hint {hint:?}");
+    }
+    for hint in ["aaaa", "zzzz", ""] {
+        let found = credentials
+            .find_by_hint(only_keys.agent_id, hint)
+            .await
+            .unwrap();
+        assert!(found.is_empty(), "hint {hint:?}: {found:?}");
+    }
+}
+
+/// `find_public_keys` answers the agent's public-key credentials in any
+/// status (active, expired, revoked, also of a suspended agent), and no
+/// secret and no other agent's key.
+pub async fn credential_find_public_keys(
+    agents: Arc<dyn AgentRepository>,
+    credentials: Arc<dyn CredentialRepository>,
+) {
+    let now = at(100);
+    let a = agent(&owner(), at(0));
+    let b = agent(&owner(), at(0));
+    create_agent(&agents, &a).await;
+    create_agent(&agents, &b).await;
+    let active = fixtures::public_key_credential(&a, at(1), Some(at(10_000)));
+    let expired = fixtures::public_key_credential(&a, at(2), Some(at(50)));
+    let revoked = fixtures::public_key_credential(&a, at(3), None);
+    let secret = credential(&a, at(4), None);
+    let foreign = fixtures::public_key_credential(&b, at(5), None);
+    for c in [&active, &expired, &revoked, &secret, &foreign] {
+        create_credential(&credentials, c, at(10)).await;
+    }
+    let e = event(&a.owner, a.agent_id, AuditAction::CredentialRevoked, now);
+    let revoked = credentials
+        .revoke(&a.owner, a.agent_id, revoked.credential_id, now, &e)
+        .await
+        .unwrap();
+    suspend(&agents, &a, now).await;
+
+    let found = credentials.find_public_keys(a.agent_id).await.unwrap();
+    assert_eq!(found.len(), 3, "{found:?}");
+    for c in [&active, &expired, &revoked] {
+        assert!(found.contains(c), "{c:?} missing from {found:?}");
+    }
+    assert_eq!(
+        credentials.find_public_keys(b.agent_id).await.unwrap(),
+        vec![foreign]
+    );
+    assert!(
+        credentials
+            .find_public_keys(AgentId(Uuid::new_v4()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// `rotate` with a public key replaces a public-key credential's key and
+/// appends its event; the old key is no longer found. A revoked one is
+/// `CredentialRevoked`.
+pub async fn credential_rotate_public_key(
+    agents: Arc<dyn AgentRepository>,
+    credentials: Arc<dyn CredentialRepository>,
+    audit: Arc<dyn AuditLog>,
+) {
+    let a = agent(&owner(), at(0));
+    create_agent(&agents, &a).await;
+    let c = fixtures::public_key_credential(&a, at(1), Some(at(10_000)));
+    create_credential(&credentials, &c, at(1)).await;
+
+    let new_key = CredentialKey::PublicKey(fixtures::public_key());
+    let e = event(&a.owner, a.agent_id, AuditAction::CredentialRotated, at(2));
+    let rotated = credentials
+        .rotate(&a.owner, a.agent_id, c.credential_id, &new_key, &e)
+        .await
+        .unwrap();
+    let expected = Credential {
+        key: new_key.clone(),
+        ..c.clone()
+    };
+    assert_eq!(rotated, expected);
+    assert_eq!(
+        credentials
+            .find(&a.owner, a.agent_id, c.credential_id)
+            .await
+            .unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        credentials.find_public_keys(a.agent_id).await.unwrap(),
+        vec![expected.clone()]
+    );
+    assert_event_stored(&audit, &e).await;
+
+    let e = event(&a.owner, a.agent_id, AuditAction::CredentialRevoked, at(3));
+    let revoked = credentials
+        .revoke(&a.owner, a.agent_id, c.credential_id, at(3), &e)
+        .await
+        .unwrap();
+    let e = event(&a.owner, a.agent_id, AuditAction::CredentialRotated, at(4));
+    let result = credentials
+        .rotate(
+            &a.owner,
+            a.agent_id,
+            c.credential_id,
+            &CredentialKey::PublicKey(fixtures::public_key()),
+            &e,
+        )
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::CredentialRevoked)),
+        "{result:?}"
+    );
+    assert_event_absent(&audit, &e).await;
+    assert_eq!(
+        credentials
+            .find(&a.owner, a.agent_id, c.credential_id)
+            .await
+            .unwrap(),
+        Some(revoked)
+    );
+}
+
+/// `rotate` with a key of the other type (a public key for a secret, a
+/// secret for a public key) is `NotFound`, changes nothing and appends no
+/// event.
+pub async fn credential_rotate_refuses_the_other_type(
+    agents: Arc<dyn AgentRepository>,
+    credentials: Arc<dyn CredentialRepository>,
+    audit: Arc<dyn AuditLog>,
+) {
+    let a = agent(&owner(), at(0));
+    create_agent(&agents, &a).await;
+    let secret = credential(&a, at(1), None);
+    let key = fixtures::public_key_credential(&a, at(2), None);
+    create_credential(&credentials, &secret, at(2)).await;
+    create_credential(&credentials, &key, at(2)).await;
+
+    for (c, other_type) in [
+        (&secret, CredentialKey::PublicKey(fixtures::public_key())),
+        (&key, fixtures::secret_key(Some("abcd"))),
+    ] {
+        let e = event(&a.owner, a.agent_id, AuditAction::CredentialRotated, at(3));
+        let result = credentials
+            .rotate(&a.owner, a.agent_id, c.credential_id, &other_type, &e)
+            .await;
+        assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+        assert_event_absent(&audit, &e).await;
+        assert_eq!(
+            credentials
+                .find(&a.owner, a.agent_id, c.credential_id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(c)
+        );
+    }
+    assert_eq!(
+        credentials.find_public_keys(a.agent_id).await.unwrap(),
+        vec![key.clone()]
+    );
+    let hinted = credentials.find_by_hint(a.agent_id, "abcd").await.unwrap();
+    assert!(hinted.is_empty(), "{hinted:?}");
 }
 
 /// `subject_state` reads the agent's owner and status and whether the

@@ -1,5 +1,6 @@
 //! What authenticating a request reads from the store, kept in memory: the
-//! agent, its credentials by secret hint, and the subject state of its tokens.
+//! agent, its credentials by secret hint, its public keys, and the subject
+//! state of its tokens.
 //!
 //! Every token request, introspection and Bearer-authenticated call reads the
 //! same few rows; keeping them here takes the database off that path. The
@@ -44,13 +45,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
-use idp_domain::entities::{Agent, Credential};
+use idp_domain::entities::{Agent, Credential, CredentialKey};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::{
     AgentFilter, AgentRepository, ChangeListener, ChangeNotifier, CredentialRepository,
     RevokedToken, SubjectState, UpdateOutcome,
 };
-use idp_domain::values::{AgentId, CredentialId, CredentialStatus, Owner, SecretHash};
+use idp_domain::values::{AgentId, CredentialId, CredentialStatus, Owner};
 
 use crate::vouched::Vouched;
 use idp_cache_memory::lock::lock;
@@ -65,6 +66,8 @@ struct Entry {
     agent: Option<Arc<Agent>>,
     /// Credentials by secret hint, oldest first.
     by_hint: Vec<(String, Arc<Vec<Credential>>)>,
+    /// The public-key credentials, once read.
+    public_keys: Option<Arc<Vec<Credential>>>,
     subjects: HashMap<CredentialId, SubjectState>,
 }
 
@@ -74,6 +77,7 @@ impl Entry {
             read_at: Instant::now(),
             agent: None,
             by_hint: Vec::new(),
+            public_keys: None,
             subjects: HashMap::new(),
         }
     }
@@ -484,18 +488,33 @@ impl CredentialRepository for CachedCredentials {
         Ok(found)
     }
 
+    async fn find_public_keys(&self, agent_id: AgentId) -> Result<Vec<Credential>, StoreError> {
+        if let Some(credentials) = self
+            .cache
+            .lookup(agent_id, |entry| entry.public_keys.clone())
+        {
+            return Ok(Vec::clone(&credentials));
+        }
+        let ticket = self.cache.ticket();
+        let found = self.inner.find_public_keys(agent_id).await?;
+        if let Some(ticket) = ticket {
+            let kept = Arc::new(found.clone());
+            self.cache.keep(ticket, agent_id, move |entry| {
+                entry.public_keys = Some(kept)
+            });
+        }
+        Ok(found)
+    }
+
     async fn rotate(
         &self,
         owner: &Owner,
         agent_id: AgentId,
         id: CredentialId,
-        new_hash: &SecretHash,
+        new_key: &CredentialKey,
         event: &AuditEvent,
     ) -> Result<Credential, StoreError> {
-        let outcome = self
-            .inner
-            .rotate(owner, agent_id, id, new_hash, event)
-            .await;
+        let outcome = self.inner.rotate(owner, agent_id, id, new_key, event).await;
         self.announced(agent_id, outcome).await
     }
 

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::Duration;
-use idp_cache_memory::MemoryCache;
+use idp_cache_memory::{MemoryCache, MemoryReplayGuard};
 use idp_cache_redis::RedisChangeFeed;
-use idp_crypto::{Argon2SecretHasher, OsSecretGenerator};
+use idp_crypto::{Argon2SecretHasher, JoseJwsVerifier, OsSecretGenerator};
 use idp_domain::ports::{
     AdmissionControl, AgentRepository, AuditLog, ChangeNotifier, Clock, CredentialRepository,
-    HealthCheck, RateLimiter, RevocationList, RevokedTokenStore, SecretGenerator, SecretHasher,
+    HealthCheck, RateLimiter, ReplayGuard, JwsVerifier, RevocationList, RevokedTokenStore, SecretGenerator, SecretHasher,
     SigningKeyStore, TokenCodec, UsageCounter,
 };
 use idp_domain::services::{
@@ -123,6 +123,8 @@ pub struct Caches {
     /// `rate_limiter` and `usage` in one call, on their counters.
     pub admission: Arc<dyn AdmissionControl>,
     pub revocations: Arc<dyn RevocationList>,
+    /// Single use of client assertions and DPoP proofs.
+    pub replay: Arc<dyn ReplayGuard>,
     pub health: Arc<dyn HealthCheck>,
     /// The rows authentication reads, kept in memory (see [`Stores::with_auth_cache`]).
     pub auth_state: Arc<AuthStateCache>,
@@ -135,6 +137,8 @@ pub struct Caches {
 pub struct Secrets {
     pub hasher: Arc<dyn SecretHasher>,
     pub generator: Arc<dyn SecretGenerator>,
+    /// Signatures of client assertions and DPoP proofs.
+    pub verifier: Arc<dyn JwsVerifier>,
 }
 
 pub fn ambient() -> Ambient {
@@ -316,6 +320,7 @@ pub async fn caches(
                     Arc::new(revocations),
                     changes.clone(),
                 )),
+                replay: Arc::new(cache.replay_guard()),
                 health: Arc::new(cache.health()),
                 auth_state,
                 changes,
@@ -349,6 +354,7 @@ pub async fn caches(
                 usage: Arc::new(cache.usage_counter()),
                 admission: Arc::new(cache.admission()),
                 revocations: Arc::new(revocations),
+                replay: Arc::new(MemoryReplayGuard::new(now)),
                 health: Arc::new(cache.health()),
                 // The data directory's lock makes this the only node.
                 auth_state: AuthStateCache::single_node(),
@@ -365,6 +371,7 @@ pub fn secrets(config: &Config) -> anyhow::Result<Secrets> {
     Ok(Secrets {
         hasher: Arc::new(hasher),
         generator: Arc::new(OsSecretGenerator),
+        verifier: Arc::new(JoseJwsVerifier),
     })
 }
 
@@ -392,6 +399,7 @@ pub fn app_state(
         clock_leeway: Duration::seconds(30),
         rate_limit_per_minute: config.rate_limit_per_minute,
         auth_failures_per_minute: config.auth_failures_per_minute,
+        token_endpoint: format!("{}/api/v1/token", issuer.trim_end_matches('/')),
     };
     let tokens = TokenService::new(
         TokenPorts {
@@ -405,6 +413,8 @@ pub fn app_state(
             admission: caches.admission.clone(),
             limiter: caches.rate_limiter.clone(),
             audit: stores.audit.clone(),
+            verifier: secrets.verifier.clone(),
+            replay: caches.replay.clone(),
         },
         ambient.clone(),
         settings,
@@ -416,6 +426,7 @@ pub fn app_state(
             stores.credentials.clone(),
             secrets.hasher.clone(),
             secrets.generator.clone(),
+            secrets.verifier.clone(),
             ambient.clone(),
             limits,
         ),

@@ -7,10 +7,10 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
-use idp_domain::entities::Credential;
+use idp_domain::entities::{Credential, CredentialKey, CredentialType};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::{CredentialRepository, SubjectState};
-use idp_domain::values::{AgentId, AgentStatus, CredentialId, CredentialStatus, Owner, SecretHash};
+use idp_domain::values::{AgentId, AgentStatus, CredentialId, CredentialStatus, Owner};
 
 use crate::PgStore;
 use crate::agents::lock_agent;
@@ -18,7 +18,7 @@ use crate::audit::insert_event;
 use crate::error::{TxError, corrupt_row, from_diesel};
 use crate::paging::{limit_offset, total};
 use crate::pool::checkout;
-use crate::rows::{CredentialRow, NewCredentialRow};
+use crate::rows::{CredentialKeyColumns, CredentialRow, NewCredentialRow};
 use crate::schema::{agents, credentials};
 
 /// The credentials of agent `agent_id` of `owner`, with the status `status` at
@@ -48,26 +48,34 @@ fn matching<'a>(
 }
 
 /// Locks the credential `id` of agent `agent_id` of `owner` until the end of the
-/// current transaction; fails with `NotFound` or `CredentialRevoked`.
+/// current transaction; fails with `NotFound` (also when `of_type` is given and
+/// the credential is of another type) or `CredentialRevoked`.
 async fn lock_unrevoked(
     conn: &mut AsyncPgConnection,
     owner: &Owner,
     agent_id: AgentId,
     id: CredentialId,
+    of_type: Option<CredentialType>,
 ) -> Result<(), TxError> {
-    let revoked_at: Option<Option<DateTime<Utc>>> = credentials::table
+    let stored: Option<(String, Option<DateTime<Utc>>)> = credentials::table
         .filter(credentials::credential_id.eq(id.0))
         .filter(credentials::agent_id.eq(agent_id.0))
         .filter(credentials::owner.eq(owner.as_str()))
-        .select(credentials::revoked_at)
+        .select((credentials::credential_type, credentials::revoked_at))
         .for_update()
         .first(conn)
         .await
         .optional()?;
+    let Some((stored_type, revoked_at)) = stored else {
+        return Err(StoreError::NotFound.into());
+    };
+    // A key of the other type names no credential the caller could rotate.
+    if of_type.is_some_and(|wanted| wanted.as_str() != stored_type) {
+        return Err(StoreError::NotFound.into());
+    }
     match revoked_at {
-        None => Err(StoreError::NotFound.into()),
-        Some(Some(_)) => Err(StoreError::CredentialRevoked.into()),
-        Some(None) => Ok(()),
+        Some(_) => Err(StoreError::CredentialRevoked.into()),
+        None => Ok(()),
     }
 }
 
@@ -181,6 +189,9 @@ impl CredentialRepository for PgStore {
         let mut conn = checkout(&self.pool).await?;
         let rows: Vec<CredentialRow> = credentials::table
             .filter(credentials::agent_id.eq(agent_id.0))
+            // A public key's hint is NULL: without this it would match
+            // every lookup.
+            .filter(credentials::credential_type.eq(CredentialType::Secret.as_str()))
             .filter(
                 credentials::secret_hint
                     .eq(hint)
@@ -197,28 +208,41 @@ impl CredentialRepository for PgStore {
         rows.into_iter().map(Credential::try_from).collect()
     }
 
+    async fn find_public_keys(&self, agent_id: AgentId) -> Result<Vec<Credential>, StoreError> {
+        let mut conn = checkout(&self.pool).await?;
+        let rows: Vec<CredentialRow> = credentials::table
+            .filter(credentials::agent_id.eq(agent_id.0))
+            .filter(credentials::credential_type.eq(CredentialType::PublicKey.as_str()))
+            .select(CredentialRow::as_select())
+            .order((
+                credentials::created_at.desc(),
+                credentials::credential_id.desc(),
+            ))
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        rows.into_iter().map(Credential::try_from).collect()
+    }
+
     async fn rotate(
         &self,
         owner: &Owner,
         agent_id: AgentId,
         id: CredentialId,
-        new_hash: &SecretHash,
+        new_key: &CredentialKey,
         event: &AuditEvent,
     ) -> Result<Credential, StoreError> {
         let mut conn = checkout(&self.pool).await?;
         let row = conn
             .transaction(async |conn| {
-                lock_unrevoked(conn, owner, agent_id, id).await?;
+                lock_unrevoked(conn, owner, agent_id, id, Some(new_key.credential_type())).await?;
                 let row: CredentialRow = diesel::update(
                     credentials::table
                         .filter(credentials::credential_id.eq(id.0))
                         .filter(credentials::agent_id.eq(agent_id.0))
                         .filter(credentials::owner.eq(owner.as_str())),
                 )
-                .set((
-                    credentials::secret_hash.eq(&new_hash.hash),
-                    credentials::secret_hint.eq(new_hash.hint.as_deref()),
-                ))
+                .set(CredentialKeyColumns::from(new_key))
                 .returning(CredentialRow::as_returning())
                 .get_result(conn)
                 .await?;
@@ -240,7 +264,7 @@ impl CredentialRepository for PgStore {
         let mut conn = checkout(&self.pool).await?;
         let row = conn
             .transaction(async |conn| {
-                lock_unrevoked(conn, owner, agent_id, id).await?;
+                lock_unrevoked(conn, owner, agent_id, id, None).await?;
                 let row: CredentialRow = diesel::update(
                     credentials::table
                         .filter(credentials::credential_id.eq(id.0))

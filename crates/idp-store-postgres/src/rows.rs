@@ -7,10 +7,11 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
-use idp_domain::entities::{Agent, Credential};
+use idp_domain::entities::{Agent, Credential, CredentialKey, CredentialType};
 use idp_domain::keys::SigningKeyRecord;
 use idp_domain::values::{
-    AgentId, Capabilities, CredentialId, Email, EventId, Owner, SecretHash, SemVer,
+    AgentId, Capabilities, CredentialId, Email, EventId, Owner, PublicKeyJwk, Resources,
+    SecretHash, SemVer,
 };
 use uuid::Uuid;
 
@@ -29,6 +30,8 @@ pub(crate) struct AgentRow {
     owner: String,
     deployment_env: String,
     status: String,
+    resources: Vec<String>,
+    require_dpop: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -47,6 +50,8 @@ impl TryFrom<AgentRow> for Agent {
             owner: Owner::parse(&row.owner).map_err(bad)?,
             deployment_env: row.deployment_env.parse().map_err(bad)?,
             status: row.status.parse().map_err(bad)?,
+            resources: Resources::parse(&row.resources).map_err(bad)?,
+            require_dpop: row.require_dpop,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -65,6 +70,8 @@ pub(crate) struct NewAgentRow<'a> {
     owner: &'a str,
     deployment_env: &'static str,
     status: &'static str,
+    resources: Vec<&'a str>,
+    require_dpop: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -80,6 +87,8 @@ impl<'a> From<&'a Agent> for NewAgentRow<'a> {
             owner: agent.owner.as_str(),
             deployment_env: agent.deployment_env.as_str(),
             status: agent.status.as_str(),
+            resources: resource_strs(&agent.resources),
+            require_dpop: agent.require_dpop,
             created_at: agent.created_at,
             updated_at: agent.updated_at,
         }
@@ -96,6 +105,8 @@ pub(crate) struct AgentChanges<'a> {
     capabilities: Vec<&'a str>,
     deployment_env: &'static str,
     status: &'static str,
+    resources: Vec<&'a str>,
+    require_dpop: bool,
     updated_at: DateTime<Utc>,
 }
 
@@ -108,6 +119,8 @@ impl<'a> From<&'a Agent> for AgentChanges<'a> {
             capabilities: capability_strs(&agent.capabilities),
             deployment_env: agent.deployment_env.as_str(),
             status: agent.status.as_str(),
+            resources: resource_strs(&agent.resources),
+            require_dpop: agent.require_dpop,
             updated_at: agent.updated_at,
         }
     }
@@ -117,6 +130,10 @@ fn capability_strs(capabilities: &Capabilities) -> Vec<&str> {
     capabilities.as_slice().iter().map(|s| s.as_str()).collect()
 }
 
+fn resource_strs(resources: &Resources) -> Vec<&str> {
+    resources.iter().map(|r| r.as_str()).collect()
+}
+
 /// A row of `credentials`.
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = credentials, check_for_backend(diesel::pg::Pg))]
@@ -124,8 +141,11 @@ pub(crate) struct CredentialRow {
     credential_id: Uuid,
     agent_id: Uuid,
     owner: String,
+    credential_type: String,
     secret_hash: String,
     secret_hint: Option<String>,
+    public_jwk: Option<String>,
+    jwk_thumbprint: Option<String>,
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
@@ -135,19 +155,88 @@ impl TryFrom<CredentialRow> for Credential {
     type Error = StoreError;
 
     fn try_from(row: CredentialRow) -> Result<Self, StoreError> {
-        Ok(Credential {
-            credential_id: CredentialId(row.credential_id),
-            agent_id: AgentId(row.agent_id),
-            owner: Owner::parse(&row.owner)
-                .map_err(|e| corrupt_row("credentials", row.credential_id, e))?,
-            secret_hash: SecretHash {
+        let id = row.credential_id;
+        let bad = |e: &dyn std::fmt::Display| corrupt_row("credentials", id, e);
+        let key = match CredentialType::parse(&row.credential_type) {
+            Some(CredentialType::Secret) => CredentialKey::Secret(SecretHash {
                 hash: row.secret_hash,
                 hint: row.secret_hint,
-            },
+            }),
+            Some(CredentialType::PublicKey) => CredentialKey::PublicKey(
+                stored_public_key(row.public_jwk.as_deref(), row.jwk_thumbprint.as_deref())
+                    .map_err(|e| bad(&e))?,
+            ),
+            None => {
+                return Err(bad(&format!(
+                    "unknown credential_type {:?}",
+                    row.credential_type
+                )));
+            }
+        };
+        Ok(Credential {
+            credential_id: CredentialId(id),
+            agent_id: AgentId(row.agent_id),
+            owner: Owner::parse(&row.owner).map_err(|e| bad(&e))?,
+            key,
             created_at: row.created_at,
             expires_at: row.expires_at,
             revoked_at: row.revoked_at,
         })
+    }
+}
+
+/// Rebuilds a stored public key through the domain's checks. The stored
+/// thumbprint must be the key's own: one that differs means the row was
+/// edited by hand, and the key cannot be trusted to be the one registered.
+fn stored_public_key(jwk: Option<&str>, thumbprint: Option<&str>) -> Result<PublicKeyJwk, String> {
+    let text = jwk.ok_or("public_jwk is missing")?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("public_jwk: {e}"))?;
+    let key = PublicKeyJwk::parse("public_jwk", &value).map_err(|e| e.to_string())?;
+    if thumbprint != Some(key.thumbprint()) {
+        return Err("jwk_thumbprint is not the stored key's thumbprint".to_owned());
+    }
+    Ok(key)
+}
+
+/// The columns a credential's key decides, as an insert or a rotation writes
+/// them: a secret's hash and hint, or a public key's JWK and thumbprint, the
+/// other kind's columns cleared (`secret_hash` is `''` for a public key, as it
+/// is NOT NULL).
+#[derive(Debug, Insertable, AsChangeset)]
+#[diesel(
+    table_name = credentials,
+    check_for_backend(diesel::pg::Pg),
+    treat_none_as_null = true
+)]
+pub(crate) struct CredentialKeyColumns<'a> {
+    credential_type: &'a str,
+    secret_hash: &'a str,
+    secret_hint: Option<&'a str>,
+    public_jwk: Option<String>,
+    jwk_thumbprint: Option<&'a str>,
+}
+
+impl<'a> From<&'a CredentialKey> for CredentialKeyColumns<'a> {
+    fn from(key: &'a CredentialKey) -> Self {
+        let credential_type = key.credential_type().as_str();
+        match key {
+            CredentialKey::Secret(hash) => Self {
+                credential_type,
+                secret_hash: &hash.hash,
+                secret_hint: hash.hint.as_deref(),
+                public_jwk: None,
+                jwk_thumbprint: None,
+            },
+            CredentialKey::PublicKey(jwk) => Self {
+                credential_type,
+                secret_hash: "",
+                secret_hint: None,
+                // A JSON value's text cannot fail to encode: its keys are strings.
+                public_jwk: Some(jwk.to_value().to_string()),
+                jwk_thumbprint: Some(jwk.thumbprint()),
+            },
+        }
     }
 }
 
@@ -158,8 +247,8 @@ pub(crate) struct NewCredentialRow<'a> {
     credential_id: Uuid,
     agent_id: Uuid,
     owner: &'a str,
-    secret_hash: &'a str,
-    secret_hint: Option<&'a str>,
+    #[diesel(embed)]
+    key: CredentialKeyColumns<'a>,
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
@@ -171,8 +260,7 @@ impl<'a> From<&'a Credential> for NewCredentialRow<'a> {
             credential_id: c.credential_id.0,
             agent_id: c.agent_id.0,
             owner: c.owner.as_str(),
-            secret_hash: &c.secret_hash.hash,
-            secret_hint: c.secret_hash.hint.as_deref(),
+            key: CredentialKeyColumns::from(&c.key),
             created_at: c.created_at,
             expires_at: c.expires_at,
             revoked_at: c.revoked_at,

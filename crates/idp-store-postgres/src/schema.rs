@@ -16,6 +16,8 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        resources -> Array<Text>,
+        require_dpop -> Bool,
     }
 }
 
@@ -29,6 +31,11 @@ diesel::table! {
         created_at -> Timestamptz,
         expires_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
+        /// `secret` or `public_key`.
+        credential_type -> Text,
+        /// The public JWK's JSON text; set exactly for a `public_key`.
+        public_jwk -> Nullable<Text>,
+        jwk_thumbprint -> Nullable<Text>,
     }
 }
 

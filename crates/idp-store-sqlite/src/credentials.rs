@@ -6,10 +6,10 @@ use diesel::prelude::*;
 use diesel::sqlite::Sqlite;
 use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
-use idp_domain::entities::Credential;
+use idp_domain::entities::{Credential, CredentialKey, CredentialType};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::{CredentialRepository, SubjectState};
-use idp_domain::values::{AgentId, AgentStatus, CredentialId, CredentialStatus, Owner, SecretHash};
+use idp_domain::values::{AgentId, AgentStatus, CredentialId, CredentialStatus, Owner};
 
 use crate::SqliteStore;
 use crate::agents::agent_status;
@@ -18,7 +18,7 @@ use crate::columns::{after, at_or_before, millis, uuid_text};
 use crate::error::{TxError, corrupt_row, from_diesel};
 use crate::paging::{limit_offset, total};
 use crate::pool::{read_transaction, run, write_transaction};
-use crate::rows::{CredentialRow, NewCredentialRow};
+use crate::rows::{CredentialKeyColumns, CredentialRow, NewCredentialRow};
 use crate::schema::{agents, credentials};
 
 /// The credentials of agent `agent_id` of `owner`, with the status `status` at
@@ -48,35 +48,43 @@ fn matching<'a>(
 }
 
 /// The credential `id` of agent `agent_id` of `owner`, inside the caller's
-/// write transaction; fails with `NotFound` or `CredentialRevoked`.
+/// write transaction; fails with `NotFound` (also when `of_type` is given and
+/// the credential is of another type) or `CredentialRevoked`.
 fn ensure_unrevoked(
     conn: &mut SqliteConnection,
     owner: &str,
     agent_id: &str,
     id: &str,
+    of_type: Option<CredentialType>,
 ) -> Result<(), TxError> {
-    let revoked_at: Option<Option<i64>> = credentials::table
+    let stored: Option<(String, Option<i64>)> = credentials::table
         .filter(credentials::credential_id.eq(id))
         .filter(credentials::agent_id.eq(agent_id))
         .filter(credentials::owner.eq(owner))
-        .select(credentials::revoked_at)
+        .select((credentials::credential_type, credentials::revoked_at))
         .first(conn)
         .optional()?;
+    let Some((stored_type, revoked_at)) = stored else {
+        return Err(StoreError::NotFound.into());
+    };
+    // A key of the other type names no credential the caller could rotate.
+    if of_type.is_some_and(|wanted| wanted.as_str() != stored_type) {
+        return Err(StoreError::NotFound.into());
+    }
     match revoked_at {
-        None => Err(StoreError::NotFound.into()),
-        Some(Some(_)) => Err(StoreError::CredentialRevoked.into()),
-        Some(None) => Ok(()),
+        Some(_) => Err(StoreError::CredentialRevoked.into()),
+        None => Ok(()),
     }
 }
 
 /// The ids of one credential, as its tenant queries filter on them.
-struct CredentialKey {
+struct CredentialIds {
     owner: String,
     agent_id: String,
     id: String,
 }
 
-impl CredentialKey {
+impl CredentialIds {
     fn new(owner: &Owner, agent_id: AgentId, id: CredentialId) -> Self {
         Self {
             owner: owner.as_str().to_owned(),
@@ -93,16 +101,18 @@ impl CredentialKey {
             .into_boxed()
     }
 
-    /// Applies `change` to the credential if it is not revoked, appends
-    /// `event`, and answers the changed row; one write transaction.
+    /// Applies `change` to the credential if it is not revoked (and is of
+    /// type `of_type`, when given), appends `event`, and answers the changed
+    /// row; one write transaction.
     fn change_unrevoked(
         &self,
         conn: &mut SqliteConnection,
+        of_type: Option<CredentialType>,
         event: &AuditEvent,
         change: impl FnOnce(&mut SqliteConnection) -> QueryResult<usize>,
     ) -> Result<Credential, StoreError> {
         let row = write_transaction(conn, |conn| {
-            ensure_unrevoked(conn, &self.owner, &self.agent_id, &self.id)?;
+            ensure_unrevoked(conn, &self.owner, &self.agent_id, &self.id, of_type)?;
             change(conn)?;
             let row: CredentialRow = self.row().select(CredentialRow::as_select()).first(conn)?;
             append_chained(conn, std::slice::from_ref(event))?;
@@ -121,7 +131,7 @@ impl CredentialRepository for SqliteStore {
         now: DateTime<Utc>,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let row = NewCredentialRow::from(credential);
+        let row = NewCredentialRow::try_from(credential)?;
         let event = event.clone();
         let owner = credential.owner.as_str().to_owned();
         let agent_id = uuid_text(credential.agent_id.0);
@@ -154,9 +164,9 @@ impl CredentialRepository for SqliteStore {
         agent_id: AgentId,
         id: CredentialId,
     ) -> Result<Option<Credential>, StoreError> {
-        let key = CredentialKey::new(owner, agent_id, id);
+        let ids = CredentialIds::new(owner, agent_id, id);
         run(&self.pool, move |conn| {
-            let row: Option<CredentialRow> = key
+            let row: Option<CredentialRow> = ids
                 .row()
                 .select(CredentialRow::as_select())
                 .first(conn)
@@ -216,6 +226,9 @@ impl CredentialRepository for SqliteStore {
         let rows: Vec<CredentialRow> = run(&self.pool, move |conn| {
             credentials::table
                 .filter(credentials::agent_id.eq(&agent_id))
+                // A public key's hint is NULL: without this it would match
+                // every lookup.
+                .filter(credentials::credential_type.eq(CredentialType::Secret.as_str()))
                 .filter(
                     credentials::secret_hint
                         .eq(&hint)
@@ -233,29 +246,45 @@ impl CredentialRepository for SqliteStore {
         rows.into_iter().map(Credential::try_from).collect()
     }
 
+    async fn find_public_keys(&self, agent_id: AgentId) -> Result<Vec<Credential>, StoreError> {
+        let agent_id = uuid_text(agent_id.0);
+        let rows: Vec<CredentialRow> = run(&self.pool, move |conn| {
+            credentials::table
+                .filter(credentials::agent_id.eq(&agent_id))
+                .filter(credentials::credential_type.eq(CredentialType::PublicKey.as_str()))
+                .select(CredentialRow::as_select())
+                .order((
+                    credentials::created_at.desc(),
+                    credentials::credential_id.desc(),
+                ))
+                .load(conn)
+                .map_err(from_diesel)
+        })
+        .await?;
+        rows.into_iter().map(Credential::try_from).collect()
+    }
+
     async fn rotate(
         &self,
         owner: &Owner,
         agent_id: AgentId,
         id: CredentialId,
-        new_hash: &SecretHash,
+        new_key: &CredentialKey,
         event: &AuditEvent,
     ) -> Result<Credential, StoreError> {
-        let key = CredentialKey::new(owner, agent_id, id);
+        let ids = CredentialIds::new(owner, agent_id, id);
         let event = event.clone();
-        let new_hash = new_hash.clone();
+        let of_type = new_key.credential_type();
+        let columns = CredentialKeyColumns::try_from(new_key)?;
         run(&self.pool, move |conn| {
-            key.change_unrevoked(conn, &event, |conn| {
+            ids.change_unrevoked(conn, Some(of_type), &event, |conn| {
                 diesel::update(
                     credentials::table
-                        .filter(credentials::credential_id.eq(&key.id))
-                        .filter(credentials::agent_id.eq(&key.agent_id))
-                        .filter(credentials::owner.eq(&key.owner)),
+                        .filter(credentials::credential_id.eq(&ids.id))
+                        .filter(credentials::agent_id.eq(&ids.agent_id))
+                        .filter(credentials::owner.eq(&ids.owner)),
                 )
-                .set((
-                    credentials::secret_hash.eq(&new_hash.hash),
-                    credentials::secret_hint.eq(new_hash.hint.as_deref()),
-                ))
+                .set(&columns)
                 .execute(conn)
             })
         })
@@ -270,16 +299,16 @@ impl CredentialRepository for SqliteStore {
         now: DateTime<Utc>,
         event: &AuditEvent,
     ) -> Result<Credential, StoreError> {
-        let key = CredentialKey::new(owner, agent_id, id);
+        let ids = CredentialIds::new(owner, agent_id, id);
         let event = event.clone();
         let now = millis(now);
         run(&self.pool, move |conn| {
-            key.change_unrevoked(conn, &event, |conn| {
+            ids.change_unrevoked(conn, None, &event, |conn| {
                 diesel::update(
                     credentials::table
-                        .filter(credentials::credential_id.eq(&key.id))
-                        .filter(credentials::agent_id.eq(&key.agent_id))
-                        .filter(credentials::owner.eq(&key.owner)),
+                        .filter(credentials::credential_id.eq(&ids.id))
+                        .filter(credentials::agent_id.eq(&ids.agent_id))
+                        .filter(credentials::owner.eq(&ids.owner)),
                 )
                 .set(credentials::revoked_at.eq(now))
                 .execute(conn)

@@ -7,9 +7,10 @@
 use diesel::prelude::*;
 use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
-use idp_domain::entities::{Agent, Credential};
+use idp_domain::entities::{Agent, Credential, CredentialKey, CredentialType};
 use idp_domain::values::{
-    AgentId, Capabilities, CredentialId, Email, EventId, Owner, SecretHash, SemVer,
+    AgentId, Capabilities, CredentialId, Email, EventId, Owner, PublicKeyJwk, Resources,
+    SecretHash, SemVer,
 };
 
 use crate::columns::{instant, millis, parse_uuid, uuid_text};
@@ -44,6 +45,8 @@ pub(crate) struct AgentRow {
     owner: String,
     deployment_env: String,
     status: String,
+    resources: String,
+    require_dpop: bool,
     created_at: i64,
     updated_at: i64,
 }
@@ -56,6 +59,8 @@ impl TryFrom<AgentRow> for Agent {
         let bad = |e: idp_domain::ValueError| corrupt_row("agents", key, e);
         let capabilities: Vec<String> = serde_json::from_str(&row.capabilities)
             .map_err(|e| corrupt_row("agents", key, format!("capabilities: {e}")))?;
+        let resources: Vec<String> = serde_json::from_str(&row.resources)
+            .map_err(|e| corrupt_row("agents", key, format!("resources: {e}")))?;
         Ok(Agent {
             agent_id: AgentId(parse_uuid(key).map_err(|e| corrupt_row("agents", key, e))?),
             email: Email::parse(&row.email).map_err(bad)?,
@@ -65,6 +70,8 @@ impl TryFrom<AgentRow> for Agent {
             owner: Owner::parse(&row.owner).map_err(bad)?,
             deployment_env: row.deployment_env.parse().map_err(bad)?,
             status: row.status.parse().map_err(bad)?,
+            resources: Resources::parse(&resources).map_err(bad)?,
+            require_dpop: row.require_dpop,
             created_at: read_instant("agents", key, "created_at", row.created_at)?,
             updated_at: read_instant("agents", key, "updated_at", row.updated_at)?,
         })
@@ -83,6 +90,8 @@ pub(crate) struct NewAgentRow {
     owner: String,
     deployment_env: &'static str,
     status: &'static str,
+    resources: String,
+    require_dpop: bool,
     created_at: i64,
     updated_at: i64,
 }
@@ -100,6 +109,8 @@ impl TryFrom<&Agent> for NewAgentRow {
             owner: agent.owner.as_str().to_owned(),
             deployment_env: agent.deployment_env.as_str(),
             status: agent.status.as_str(),
+            resources: json_text(&agent.resources)?,
+            require_dpop: agent.require_dpop,
             created_at: millis(agent.created_at),
             updated_at: millis(agent.updated_at),
         })
@@ -116,6 +127,8 @@ pub(crate) struct AgentChanges {
     capabilities: String,
     deployment_env: &'static str,
     status: &'static str,
+    resources: String,
+    require_dpop: bool,
     updated_at: i64,
 }
 
@@ -130,6 +143,8 @@ impl TryFrom<&Agent> for AgentChanges {
             capabilities: capabilities_json(&agent.capabilities)?,
             deployment_env: agent.deployment_env.as_str(),
             status: agent.status.as_str(),
+            resources: json_text(&agent.resources)?,
+            require_dpop: agent.require_dpop,
             updated_at: millis(agent.updated_at),
         })
     }
@@ -147,8 +162,11 @@ pub(crate) struct CredentialRow {
     credential_id: String,
     agent_id: String,
     owner: String,
+    credential_type: String,
     secret_hash: String,
     secret_hint: Option<String>,
+    public_jwk: Option<String>,
+    jwk_thumbprint: Option<String>,
     created_at: i64,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
@@ -165,6 +183,22 @@ impl TryFrom<CredentialRow> for Credential {
                 .map(|v| read_instant("credentials", key, column, v))
                 .transpose()
         };
+        let credential_key = match CredentialType::parse(&row.credential_type) {
+            Some(CredentialType::Secret) => CredentialKey::Secret(SecretHash {
+                hash: row.secret_hash,
+                hint: row.secret_hint,
+            }),
+            Some(CredentialType::PublicKey) => CredentialKey::PublicKey(
+                stored_public_key(row.public_jwk.as_deref(), row.jwk_thumbprint.as_deref())
+                    .map_err(|e| bad(&e))?,
+            ),
+            None => {
+                return Err(bad(&format!(
+                    "unknown credential_type {:?}",
+                    row.credential_type
+                )));
+            }
+        };
         Ok(Credential {
             credential_id: CredentialId(parse_uuid(key).map_err(|e| bad(&e))?),
             agent_id: AgentId(parse_uuid(&row.agent_id).map_err(|e| bad(&e))?),
@@ -172,9 +206,62 @@ impl TryFrom<CredentialRow> for Credential {
             created_at: read_instant("credentials", key, "created_at", row.created_at)?,
             expires_at: optional_instant("expires_at", row.expires_at)?,
             revoked_at: optional_instant("revoked_at", row.revoked_at)?,
-            secret_hash: SecretHash {
-                hash: row.secret_hash,
-                hint: row.secret_hint,
+            key: credential_key,
+        })
+    }
+}
+
+/// Rebuilds a stored public key through the domain's checks. The stored
+/// thumbprint must be the key's own: one that differs means the row was
+/// edited by hand, and the key cannot be trusted to be the one registered.
+fn stored_public_key(jwk: Option<&str>, thumbprint: Option<&str>) -> Result<PublicKeyJwk, String> {
+    let text = jwk.ok_or("public_jwk is missing")?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("public_jwk: {e}"))?;
+    let key = PublicKeyJwk::parse("public_jwk", &value).map_err(|e| e.to_string())?;
+    if thumbprint != Some(key.thumbprint()) {
+        return Err("jwk_thumbprint is not the stored key's thumbprint".to_owned());
+    }
+    Ok(key)
+}
+
+/// The columns a credential's key decides, as an insert or a rotation writes
+/// them: a secret's hash and hint, or a public key's JWK and thumbprint, the
+/// other kind's columns cleared (`secret_hash` is `''` for a public key, as it
+/// is NOT NULL).
+#[derive(Debug, Insertable, AsChangeset)]
+#[diesel(
+    table_name = credentials,
+    check_for_backend(diesel::sqlite::Sqlite),
+    treat_none_as_null = true
+)]
+pub(crate) struct CredentialKeyColumns {
+    credential_type: &'static str,
+    secret_hash: String,
+    secret_hint: Option<String>,
+    public_jwk: Option<String>,
+    jwk_thumbprint: Option<String>,
+}
+
+impl TryFrom<&CredentialKey> for CredentialKeyColumns {
+    type Error = StoreError;
+
+    fn try_from(key: &CredentialKey) -> Result<Self, StoreError> {
+        let credential_type = key.credential_type().as_str();
+        Ok(match key {
+            CredentialKey::Secret(hash) => Self {
+                credential_type,
+                secret_hash: hash.hash.clone(),
+                secret_hint: hash.hint.clone(),
+                public_jwk: None,
+                jwk_thumbprint: None,
+            },
+            CredentialKey::PublicKey(jwk) => Self {
+                credential_type,
+                secret_hash: String::new(),
+                secret_hint: None,
+                public_jwk: Some(json_text(&jwk.to_value())?),
+                jwk_thumbprint: Some(jwk.thumbprint().to_owned()),
             },
         })
     }
@@ -187,25 +274,26 @@ pub(crate) struct NewCredentialRow {
     credential_id: String,
     agent_id: String,
     owner: String,
-    secret_hash: String,
-    secret_hint: Option<String>,
+    #[diesel(embed)]
+    key: CredentialKeyColumns,
     created_at: i64,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
 }
 
-impl From<&Credential> for NewCredentialRow {
-    fn from(c: &Credential) -> Self {
-        Self {
+impl TryFrom<&Credential> for NewCredentialRow {
+    type Error = StoreError;
+
+    fn try_from(c: &Credential) -> Result<Self, StoreError> {
+        Ok(Self {
             credential_id: uuid_text(c.credential_id.0),
             agent_id: uuid_text(c.agent_id.0),
             owner: c.owner.as_str().to_owned(),
-            secret_hash: c.secret_hash.hash.clone(),
-            secret_hint: c.secret_hash.hint.clone(),
+            key: CredentialKeyColumns::try_from(&c.key)?,
             created_at: millis(c.created_at),
             expires_at: c.expires_at.map(millis),
             revoked_at: c.revoked_at.map(millis),
-        }
+        })
     }
 }
 

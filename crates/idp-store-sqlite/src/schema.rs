@@ -19,6 +19,10 @@ diesel::table! {
         status -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        /// A JSON array of strings, possibly empty.
+        resources -> Text,
+        /// 0 or 1.
+        require_dpop -> Bool,
     }
 }
 
@@ -32,6 +36,11 @@ diesel::table! {
         created_at -> BigInt,
         expires_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
+        /// `secret` or `public_key`.
+        credential_type -> Text,
+        /// The public JWK's JSON text; set exactly for a `public_key`.
+        public_jwk -> Nullable<Text>,
+        jwk_thumbprint -> Nullable<Text>,
     }
 }
 

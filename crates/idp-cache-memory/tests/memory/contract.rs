@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use idp_cache_memory::{MemoryCache, MemoryRevocationList};
+use idp_cache_memory::{MemoryCache, MemoryReplayGuard, MemoryRevocationList};
 use idp_domain::StoreError;
 use idp_domain::ports::{
-    RateLimiter, RevocationList, RevokedToken, RevokedTokenStore, UsageCounter,
+    RateLimiter, ReplayGuard, RevocationList, RevokedToken, RevokedTokenStore, UsageCounter,
 };
 use idp_domain::values::TokenId;
-use idp_port_tests::cache;
+use idp_port_tests::{cache, replay};
 
 fn limiter() -> Arc<dyn RateLimiter> {
     Arc::new(MemoryCache::new().rate_limiter())
@@ -256,4 +256,44 @@ async fn usage_counter_seed() {
 #[tokio::test]
 async fn admission_unknown_counter_counts_nothing_until_seeded() {
     cache::admission_unknown_counter_counts_nothing_until_seeded(admission(), "c").await;
+}
+
+/// A fresh guard that started at the suites' base time.
+fn replay_guard() -> Arc<dyn ReplayGuard> {
+    Arc::new(MemoryReplayGuard::new(cache::base_time()))
+}
+
+#[tokio::test]
+async fn replay_first_use_then_replayed() {
+    replay::replay_first_use_then_replayed(replay_guard(), "c").await;
+}
+
+#[tokio::test]
+async fn replay_keys_independent() {
+    replay::replay_keys_independent(replay_guard(), "c").await;
+}
+
+#[tokio::test]
+async fn replay_entry_expires() {
+    replay::replay_entry_expires(replay_guard(), "c").await;
+}
+
+#[tokio::test]
+async fn replay_expired_expiry_is_refused() {
+    replay::replay_expired_expiry_is_refused(replay_guard(), "c").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_concurrent_first_use_has_one_winner() {
+    replay::replay_concurrent_first_use_has_one_winner(replay_guard(), "c").await;
+}
+
+#[tokio::test]
+async fn replay_remembered_since_is_stable() {
+    replay::replay_remembered_since_is_stable(replay_guard(), "c").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_guard_contract() {
+    replay::replay_guard_contract(replay_guard(), "c").await;
 }

@@ -1,7 +1,8 @@
 //! The memory adapters: the shared contract suites of `idp-port-tests`
 //! (`contract`), and what this adapter promises beyond them (`adapter`):
 //! bounded memory, atomicity on a multi-threaded runtime, state shared by all
-//! handles, loading revocations from the durable store.
+//! handles, loading revocations from the durable store; and the replay
+//! guard's own promises (`replay`).
 //!
 //! Every test builds its own `MemoryCache`, so tests share nothing and run in
 //! parallel.
@@ -15,3 +16,4 @@
 
 mod adapter;
 mod contract;
+mod replay;

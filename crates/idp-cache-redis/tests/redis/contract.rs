@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use idp_cache_redis::RedisCache;
-use idp_domain::ports::{RateLimiter, RevocationList, RevokedTokenStore, UsageCounter};
-use idp_port_tests::cache;
+use idp_domain::ports::{
+    RateLimiter, ReplayGuard, RevocationList, RevokedTokenStore, UsageCounter,
+};
+use idp_port_tests::{cache, replay};
 
 use crate::support::TestRedis;
 
@@ -168,5 +170,59 @@ async fn usage_counter_seed() {
 async fn admission_unknown_counter_counts_nothing_until_seeded() {
     let redis = TestRedis::new().await;
     cache::admission_unknown_counter_counts_nothing_until_seeded(admission(&redis), "c").await;
+    redis.wipe().await;
+}
+
+fn replay_guard(redis: &TestRedis) -> Arc<dyn ReplayGuard> {
+    Arc::new(redis.cache.replay_guard())
+}
+
+#[tokio::test]
+async fn replay_first_use_then_replayed() {
+    let redis = TestRedis::new().await;
+    replay::replay_first_use_then_replayed(replay_guard(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn replay_keys_independent() {
+    let redis = TestRedis::new().await;
+    replay::replay_keys_independent(replay_guard(&redis), "c").await;
+    redis.wipe().await;
+}
+
+/// Sleeps 1.2 s: Redis counts the entry's lifetime in real time.
+#[tokio::test]
+async fn replay_entry_expires() {
+    let redis = TestRedis::new().await;
+    replay::replay_entry_expires(replay_guard(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn replay_expired_expiry_is_refused() {
+    let redis = TestRedis::new().await;
+    replay::replay_expired_expiry_is_refused(replay_guard(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_concurrent_first_use_has_one_winner() {
+    let redis = TestRedis::new().await;
+    replay::replay_concurrent_first_use_has_one_winner(replay_guard(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test]
+async fn replay_remembered_since_is_stable() {
+    let redis = TestRedis::new().await;
+    replay::replay_remembered_since_is_stable(replay_guard(&redis), "c").await;
+    redis.wipe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_guard_contract() {
+    let redis = TestRedis::new().await;
+    replay::replay_guard_contract(replay_guard(&redis), "c").await;
     redis.wipe().await;
 }

@@ -9,7 +9,7 @@ use crate::ports::{AgentFilter, AgentRepository, UpdateOutcome};
 use crate::token::Principal;
 use crate::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, DeploymentEnv, Email, Outcome,
-    Owner, SemVer,
+    Owner, Resources, SemVer,
 };
 use crate::{DomainError, StoreError, ValueError};
 
@@ -30,6 +30,10 @@ pub struct NewAgent {
     pub deployment_env: DeploymentEnv,
     /// Owner, if the caller named one; it must be the caller's own.
     pub owner: Option<Owner>,
+    /// The audiences its tokens may name (default none).
+    pub resources: Resources,
+    /// Whether its token requests must carry a DPoP proof (default no).
+    pub require_dpop: bool,
 }
 
 /// The validated body of `PATCH /api/v1/agents/{id}`: the fields to change.
@@ -47,6 +51,10 @@ pub struct AgentPatch {
     pub deployment_env: Option<DeploymentEnv>,
     /// `active` or `suspended`.
     pub status: Option<AgentStatus>,
+    /// New resources.
+    pub resources: Option<Resources>,
+    /// New DPoP requirement.
+    pub require_dpop: Option<bool>,
 }
 
 impl AgentPatch {
@@ -59,6 +67,8 @@ impl AgentPatch {
             ("capabilities", self.capabilities.is_some()),
             ("deploymentEnv", self.deployment_env.is_some()),
             ("status", self.status.is_some()),
+            ("resources", self.resources.is_some()),
+            ("requireDpop", self.require_dpop.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
@@ -186,6 +196,8 @@ impl AgentService {
             owner: caller.owner.clone(),
             deployment_env: new.deployment_env,
             status: AgentStatus::Active,
+            resources: new.resources,
+            require_dpop: new.require_dpop,
             created_at: now,
             updated_at: now,
         };
@@ -303,6 +315,11 @@ impl AgentService {
                 .unwrap_or_else(|| current.capabilities.clone()),
             deployment_env: patch.deployment_env.unwrap_or(current.deployment_env),
             status: patch.status.unwrap_or(current.status),
+            resources: patch
+                .resources
+                .clone()
+                .unwrap_or_else(|| current.resources.clone()),
+            require_dpop: patch.require_dpop.unwrap_or(current.require_dpop),
             updated_at: now,
             ..current.clone()
         };

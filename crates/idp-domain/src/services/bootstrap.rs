@@ -1,11 +1,11 @@
 use serde_json::json;
 
 use crate::audit::RequestContext;
-use crate::entities::{Agent, Credential};
+use crate::entities::{Agent, Credential, CredentialKey};
 use crate::ports::{AgentRepository, CredentialRepository, SecretGenerator, SecretHasher};
 use crate::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, ClientSecret, CredentialId,
-    DeploymentEnv, Email, Outcome, Owner, SemVer,
+    DeploymentEnv, Email, Outcome, Owner, Resources, SemVer,
 };
 use crate::{DomainError, StoreError};
 
@@ -78,6 +78,8 @@ pub async fn bootstrap_agent(
         owner,
         deployment_env: DeploymentEnv::Production,
         status: AgentStatus::Active,
+        resources: Resources::default(),
+        require_dpop: false,
         created_at: now,
         updated_at: now,
     };
@@ -102,7 +104,7 @@ pub async fn bootstrap_agent(
         credential_id: CredentialId(ambient.ids.new_id()),
         agent_id: agent.agent_id,
         owner: agent.owner.clone(),
-        secret_hash,
+        key: CredentialKey::Secret(secret_hash),
         created_at: now,
         expires_at: None,
         revoked_at: None,

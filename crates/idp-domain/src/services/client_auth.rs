@@ -6,15 +6,19 @@
 use std::net::IpAddr;
 
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::admission::{RATE_WINDOW, address_key, auth_failure_key};
 use crate::audit::RequestContext;
-use crate::entities::{Agent, Credential};
+use crate::entities::{Agent, Credential, CredentialKey};
 use crate::ports::{RateDecision, Reservation};
 use crate::token::Principal;
-use crate::values::{AgentStatus, AuditAction, CredentialStatus, Outcome, ScopeSet};
+use crate::values::{
+    AgentId, AgentStatus, AuditAction, CredentialStatus, Outcome, ScopeSet, SecretHash,
+};
 use crate::{DomainError, StoreError};
 
+use super::assertion::ClientAssertion;
 use super::tokens::{ClientCredentials, TokenService};
 
 /// Why a client did not authenticate. [`ClientAuthFailure::as_str`] is the
@@ -33,6 +37,12 @@ pub enum ClientAuthFailure {
     AgentSuspended,
     /// The agent is decommissioned.
     AgentDecommissioned,
+    /// No public key of the agent verifies the client assertion, or a claim
+    /// of it does not hold.
+    InvalidAssertion,
+    /// The client assertion's `jti` was used before (or may have been, in a
+    /// window the replay guard cannot vouch for).
+    AssertionReplayed,
 }
 
 impl ClientAuthFailure {
@@ -45,6 +55,8 @@ impl ClientAuthFailure {
             Self::CredentialExpired => "credential_expired",
             Self::AgentSuspended => "agent_suspended",
             Self::AgentDecommissioned => "agent_decommissioned",
+            Self::InvalidAssertion => "invalid_client_assertion",
+            Self::AssertionReplayed => "client_assertion_replayed",
         }
     }
 }
@@ -55,13 +67,38 @@ impl std::fmt::Display for ClientAuthFailure {
     }
 }
 
+/// How a client authenticates (RFC 6749 section 2.3, RFC 7523 section 2.2).
+#[derive(Debug, Clone)]
+pub enum ClientAuthentication {
+    /// `client_secret_basic`: id and secret in the `Authorization` header.
+    SecretBasic(ClientCredentials),
+    /// `client_secret_post`: id and secret in the form.
+    SecretPost(ClientCredentials),
+    /// `private_key_jwt`: a JWT signed by one of the agent's public keys.
+    PrivateKeyJwt(ClientAssertion),
+}
+
+impl ClientAuthentication {
+    /// The method's registered name (RFC 8414 `*_auth_methods_supported`),
+    /// as `token.issued` events record it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::SecretBasic(_) => "client_secret_basic",
+            Self::SecretPost(_) => "client_secret_post",
+            Self::PrivateKeyJwt(_) => "private_key_jwt",
+        }
+    }
+}
+
 /// A client that proved who it is with an active credential of an active agent.
 #[derive(Debug, Clone)]
 pub struct AuthenticatedClient {
     /// Its agent.
     pub agent: Agent,
-    /// The credential whose secret it presented.
+    /// The credential whose secret or key it proved.
     pub credential: Credential,
+    /// How it authenticated ([`ClientAuthentication::method`]).
+    pub method: &'static str,
 }
 
 impl AuthenticatedClient {
@@ -132,7 +169,142 @@ enum Checked {
 }
 
 impl TokenService {
-    /// Authenticates a client by id and secret (RFC 6749 section 2.3.1).
+    /// Authenticates a client by secret (RFC 6749 section 2.3.1) or by
+    /// assertion (RFC 7523 section 2.2).
+    ///
+    /// Any attempt that is not a recently verified secret (below) first
+    /// reserves a place in the window of the claimed client's failures from
+    /// `ctx`'s address and in the address's unauthenticated window, and is
+    /// refused ([`ClientAuthError::Throttled`]) without any hash or signature
+    /// check when one is spent. A success takes the reservation back; a
+    /// failure keeps it and writes `auth.failed` when the client names a
+    /// known agent.
+    ///
+    /// An assertion must be signed by one of the agent's public keys (the one
+    /// its `kid` names, if any) with RS256, PS256, ES256 or EdDSA, carry `iss`
+    /// = `sub` = the agent, an `aud` naming the issuer or the token endpoint,
+    /// an `exp` at most five minutes ahead, and a `jti` never presented
+    /// before on any node. So a restart of the replay guard opens no window,
+    /// an assertion that could have been used before the guard's memory
+    /// begins is refused too.
+    pub async fn authenticate_client(
+        &self,
+        client: &ClientAuthentication,
+        ctx: &RequestContext,
+    ) -> Result<AuthenticatedClient, ClientAuthError> {
+        let method = client.method();
+        let mut authenticated = match client {
+            ClientAuthentication::SecretBasic(secret) | ClientAuthentication::SecretPost(secret) => {
+                self.authenticate_secret(secret, ctx).await?
+            }
+            ClientAuthentication::PrivateKeyJwt(assertion) => {
+                self.authenticate_assertion(assertion, ctx).await?
+            }
+        };
+        authenticated.method = method;
+        Ok(authenticated)
+    }
+
+    /// Reserves a place for an attempt of `claimed_client` in the failure
+    /// and address windows, or refuses it.
+    async fn reserve_attempt(
+        &self,
+        claimed_client: &str,
+        ctx: &RequestContext,
+    ) -> Result<Reservation, ClientAuthError> {
+        let address = ctx
+            .ip_address
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let reservation = self
+            .limiter
+            .reserve(
+                &[
+                    (
+                        auth_failure_key(claimed_client, address),
+                        self.settings.auth_failures_per_minute,
+                    ),
+                    (address_key(address), self.settings.rate_limit_per_minute),
+                ],
+                RATE_WINDOW,
+                self.ambient.now(),
+            )
+            .await?;
+        if !reservation.granted {
+            let decision = reservation.decision().ok_or_else(|| {
+                ClientAuthError::Unknown(anyhow::anyhow!("a refused reservation without a refusal"))
+            })?;
+            return Err(ClientAuthError::Throttled(decision));
+        }
+        Ok(reservation)
+    }
+
+    /// What a checked attempt comes to: `Ok` gives the reservation back; a
+    /// refusal of a known agent is audited.
+    async fn conclude(
+        &self,
+        agent: Option<Agent>,
+        matched: Option<&Credential>,
+        assertion_failure: Option<ClientAuthFailure>,
+        reservation: &Reservation,
+        ctx: &RequestContext,
+    ) -> Result<AuthenticatedClient, ClientAuthError> {
+        let Some(agent) = agent else {
+            return Err(failed(ClientAuthFailure::UnknownClient, reservation));
+        };
+        let checked = match assertion_failure {
+            Some(reason) => Checked::Refused(reason),
+            None => self.check(&agent, matched),
+        };
+        match checked {
+            Checked::Authenticated(authenticated) => {
+                // Best effort: a reservation that stays only costs this
+                // address a place in its windows for one minute.
+                let _ = self.limiter.release(reservation).await;
+                Ok(*authenticated)
+            }
+            Checked::Refused(reason) => {
+                self.audit_failure(&agent, ctx, reason.as_str()).await?;
+                Err(failed(reason, reservation))
+            }
+        }
+    }
+
+    /// [`TokenService::authenticate_client`] for an assertion.
+    async fn authenticate_assertion(
+        &self,
+        presented: &ClientAssertion,
+        ctx: &RequestContext,
+    ) -> Result<AuthenticatedClient, ClientAuthError> {
+        let claimed = presented.claimed_client();
+        let agent = match Uuid::parse_str(&claimed) {
+            Ok(id) => self.agents.find_for_authentication(AgentId(id)).await?,
+            Err(_) => None,
+        };
+        let candidates = match &agent {
+            Some(agent) => self.credentials.find_public_keys(agent.agent_id).await?,
+            None => Vec::new(),
+        };
+        let reservation = self.reserve_attempt(&claimed, ctx).await?;
+        let checked = match &agent {
+            Some(agent) => self
+                .check_assertion(presented, agent.agent_id, &candidates)
+                .await,
+            None => Ok(Err(ClientAuthFailure::UnknownClient)),
+        };
+        let (matched, failure) = match checked {
+            Ok(Ok(credential)) => (Some(credential), None),
+            Ok(Err(reason)) => (None, Some(reason)),
+            Err(err) => {
+                let _ = self.limiter.release(&reservation).await;
+                return Err(err.into());
+            }
+        };
+        self.conclude(agent, matched.as_ref(), failure, &reservation, ctx)
+            .await
+    }
+
+    /// [`TokenService::authenticate_client`] for a secret.
     ///
     /// A secret this process verified recently for an active credential of an
     /// active agent is accepted at once: no hash, no limiter. Any other
@@ -144,7 +316,7 @@ impl TokenService {
     /// agent id costs one dummy verification, so response time does not tell
     /// which ids exist (an id that is no UUID cannot name an agent, which is
     /// public knowledge, so it costs none).
-    pub async fn authenticate_client(
+    async fn authenticate_secret(
         &self,
         client: &ClientCredentials,
         ctx: &RequestContext,
@@ -162,37 +334,15 @@ impl TokenService {
         };
         if let Some(agent) = &agent
             && let Some(credential) = candidates.iter().find(|candidate| {
-                self.hasher
-                    .recently_verified(&client.client_secret, &candidate.secret_hash)
+                secret_hash(candidate).is_some_and(|hash| {
+                    self.hasher.recently_verified(&client.client_secret, hash)
+                })
             })
             && let Checked::Authenticated(authenticated) = self.check(agent, Some(credential))
         {
             return Ok(*authenticated);
         }
-        let address = ctx
-            .ip_address
-            .as_deref()
-            .and_then(|ip| ip.parse::<IpAddr>().ok());
-        let reservation = self
-            .limiter
-            .reserve(
-                &[
-                    (
-                        auth_failure_key(&client.client_id, address),
-                        self.settings.auth_failures_per_minute,
-                    ),
-                    (address_key(address), self.settings.rate_limit_per_minute),
-                ],
-                RATE_WINDOW,
-                self.ambient.now(),
-            )
-            .await?;
-        if !reservation.granted {
-            let decision = reservation.decision().ok_or_else(|| {
-                ClientAuthError::Unknown(anyhow::anyhow!("a refused reservation without a refusal"))
-            })?;
-            return Err(ClientAuthError::Throttled(decision));
-        }
+        let reservation = self.reserve_attempt(&client.client_id, ctx).await?;
         // A secret that could not be checked (the hashing queue is full) is
         // no failed authentication: the reservation is given back.
         let matched = match self.verify(client, agent.as_ref(), candidates).await {
@@ -202,21 +352,8 @@ impl TokenService {
                 return Err(err.into());
             }
         };
-        let Some(agent) = agent else {
-            return Err(failed(ClientAuthFailure::UnknownClient, &reservation));
-        };
-        match self.check(&agent, matched.as_ref()) {
-            Checked::Authenticated(authenticated) => {
-                // Best effort: a reservation that stays only costs this
-                // address a place in its windows for one minute.
-                let _ = self.limiter.release(&reservation).await;
-                Ok(*authenticated)
-            }
-            Checked::Refused(reason) => {
-                self.audit_failure(&agent, ctx, reason.as_str()).await?;
-                Err(failed(reason, &reservation))
-            }
-        }
+        self.conclude(agent, matched.as_ref(), None, &reservation, ctx)
+            .await
     }
 
     /// The candidate credential whose hash `client`'s secret matches. Costs one
@@ -236,11 +373,10 @@ impl TokenService {
             return Ok(None);
         }
         for candidate in candidates {
-            if self
-                .hasher
-                .verify(&client.client_secret, &candidate.secret_hash)
-                .await?
-            {
+            let Some(hash) = secret_hash(&candidate) else {
+                continue;
+            };
+            if self.hasher.verify(&client.client_secret, hash).await? {
                 return Ok(Some(candidate));
             }
         }
@@ -269,6 +405,7 @@ impl TokenService {
             None => Checked::Authenticated(Box::new(AuthenticatedClient {
                 agent: agent.clone(),
                 credential: credential.clone(),
+                method: "",
             })),
         }
     }
@@ -290,6 +427,14 @@ impl TokenService {
             self.ambient.now(),
         );
         self.audit.append(&event).await
+    }
+}
+
+/// The hash of a `secret` credential.
+fn secret_hash(credential: &Credential) -> Option<&SecretHash> {
+    match &credential.key {
+        CredentialKey::Secret(hash) => Some(hash),
+        CredentialKey::PublicKey(_) => None,
     }
 }
 

@@ -6,11 +6,14 @@
 //! tenancy, escalation, limits, lifecycle and the audit trail.
 
 mod agents;
+mod assertion;
 mod ambient;
 mod audit_query;
 mod bootstrap;
 mod client_auth;
+mod client_jwt;
 mod credentials;
+mod dpop;
 mod keys;
 mod token_checks;
 mod tokens;
@@ -22,12 +25,20 @@ pub use agents::{AgentPatch, AgentService, NewAgent};
 pub use ambient::Ambient;
 pub use audit_query::{AUDIT_HEAD_TYP, AuditService, CHAIN_PAGE};
 pub use bootstrap::{Bootstrapped, bootstrap_agent};
-pub use client_auth::{AuthenticatedClient, ClientAuthError, ClientAuthFailure};
-pub use credentials::{CredentialService, IssuedCredential};
+pub use assertion::{
+    ASSERTION_IAT_SKEW, ClientAssertion, JWT_BEARER_ASSERTION_TYPE, MAX_ASSERTION_LIFETIME,
+};
+pub use client_auth::{
+    AuthenticatedClient, ClientAuthError, ClientAuthFailure, ClientAuthentication,
+};
+pub use client_jwt::{MAX_CLIENT_JWT_LEN, MAX_JTI_LEN};
+pub use dpop::{DPOP_IAT_WINDOW, DPOP_PROOF_TYP, DpopProofError, DpopRequest};
+pub use credentials::{CredentialService, IssuedCredential, NewKey};
 pub use keys::{KEY_ALGORITHMS, KeyError, KeyService, KeySettings, Rotation};
-pub use token_checks::{IntrospectedClaims, Introspection};
+pub use token_checks::{IntrospectedClaims, Introspection, PresentedToken, TokenRefusal};
 pub use tokens::{
-    ClientCredentials, IssuedToken, TokenPorts, TokenRequestError, TokenService, TokenSettings,
+    ClientCredentials, IssuedToken, TokenPorts, TokenRequest, TokenRequestError, TokenService,
+    TokenSettings,
 };
 
 /// The free-tier limits of contract section 7 that services enforce.

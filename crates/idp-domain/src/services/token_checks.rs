@@ -11,11 +11,12 @@ use uuid::Uuid;
 use crate::DomainError;
 use crate::audit::RequestContext;
 use crate::ports::{RevokedToken, TokenDecodeError};
-use crate::token::{AccessTokenClaims, Principal};
+use crate::token::{AccessTokenClaims, Audience, Confirmation, Principal};
 use crate::values::{
     AgentId, AgentStatus, AuditAction, CredentialId, Outcome, Owner, ScopeSet, TokenId,
 };
 
+use super::dpop::{DpopProofError, DpopRequest};
 use super::tokens::TokenService;
 
 /// The answer of introspection (RFC 7662 section 2.2): inactive carries nothing else.
@@ -38,7 +39,7 @@ pub struct IntrospectedClaims {
     /// Subject.
     pub sub: String,
     /// Audience.
-    pub aud: String,
+    pub aud: Audience,
     /// Issuer.
     pub iss: String,
     /// Expiry.
@@ -49,10 +50,41 @@ pub struct IntrospectedClaims {
     pub nbf: i64,
     /// Token id.
     pub jti: String,
-    /// Always `Bearer`.
+    /// `DPoP` for a token bound to a key, else `Bearer`.
     pub token_type: &'static str,
     /// Owner.
     pub owner: String,
+    /// The key binding of a DPoP-bound token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// A token presented to AgentIdP's own API.
+#[derive(Debug, Clone, Copy)]
+pub enum PresentedToken<'a> {
+    /// `Authorization: Bearer <token>`.
+    Bearer(&'a str),
+    /// `Authorization: DPoP <token>` with the request's `DPoP` proof, if any.
+    Dpop {
+        /// The access token.
+        token: &'a str,
+        /// The proof and the request it must match; `None` when the request
+        /// carried no `DPoP` header.
+        proof: Option<DpopRequest<'a>>,
+    },
+}
+
+/// Why a presented token was refused (RFC 6750 section 3.1, RFC 9449
+/// section 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// `invalid_token`, under the scheme the client used.
+    InvalidToken(&'static str),
+    /// `invalid_token` under the `DPoP` scheme: a DPoP-bound token sent as
+    /// `Bearer`, or a token bound to no key sent as `DPoP`.
+    WrongScheme(&'static str),
+    /// `invalid_dpop_proof`.
+    InvalidProof(DpopProofError),
 }
 
 /// Why a presented access token is not valid (for the log only; clients see 401
@@ -96,6 +128,14 @@ enum SuspendedAgent {
     Accept,
 }
 
+/// Whether the token must be meant for AgentIdP itself (its own API), or may
+/// be meant for any resource (introspection, revocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AudienceCheck {
+    Ours,
+    Any,
+}
+
 /// A token that passed every check, with its caller.
 struct ValidToken {
     claims: AccessTokenClaims,
@@ -104,11 +144,58 @@ struct ValidToken {
 
 impl TokenService {
     /// Authenticates a Bearer access token: signature with the pinned algorithm,
-    /// issuer, audience, `nbf`/`exp`, revocation, agent status and credential status.
+    /// issuer, AgentIdP's own audience, `nbf`/`exp`, revocation, agent status
+    /// and credential status. A DPoP-bound token is refused: its holder must
+    /// prove the key ([`TokenService::authenticate_presented`]).
     pub async fn authenticate(&self, token: &str) -> Result<Principal, DomainError> {
-        match self.validate(token, SuspendedAgent::Refuse).await? {
-            Ok(valid) => Ok(valid.principal),
-            Err(invalid) => Err(DomainError::Authentication(invalid.reason())),
+        match self.authenticate_presented(PresentedToken::Bearer(token)).await? {
+            Ok(principal) => Ok(principal),
+            Err(TokenRefusal::InvalidToken(reason) | TokenRefusal::WrongScheme(reason)) => {
+                Err(DomainError::Authentication(reason))
+            }
+            Err(TokenRefusal::InvalidProof(_)) => {
+                Err(DomainError::Authentication("invalid DPoP proof"))
+            }
+        }
+    }
+
+    /// Authenticates a token presented to AgentIdP's own API: every check of
+    /// [`TokenService::authenticate`], and for the `DPoP` scheme a token bound
+    /// to a key and a proof of that key for this request and this token,
+    /// used once.
+    pub async fn authenticate_presented(
+        &self,
+        presented: PresentedToken<'_>,
+    ) -> Result<Result<Principal, TokenRefusal>, DomainError> {
+        let token = match presented {
+            PresentedToken::Bearer(token) | PresentedToken::Dpop { token, .. } => token,
+        };
+        let valid = match self
+            .validate(token, SuspendedAgent::Refuse, AudienceCheck::Ours)
+            .await?
+        {
+            Ok(valid) => valid,
+            Err(invalid) => return Ok(Err(TokenRefusal::InvalidToken(invalid.reason()))),
+        };
+        let bound = valid.claims.cnf.as_ref().map(|cnf| cnf.jkt.as_str());
+        match (presented, bound) {
+            (PresentedToken::Bearer(_), None) => Ok(Ok(valid.principal)),
+            (PresentedToken::Bearer(_), Some(_)) => Ok(Err(TokenRefusal::WrongScheme(
+                "a DPoP-bound token must be sent with the DPoP scheme and a proof",
+            ))),
+            (PresentedToken::Dpop { .. }, None) => Ok(Err(TokenRefusal::WrongScheme(
+                "the token is not bound to a DPoP key",
+            ))),
+            (PresentedToken::Dpop { proof: None, .. }, Some(_)) => {
+                Ok(Err(TokenRefusal::InvalidProof(DpopProofError::Missing)))
+            }
+            (PresentedToken::Dpop { proof: Some(proof), .. }, Some(jkt)) => {
+                match self.check_dpop_proof(proof, Some(token)).await? {
+                    Ok(thumbprint) if thumbprint == jkt => Ok(Ok(valid.principal)),
+                    Ok(_) => Ok(Err(TokenRefusal::InvalidProof(DpopProofError::WrongKey))),
+                    Err(refused) => Ok(Err(TokenRefusal::InvalidProof(refused))),
+                }
+            }
         }
     }
 
@@ -116,6 +203,7 @@ impl TokenService {
         &self,
         token: &str,
         suspended: SuspendedAgent,
+        audience: AudienceCheck,
     ) -> Result<Result<ValidToken, Invalid>, DomainError> {
         let claims = match self.codec.decode(token) {
             Ok(claims) => claims,
@@ -127,7 +215,7 @@ impl TokenService {
         if claims.iss != self.settings.issuer {
             return Ok(Err(Invalid::Issuer));
         }
-        if claims.aud != self.settings.audience {
+        if audience == AudienceCheck::Ours && !claims.aud.contains(&self.settings.audience) {
             return Ok(Err(Invalid::Audience));
         }
         let now = self.ambient.now();
@@ -190,10 +278,14 @@ impl TokenService {
             active: false,
             claims: None,
         };
-        let valid = match self.validate(token, SuspendedAgent::Refuse).await? {
+        let valid = match self
+            .validate(token, SuspendedAgent::Refuse, AudienceCheck::Any)
+            .await?
+        {
             Ok(valid) if valid.principal.owner == caller.owner => valid,
             _ => return Ok(inactive),
         };
+        let token_type = valid.claims.token_type();
         let c = valid.claims;
         Ok(Introspection {
             active: true,
@@ -207,8 +299,9 @@ impl TokenService {
                 iat: c.iat,
                 nbf: c.nbf,
                 jti: c.jti,
-                token_type: "Bearer",
+                token_type,
                 owner: c.owner,
+                cnf: c.cnf,
             }),
         })
     }
@@ -224,7 +317,10 @@ impl TokenService {
         ctx: &RequestContext,
     ) -> Result<(), DomainError> {
         // A suspended agent's token is revocable: reactivation would otherwise revive it.
-        let claims = match self.validate(token, SuspendedAgent::Accept).await? {
+        let claims = match self
+            .validate(token, SuspendedAgent::Accept, AudienceCheck::Any)
+            .await?
+        {
             Ok(valid) => valid.claims,
             // Already revoked, expired, or dead with its agent or credential:
             // nothing left to revoke.

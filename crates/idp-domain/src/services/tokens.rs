@@ -14,13 +14,15 @@ use crate::audit::RequestContext;
 use crate::entities::Agent;
 use crate::ports::{
     Admission, AdmissionControl, AgentRepository, AuditLog, CredentialRepository, RateDecision,
-    RateLimiter, RevocationList, RevokedTokenStore, SecretHasher, TokenCodec, UsageCounter,
+    JwsVerifier, RateLimiter, ReplayGuard, RevocationList, RevokedTokenStore, SecretHasher,
+    TokenCodec, UsageCounter,
 };
-use crate::token::AccessTokenClaims;
+use crate::token::{AccessTokenClaims, Audience, Confirmation};
 use crate::values::{AgentId, AuditAction, ClientSecret, CredentialId, Outcome, ScopeSet};
 
 use super::Ambient;
 use super::client_auth::AuthenticatedClient;
+use super::dpop::{DpopProofError, DpopRequest};
 
 /// How tokens are issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,28 @@ pub struct TokenSettings {
     pub rate_limit_per_minute: u32,
     /// Failed client authentications per claimed client per address per minute.
     pub auth_failures_per_minute: u32,
+    /// The token endpoint's URL: a client assertion's `aud` may name it
+    /// instead of the issuer.
+    pub token_endpoint: String,
+}
+
+/// What a client asks the token endpoint for, beyond authenticating.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenRequest<'a> {
+    /// The `scope` parameter.
+    pub scope: Option<&'a str>,
+    /// The `resource` parameters (RFC 8707), in the order sent.
+    pub resources: &'a [String],
+    /// The DPoP proof sent with the request, if any.
+    pub dpop: Option<DpopRequest<'a>>,
+}
+
+/// What a token request was found to ask for, once every check held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grant {
+    scopes: ScopeSet,
+    audiences: Vec<String>,
+    dpop_thumbprint: Option<String>,
 }
 
 /// What a client presents to authenticate (RFC 6749 section 2.3.1).
@@ -63,6 +87,8 @@ impl ClientCredentials {
 pub struct IssuedToken {
     /// The signed JWT.
     pub access_token: String,
+    /// `DPoP` for a token bound to a key, else `Bearer`.
+    pub token_type: &'static str,
     /// Seconds until it expires.
     pub expires_in: i64,
     /// Granted scopes, space-separated.
@@ -76,6 +102,16 @@ pub enum TokenRequestError {
     /// The requested scope is malformed or outside the agent's capabilities.
     #[error("invalid scope")]
     InvalidScope,
+    /// A requested resource is malformed or not among the agent's resources
+    /// (RFC 8707 `invalid_target`).
+    #[error("invalid target")]
+    InvalidTarget,
+    /// The DPoP proof was refused.
+    #[error("invalid DPoP proof: {0}")]
+    InvalidDpopProof(DpopProofError),
+    /// The agent requires DPoP and the request carried no proof.
+    #[error("a DPoP proof is required")]
+    DpopRequired,
     /// The client's monthly token quota is spent.
     #[error("monthly token quota exceeded")]
     QuotaExceeded,
@@ -159,6 +195,8 @@ pub struct TokenService {
     admission: Arc<dyn AdmissionControl>,
     pub(super) limiter: Arc<dyn RateLimiter>,
     pub(super) audit: Arc<dyn AuditLog>,
+    pub(super) verifier: Arc<dyn JwsVerifier>,
+    pub(super) replay: Arc<dyn ReplayGuard>,
     pub(super) ambient: Ambient,
     pub(super) settings: TokenSettings,
 }
@@ -197,6 +235,10 @@ pub struct TokenPorts {
     pub limiter: Arc<dyn RateLimiter>,
     /// Audit log.
     pub audit: Arc<dyn AuditLog>,
+    /// Signature checks of client assertions and DPoP proofs.
+    pub verifier: Arc<dyn JwsVerifier>,
+    /// Single use of assertion and proof `jti`s.
+    pub replay: Arc<dyn ReplayGuard>,
 }
 
 impl TokenService {
@@ -213,6 +255,8 @@ impl TokenService {
             admission: ports.admission,
             limiter: ports.limiter,
             audit: ports.audit,
+            verifier: ports.verifier,
+            replay: ports.replay,
             ambient,
             settings,
         }
@@ -227,47 +271,49 @@ impl TokenService {
     /// authenticated ([`TokenService::authenticate_client`]).
     ///
     /// The request is counted in the agent's window (whatever spelling of its
-    /// id the client used), and a granted scope takes one unit of the monthly
-    /// quota in the same step ([`AdmissionControl::admit`]). Only an issued
-    /// token spends a unit: a unit taken for a token that then cannot be
-    /// signed or audited is given back. A counter the cache lost is rebuilt
-    /// from the month's `token.issued` events first, so a cache restart hands
-    /// out no fresh quota.
+    /// id the client used), and a granted request takes one unit of the
+    /// monthly quota in the same step ([`AdmissionControl::admit`]). Only an
+    /// issued token spends a unit: a unit taken for a token that then cannot
+    /// be signed or audited is given back. A counter the cache lost is
+    /// rebuilt from the month's `token.issued` events first, so a cache
+    /// restart hands out no fresh quota.
+    ///
+    /// The token's `aud` is the requested resources (RFC 8707), each of which
+    /// must be one of the agent's, else the configured audience; with a valid
+    /// DPoP proof it is bound to the proof's key (`cnf.jkt`).
     ///
     /// Answers the rate decision, for the response's headers (`None` when the
     /// limiter failed), and the outcome: a spent rate limit, then an invalid
-    /// scope (`auth.failed`), then a spent quota (`auth.failed`); success
-    /// writes `token.issued` durably before answering.
+    /// scope, target or DPoP proof, or a missing required proof
+    /// (`auth.failed`), then a spent quota (`auth.failed`); success writes
+    /// `token.issued` durably before answering.
     pub async fn issue(
         &self,
         client: &AuthenticatedClient,
-        requested_scope: Option<&str>,
+        request: TokenRequest<'_>,
         ctx: &RequestContext,
     ) -> (Option<RateDecision>, Result<IssuedToken, TokenRequestError>) {
         let agent = &client.agent;
         let rate_key = agent_key(agent.agent_id);
         let now = self.ambient.now();
-        let scopes = match requested_scope {
-            None => Some(ScopeSet::from(&agent.capabilities)),
-            Some(raw) => match ScopeSet::parse_space_separated(raw) {
-                Ok(set) if set.is_subset_of(&agent.capabilities) => Some(set),
-                _ => None,
-            },
-        };
-        let Some(scopes) = scopes else {
-            // Counted like any request of the agent; no unit is at stake.
-            let rate = match self.count_request(&rate_key).await {
-                Ok(rate) => rate,
-                Err(err) => return (None, Err(err.into())),
-            };
-            if !rate.allowed {
-                return (Some(rate), Err(rate_limited(rate)));
+        let grant = match self.check_request(agent, request).await {
+            Ok(Ok(grant)) => grant,
+            Ok(Err((refusal, reason))) => {
+                // Counted like any request of the agent; no unit is at stake.
+                let rate = match self.count_request(&rate_key).await {
+                    Ok(rate) => rate,
+                    Err(err) => return (None, Err(err.into())),
+                };
+                if !rate.allowed {
+                    return (Some(rate), Err(rate_limited(rate)));
+                }
+                let outcome = match self.audit_failure(agent, ctx, reason).await {
+                    Ok(()) => Err(refusal),
+                    Err(err) => Err(err.into()),
+                };
+                return (Some(rate), outcome);
             }
-            let outcome = match self.audit_failure(agent, ctx, "invalid_scope").await {
-                Ok(()) => Err(TokenRequestError::InvalidScope),
-                Err(err) => Err(err.into()),
-            };
-            return (Some(rate), outcome);
+            Err(err) => return (None, Err(err.into())),
         };
         let quota_key = agent.agent_id.to_string();
         let admission = match self.admit(agent, &rate_key, &quota_key, now).await {
@@ -296,7 +342,7 @@ impl TokenService {
             };
             return (Some(rate), outcome);
         }
-        let outcome = match self.sign_and_audit(client, &scopes, ctx, now).await {
+        let outcome = match self.sign_and_audit(client, &grant, ctx, now).await {
             Err(failure) => match self.usage.refund(&quota_key, now).await {
                 Ok(()) => Err(failure),
                 Err(err) => Err(TokenRequestError::Unavailable(
@@ -308,6 +354,61 @@ impl TokenService {
             issued => issued,
         };
         (Some(rate), outcome)
+    }
+
+    /// The scope, audiences and key binding `request` asks `agent` for, or
+    /// the refusal and the reason its `auth.failed` event gives.
+    async fn check_request(
+        &self,
+        agent: &Agent,
+        request: TokenRequest<'_>,
+    ) -> Result<Result<Grant, (TokenRequestError, &'static str)>, StoreError> {
+        let scopes = match request.scope {
+            None => Some(ScopeSet::from(&agent.capabilities)),
+            Some(raw) => match ScopeSet::parse_space_separated(raw) {
+                Ok(set) if set.is_subset_of(&agent.capabilities) => Some(set),
+                _ => None,
+            },
+        };
+        let Some(scopes) = scopes else {
+            return Ok(Err((TokenRequestError::InvalidScope, "invalid_scope")));
+        };
+        if request
+            .resources
+            .iter()
+            .any(|resource| !agent.resources.contains(resource))
+        {
+            return Ok(Err((TokenRequestError::InvalidTarget, "invalid_target")));
+        }
+        let mut audiences: Vec<String> = Vec::with_capacity(request.resources.len());
+        for resource in request.resources {
+            if !audiences.contains(resource) {
+                audiences.push(resource.clone());
+            }
+        }
+        if audiences.is_empty() {
+            audiences.push(self.settings.audience.clone());
+        }
+        let dpop_thumbprint = match request.dpop {
+            Some(proof) => match self.check_dpop_proof(proof, None).await? {
+                Ok(thumbprint) => Some(thumbprint),
+                Err(refused) => {
+                    return Ok(Err((
+                        TokenRequestError::InvalidDpopProof(refused),
+                        "invalid_dpop_proof",
+                    )));
+                }
+            },
+            None if agent.require_dpop => {
+                return Ok(Err((TokenRequestError::DpopRequired, "dpop_proof_required")));
+            }
+            None => None,
+        };
+        Ok(Ok(Grant {
+            scopes,
+            audiences,
+            dpop_thumbprint,
+        }))
     }
 
     /// Counts one request in the window `key` names ([`crate::admission`]:
@@ -367,36 +468,47 @@ impl TokenService {
     async fn sign_and_audit(
         &self,
         client: &AuthenticatedClient,
-        scopes: &ScopeSet,
+        grant: &Grant,
         ctx: &RequestContext,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, TokenRequestError> {
         let agent = &client.agent;
         let credential = &client.credential;
         let jti = self.ambient.ids.new_id();
-        let claims = self.claims(agent, credential.credential_id, scopes, jti, now);
+        let claims = self.claims(agent, credential.credential_id, grant, jti, now);
         let access_token = self.codec.sign(&claims)?;
         let ctx = RequestContext {
             actor_id: Some(agent.agent_id),
             ..ctx.clone()
         };
+        let mut metadata = json!({
+            "jti": claims.jti,
+            "credentialId": credential.credential_id,
+            "authMethod": client.method,
+            "scope": claims.scope,
+            "expiresAt": claims.exp,
+        });
+        if let Some(map) = metadata.as_object_mut() {
+            if grant.audiences.first() != Some(&self.settings.audience) || grant.audiences.len() > 1 {
+                map.insert("resource".to_owned(), json!(grant.audiences));
+            }
+            if let Some(thumbprint) = &grant.dpop_thumbprint {
+                map.insert("jkt".to_owned(), json!(thumbprint));
+            }
+        }
         let event = self.ambient.event(
             &agent.owner,
             agent.agent_id,
             &ctx,
             AuditAction::TokenIssued,
             Outcome::Success,
-            json!({
-                "jti": claims.jti,
-                "credentialId": credential.credential_id,
-                "scope": claims.scope,
-                "expiresAt": claims.exp,
-            }),
+            metadata,
             now,
         );
         self.audit.append(&event).await?;
         Ok(IssuedToken {
             access_token,
+            token_type: claims.token_type(),
             expires_in: self.settings.ttl.num_seconds(),
             scope: claims.scope,
         })
@@ -406,7 +518,7 @@ impl TokenService {
         &self,
         agent: &Agent,
         cid: CredentialId,
-        scopes: &ScopeSet,
+        grant: &Grant,
         jti: Uuid,
         now: DateTime<Utc>,
     ) -> AccessTokenClaims {
@@ -414,9 +526,9 @@ impl TokenService {
         AccessTokenClaims {
             iss: self.settings.issuer.clone(),
             sub: agent.agent_id.to_string(),
-            aud: self.settings.audience.clone(),
+            aud: Audience::of(grant.audiences.clone()),
             client_id: agent.agent_id.to_string(),
-            scope: scopes.to_space_separated(),
+            scope: grant.scopes.to_space_separated(),
             jti: jti.to_string(),
             iat,
             nbf: iat,
@@ -425,6 +537,10 @@ impl TokenService {
             agent_type: agent.agent_type.to_string(),
             deployment_env: agent.deployment_env.to_string(),
             cid: cid.to_string(),
+            cnf: grant
+                .dpop_thumbprint
+                .clone()
+                .map(|jkt| Confirmation { jkt }),
         }
     }
 }

@@ -6,9 +6,11 @@ use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError, we
 use idp_domain::DomainError;
 use idp_domain::admission::{address_key, agent_key};
 use idp_domain::ports::RateDecision;
-use idp_domain::services::ClientAuthError;
+use idp_domain::services::{
+    ClientAuthError, ClientAuthentication, DpopRequest, PresentedToken, TokenRefusal,
+};
 
-use crate::auth::{Caller, Presented, presented};
+use crate::auth::{Caller, Presented, dpop_header, presented, request_url};
 use crate::client_ip::client_ip;
 use crate::error::ApiError;
 use crate::input::request_context;
@@ -66,16 +68,31 @@ struct Identified {
 /// window, and one whose failures are spent is refused before any hash.
 async fn identify(state: &AppState, req: &HttpRequest) -> Result<Identified, HttpResponse> {
     let caller = match presented(req) {
-        Presented::Bearer(token) => match state.tokens.authenticate(&token).await {
-            Ok(principal) => Caller::Bearer(principal),
-            Err(DomainError::Authentication(reason)) => {
-                tracing::info!(reason, "bearer token refused");
-                Caller::InvalidBearer
-            }
-            Err(other) => return Err(ApiError::from(other).error_response()),
-        },
+        Presented::Bearer(token) => {
+            token_caller(state, req, PresentedToken::Bearer(&token)).await?
+        }
+        Presented::Dpop(token) => {
+            let url = request_url(&state.settings.issuer, req);
+            let proof = match dpop_header(req) {
+                Ok(proof) => proof,
+                Err(()) => {
+                    tracing::info!("several or unreadable DPoP headers");
+                    return Ok(Identified {
+                        caller: Caller::InvalidDpop("invalid_dpop_proof"),
+                        counted: None,
+                    });
+                }
+            };
+            let proof = proof.map(|proof| DpopRequest {
+                proof,
+                method: req.method().as_str(),
+                url: &url,
+            });
+            token_caller(state, req, PresentedToken::Dpop { token: &token, proof }).await?
+        }
         Presented::Basic(Ok(client)) => {
             let ctx = request_context(req, None);
+            let client = ClientAuthentication::SecretBasic(client);
             match state.tokens.authenticate_client(&client, &ctx).await {
                 Ok(authenticated) => Caller::Client(authenticated.principal()),
                 Err(ClientAuthError::Failed { reason, rate }) => {
@@ -103,12 +120,47 @@ async fn identify(state: &AppState, req: &HttpRequest) -> Result<Identified, Htt
     })
 }
 
+/// The caller a presented access token makes.
+async fn token_caller(
+    state: &AppState,
+    _req: &HttpRequest,
+    presented: PresentedToken<'_>,
+) -> Result<Caller, HttpResponse> {
+    let dpop_scheme = matches!(presented, PresentedToken::Dpop { .. });
+    match state.tokens.authenticate_presented(presented).await {
+        Ok(Ok(principal)) => Ok(Caller::Bearer(principal)),
+        Ok(Err(refusal)) => {
+            let caller = match refusal {
+                TokenRefusal::InvalidToken(reason) => {
+                    tracing::info!(reason, "access token refused");
+                    if dpop_scheme {
+                        Caller::InvalidDpop("invalid_token")
+                    } else {
+                        Caller::InvalidBearer
+                    }
+                }
+                TokenRefusal::WrongScheme(reason) => {
+                    tracing::info!(reason, "access token refused");
+                    Caller::InvalidDpop("invalid_token")
+                }
+                TokenRefusal::InvalidProof(reason) => {
+                    tracing::info!(reason = %reason, "DPoP proof refused");
+                    Caller::InvalidDpop("invalid_dpop_proof")
+                }
+            };
+            Ok(caller)
+        }
+        Err(other) => Err(ApiError::from(other).error_response()),
+    }
+}
+
 /// The window a request is counted in: its agent's once authenticated,
 /// whatever spelling of the id it used; otherwise its address's.
 fn limiter_key(state: &AppState, caller: &Caller, req: &HttpRequest) -> String {
     match caller {
         Caller::Bearer(principal) | Caller::Client(principal) => agent_key(principal.agent_id),
         Caller::InvalidBearer
+        | Caller::InvalidDpop(_)
         | Caller::InvalidClient
         | Caller::MalformedBasic
         | Caller::Anonymous => ip_key(state, req),

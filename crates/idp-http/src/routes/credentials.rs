@@ -1,6 +1,6 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use idp_domain::services::IssuedCredential;
+use idp_domain::services::{IssuedCredential, NewKey};
 use serde_json::json;
 
 use super::{no_store, resource};
@@ -31,7 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// The one response that carries a secret: never cached.
+/// The answer of generate and rotate, with the secret of a `secret`
+/// credential: never cached.
 fn with_secret(
     status: actix_web::http::StatusCode,
     issued: &IssuedCredential,
@@ -40,7 +41,9 @@ fn with_secret(
         tracing::error!(error = %e, "credential serialization failed");
         ApiError::internal()
     })?;
-    body["clientSecret"] = json!(issued.client_secret.expose());
+    if let Some(secret) = &issued.client_secret {
+        body["clientSecret"] = json!(secret.expose());
+    }
     let mut res = HttpResponse::build(status).json(body);
     no_store(&mut res);
     Ok(res)
@@ -56,13 +59,16 @@ async fn generate(
     query::<NoQuery>(&req)?;
     let body = read_body(&req, payload).await?;
     let agent = path::<AgentPath>(&req)?.agent();
-    let expires_at = json_body::<GenerateCredential>(&req, &body)?
-        .and_then(|body| body.expires_at)
-        .map(|at| at.0);
+    let body = json_body::<GenerateCredential>(&req, &body)?;
+    let new_key = match &body {
+        Some(body) => body.new_key()?,
+        None => NewKey::Secret,
+    };
+    let expires_at = body.and_then(|body| body.expires_at).map(|at| at.0);
     let ctx = request_context(&req, Some(caller.agent_id));
     let issued = state
         .credentials
-        .generate(&caller, agent, expires_at, &ctx)
+        .generate(&caller, agent, new_key, expires_at, &ctx)
         .await?;
     let mut res = with_secret(actix_web::http::StatusCode::CREATED, &issued)?;
     if let Ok(location) = header::HeaderValue::from_str(&format!(
@@ -96,12 +102,12 @@ async fn rotate(
     caller.require_scope("agents:write")?;
     query::<NoQuery>(&req)?;
     let body = read_body(&req, payload).await?;
-    json_body::<RotateCredential>(&req, &body)?;
+    let new_key = RotateCredential::new_key(json_body::<RotateCredential>(&req, &body)?.as_ref())?;
     let (agent, credential) = path::<CredentialPath>(&req)?.ids();
     let ctx = request_context(&req, Some(caller.agent_id));
     let issued = state
         .credentials
-        .rotate(&caller, agent, credential, &ctx)
+        .rotate(&caller, agent, credential, new_key, &ctx)
         .await?;
     with_secret(actix_web::http::StatusCode::OK, &issued)
 }

@@ -4,13 +4,18 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use idp_domain::admission::seconds_to_next_month;
 use idp_domain::ports::RateDecision;
-use idp_domain::services::{ClientAuthError, ClientCredentials, TokenRequestError};
+use idp_domain::DomainError;
+use idp_domain::admission::agent_key;
+use idp_domain::services::{
+    ClientAssertion, ClientAuthError, ClientAuthentication, ClientCredentials, DpopRequest,
+    JWT_BEARER_ASSERTION_TYPE, TokenRequest, TokenRequestError,
+};
 use idp_domain::token::Principal;
-use idp_domain::values::ClientSecret;
+use idp_domain::values::{ClientSecret, ResourceUri};
 use serde_json::json;
 
 use super::{no_store, resource};
-use crate::auth::{Caller, Presented, caller, presented};
+use crate::auth::{Caller, Presented, caller, dpop_header, presented, request_url};
 use crate::error::{ApiError, OAuthError, OAuthErrorCode};
 use crate::input::{BodyError, FormError, FormParams, media_type, read_body, request_context};
 use crate::metrics::TokenRefusal;
@@ -65,11 +70,39 @@ fn invalid_request(description: impl Into<String>) -> Refusal {
     )
 }
 
-/// Picks the one client authentication method used (RFC 6749 section 2.3.1).
-fn client_credentials(
+/// Picks the one client authentication method used (RFC 6749 section 2.3.1,
+/// RFC 7521 section 4.2): `Ok(None)` when the request carries none.
+fn client_authentication(
     req: &HttpRequest,
     form: &TokenRequestForm,
-) -> Result<Option<ClientCredentials>, Refusal> {
+) -> Result<Option<ClientAuthentication>, Refusal> {
+    let assertion = (
+        form.client_assertion_type.as_deref(),
+        form.client_assertion.as_deref(),
+    );
+    if assertion != (None, None) {
+        if !matches!(presented(req), Presented::None) || form.client_secret.is_some() {
+            return Err(invalid_request(
+                "use one client authentication method, not both",
+            ));
+        }
+        return match assertion {
+            (Some(JWT_BEARER_ASSERTION_TYPE), Some(jwt)) => {
+                Ok(Some(ClientAuthentication::PrivateKeyJwt(ClientAssertion {
+                    client_id: form.client_id.clone(),
+                    assertion: jwt.to_owned(),
+                })))
+            }
+            (Some(_), Some(_)) => Err(Refusal::new(
+                TokenRefusal::InvalidClientAssertion,
+                OAuthErrorCode::InvalidClient,
+                "unsupported client_assertion_type",
+            )),
+            _ => Err(invalid_request(
+                "client_assertion and client_assertion_type go together",
+            )),
+        };
+    }
     let in_body = (form.client_id.as_deref(), form.client_secret.as_deref());
     match (presented(req), in_body) {
         (Presented::Basic(_), (_, Some(_))) => Err(invalid_request(
@@ -78,16 +111,18 @@ fn client_credentials(
         (Presented::Basic(Ok(basic)), (Some(id), None)) if id != basic.client_id => Err(
             invalid_request("client_id in the body differs from the Basic credentials"),
         ),
-        (Presented::Basic(Ok(basic)), _) => Ok(Some(basic)),
+        (Presented::Basic(Ok(basic)), _) => Ok(Some(ClientAuthentication::SecretBasic(basic))),
         (Presented::Basic(Err(())), _) => Err(Refusal::new(
             TokenRefusal::MalformedClientAuthentication,
             OAuthErrorCode::InvalidClient,
             "malformed Basic credentials",
         )),
-        (_, (Some(id), Some(secret))) => Ok(Some(ClientCredentials {
-            client_id: id.to_owned(),
-            client_secret: ClientSecret::new(secret.to_owned()),
-        })),
+        (_, (Some(id), Some(secret))) => Ok(Some(ClientAuthentication::SecretPost(
+            ClientCredentials {
+                client_id: id.to_owned(),
+                client_secret: ClientSecret::new(secret.to_owned()),
+            },
+        ))),
         (_, (None, Some(_))) => Err(invalid_request("client_secret without client_id")),
         (_, (Some(_), None)) | (_, (None, None)) => Ok(None),
     }
@@ -151,18 +186,29 @@ async fn token(
     res
 }
 
+/// A parsed token request.
+struct TokenRequestParts {
+    form: TokenRequestForm,
+    resources: Vec<String>,
+    client: Option<ClientAuthentication>,
+}
+
 /// Parses the form and picks the client authentication method.
 fn read_token_request(
     req: &HttpRequest,
     body: Result<actix_web::web::Bytes, Refusal>,
-) -> Result<(TokenRequestForm, Option<ClientCredentials>), Refusal> {
+) -> Result<TokenRequestParts, Refusal> {
     let body = body?;
-    let form: TokenRequestForm = FormParams::parse(req, &body)
-        .map_err(form_error)?
-        .typed()
-        .map_err(|e| invalid_request(e.message))?;
-    let client = client_credentials(req, &form)?;
-    Ok((form, client))
+    let params =
+        FormParams::parse_with_repeatable(req, &body, &["resource"]).map_err(form_error)?;
+    let resources = params.all("resource").to_vec();
+    let form: TokenRequestForm = params.typed().map_err(|e| invalid_request(e.message))?;
+    let client = client_authentication(req, &form)?;
+    Ok(TokenRequestParts {
+        form,
+        resources,
+        client,
+    })
 }
 
 /// A token request that follows RFC 6749 as far as the form tells: credentials
@@ -170,9 +216,13 @@ fn read_token_request(
 /// that presents credentials. The checks run in this order.
 fn well_formed(
     req: &HttpRequest,
-    parsed: Result<(TokenRequestForm, Option<ClientCredentials>), Refusal>,
-) -> Result<(TokenRequestForm, ClientCredentials), Refusal> {
-    let (form, client) = parsed?;
+    parsed: Result<TokenRequestParts, Refusal>,
+) -> Result<(TokenRequestForm, Vec<String>, ClientAuthentication), Refusal> {
+    let TokenRequestParts {
+        form,
+        resources,
+        client,
+    } = parsed?;
     if CredentialsInQuery::in_query(req.query_string()) {
         return Err(invalid_request(
             "client credentials must not be sent in the query string",
@@ -196,7 +246,21 @@ fn well_formed(
             "client authentication is required",
         )
     })?;
-    Ok((form, client))
+    if let Some(bad) = resources
+        .iter()
+        .find(|resource| ResourceUri::parse("resource", resource).is_err())
+    {
+        tracing::info!(resource = %bad.chars().take(100).collect::<String>(), "malformed resource");
+        return Err(Refusal::new(
+            TokenRefusal::InvalidTarget,
+            OAuthErrorCode::InvalidTarget,
+            "resource must be an absolute URI without a fragment",
+        ));
+    }
+    if dpop_header(req).is_err() {
+        return Err(invalid_dpop_proof("send exactly one DPoP header"));
+    }
+    Ok((form, resources, client))
 }
 
 /// The token endpoint under contract section 7. A request refused before its
@@ -213,7 +277,7 @@ async fn grant(
 ) -> (Option<RateDecision>, Result<serde_json::Value, Refusal>) {
     let request = well_formed(req, read_token_request(req, body));
     let ctx = request_context(req, None);
-    let (form, client) = match request {
+    let (form, resources, client) = match request {
         Ok(request) => request,
         Err(refusal) => {
             let decision = match check_rate_limit(state, &ip_key(state, req)).await {
@@ -260,14 +324,22 @@ async fn grant(
             return (None, Err(server_error()));
         }
     };
-    let (rate, outcome) = state
-        .tokens
-        .issue(&authenticated, form.scope.as_deref(), &ctx)
-        .await;
+    let url = request_url(&state.settings.issuer, req);
+    let dpop = dpop_header(req).ok().flatten().map(|proof| DpopRequest {
+        proof,
+        method: "POST",
+        url: &url,
+    });
+    let request = TokenRequest {
+        scope: form.scope.as_deref(),
+        resources: &resources,
+        dpop,
+    };
+    let (rate, outcome) = state.tokens.issue(&authenticated, request, &ctx).await;
     let outcome = match outcome {
         Ok(issued) => Ok(json!({
             "access_token": issued.access_token,
-            "token_type": "Bearer",
+            "token_type": issued.token_type,
             "expires_in": issued.expires_in,
             "scope": issued.scope,
         })),
@@ -283,6 +355,14 @@ fn unavailable(description: impl Into<String>) -> Refusal {
         description,
     )
     .retry_after(5)
+}
+
+fn invalid_dpop_proof(description: impl Into<String>) -> Refusal {
+    Refusal::new(
+        TokenRefusal::InvalidDpopProof,
+        OAuthErrorCode::InvalidDpopProof,
+        description,
+    )
 }
 
 fn server_error() -> Refusal {
@@ -314,6 +394,18 @@ fn token_refusal(state: &AppState, err: TokenRequestError) -> Refusal {
             OAuthErrorCode::InvalidScope,
             "the requested scope is malformed or not among the agent's capabilities",
         ),
+        TokenRequestError::InvalidTarget => Refusal::new(
+            TokenRefusal::InvalidTarget,
+            OAuthErrorCode::InvalidTarget,
+            "a requested resource is not among the agent's resources",
+        ),
+        TokenRequestError::InvalidDpopProof(reason) => {
+            tracing::info!(reason = %reason, "DPoP proof refused");
+            invalid_dpop_proof(reason.to_string())
+        }
+        TokenRequestError::DpopRequired => {
+            invalid_request("this client must send a DPoP proof with its token requests")
+        }
         TokenRequestError::QuotaExceeded => Refusal::new(
             TokenRefusal::MonthlyQuotaExceeded,
             OAuthErrorCode::AccessDenied,
@@ -331,23 +423,81 @@ fn token_refusal(state: &AppState, err: TokenRequestError) -> Refusal {
     }
 }
 
-/// The caller of introspection or revocation, as the gate authenticated it: a
-/// Bearer token, or its own client credentials (Basic).
-fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
-    match caller(req) {
-        Caller::Bearer(principal) | Caller::Client(principal) => Ok(principal),
-        Caller::InvalidClient => Err(ApiError::authentication(false).with_header(
+/// The caller of introspection or revocation: the one the gate authenticated
+/// (a Bearer or DPoP token, or Basic client credentials), or a client that
+/// authenticates in the form (`client_secret_post`, `private_key_jwt`), which
+/// is then counted in its agent's window.
+async fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+    form: Option<&FormParams>,
+) -> Result<Principal, ApiError> {
+    let basic_challenge = || {
+        ApiError::authentication(false).with_header(
             actix_web::http::header::WWW_AUTHENTICATE,
             r#"Basic realm="agentidp""#,
-        )),
-        Caller::InvalidBearer => Err(ApiError::authentication(true)),
-        Caller::MalformedBasic | Caller::Anonymous => Err(ApiError::authentication(false)),
+        )
+    };
+    match caller(req) {
+        Caller::Bearer(principal) | Caller::Client(principal) => return Ok(principal),
+        Caller::InvalidClient => return Err(basic_challenge()),
+        Caller::InvalidBearer => return Err(ApiError::authentication(true)),
+        Caller::InvalidDpop(error) => return Err(ApiError::dpop_authentication(error)),
+        Caller::MalformedBasic => return Err(ApiError::authentication(false)),
+        Caller::Anonymous => {}
+    }
+    let Some(client) = form.and_then(form_client) else {
+        return Err(ApiError::authentication(false));
+    };
+    let ctx = request_context(req, None);
+    match state.tokens.authenticate_client(&client, &ctx).await {
+        Ok(authenticated) => {
+            let decision =
+                check_rate_limit(state, &agent_key(authenticated.agent.agent_id)).await?;
+            if !decision.allowed {
+                return Err(ApiError::rate_limited(decision.retry_after));
+            }
+            Ok(authenticated.principal())
+        }
+        Err(ClientAuthError::Failed { reason, .. }) => {
+            tracing::info!(reason = reason.as_str(), "client authentication failed");
+            Err(basic_challenge())
+        }
+        Err(ClientAuthError::Throttled(decision)) => {
+            state.metrics.rate_limited();
+            Err(ApiError::rate_limited(decision.retry_after))
+        }
+        Err(other) => Err(ApiError::from(DomainError::from(other))),
     }
 }
 
-/// Reads the `token` parameter of an introspection or revocation form.
-async fn token_param(req: &HttpRequest, payload: web::Payload) -> Result<String, ApiError> {
-    let body = read_body(req, payload).await?;
+/// The client authentication a form carries, if exactly one method is
+/// complete in it.
+fn form_client(form: &FormParams) -> Option<ClientAuthentication> {
+    match (
+        form.get("client_assertion_type"),
+        form.get("client_assertion"),
+        form.get("client_id"),
+        form.get("client_secret"),
+    ) {
+        (Some(JWT_BEARER_ASSERTION_TYPE), Some(assertion), client_id, None) => Some(
+            ClientAuthentication::PrivateKeyJwt(ClientAssertion {
+                client_id: client_id.map(str::to_owned),
+                assertion: assertion.to_owned(),
+            }),
+        ),
+        (None, None, Some(client_id), Some(secret)) => {
+            Some(ClientAuthentication::SecretPost(ClientCredentials {
+                client_id: client_id.to_owned(),
+                client_secret: ClientSecret::new(secret.to_owned()),
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// Reads the form of an introspection or revocation request.
+fn token_form(req: &HttpRequest, body: &[u8]) -> Result<FormParams, ApiError> {
     if media_type(req).is_some_and(|m| m != "application/x-www-form-urlencoded")
         || (!body.is_empty() && media_type(req).is_none())
     {
@@ -355,14 +505,13 @@ async fn token_param(req: &HttpRequest, payload: web::Payload) -> Result<String,
             "application/x-www-form-urlencoded",
         ));
     }
-    let form = FormParams::parse(req, &body).map_err(|e| match e {
+    FormParams::parse(req, body).map_err(|e| match e {
         FormError::WrongMediaType => {
             ApiError::unsupported_media_type("application/x-www-form-urlencoded")
         }
         FormError::Malformed => ApiError::bad_body("the body is not a valid form"),
         FormError::Repeated(name) => ApiError::validation(&name, "must not be repeated"),
-    })?;
-    Ok(form.typed::<TokenForm>()?.token)
+    })
 }
 
 async fn introspect(
@@ -370,9 +519,11 @@ async fn introspect(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&req)?;
+    let body = read_body(&req, payload).await?;
+    let form = token_form(&req, &body);
+    let caller = authenticate(&req, &state, form.as_ref().ok()).await?;
     caller.require_scope("tokens:introspect")?;
-    let token = token_param(&req, payload).await?;
+    let token = form?.typed::<TokenForm>()?.token;
     let answer = state.tokens.introspect(&caller, &token).await?;
     let mut res = HttpResponse::Ok().json(answer);
     no_store(&mut res);
@@ -384,8 +535,10 @@ async fn revoke(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&req)?;
-    let token = token_param(&req, payload).await?;
+    let body = read_body(&req, payload).await?;
+    let form = token_form(&req, &body);
+    let caller = authenticate(&req, &state, form.as_ref().ok()).await?;
+    let token = form?.typed::<TokenForm>()?.token;
     let ctx = request_context(&req, Some(caller.agent_id));
     state.tokens.revoke(&caller, &token, &ctx).await?;
     Ok(HttpResponse::Ok().finish())

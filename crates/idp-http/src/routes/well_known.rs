@@ -1,7 +1,7 @@
 //! Discovery: RFC 8414 server metadata and the JWK Set.
 
 use actix_web::{HttpResponse, web};
-use idp_domain::values::MANAGEMENT_SCOPES;
+use idp_domain::values::{JwsAlgorithm, MANAGEMENT_SCOPES};
 use serde_json::json;
 
 use super::resource;
@@ -13,6 +13,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/jwks.json", "GET").route(web::get().to(jwks)));
 }
 
+/// The client authentication methods of every endpoint that authenticates
+/// clients (contract section 10).
+const CLIENT_AUTH_METHODS: [&str; 3] =
+    ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+
 async fn metadata(state: web::Data<AppState>) -> HttpResponse {
     let issuer = state.settings.issuer.trim_end_matches('/');
     HttpResponse::Ok().json(json!({
@@ -23,13 +28,17 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "grant_types_supported": ["client_credentials"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": JwsAlgorithm::names(),
         // Registered client authentication methods only (RFC 8414 section 2); a
-        // Bearer access token is accepted too.
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
+        // Bearer or DPoP access token is accepted too.
+        "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": JwsAlgorithm::names(),
+        "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": JwsAlgorithm::names(),
         "scopes_supported": MANAGEMENT_SCOPES,
         "access_token_signing_alg_values_supported": state.codec.algorithms(),
+        "dpop_signing_alg_values_supported": JwsAlgorithm::names(),
     }))
 }
 

@@ -8,7 +8,7 @@ use idp_domain::services::{
     AgentService, Ambient, AuditService, CredentialService, Limits, TokenPorts, TokenService,
     TokenSettings,
 };
-use idp_domain::token::AccessTokenClaims;
+use idp_domain::token::{AccessTokenClaims, Audience};
 use idp_domain::values::{AgentStatus, Owner};
 use uuid::Uuid;
 
@@ -38,6 +38,8 @@ pub struct Mocks {
     pub secrets: MockSecretGenerator,
     pub codec: MockTokenCodec,
     pub limiter: MockRateLimiter,
+    pub verifier: MockJwsVerifier,
+    pub replay: MockReplayGuard,
 }
 
 pub fn allow_all(limiter: &mut MockRateLimiter) {
@@ -66,7 +68,7 @@ pub fn claims(scope: &str) -> AccessTokenClaims {
     AccessTokenClaims {
         iss: ISSUER.into(),
         sub: AGENT.into(),
-        aud: ISSUER.into(),
+        aud: Audience::One(ISSUER.into()),
         client_id: AGENT.into(),
         scope: scope.into(),
         jti: Uuid::nil().to_string(),
@@ -77,6 +79,7 @@ pub fn claims(scope: &str) -> AccessTokenClaims {
         agent_type: "custom".into(),
         deployment_env: "production".into(),
         cid: CREDENTIAL.into(),
+        cnf: None,
     }
 }
 
@@ -119,6 +122,7 @@ impl Mocks {
         let hasher: Arc<dyn SecretHasher> = Arc::new(self.hasher);
         let codec: Arc<dyn TokenCodec> = Arc::new(self.codec);
         let limiter: Arc<dyn RateLimiter> = Arc::new(self.limiter);
+        let verifier: Arc<dyn JwsVerifier> = Arc::new(self.verifier);
         let limits = Limits::default();
         let tokens = TokenService::new(
             TokenPorts {
@@ -132,6 +136,8 @@ impl Mocks {
                 admission: Arc::new(self.admission),
                 limiter: limiter.clone(),
                 audit: audit.clone(),
+                verifier: verifier.clone(),
+                replay: Arc::new(self.replay),
             },
             ambient.clone(),
             TokenSettings {
@@ -142,6 +148,7 @@ impl Mocks {
                 clock_leeway: chrono::Duration::seconds(30),
                 rate_limit_per_minute: 100,
                 auth_failures_per_minute: 10,
+                token_endpoint: format!("{ISSUER}/api/v1/token"),
             },
         );
         AppState {
@@ -151,6 +158,7 @@ impl Mocks {
                 credentials,
                 hasher,
                 Arc::new(self.secrets),
+                verifier,
                 ambient.clone(),
                 limits,
             ),

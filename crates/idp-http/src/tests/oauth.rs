@@ -405,11 +405,11 @@ async fn other_methods_on_the_token_endpoint_are_rate_limited_too() {
 // ----- an authenticated client: its own window and its quota --------------------
 
 mod admitted {
-    use idp_domain::entities::{Agent, Credential};
+    use idp_domain::entities::{Agent, Credential, CredentialKey};
     use idp_domain::ports::{Admission, QuotaDecision, RateDecision};
     use idp_domain::values::{
         AgentId, AgentStatus, AgentType, Capabilities, CredentialId, DeploymentEnv, Email, Owner,
-        SecretHash, SemVer,
+        Resources, SecretHash, SemVer,
     };
     use uuid::Uuid;
 
@@ -471,6 +471,8 @@ mod admitted {
             owner: Owner::parse("acme").unwrap(),
             deployment_env: DeploymentEnv::Production,
             status: AgentStatus::Active,
+            resources: Resources::default(),
+            require_dpop: false,
             created_at: now(),
             updated_at: now(),
         };
@@ -478,10 +480,10 @@ mod admitted {
             credential_id: CredentialId(Uuid::parse_str(CREDENTIAL).unwrap()),
             agent_id: agent_id(),
             owner: Owner::parse("acme").unwrap(),
-            secret_hash: SecretHash {
+            key: CredentialKey::Secret(SecretHash {
                 hash: "$argon2id$stored".into(),
                 hint: Some("hint".into()),
-            },
+            }),
             created_at: now(),
             expires_at: None,
             revoked_at: None,

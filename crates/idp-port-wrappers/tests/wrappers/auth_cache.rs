@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idp_domain::StoreError;
-use idp_domain::entities::{Agent, Credential};
+use idp_domain::entities::{Agent, Credential, CredentialKey};
 use idp_domain::ports::{
     AgentRepository, ChangeListener, CredentialRepository, MockAgentRepository, MockChangeNotifier,
     MockCredentialRepository, SubjectState, UpdateOutcome,
 };
 use idp_domain::values::{AgentId, AgentStatus, AuditAction};
-use idp_port_tests::store::fixtures::{agent, at, credential, event, owner};
+use idp_port_tests::store::fixtures::{
+    agent, at, credential, event, owner, public_key, public_key_credential,
+};
 use idp_port_wrappers::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
 use mockall::predicate::eq;
 
@@ -315,6 +317,63 @@ async fn credentials_by_hint_are_read_once_and_forgotten_on_revocation() {
         .find_by_hint(a.agent_id, "abcd1234")
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn public_keys_are_read_once_and_forgotten_on_rotation_or_a_change_elsewhere() {
+    let a = agent(&owner(), at(0));
+    let c = public_key_credential(&a, at(1), None);
+    let rotated = Credential {
+        key: CredentialKey::PublicKey(public_key()),
+        ..c.clone()
+    };
+    let mut inner = MockCredentialRepository::new();
+    let mut reads = mockall::Sequence::new();
+    let before = vec![c.clone()];
+    inner
+        .expect_find_public_keys()
+        .with(eq(a.agent_id))
+        .times(1)
+        .in_sequence(&mut reads)
+        .returning(move |_| Ok(before.clone()));
+    let answer = rotated.clone();
+    inner
+        .expect_rotate()
+        .times(1)
+        .returning(move |_, _, _, _, _| Ok(answer.clone()));
+    let after = vec![rotated.clone()];
+    inner
+        .expect_find_public_keys()
+        .with(eq(a.agent_id))
+        .times(2)
+        .in_sequence(&mut reads)
+        .returning(move |_| Ok(after.clone()));
+    let cache = AuthStateCache::single_node();
+    let credentials = credentials_over(inner, &cache);
+
+    for _ in 0..3 {
+        assert_eq!(
+            credentials.find_public_keys(a.agent_id).await.unwrap(),
+            vec![c.clone()]
+        );
+    }
+    let e = event(&a.owner, a.agent_id, AuditAction::CredentialRotated, at(2));
+    credentials
+        .rotate(&a.owner, a.agent_id, c.credential_id, &rotated.key, &e)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            credentials.find_public_keys(a.agent_id).await.unwrap(),
+            vec![rotated.clone()]
+        );
+    }
+    // Another node changed the agent: the kept keys go with it.
+    cache.agent_changed(a.agent_id);
+    assert_eq!(
+        credentials.find_public_keys(a.agent_id).await.unwrap(),
+        vec![rotated.clone()]
+    );
 }
 
 #[tokio::test]

@@ -54,6 +54,8 @@ contract! {
     agent_tenancy => agent_tenancy(agents, audit);
     agent_update => agent_update(agents, audit);
     agent_update_refuses_a_stale_read => agent_update_refuses_a_stale_read(agents, audit);
+    agent_resources_and_dpop_round_trip => agent_resources_and_dpop_round_trip(agents, audit);
+    agent_update_compares_resources_and_dpop => agent_update_compares_resources_and_dpop(agents, audit);
     agent_update_has_one_winner_per_read => agent_update_has_one_winner_per_read(agents, audit);
     agent_concurrent_updates_lose_nothing => agent_concurrent_updates_lose_nothing(agents, audit);
     agent_decommission => agent_decommission(agents, credentials, audit);
@@ -61,5 +63,10 @@ contract! {
     credential_tenancy => credential_tenancy(agents, credentials);
     credential_rotate_and_revoke => credential_rotate_and_revoke(agents, credentials, audit);
     credential_find_by_hint => credential_find_by_hint(agents, credentials);
+    credential_public_key_round_trip => credential_public_key_round_trip(agents, credentials, audit);
+    credential_find_by_hint_skips_public_keys => credential_find_by_hint_skips_public_keys(agents, credentials);
+    credential_find_public_keys => credential_find_public_keys(agents, credentials);
+    credential_rotate_public_key => credential_rotate_public_key(agents, credentials, audit);
+    credential_rotate_refuses_the_other_type => credential_rotate_refuses_the_other_type(agents, credentials, audit);
     credential_subject_state => credential_subject_state(agents, credentials);
 }

@@ -206,7 +206,10 @@ async fn the_migration_links_events_stored_before_the_chain() {
     )
     .await;
 
-    assert_eq!(run_migrations(&db.url).await.unwrap(), ["20261204000000"]);
+    assert_eq!(
+        run_migrations(&db.url).await.unwrap(),
+        ["20261204000000", "20261205000000"]
+    );
 
     let store = PgStore::new(connect(&db.url, 4).await.unwrap());
     let audit: Arc<dyn AuditLog> = Arc::new(store.clone());

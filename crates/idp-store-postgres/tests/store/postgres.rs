@@ -9,7 +9,7 @@ use idp_domain::audit::AuditFilter;
 use idp_domain::page::PageRequest;
 use idp_domain::ports::{AgentFilter, AgentRepository, HealthCheck};
 use idp_domain::values::{AgentId, AuditAction};
-use idp_port_tests::store::fixtures::{agent, at, event, owner, unchained};
+use idp_port_tests::store::fixtures::{agent, at, event, owner, public_key_credential, unchained};
 use idp_store_postgres::testing::TestDatabase;
 use idp_store_postgres::{PgStore, PoolConfig, connect, connect_with, run_migrations};
 use uuid::Uuid;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::Harness;
 
 /// The versions of every embedded migration, in order.
-const ALL_MIGRATIONS: [&str; 2] = ["20261123000000", "20261204000000"];
+const ALL_MIGRATIONS: [&str; 3] = ["20261123000000", "20261204000000", "20261205000000"];
 
 /// Nothing listens there.
 const UNREACHABLE_URL: &str = "postgres://postgres@127.0.0.1:1/nowhere";
@@ -219,6 +219,61 @@ async fn corrupt_rows_are_unknown_errors_not_panics() {
     assert!(matches!(err, StoreError::Unknown(_)), "{err:?}");
     let err = audit
         .list(&owner, &AuditFilter::default(), PageRequest::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unknown(_)), "{err:?}");
+    harness.finish().await;
+}
+
+/// A stored public key that the domain would refuse (private material, a
+/// thumbprint that is not its own) or a resource that is no absolute URI is a
+/// corrupt row: `Unknown`, never a panic or a key that was not registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_public_keys_and_resources_are_unknown_errors() {
+    let harness = Harness::start().await;
+    let agents = harness.agents();
+    let credentials = harness.credentials();
+    let owner = owner();
+    let a = agent(&owner, at(0));
+    let e = event(&owner, a.agent_id, AuditAction::AgentCreated, at(0));
+    agents.create(&a, 10, &e).await.unwrap();
+    let mut conn = raw_connection(&harness.db.url).await;
+    let corruptions = [
+        "UPDATE credentials SET public_jwk = '{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}' \
+         WHERE credential_id = $1",
+        "UPDATE credentials SET public_jwk = 'not json' WHERE credential_id = $1",
+        "UPDATE credentials SET jwk_thumbprint = 'forged' WHERE credential_id = $1",
+    ];
+    for (i, corruption) in corruptions.into_iter().enumerate() {
+        let k = public_key_credential(&a, at(1), None);
+        let e = event(&owner, a.agent_id, AuditAction::CredentialGenerated, at(1));
+        credentials.create(&k, 10, at(1), &e).await.unwrap();
+        diesel::sql_query(corruption)
+            .bind::<diesel::sql_types::Uuid, _>(k.credential_id.0)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let err = credentials
+            .find(&owner, a.agent_id, k.credential_id)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unknown(_)), "case {i}: {err:?}");
+        let err = credentials.find_public_keys(a.agent_id).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unknown(_)), "case {i}: {err:?}");
+        diesel::sql_query("DELETE FROM credentials WHERE credential_id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(k.credential_id.0)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    diesel::sql_query("UPDATE agents SET resources = '{\"relative/path\"}' WHERE agent_id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(a.agent_id.0)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = agents
+        .find_for_authentication(a.agent_id)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Unknown(_)), "{err:?}");

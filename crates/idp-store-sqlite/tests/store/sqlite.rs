@@ -15,8 +15,8 @@ use idp_domain::ports::{
     AgentFilter, AgentRepository, AuditLog, CredentialRepository, HealthCheck, RevokedToken,
     RevokedTokenStore, SigningKeyStore,
 };
-use idp_domain::values::{AgentId, AuditAction, CredentialStatus, TokenId};
-use idp_port_tests::store::fixtures::{agent, at, credential, event, owner};
+use idp_domain::values::{AgentId, AuditAction, CredentialStatus, Resources, TokenId};
+use idp_port_tests::store::fixtures::{agent, at, credential, event, owner, public_key_credential};
 use idp_store_sqlite::testing::TestDataDir;
 use idp_store_sqlite::{
     DATABASE_FILE_NAME, InstanceLockError, LOCK_FILE_NAME, SqliteConfig, SqliteStore,
@@ -32,6 +32,8 @@ const INIT_VERSION: &str = "20261123000000";
 const AUDIT_STATISTICS_VERSION: &str = "20261202000000";
 /// The version of the migration of key rotation and the audit chain.
 pub(crate) const KEY_ROTATION_VERSION: &str = "20261204000000";
+/// The version of the migration of public-key credentials, resources and DPoP.
+pub(crate) const PUBLIC_KEYS_VERSION: &str = "20261205000000";
 
 /// Every version of `migrations/sqlite`, in the order they apply.
 fn all_versions() -> Vec<String> {
@@ -39,6 +41,7 @@ fn all_versions() -> Vec<String> {
         INIT_VERSION.to_owned(),
         AUDIT_STATISTICS_VERSION.to_owned(),
         KEY_ROTATION_VERSION.to_owned(),
+        PUBLIC_KEYS_VERSION.to_owned(),
     ]
 }
 
@@ -273,7 +276,7 @@ async fn migrations_apply_once_and_then_are_idempotent() {
             &mut conn,
             "SELECT count(*) AS n FROM __diesel_schema_migrations"
         ),
-        3
+        4
     );
 }
 
@@ -691,6 +694,131 @@ async fn corrupt_rows_are_unknown_errors_not_panics() {
     harness.finish();
 }
 
+/// A stored public key that the domain would refuse (private material, a
+/// thumbprint that is not its own) or a resource that is no absolute URI is a
+/// corrupt row: `Unknown`, never a panic or a key that was not registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_public_keys_and_resources_are_unknown_errors() {
+    let harness = Harness::start().await;
+    let agents = harness.agents();
+    let credentials = harness.credentials();
+    let owner = owner();
+    let a = agent(&owner, at(0));
+    let e = event(&owner, a.agent_id, AuditAction::AgentCreated, at(0));
+    agents.create(&a, 10, &e).await.unwrap();
+    let mut conn = harness.dir.raw_connection().unwrap();
+    let corruptions = [
+        "UPDATE credentials SET public_jwk = '{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}' \
+         WHERE credential_id = ?",
+        "UPDATE credentials SET public_jwk = '{\"kty\":\"EC\"}' WHERE credential_id = ?",
+        "UPDATE credentials SET jwk_thumbprint = 'forged' WHERE credential_id = ?",
+    ];
+    for (i, corruption) in corruptions.into_iter().enumerate() {
+        let k = public_key_credential(&a, at(1), None);
+        let e = event(&owner, a.agent_id, AuditAction::CredentialGenerated, at(1));
+        credentials.create(&k, 10, at(1), &e).await.unwrap();
+        diesel::sql_query(corruption)
+            .bind::<Text, _>(k.credential_id.0.to_string())
+            .execute(&mut conn)
+            .unwrap();
+        let err = credentials
+            .find(&owner, a.agent_id, k.credential_id)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unknown(_)), "case {i}: {err:?}");
+        let err = credentials.find_public_keys(a.agent_id).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unknown(_)), "case {i}: {err:?}");
+        diesel::sql_query("DELETE FROM credentials WHERE credential_id = ?")
+            .bind::<Text, _>(k.credential_id.0.to_string())
+            .execute(&mut conn)
+            .unwrap();
+    }
+
+    diesel::sql_query("UPDATE agents SET resources = '[\"relative/path\"]' WHERE agent_id = ?")
+        .bind::<Text, _>(a.agent_id.0.to_string())
+        .execute(&mut conn)
+        .unwrap();
+    let err = agents
+        .find_for_authentication(a.agent_id)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unknown(_)), "{err:?}");
+    harness.finish();
+}
+
+/// The columns of public keys, resources and DPoP refuse what the program
+/// never writes: an unknown type, a public key without its JWK or
+/// thumbprint, a secret carrying a JWK, resources that are not a JSON array
+/// of strings, a `require_dpop` other than 0 or 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_half_made_public_keys_and_resources() {
+    let harness = Harness::start().await;
+    let owner = owner();
+    let a = agent(&owner, at(0));
+    let e = event(&owner, a.agent_id, AuditAction::AgentCreated, at(0));
+    harness.agents().create(&a, 10, &e).await.unwrap();
+    let mut conn = harness.dir.raw_connection().unwrap();
+    let insert = |columns: &str, values: &str| {
+        format!(
+            "INSERT INTO credentials (credential_id, agent_id, owner, created_at, {columns}) \
+             VALUES ('{}', '{}', '{}', 0, {values})",
+            Uuid::new_v4(),
+            a.agent_id.0,
+            owner.as_str()
+        )
+    };
+    let jwk = r#"'{"kty":"OKP"}'"#;
+    for (i, sql) in [
+        insert("secret_hash, credential_type", "'h', 'password'"),
+        insert("secret_hash, credential_type", "'', 'public_key'"),
+        insert(
+            "secret_hash, credential_type, public_jwk",
+            &format!("'', 'public_key', {jwk}"),
+        ),
+        insert(
+            "secret_hash, credential_type, public_jwk, jwk_thumbprint",
+            &format!("'h', 'public_key', {jwk}, 't'"),
+        ),
+        insert(
+            "secret_hash, credential_type, public_jwk, jwk_thumbprint",
+            &format!("'h', 'secret', {jwk}, 't'"),
+        ),
+        insert(
+            "secret_hash, credential_type, public_jwk, jwk_thumbprint",
+            "'', 'public_key', 'not json', 't'",
+        ),
+        format!(
+            "UPDATE agents SET resources = '[\"urn:a\", 1]' WHERE agent_id = '{}'",
+            a.agent_id.0
+        ),
+        format!(
+            "UPDATE agents SET resources = '{{}}' WHERE agent_id = '{}'",
+            a.agent_id.0
+        ),
+        format!(
+            "UPDATE agents SET require_dpop = 2 WHERE agent_id = '{}'",
+            a.agent_id.0
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let err = diesel::sql_query(&sql).execute(&mut conn).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("CHECK constraint failed")
+                || message.contains("JSON array of strings"),
+            "case {i}: {sql}: {message}"
+        );
+    }
+    let ok = insert(
+        "secret_hash, credential_type, public_jwk, jwk_thumbprint",
+        &format!("'', 'public_key', {jwk}, 't'"),
+    );
+    diesel::sql_query(&ok).execute(&mut conn).unwrap();
+    harness.finish();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_uniqueness_is_enforced_by_the_database() {
     let harness = Harness::start().await;
@@ -863,7 +991,9 @@ async fn the_migrations_revert_cleanly_and_apply_again() {
     use diesel_migrations::MigrationHarness;
     let harness = Harness::start().await;
     let owner = owner();
-    let a = agent(&owner, at(0));
+    let mut a = agent(&owner, at(0));
+    a.resources = Resources::parse(&["urn:example:inventory"]).unwrap();
+    a.require_dpop = true;
     let e = event(&owner, a.agent_id, AuditAction::AgentCreated, at(0));
     harness.agents().create(&a, 10, &e).await.unwrap();
     let c = credential(&a, at(1), None);
@@ -871,6 +1001,13 @@ async fn the_migrations_revert_cleanly_and_apply_again() {
     harness
         .credentials()
         .create(&c, 10, at(1), &e)
+        .await
+        .unwrap();
+    let k = public_key_credential(&a, at(1), None);
+    let e = event(&owner, a.agent_id, AuditAction::CredentialGenerated, at(1));
+    harness
+        .credentials()
+        .create(&k, 10, at(1), &e)
         .await
         .unwrap();
     let mut system = event(&owner, a.agent_id, AuditAction::AuthFailed, at(2));
@@ -893,6 +1030,31 @@ async fn the_migrations_revert_cleanly_and_apply_again() {
 
     let mut conn = dir.raw_connection().unwrap();
     conn.batch_execute("PRAGMA foreign_keys = ON").unwrap();
+    let reverted = conn
+        .revert_last_migration(idp_store_sqlite::MIGRATIONS)
+        .unwrap();
+    assert_eq!(reverted.to_string(), PUBLIC_KEYS_VERSION);
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM credentials"),
+        1,
+        "the public key is gone, the secret stays"
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM pragma_table_info('credentials') \
+             WHERE name IN ('credential_type', 'public_jwk', 'jwk_thumbprint')"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM pragma_table_info('agents') \
+             WHERE name IN ('resources', 'require_dpop')"
+        ),
+        0
+    );
     let reverted = conn
         .revert_last_migration(idp_store_sqlite::MIGRATIONS)
         .unwrap();
@@ -989,7 +1151,7 @@ async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
     );
 
     // A database analyzed before the migration keeps ANALYZE's figures.
-    for _ in 0..2 {
+    for _ in 0..3 {
         conn.revert_last_migration(idp_store_sqlite::MIGRATIONS)
             .unwrap();
     }
@@ -1011,7 +1173,8 @@ async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
         run_migrations(&harness.dir.database()).await.unwrap(),
         vec![
             AUDIT_STATISTICS_VERSION.to_owned(),
-            KEY_ROTATION_VERSION.to_owned()
+            KEY_ROTATION_VERSION.to_owned(),
+            PUBLIC_KEYS_VERSION.to_owned(),
         ]
     );
     let mut conn = harness.dir.raw_connection().unwrap();

@@ -12,7 +12,7 @@ use crate::ports::{AgentFilter, MockAgentRepository, UpdateOutcome};
 use crate::services::{AgentPatch, AgentService, Limits, NewAgent};
 use crate::values::{
     AgentId, AgentStatus, AgentType, AuditAction, DeploymentEnv, Email, EventId, MANAGEMENT_SCOPES,
-    Outcome, SemVer,
+    Outcome, Resources, SemVer,
 };
 use crate::{DomainError, StoreError};
 
@@ -28,6 +28,8 @@ fn new_agent(capabilities: &[&str]) -> NewAgent {
         capabilities: caps(capabilities),
         deployment_env: DeploymentEnv::Staging,
         owner: None,
+        resources: Resources::parse(&["https://api.example/mcp"]).unwrap(),
+        require_dpop: true,
     }
 }
 
@@ -56,6 +58,8 @@ async fn register_creates_an_active_agent_of_the_callers_owner_stamped_now() {
         owner: owner(),
         deployment_env: DeploymentEnv::Staging,
         status: AgentStatus::Active,
+        resources: Resources::parse(&["https://api.example/mcp"]).unwrap(),
+        require_dpop: true,
         created_at: now(),
         updated_at: now(),
     };
@@ -705,6 +709,8 @@ async fn update_applies_every_field_of_the_patch_and_keeps_the_immutable_ones() 
         capabilities: Some(caps(&["routes:write"])),
         deployment_env: Some(DeploymentEnv::Development),
         status: Some(AgentStatus::Suspended),
+        resources: Some(Resources::parse(&["urn:example:inventory"]).unwrap()),
+        require_dpop: Some(true),
     };
     let expected = Agent {
         agent_id: TARGET,
@@ -715,6 +721,8 @@ async fn update_applies_every_field_of_the_patch_and_keeps_the_immutable_ones() 
         owner: owner(),
         deployment_env: DeploymentEnv::Development,
         status: AgentStatus::Suspended,
+        resources: Resources::parse(&["urn:example:inventory"]).unwrap(),
+        require_dpop: true,
         created_at: active_agent().created_at,
         updated_at: now(),
     };
@@ -731,7 +739,9 @@ async fn update_applies_every_field_of_the_patch_and_keeps_the_immutable_ones() 
                         "version",
                         "capabilities",
                         "deploymentEnv",
-                        "status"
+                        "status",
+                        "resources",
+                        "requireDpop"
                     ])
         })
         .times(1)

@@ -5,14 +5,14 @@ use serde_json::json;
 
 use super::fixtures::*;
 use crate::audit::AuditEvent;
-use crate::entities::{Agent, Credential};
+use crate::entities::{Agent, Credential, CredentialKey};
 use crate::ports::{
     MockAgentRepository, MockCredentialRepository, MockSecretGenerator, MockSecretHasher,
 };
 use crate::services::{Bootstrapped, bootstrap_agent};
 use crate::values::{
     AgentId, AgentStatus, AgentType, AuditAction, CredentialId, DeploymentEnv, Email, EventId,
-    MANAGEMENT_SCOPES, Outcome, SemVer,
+    MANAGEMENT_SCOPES, Outcome, Resources, SemVer,
 };
 use crate::{DomainError, StoreError};
 
@@ -71,6 +71,8 @@ fn expected_agent() -> Agent {
         owner: other_owner(),
         deployment_env: DeploymentEnv::Production,
         status: AgentStatus::Active,
+        resources: Resources::default(),
+        require_dpop: false,
         created_at: now(),
         updated_at: now(),
     }
@@ -104,7 +106,7 @@ async fn bootstrap_creates_an_active_agent_and_one_credential_with_two_events() 
         credential_id,
         agent_id,
         owner: other_owner(),
-        secret_hash: new_hash(),
+        key: CredentialKey::Secret(new_hash()),
         created_at: now(),
         expires_at: None,
         revoked_at: None,

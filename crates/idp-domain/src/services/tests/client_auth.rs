@@ -10,15 +10,23 @@ use super::fixtures::*;
 use crate::DomainError;
 use crate::admission::{RATE_WINDOW, address_key, agent_key, auth_failure_key};
 use crate::audit::RequestContext;
-use crate::entities::{Agent, Credential};
+use crate::entities::{Agent, Credential, CredentialKey};
 use crate::ports::{RateDecision, Reservation};
-use crate::services::{AuthenticatedClient, ClientAuthError, ClientAuthFailure, ClientCredentials};
+use crate::services::{
+    AuthenticatedClient, ClientAuthError, ClientAuthFailure, ClientAuthentication,
+    ClientCredentials,
+};
 use crate::token::Principal;
 use crate::values::{AgentStatus, SecretHash};
 
 /// [`TARGET`] as the client id, presenting `presented`.
 fn client(presented: &str) -> ClientCredentials {
     named_client(&TARGET.to_string(), presented)
+}
+
+/// `client` authenticating with HTTP Basic (`client_secret_basic`).
+fn basic(client: ClientCredentials) -> ClientAuthentication {
+    ClientAuthentication::SecretBasic(client)
 }
 
 fn named_client(client_id: &str, presented: &str) -> ClientCredentials {
@@ -213,7 +221,9 @@ fn cold_correct_secret(
     credential: Credential,
     calls: &Captured<&'static str>,
 ) {
-    let hash = credential.secret_hash.clone();
+    let CredentialKey::Secret(hash) = credential.key.clone() else {
+        panic!("a secret credential");
+    };
     known_client(m, agent, SECRET, vec![credential]);
     recently_verified(m, SECRET, hash.clone(), false);
     reserves(m, windows(), granted(&windows()), calls);
@@ -226,7 +236,10 @@ async fn authenticate(
     client: &ClientCredentials,
 ) -> Result<AuthenticatedClient, ClientAuthError> {
     m.build()
-        .authenticate_client(client, &anonymous_ctx())
+        .authenticate_client(
+            &ClientAuthentication::SecretBasic(client.clone()),
+            &anonymous_ctx(),
+        )
         .await
 }
 
@@ -247,7 +260,7 @@ fn assert_failed(err: ClientAuthError, reason: ClientAuthFailure) {
 async fn a_recently_verified_secret_authenticates_without_the_limiter_or_a_hash() {
     let other = Credential {
         credential_id: OTHER_CREDENTIAL,
-        secret_hash: new_hash(),
+        key: CredentialKey::Secret(new_hash()),
         ..credential()
     };
     let mut m = TokenMocks::new();
@@ -638,7 +651,7 @@ async fn the_windows_are_those_of_the_requests_address_an_ipv6_client_by_its_sla
         releases(&mut m, granted(&expected), &calls);
 
         m.build()
-            .authenticate_client(&client(SECRET), &ctx)
+            .authenticate_client(&basic(client(SECRET)), &ctx)
             .await
             .unwrap();
     }
@@ -752,7 +765,7 @@ async fn client_principal_holds_the_agents_capabilities() {
 
     let principal = m
         .build()
-        .authenticate_client(&client(SECRET), &anonymous_ctx())
+        .authenticate_client(&basic(client(SECRET)), &anonymous_ctx())
         .await
         .unwrap()
         .principal();
@@ -780,7 +793,7 @@ async fn client_principal_refuses_a_wrong_secret_as_authentication() {
 
     let err = m
         .build()
-        .authenticate_client(&client(WRONG_SECRET), &anonymous_ctx())
+        .authenticate_client(&basic(client(WRONG_SECRET)), &anonymous_ctx())
         .await
         .unwrap_err();
 
@@ -812,7 +825,7 @@ async fn client_principal_reports_an_unreachable_store_as_unavailable() {
 
     let err = m
         .build()
-        .authenticate_client(&client(SECRET), &anonymous_ctx())
+        .authenticate_client(&basic(client(SECRET)), &anonymous_ctx())
         .await
         .unwrap_err();
 

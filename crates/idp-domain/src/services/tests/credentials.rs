@@ -7,13 +7,16 @@ use serde_json::json;
 
 use super::fixtures::*;
 use crate::audit::AuditEvent;
-use crate::entities::{Agent, Credential, CredentialView};
+use crate::entities::{Agent, Credential, CredentialKey, CredentialType, CredentialView};
 use crate::page::{Page, PageRequest};
 use crate::ports::{
-    MockAgentRepository, MockCredentialRepository, MockSecretGenerator, MockSecretHasher,
+    JwsError, MockAgentRepository, MockCredentialRepository, MockJwsVerifier, MockSecretGenerator,
+    MockSecretHasher,
 };
-use crate::services::{CredentialService, Limits};
-use crate::values::{AgentStatus, AuditAction, CredentialId, CredentialStatus, EventId, Outcome};
+use crate::services::{CredentialService, Limits, NewKey};
+use crate::values::{
+    AgentStatus, AuditAction, CredentialId, CredentialStatus, EventId, Outcome, PublicKeyJwk,
+};
 use crate::{DomainError, StoreError};
 
 /// The ports of the credential service as mocks.
@@ -22,6 +25,7 @@ struct Mocks {
     credentials: MockCredentialRepository,
     hasher: MockSecretHasher,
     secrets: MockSecretGenerator,
+    verifier: MockJwsVerifier,
 }
 
 impl Mocks {
@@ -31,6 +35,7 @@ impl Mocks {
             credentials: MockCredentialRepository::new(),
             hasher: MockSecretHasher::new(),
             secrets: MockSecretGenerator::new(),
+            verifier: MockJwsVerifier::new(),
         }
     }
 
@@ -44,6 +49,7 @@ impl Mocks {
             Arc::new(self.credentials),
             Arc::new(self.hasher),
             Arc::new(self.secrets),
+            Arc::new(self.verifier),
             ambient(),
             limits,
         )
@@ -148,7 +154,13 @@ async fn generate_refuses_an_expiry_in_the_past_or_now_before_any_store_call() {
 
         let err = m
             .build()
-            .generate(&writer(), TARGET, Some(expires_at), &ctx_of(&writer()))
+            .generate(
+                &writer(),
+                TARGET,
+                NewKey::Secret,
+                Some(expires_at),
+                &ctx_of(&writer()),
+            )
             .await
             .unwrap_err();
 
@@ -168,7 +180,7 @@ async fn generate_for_a_missing_agent_is_agent_not_found_without_hashing() {
 
     let err = m
         .build()
-        .generate(&writer(), TARGET, None, &ctx_of(&writer()))
+        .generate(&writer(), TARGET, NewKey::Secret, None, &ctx_of(&writer()))
         .await
         .unwrap_err();
 
@@ -185,7 +197,7 @@ async fn generate_for_an_inactive_agent_is_agent_not_active_without_hashing() {
 
         let err = m
             .build()
-            .generate(&writer(), TARGET, None, &ctx_of(&writer()))
+            .generate(&writer(), TARGET, NewKey::Secret, None, &ctx_of(&writer()))
             .await
             .unwrap_err();
 
@@ -207,7 +219,13 @@ async fn generate_for_a_more_privileged_agent_is_authorization_error_without_has
 
     let err = m
         .build()
-        .generate(&writer_only(), TARGET, None, &ctx_of(&writer_only()))
+        .generate(
+            &writer_only(),
+            TARGET,
+            NewKey::Secret,
+            None,
+            &ctx_of(&writer_only()),
+        )
         .await
         .unwrap_err();
 
@@ -224,7 +242,13 @@ async fn generate_checks_escalation_before_the_agents_state() {
 
     let err = m
         .build()
-        .generate(&writer_only(), TARGET, None, &ctx_of(&writer_only()))
+        .generate(
+            &writer_only(),
+            TARGET,
+            NewKey::Secret,
+            None,
+            &ctx_of(&writer_only()),
+        )
         .await
         .unwrap_err();
 
@@ -245,7 +269,13 @@ async fn generate_lets_a_writer_take_an_agent_with_ordinary_capabilities_only() 
         .returning(|_, _, _, _| Ok(()));
 
     m.build()
-        .generate(&writer_only(), TARGET, None, &ctx_of(&writer_only()))
+        .generate(
+            &writer_only(),
+            TARGET,
+            NewKey::Secret,
+            None,
+            &ctx_of(&writer_only()),
+        )
         .await
         .unwrap();
 }
@@ -262,7 +292,7 @@ async fn generate_lets_a_caller_holding_every_management_scope_of_the_agent() {
         .returning(|_, _, _, _| Ok(()));
 
     m.build()
-        .generate(&caller, TARGET, None, &ctx_of(&caller))
+        .generate(&caller, TARGET, NewKey::Secret, None, &ctx_of(&caller))
         .await
         .unwrap();
 }
@@ -277,7 +307,7 @@ async fn generate_stores_the_hash_and_returns_the_secret_once() {
         credential_id,
         agent_id: TARGET,
         owner: owner(),
-        secret_hash: new_hash(),
+        key: CredentialKey::Secret(new_hash()),
         created_at: now(),
         expires_at: Some(expires_at),
         revoked_at: None,
@@ -293,6 +323,7 @@ async fn generate_stores_the_hash_and_returns_the_secret_once() {
         user_agent: ctx.user_agent.clone(),
         metadata: json!({
             "credentialId": credential_id,
+            "type": "secret",
             "expiresAt": "2026-12-22T10:00:00.123Z",
         }),
         timestamp: now(),
@@ -320,16 +351,19 @@ async fn generate_stores_the_hash_and_returns_the_secret_once() {
 
     let issued = m
         .build()
-        .generate(&caller, TARGET, Some(expires_at), &ctx)
+        .generate(&caller, TARGET, NewKey::Secret, Some(expires_at), &ctx)
         .await
         .unwrap();
 
-    assert_eq!(issued.client_secret.expose(), NEW_SECRET);
+    assert_eq!(issued.client_secret.as_ref().unwrap().expose(), NEW_SECRET);
     assert_eq!(
         issued.credential,
         CredentialView {
             credential_id,
             client_id: TARGET,
+            credential_type: CredentialType::Secret,
+            jwk: None,
+            jwk_thumbprint: None,
             status: CredentialStatus::Active,
             created_at: now(),
             expires_at: Some(expires_at),
@@ -371,7 +405,7 @@ async fn generate_without_expiry_writes_a_null_expiry() {
 
     let issued = m
         .build()
-        .generate(&writer(), TARGET, None, &ctx_of(&writer()))
+        .generate(&writer(), TARGET, NewKey::Secret, None, &ctx_of(&writer()))
         .await
         .unwrap();
 
@@ -392,6 +426,7 @@ async fn generate_accepts_an_expiry_one_millisecond_ahead() {
         .generate(
             &writer(),
             TARGET,
+            NewKey::Secret,
             Some(now() + Duration::milliseconds(1)),
             &ctx_of(&writer()),
         )
@@ -414,7 +449,7 @@ async fn generate_passes_the_configured_credential_limit() {
         max_credentials_per_agent: 9,
         ..limits()
     })
-    .generate(&writer(), TARGET, None, &ctx_of(&writer()))
+    .generate(&writer(), TARGET, NewKey::Secret, None, &ctx_of(&writer()))
     .await
     .unwrap();
 }
@@ -448,7 +483,7 @@ async fn generate_maps_the_stores_answers() {
 
         let err = m
             .build()
-            .generate(&writer(), TARGET, None, &ctx_of(&writer()))
+            .generate(&writer(), TARGET, NewKey::Secret, None, &ctx_of(&writer()))
             .await
             .unwrap_err();
 
@@ -472,7 +507,7 @@ async fn generate_writes_nothing_when_hashing_fails() {
 
     let err = m
         .build()
-        .generate(&writer(), TARGET, None, &ctx_of(&writer()))
+        .generate(&writer(), TARGET, NewKey::Secret, None, &ctx_of(&writer()))
         .await
         .unwrap_err();
 
@@ -578,7 +613,13 @@ async fn rotate_of_a_revoked_credential_is_credential_revoked_without_a_new_secr
 
     let err = m
         .build()
-        .rotate(&writer(), TARGET, CREDENTIAL, &ctx_of(&writer()))
+        .rotate(
+            &writer(),
+            TARGET,
+            CREDENTIAL,
+            NewKey::Secret,
+            &ctx_of(&writer()),
+        )
         .await
         .unwrap_err();
 
@@ -595,7 +636,13 @@ async fn rotate_of_a_missing_credential_is_credential_not_found() {
 
     let err = m
         .build()
-        .rotate(&writer(), TARGET, CREDENTIAL, &ctx_of(&writer()))
+        .rotate(
+            &writer(),
+            TARGET,
+            CREDENTIAL,
+            NewKey::Secret,
+            &ctx_of(&writer()),
+        )
         .await
         .unwrap_err();
 
@@ -612,7 +659,13 @@ async fn rotate_under_a_missing_agent_is_agent_not_found() {
 
     let err = m
         .build()
-        .rotate(&writer(), TARGET, CREDENTIAL, &ctx_of(&writer()))
+        .rotate(
+            &writer(),
+            TARGET,
+            CREDENTIAL,
+            NewKey::Secret,
+            &ctx_of(&writer()),
+        )
         .await
         .unwrap_err();
 
@@ -629,7 +682,13 @@ async fn rotate_for_a_more_privileged_agent_is_authorization_error_without_a_new
 
     let err = m
         .build()
-        .rotate(&writer_only(), TARGET, CREDENTIAL, &ctx_of(&writer_only()))
+        .rotate(
+            &writer_only(),
+            TARGET,
+            CREDENTIAL,
+            NewKey::Secret,
+            &ctx_of(&writer_only()),
+        )
         .await
         .unwrap_err();
 
@@ -648,7 +707,13 @@ async fn rotate_checks_escalation_before_the_credentials_existence_or_state() {
 
     let err = m
         .build()
-        .rotate(&writer_only(), TARGET, CREDENTIAL, &ctx_of(&writer_only()))
+        .rotate(
+            &writer_only(),
+            TARGET,
+            CREDENTIAL,
+            NewKey::Secret,
+            &ctx_of(&writer_only()),
+        )
         .await
         .unwrap_err();
 
@@ -667,18 +732,24 @@ async fn rotate_lets_a_caller_holding_every_management_scope_of_the_agent() {
         .times(1)
         .returning(|_, _, _, hash, _| {
             Ok(Credential {
-                secret_hash: hash.clone(),
+                key: hash.clone(),
                 ..credential()
             })
         });
 
     let issued = m
         .build()
-        .rotate(&caller, TARGET, CREDENTIAL, &ctx_of(&caller))
+        .rotate(
+            &caller,
+            TARGET,
+            CREDENTIAL,
+            NewKey::Secret,
+            &ctx_of(&caller),
+        )
         .await
         .unwrap();
 
-    assert_eq!(issued.client_secret.expose(), NEW_SECRET);
+    assert_eq!(issued.client_secret.as_ref().unwrap().expose(), NEW_SECRET);
 }
 
 #[tokio::test]
@@ -697,8 +768,8 @@ async fn rotate_stores_a_new_hash_and_returns_the_new_secret_once() {
             *o == owner()
                 && *agent == TARGET
                 && *id == CREDENTIAL
-                && *hash == new_hash()
-                && *hash != stored_hash()
+                && *hash == CredentialKey::Secret(new_hash())
+                && *hash != CredentialKey::Secret(stored_hash())
                 && is_event(
                     event,
                     AuditAction::CredentialRotated,
@@ -706,25 +777,25 @@ async fn rotate_stores_a_new_hash_and_returns_the_new_secret_once() {
                     TARGET,
                     Some(CALLER),
                 )
-                && event.metadata == json!({ "credentialId": CREDENTIAL })
+                && event.metadata == json!({ "credentialId": CREDENTIAL, "type": "secret" })
         })
         .times(1)
         .returning(move |_, _, _, hash, event| {
             seen.push(event.clone());
             Ok(Credential {
-                secret_hash: hash.clone(),
+                key: hash.clone(),
                 ..credential()
             })
         });
 
     let issued = m
         .build()
-        .rotate(&caller, TARGET, CREDENTIAL, &ctx)
+        .rotate(&caller, TARGET, CREDENTIAL, NewKey::Secret, &ctx)
         .await
         .unwrap();
 
-    assert_eq!(issued.client_secret.expose(), NEW_SECRET);
-    assert_ne!(issued.client_secret.expose(), SECRET);
+    assert_eq!(issued.client_secret.as_ref().unwrap().expose(), NEW_SECRET);
+    assert_ne!(issued.client_secret.as_ref().unwrap().expose(), SECRET);
     assert_eq!(issued.credential.credential_id, CREDENTIAL);
     assert_eq!(issued.credential.status, CredentialStatus::Active);
     let event = event_text(&events.only());
@@ -761,7 +832,13 @@ async fn rotate_maps_the_stores_answers() {
 
         let err = m
             .build()
-            .rotate(&writer(), TARGET, CREDENTIAL, &ctx_of(&writer()))
+            .rotate(
+                &writer(),
+                TARGET,
+                CREDENTIAL,
+                NewKey::Secret,
+                &ctx_of(&writer()),
+            )
             .await
             .unwrap_err();
 
@@ -910,4 +987,275 @@ async fn revoke_racing_a_delete_is_credential_not_found() {
         .unwrap_err();
 
     assert!(matches!(err, DomainError::CredentialNotFound), "{err:?}");
+}
+
+// ----- public keys (private_key_jwt, contract section 10) ---------------------------------
+
+/// The verifier can use `jwk`'s key (checked once).
+fn key_is_usable(m: &mut Mocks, jwk: &PublicKeyJwk) {
+    let expected = jwk.clone();
+    m.verifier
+        .expect_check_key()
+        .withf(move |key| *key == expected)
+        .times(1)
+        .returning(|_| Ok(()));
+}
+
+/// `err` is a `400` on the field `jwk`.
+fn assert_jwk_refused(err: &DomainError) {
+    match err {
+        DomainError::Validation(e) => assert_eq!(e.field, "jwk"),
+        other => panic!("expected a validation error on jwk, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn generate_with_a_public_key_stores_it_and_returns_no_secret() {
+    let caller = writer();
+    let jwk = ec_jwk(7);
+    let credential_id = CredentialId(generated_id(1));
+    let mut m = Mocks::new();
+    m.agent_is(Some(active_agent()));
+    m.no_secret();
+    key_is_usable(&mut m, &jwk);
+    let stored = jwk.clone();
+    let thumbprint = jwk.thumbprint().to_owned();
+    m.credentials
+        .expect_create()
+        .withf(move |credential, limit, at, event| {
+            credential.credential_id == credential_id
+                && credential.key == CredentialKey::PublicKey(stored.clone())
+                && *limit == 3
+                && *at == now()
+                && is_event(
+                    event,
+                    AuditAction::CredentialGenerated,
+                    Outcome::Success,
+                    TARGET,
+                    Some(CALLER),
+                )
+                && event.metadata
+                    == json!({
+                        "credentialId": credential_id,
+                        "type": "public_key",
+                        "expiresAt": null,
+                        "jwkThumbprint": thumbprint,
+                    })
+        })
+        .times(1)
+        .returning(|_, _, _, _| Ok(()));
+
+    let issued = m
+        .build()
+        .generate(
+            &caller,
+            TARGET,
+            NewKey::PublicKey(jwk.clone()),
+            None,
+            &ctx_of(&caller),
+        )
+        .await
+        .unwrap();
+
+    assert!(issued.client_secret.is_none());
+    assert_eq!(issued.credential.credential_type, CredentialType::PublicKey);
+    assert_eq!(issued.credential.jwk, Some(jwk.to_value()));
+    assert_eq!(
+        issued.credential.jwk_thumbprint.as_deref(),
+        Some(jwk.thumbprint())
+    );
+    let view = serde_json::to_value(&issued.credential).unwrap();
+    assert_eq!(view["type"], "public_key");
+    assert_eq!(view["jwk"]["kid"], jwk.thumbprint());
+}
+
+#[tokio::test]
+async fn generate_with_a_key_the_verifier_cannot_use_is_a_400_on_jwk() {
+    let mut m = Mocks::new();
+    m.agent_is(Some(active_agent()));
+    m.no_secret();
+    m.verifier
+        .expect_check_key()
+        .times(1)
+        .returning(|_| Err(JwsError::Key("point not on the curve".into())));
+    m.credentials.expect_create().never();
+
+    let err = m
+        .build()
+        .generate(
+            &writer(),
+            TARGET,
+            NewKey::PublicKey(ec_jwk(7)),
+            None,
+            &ctx_of(&writer()),
+        )
+        .await
+        .unwrap_err();
+
+    assert_jwk_refused(&err);
+}
+
+#[tokio::test]
+async fn rotate_of_a_public_key_credential_without_a_key_is_a_400() {
+    let mut m = Mocks::new();
+    m.agent_is(Some(active_agent()));
+    m.credential_is(Some(key_credential(CREDENTIAL, ec_jwk(7))));
+    m.no_secret();
+    m.verifier.expect_check_key().never();
+    m.credentials.expect_rotate().never();
+
+    let err = m
+        .build()
+        .rotate(
+            &writer(),
+            TARGET,
+            CREDENTIAL,
+            NewKey::Secret,
+            &ctx_of(&writer()),
+        )
+        .await
+        .unwrap_err();
+
+    assert_jwk_refused(&err);
+}
+
+#[tokio::test]
+async fn rotate_of_a_secret_credential_with_a_public_key_is_a_400() {
+    let mut m = Mocks::new();
+    m.agent_is(Some(active_agent()));
+    m.credential_is(Some(credential()));
+    m.no_secret();
+    m.verifier.expect_check_key().never();
+    m.credentials.expect_rotate().never();
+
+    let err = m
+        .build()
+        .rotate(
+            &writer(),
+            TARGET,
+            CREDENTIAL,
+            NewKey::PublicKey(ec_jwk(7)),
+            &ctx_of(&writer()),
+        )
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, DomainError::Validation(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn rotate_of_a_public_key_credential_replaces_the_key() {
+    let caller = writer();
+    let new_jwk = ec_jwk(9);
+    let mut m = Mocks::new();
+    m.agent_is(Some(active_agent()));
+    m.credential_is(Some(key_credential(CREDENTIAL, ec_jwk(7))));
+    m.no_secret();
+    key_is_usable(&mut m, &new_jwk);
+    let expected_key = CredentialKey::PublicKey(new_jwk.clone());
+    let thumbprint = new_jwk.thumbprint().to_owned();
+    m.credentials
+        .expect_rotate()
+        .withf(move |o, agent, id, key, event| {
+            *o == owner()
+                && *agent == TARGET
+                && *id == CREDENTIAL
+                && *key == expected_key
+                && is_event(
+                    event,
+                    AuditAction::CredentialRotated,
+                    Outcome::Success,
+                    TARGET,
+                    Some(CALLER),
+                )
+                && event.metadata
+                    == json!({
+                        "credentialId": CREDENTIAL,
+                        "type": "public_key",
+                        "jwkThumbprint": thumbprint,
+                    })
+        })
+        .times(1)
+        .returning(|_, _, _, key, _| {
+            Ok(Credential {
+                key: key.clone(),
+                ..key_credential(CREDENTIAL, ec_jwk(7))
+            })
+        });
+
+    let issued = m
+        .build()
+        .rotate(
+            &caller,
+            TARGET,
+            CREDENTIAL,
+            NewKey::PublicKey(new_jwk.clone()),
+            &ctx_of(&caller),
+        )
+        .await
+        .unwrap();
+
+    assert!(issued.client_secret.is_none());
+    assert_eq!(issued.credential.credential_id, CREDENTIAL);
+    assert_eq!(issued.credential.jwk, Some(new_jwk.to_value()));
+    assert_ne!(
+        issued.credential.jwk_thumbprint.as_deref(),
+        Some(ec_jwk(7).thumbprint())
+    );
+}
+
+#[tokio::test]
+async fn rotate_with_a_key_the_verifier_cannot_use_writes_nothing() {
+    let mut m = Mocks::new();
+    m.agent_is(Some(active_agent()));
+    m.credential_is(Some(key_credential(CREDENTIAL, ec_jwk(7))));
+    m.no_secret();
+    m.verifier
+        .expect_check_key()
+        .times(1)
+        .returning(|_| Err(JwsError::Key("point not on the curve".into())));
+    m.credentials.expect_rotate().never();
+
+    let err = m
+        .build()
+        .rotate(
+            &writer(),
+            TARGET,
+            CREDENTIAL,
+            NewKey::PublicKey(ec_jwk(9)),
+            &ctx_of(&writer()),
+        )
+        .await
+        .unwrap_err();
+
+    assert_jwk_refused(&err);
+}
+
+#[tokio::test]
+async fn listing_shows_a_public_key_credential_without_a_secret() {
+    let mut m = Mocks::new();
+    m.agent_is(Some(active_agent()));
+    let jwk = ec_jwk(7);
+    let stored = key_credential(CREDENTIAL, jwk.clone());
+    m.credentials
+        .expect_list()
+        .times(1)
+        .returning(move |_, _, _, _, page| {
+            Ok(Page {
+                items: vec![stored.clone()],
+                request: page,
+                total: 1,
+            })
+        });
+
+    let page = m
+        .build()
+        .list(&writer(), TARGET, None, PageRequest::default())
+        .await
+        .unwrap();
+
+    let view = serde_json::to_value(&page.items[0]).unwrap();
+    assert_eq!(view["type"], "public_key");
+    assert_eq!(view["jwkThumbprint"], jwk.thumbprint());
+    assert!(view.get("clientSecret").is_none());
 }

@@ -6,21 +6,28 @@
 
 use std::sync::{Arc, Mutex};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, RequestContext};
-use crate::entities::{Agent, Credential};
+use crate::entities::{Agent, Credential, CredentialKey};
 use crate::ports::{
-    MockAdmissionControl, MockAgentRepository, MockAuditLog, MockClock, MockCredentialRepository,
-    MockIdGenerator, MockRateLimiter, MockRevocationList, MockRevokedTokenStore, MockSecretHasher,
-    MockTokenCodec, MockUsageCounter, SubjectState,
+    Admission, FirstUse, JwsError, MockAdmissionControl, MockAgentRepository, MockAuditLog,
+    MockClock, MockCredentialRepository, MockIdGenerator, MockJwsVerifier, MockRateLimiter,
+    MockReplayGuard, MockRevocationList, MockRevokedTokenStore, MockSecretHasher, MockTokenCodec,
+    MockUsageCounter, QuotaDecision, RateDecision, SubjectState, VerifiedJws,
 };
-use crate::services::{Ambient, Limits, TokenPorts, TokenService, TokenSettings};
-use crate::token::{AccessTokenClaims, Principal};
+use crate::services::{
+    Ambient, AuthenticatedClient, Limits, TokenPorts, TokenService, TokenSettings,
+};
+use crate::token::{AccessTokenClaims, Audience, Principal};
 use crate::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, ClientSecret, CredentialId,
-    DeploymentEnv, Email, Outcome, Owner, Scope, ScopeSet, SecretHash, SemVer, TokenId,
+    DeploymentEnv, Email, Outcome, Owner, PublicKeyJwk, Resources, Scope, ScopeSet, SecretHash,
+    SemVer, TokenId,
 };
 
 /// The calling agent.
@@ -153,6 +160,8 @@ pub(super) fn agent(status: AgentStatus, capabilities: &[&str]) -> Agent {
         owner: owner(),
         deployment_env: DeploymentEnv::Production,
         status,
+        resources: Resources::default(),
+        require_dpop: false,
         created_at: now() - Duration::days(10),
         updated_at: now() - Duration::days(1),
     }
@@ -188,7 +197,7 @@ pub(super) fn credential() -> Credential {
         credential_id: CREDENTIAL,
         agent_id: TARGET,
         owner: owner(),
-        secret_hash: stored_hash(),
+        key: CredentialKey::Secret(stored_hash()),
         created_at: now() - Duration::days(5),
         expires_at: None,
         revoked_at: None,
@@ -274,8 +283,13 @@ pub(super) fn token_settings() -> TokenSettings {
         clock_leeway: Duration::seconds(30),
         rate_limit_per_minute: RATE_LIMIT,
         auth_failures_per_minute: AUTH_FAILURE_LIMIT,
+        token_endpoint: TOKEN_ENDPOINT.into(),
     }
 }
+
+/// The token endpoint's URL (a client assertion's `aud` may name it, a DPoP
+/// proof's `htu` must).
+pub(super) const TOKEN_ENDPOINT: &str = "https://idp.acme.test/api/v1/token";
 
 /// Requests per client (or address) per minute (the default is 100).
 pub(super) const RATE_LIMIT: u32 = 40;
@@ -296,6 +310,8 @@ pub(super) struct TokenMocks {
     pub(super) admission: MockAdmissionControl,
     pub(super) limiter: MockRateLimiter,
     pub(super) audit: MockAuditLog,
+    pub(super) verifier: MockJwsVerifier,
+    pub(super) replay: MockReplayGuard,
 }
 
 impl TokenMocks {
@@ -311,6 +327,8 @@ impl TokenMocks {
             admission: MockAdmissionControl::new(),
             limiter: MockRateLimiter::new(),
             audit: MockAuditLog::new(),
+            verifier: MockJwsVerifier::new(),
+            replay: MockReplayGuard::new(),
         }
     }
 
@@ -327,6 +345,8 @@ impl TokenMocks {
                 admission: Arc::new(self.admission),
                 limiter: Arc::new(self.limiter),
                 audit: Arc::new(self.audit),
+                verifier: Arc::new(self.verifier),
+                replay: Arc::new(self.replay),
             },
             ambient(),
             token_settings(),
@@ -368,10 +388,99 @@ impl TokenMocks {
         self.subject_is(Some(live_subject(owner)));
     }
 
+    /// The verifier accepts, with any key, exactly the JWS signed
+    /// [`GOOD_SIGNATURE`] ([`verify_by_signature`]).
+    pub(super) fn verifier_checks_signatures(&mut self) {
+        self.verifier
+            .expect_verify()
+            .returning(|jws, _, _| verify_by_signature(jws));
+    }
+
+    /// The replay guard has seen no key before, and has remembered every use
+    /// since a day ago.
+    pub(super) fn replay_accepts(&mut self) {
+        self.replay
+            .expect_first_use()
+            .returning(|_, _, _| Ok(remembered_since(now() - Duration::days(1))));
+    }
+
+    /// One admission of [`TARGET`]'s window and quota, granting a unit.
+    pub(super) fn admits_a_unit(&mut self) {
+        self.admission
+            .expect_admit()
+            .withf(|_, _, _, quota_key, _, at| quota_key == TARGET.to_string() && *at == now())
+            .times(1)
+            .returning(|_, _, _, _, _, _| {
+                Ok(Some(Admission {
+                    rate: allowed_rate(),
+                    quota: Some(QuotaDecision {
+                        allowed: true,
+                        used: 3,
+                    }),
+                }))
+            });
+    }
+
+    /// A refused request is counted once in the agent's window (allowed), and
+    /// takes no quota unit and signs nothing.
+    pub(super) fn counts_a_refused_request(&mut self) {
+        self.limiter
+            .expect_hit()
+            .withf(|key, _, _, at| key == crate::admission::agent_key(TARGET) && *at == now())
+            .times(1)
+            .returning(|_, _, _, _| Ok(allowed_rate()));
+        self.admission.expect_admit().never();
+        self.usage.expect_try_consume().never();
+        self.usage.expect_refund().never();
+        self.codec.expect_sign().never();
+    }
+
+    /// The codec signs once, answering [`TOKEN`]; the claims it saw.
+    pub(super) fn signs_once(&mut self) -> Captured<AccessTokenClaims> {
+        let signed = Captured::new();
+        let seen = signed.clone();
+        self.codec.expect_sign().times(1).returning(move |claims| {
+            seen.push(claims.clone());
+            Ok(TOKEN.to_owned())
+        });
+        signed
+    }
+
+    /// One event is appended; the event.
+    pub(super) fn appends_once(&mut self) -> Captured<AuditEvent> {
+        let events = Captured::new();
+        let seen = events.clone();
+        self.audit.expect_append().times(1).returning(move |event| {
+            seen.push(event.clone());
+            Ok(())
+        });
+        events
+    }
+
     /// Nothing is written: neither the durable store nor the revocation list.
     pub(super) fn nothing_revoked(&mut self) {
         self.revoked_store.expect_revoke().never();
         self.revocations.expect_insert().never();
+    }
+}
+
+/// An allowed decision of the agent's window.
+pub(super) fn allowed_rate() -> RateDecision {
+    RateDecision {
+        allowed: true,
+        limit: RATE_LIMIT,
+        remaining: 12,
+        reset_at: now().timestamp() + 30,
+        retry_after: 0,
+    }
+}
+
+/// `agent` authenticated with [`credential`] by `client_secret_basic`.
+pub(super) fn authenticated(agent: Agent) -> AuthenticatedClient {
+    AuthenticatedClient {
+        agent,
+        credential: credential(),
+        method: "client_secret_basic",
     }
 }
 
@@ -391,7 +500,7 @@ pub(super) fn live_claims() -> AccessTokenClaims {
     AccessTokenClaims {
         iss: settings.issuer,
         sub: TARGET.to_string(),
-        aud: settings.audience,
+        aud: Audience::One(settings.audience),
         client_id: TARGET.to_string(),
         scope: "agents:read resume:read".into(),
         jti: TOKEN_ID.to_string(),
@@ -402,6 +511,7 @@ pub(super) fn live_claims() -> AccessTokenClaims {
         agent_type: "screener".into(),
         deployment_env: "production".into(),
         cid: CREDENTIAL.to_string(),
+        cnf: None,
     }
 }
 
@@ -504,7 +614,10 @@ impl BadToken {
                 before_revocation_check(&mut m, with(|c| c.iss = "https://evil.test".into()));
             }
             BadToken::WrongAudience => {
-                before_revocation_check(&mut m, with(|c| c.aud = "https://idp.acme.test".into()));
+                before_revocation_check(
+                    &mut m,
+                    with(|c| c.aud = Audience::One("https://idp.acme.test".into())),
+                );
             }
             BadToken::Expired => {
                 before_revocation_check(&mut m, with(|c| c.exp = now().timestamp() - 1));
@@ -578,4 +691,92 @@ pub(super) fn audits_failure(m: &mut TokenMocks, reason: &'static str) {
         })
         .times(1)
         .returning(|_| Ok(()));
+}
+
+// ----- client JWTs (assertions, DPoP proofs) ------------------------------------
+
+/// The signature segment the verifier mock accepts ([`verify_by_signature`]).
+pub(super) const GOOD_SIGNATURE: &str = "good";
+
+/// A compact JWS made by hand: base64url header, payload and `signature`.
+/// No crypto: the verifier mock decides by the signature segment.
+pub(super) fn compact_jws(header: &Value, claims: &Value, signature: &str) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+/// What the verifier mock answers for `jws`: its decoded header and claims
+/// when its signature segment is [`GOOD_SIGNATURE`], else a bad signature.
+pub(super) fn verify_by_signature(jws: &str) -> Result<VerifiedJws, JwsError> {
+    let parts: Vec<&str> = jws.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return Err(JwsError::Malformed);
+    };
+    if URL_SAFE_NO_PAD.decode(signature).ok().as_deref() != Some(GOOD_SIGNATURE.as_bytes()) {
+        return Err(JwsError::Signature);
+    }
+    let object = |segment: &str| -> Result<serde_json::Map<String, Value>, JwsError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(segment)
+            .map_err(|_| JwsError::Malformed)?;
+        match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(JwsError::Malformed),
+        }
+    };
+    Ok(VerifiedJws {
+        header: object(header)?,
+        claims: object(claims)?,
+    })
+}
+
+/// The replay guard's first-use answer, remembering since `since`.
+pub(super) fn remembered_since(since: DateTime<Utc>) -> FirstUse {
+    FirstUse::Yes {
+        remembered_since: since,
+    }
+}
+
+/// The 2048-bit RSA key of RFC 7638 section 3.1, with `kid` and no `alg`.
+pub(super) fn rsa_jwk(kid: &str) -> PublicKeyJwk {
+    PublicKeyJwk::parse(
+        "jwk",
+        &json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB",
+            "kid": kid,
+        }),
+    )
+    .unwrap()
+}
+
+/// An EC P-256 JWK (as JSON) whose coordinates are made of `seed`; no `kid`.
+/// The domain does not check the point is on the curve (the verifier does).
+pub(super) fn ec_jwk_value(seed: u8) -> Value {
+    json!({
+        "kty": "EC",
+        "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode([seed; 32]),
+        "y": URL_SAFE_NO_PAD.encode([seed.wrapping_add(1); 32]),
+    })
+}
+
+/// [`ec_jwk_value`] parsed, `kid` set to its thumbprint.
+pub(super) fn ec_jwk(seed: u8) -> PublicKeyJwk {
+    PublicKeyJwk::parse("jwk", &ec_jwk_value(seed)).unwrap()
+}
+
+/// The target's public-key credential `id` holding `jwk`, created five days
+/// ago, never expiring.
+pub(super) fn key_credential(id: CredentialId, jwk: PublicKeyJwk) -> Credential {
+    Credential {
+        credential_id: id,
+        key: CredentialKey::PublicKey(jwk),
+        ..credential()
+    }
 }

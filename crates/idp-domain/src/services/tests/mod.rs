@@ -6,13 +6,16 @@
 //! fails too (mockall refuses it).
 
 mod agents;
+mod assertion;
 mod audit;
 mod bootstrap;
 mod client_auth;
 mod credentials;
+mod dpop;
 mod fixtures;
 mod keys;
 mod principal;
+mod resources;
 mod token_checks;
 mod token_issue;
 mod token_revocation;

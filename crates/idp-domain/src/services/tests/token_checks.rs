@@ -233,6 +233,11 @@ async fn introspect_is_inactive_for_another_owners_token() {
 #[tokio::test]
 async fn introspect_is_inactive_and_says_nothing_more_for_every_invalid_token() {
     for bad in BadToken::ALL {
+        if bad == BadToken::WrongAudience {
+            // Introspection accepts a token meant for any resource (contract
+            // section 11); see resources.rs.
+            continue;
+        }
         let mut m = bad.mocks();
         m.audit.expect_append().never();
 

@@ -8,14 +8,18 @@ use serde_json::json;
 use super::fixtures::*;
 use crate::admission::{RATE_WINDOW, agent_key, month_start};
 use crate::audit::AuditEvent;
-use crate::entities::{Agent, Credential};
+use crate::entities::{Agent, Credential, CredentialKey};
 use crate::ports::{Admission, QuotaDecision, RateDecision};
-use crate::services::{AuthenticatedClient, IssuedToken, TokenRequestError};
-use crate::token::AccessTokenClaims;
+use crate::services::{AuthenticatedClient, IssuedToken, TokenRequest, TokenRequestError};
+use crate::token::{AccessTokenClaims, Audience};
 use crate::values::{AuditAction, EventId, Outcome};
 
 fn authenticated(agent: Agent, credential: Credential) -> AuthenticatedClient {
-    AuthenticatedClient { agent, credential }
+    AuthenticatedClient {
+        agent,
+        credential,
+        method: "client_secret_basic",
+    }
 }
 
 /// The active [`TARGET`] through its [`CREDENTIAL`].
@@ -28,7 +32,11 @@ async fn issue(
     client: &AuthenticatedClient,
     scope: Option<&str>,
 ) -> (Option<RateDecision>, Result<IssuedToken, TokenRequestError>) {
-    m.build().issue(client, scope, &anonymous_ctx()).await
+    let request = TokenRequest {
+        scope,
+        ..TokenRequest::default()
+    };
+    m.build().issue(client, request, &anonymous_ctx()).await
 }
 
 /// The agent's window, by name.
@@ -169,7 +177,7 @@ fn issued_claims(scope: &str) -> AccessTokenClaims {
     AccessTokenClaims {
         iss: "https://idp.acme.test".into(),
         sub: TARGET.to_string(),
-        aud: "https://api.acme.test".into(),
+        aud: Audience::One("https://api.acme.test".into()),
         client_id: TARGET.to_string(),
         scope: scope.into(),
         jti: generated_id(1).to_string(),
@@ -180,6 +188,7 @@ fn issued_claims(scope: &str) -> AccessTokenClaims {
         agent_type: "screener".into(),
         deployment_env: "production".into(),
         cid: CREDENTIAL.to_string(),
+        cnf: None,
     }
 }
 
@@ -212,6 +221,7 @@ async fn issue_grants_every_capability_sorted_when_no_scope_is_asked() {
         metadata: json!({
             "jti": generated_id(1).to_string(),
             "credentialId": CREDENTIAL,
+            "authMethod": "client_secret_basic",
             "scope": "agents:read files:write resume:read",
             "expiresAt": expected_claims.exp,
         }),
@@ -276,7 +286,7 @@ async fn issue_grants_a_requested_subset_of_the_capabilities() {
 async fn issue_names_the_credential_the_client_authenticated_with() {
     let other = Credential {
         credential_id: OTHER_CREDENTIAL,
-        secret_hash: new_hash(),
+        key: CredentialKey::Secret(new_hash()),
         ..credential()
     };
     let mut m = TokenMocks::new();
