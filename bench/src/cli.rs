@@ -23,13 +23,19 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "token-cold,token,token-flood,introspect,agents-get,agents-list,audit-query,mixed"
+        default_value = "token-cold,token,token-pkjwt,token-dpop,token-flood,introspect,agents-get,agents-list,audit-query,mixed"
     )]
     pub scenario: Vec<Scenario>,
 
     /// Concurrent wrong-secret token requests of `token-flood`'s flood.
     #[arg(long, default_value_t = 64)]
     pub flood_connections: usize,
+
+    /// Requests per second that `token-pkjwt` and `token-dpop` are prepared
+    /// for: before each run the driver signs this many single-use assertions
+    /// or proofs per second of `--duration`. A run that uses them all up fails.
+    #[arg(long, default_value_t = 6000)]
+    pub single_use_rate: u32,
 
     /// Seconds of load per run.
     #[arg(long, default_value_t = 10)]
@@ -147,6 +153,11 @@ pub enum Scenario {
     TokenCold,
     /// client_credentials with Basic auth, rotating through the seeded clients.
     Token,
+    /// client_credentials with a `private_key_jwt` client assertion (ES256),
+    /// each one single-use, signed before the run.
+    TokenPkjwt,
+    /// `token` plus a DPoP proof (ES256) per request: DPoP-bound tokens.
+    TokenDpop,
     /// `token` while a flood of wrong-secret requests with random unknown
     /// client ids (one dummy Argon2id each) runs beside it.
     TokenFlood,
@@ -168,6 +179,8 @@ impl Scenario {
         match self {
             Self::TokenCold => "token-cold",
             Self::Token => "token",
+            Self::TokenPkjwt => "token-pkjwt",
+            Self::TokenDpop => "token-dpop",
             Self::TokenFlood => "token-flood",
             Self::Introspect => "introspect",
             Self::AgentsGet => "agents-get",
@@ -184,5 +197,12 @@ impl Scenario {
             Self::TokenFlood => Self::Token.name(),
             other => other.name(),
         }
+    }
+
+    /// Each request carries something the server accepts once (an
+    /// assertion's or a proof's `jti`): the driver signs them right before
+    /// each run, one file per wrk thread, and wrk walks them once.
+    pub fn single_use(self) -> bool {
+        matches!(self, Self::TokenPkjwt | Self::TokenDpop)
     }
 }

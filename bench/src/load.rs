@@ -37,19 +37,7 @@ pub fn write_data_files(dir: &Path, seeded: &Seeded, now: DateTime<Utc>) -> anyh
     );
     let from = (now - Duration::days(7)).to_rfc3339_opts(SecondsFormat::Millis, true);
     let to = (now + Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true);
-    // Interleave the owners, so consecutive requests hit different tenants.
-    let mut order: Vec<usize> = (0..seeded.agents.len()).collect();
-    let mut rank = vec![0usize; seeded.owners.len()];
-    let ranks: Vec<usize> = seeded
-        .agents
-        .iter()
-        .map(|a| {
-            rank[a.owner] += 1;
-            rank[a.owner]
-        })
-        .collect();
-    order.sort_by_key(|&a| (ranks[a], seeded.agents[a].owner));
-    for &a in &order {
+    for a in interleaved_order(seeded) {
         let agent = &seeded.agents[a];
         let caller = admin(agent.owner);
         for credential in &agent.credentials {
@@ -85,6 +73,23 @@ pub fn write_data_files(dir: &Path, seeded: &Seeded, now: DateTime<Utc>) -> anyh
     Ok(())
 }
 
+/// The indexes of the seeded agents with the owners interleaved, so
+/// consecutive requests hit different tenants.
+pub fn interleaved_order(seeded: &Seeded) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..seeded.agents.len()).collect();
+    let mut rank = vec![0usize; seeded.owners.len()];
+    let ranks: Vec<usize> = seeded
+        .agents
+        .iter()
+        .map(|a| {
+            rank[a.owner] += 1;
+            rank[a.owner]
+        })
+        .collect();
+    order.sort_by_key(|&a| (ranks[a], seeded.agents[a].owner));
+    order
+}
+
 /// What bench/wrk/common.lua prints after `IDP_BENCH_RESULT `.
 #[derive(Debug, Deserialize)]
 struct WrkResult {
@@ -99,6 +104,12 @@ struct WrkResult {
     p90_us: f64,
     p99_us: f64,
     max_us: f64,
+    /// Requests asked of a thread whose single-use file was used up.
+    #[serde(default)]
+    exhausted: u64,
+    /// Status and start of the body of the first bad reply.
+    #[serde(default)]
+    first_bad: Option<String>,
 }
 
 /// wrk's settings of a run.
@@ -183,6 +194,12 @@ pub fn run_wrk(
         .with_context(|| format!("wrk printed no result: {}", stderr.trim()))?;
     let r: WrkResult =
         serde_json::from_str(line).with_context(|| format!("wrk result {line:?}"))?;
+    if r.exhausted > 0 {
+        bail!(
+            "wrk used up the pre-signed single-use requests of a thread ({} requests after the end, threads stopped early): the server was faster than --single-use-rate, raise it",
+            r.exhausted
+        );
+    }
     let seconds = r.duration_us as f64 / 1e6;
     Ok(RunReport {
         requests: r.requests,
@@ -203,6 +220,7 @@ pub fn run_wrk(
         other_cpu_percent,
         driver_cpu_percent: driver_cpu_s.filter(|_| wall > 0.0).map(percent),
         load_before,
+        first_bad: r.first_bad,
         flood: None,
     })
 }

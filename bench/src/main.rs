@@ -16,6 +16,7 @@ mod micro;
 mod report;
 mod seed;
 mod server;
+mod single_use;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,12 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             server_bin.display()
         );
     }
+    for scenario in &args.scenario {
+        single_use::check_duration(*scenario, args.duration)?;
+    }
+    if args.single_use_rate == 0 {
+        bail!("--single-use-rate must be at least 1");
+    }
     let needs_wrk = args.scenario.iter().any(|s| *s != Scenario::TokenCold);
     if needs_wrk && Command::new("wrk").arg("-v").output().is_err() {
         bail!("wrk is not installed: apt-get install -y wrk (`just bench` does it)");
@@ -188,6 +195,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             audit_events: args.audit_events,
             cold_samples: args.cold_samples,
             flood_connections: args.flood_connections,
+            single_use_rate: args.single_use_rate,
         },
         ceilings: bench.ceilings.clone(),
         deployments,
@@ -404,6 +412,8 @@ fn run_deployment(bench: &Bench<'_>, kind: DeploymentKind) -> DeploymentReport {
         credentials_per_agent: args.credentials_per_agent,
         cold_samples: args.cold_samples,
         concurrency: args.seed_concurrency,
+        client_keys: args.scenario.contains(&Scenario::TokenPkjwt),
+        dpop_keys: args.scenario.contains(&Scenario::TokenDpop),
     };
     let seeded = match bench
         .runtime
@@ -431,7 +441,12 @@ fn run_deployment(bench: &Bench<'_>, kind: DeploymentKind) -> DeploymentReport {
             .iter()
             .map(|a| a.credentials.len())
             .sum::<usize>()
-            + seeded.cold.len(),
+            + seeded.cold.len()
+            + seeded
+                .agents
+                .iter()
+                .filter(|a| a.client_key.is_some())
+                .count(),
         audit_events,
         audit_seed_method: method,
         seconds: seeding.elapsed().as_secs_f64(),
@@ -461,7 +476,15 @@ fn run_deployment(bench: &Bench<'_>, kind: DeploymentKind) -> DeploymentReport {
         } else if *scenario == Scenario::TokenCold {
             cold_scenario(bench, &server, &seeded)
         } else {
-            load_scenario(bench, &wrk, *scenario, &mut server, &data_dir, &dir)
+            load_scenario(
+                bench,
+                &wrk,
+                *scenario,
+                &mut server,
+                &seeded,
+                &data_dir,
+                &dir,
+            )
         };
         if result.failure.is_none() {
             result.hwm_kib = server::memory(server.pid()).map(|m| m.hwm_kib);
@@ -542,11 +565,16 @@ fn cold_scenario(bench: &Bench<'_>, server: &ServerProcess, seeded: &Seeded) -> 
     }
 }
 
+/// A run with more failed requests (not 2xx, refused by the scenario's check,
+/// socket errors) than this share of its requests fails the scenario.
+const MAX_ERROR_SHARE: (u64, u64) = (1, 100);
+
 fn load_scenario(
     bench: &Bench<'_>,
     wrk: &WrkSettings,
     scenario: Scenario,
     server: &mut ServerProcess,
+    seeded: &Seeded,
     data_dir: &Path,
     dir: &Path,
 ) -> ScenarioReport {
@@ -557,6 +585,40 @@ fn load_scenario(
             return ScenarioReport::failed(name, "interrupted");
         }
         let log = dir.join(format!("wrk-{name}-{run}.log"));
+        // `token-pkjwt`, `token-dpop`: sign this run's assertions or proofs
+        // now, as late as possible (proofs live 60 s); removed after the run.
+        let _batch = if scenario.single_use() {
+            let per_thread = (u64::from(bench.args.single_use_rate)
+                * u64::from(bench.args.duration))
+            .div_ceil(u64::from(bench.args.threads))
+                + u64::from(bench.args.connections);
+            let batch = usize::try_from(per_thread)
+                .map_err(anyhow::Error::from)
+                .and_then(|per_thread| {
+                    single_use::write_batch(
+                        scenario,
+                        seeded,
+                        data_dir,
+                        bench.args.threads,
+                        per_thread,
+                        wall_clock().timestamp(),
+                        bench.args.duration,
+                    )
+                });
+            match batch {
+                Ok(batch) => {
+                    eprintln!(
+                        "    {name} run {run}: signed {} single-use requests in {:.1} s",
+                        thousands(batch.requests as f64),
+                        batch.seconds
+                    );
+                    Some(batch)
+                }
+                Err(e) => return ScenarioReport::failed(name, format!("run {run}: {e:#}")),
+            }
+        } else {
+            None
+        };
         // `token-flood`: the flood fills the hashing queue first, then wrk's
         // warm clients run beside it; it stops when wrk is done.
         let flood = if scenario == Scenario::TokenFlood {
@@ -608,6 +670,22 @@ fn load_scenario(
                             .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%")),
                     );
                 }
+                // Error replies are quick: a run where many requests failed
+                // measured the errors, not the scenario.
+                let errors = r.bad_responses + r.socket_errors;
+                if errors * MAX_ERROR_SHARE.1 > r.requests * MAX_ERROR_SHARE.0 {
+                    return ScenarioReport::failed(
+                        name,
+                        format!(
+                            "run {run}: {} of {} requests failed (more than {}/{}); first bad reply: {}",
+                            thousands(errors as f64),
+                            thousands(r.requests as f64),
+                            MAX_ERROR_SHARE.0,
+                            MAX_ERROR_SHARE.1,
+                            r.first_bad.as_deref().unwrap_or("none (socket errors)"),
+                        ),
+                    );
+                }
                 runs.push(r);
             }
             Err(e) => return ScenarioReport::failed(name, format!("run {run}: {e:#}")),
@@ -629,6 +707,14 @@ fn ceiling_for(bench: &Bench<'_>, scenario: Scenario) -> Option<String> {
     match scenario {
         Scenario::Token | Scenario::TokenFlood => find(format!("jws/sign/{alg}"))
             .map(|c| format!("{}/s {alg} sign", thousands(machine(c)))),
+        // Each request costs a signature and an ES256 verification (of the
+        // assertion or of the proof).
+        Scenario::TokenPkjwt | Scenario::TokenDpop => {
+            let sign = find(format!("jws/sign/{alg}"))?;
+            let verify = find("jws/verify/ES256".to_owned())?;
+            let per_s = bench.cpus as f64 * 1e9 / (sign.ns_per_op + verify.ns_per_op);
+            Some(format!("{}/s {alg} sign + ES256 verify", thousands(per_s)))
+        }
         Scenario::TokenCold => find("secret/argon2id-verify".to_owned())
             .map(|c| format!("{} ms Argon2id", millis(c.ns_per_op / 1e6))),
         Scenario::Introspect

@@ -47,6 +47,9 @@ pub struct RunReport {
     /// The machine's 1-minute load average just before the run (the previous
     /// run's server and wrk included).
     pub load_before: Option<f64>,
+    /// Status and start of the body of the run's first bad reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_bad: Option<String>,
     /// `token-flood`: the wrong-secret flood that ran beside wrk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flood: Option<FloodCounts>,
@@ -199,6 +202,10 @@ pub struct Settings {
     /// Concurrent requests of the `token-flood` flood.
     #[serde(default)]
     pub flood_connections: usize,
+    /// Requests per second of `--duration` signed before each run of
+    /// `token-pkjwt` and `token-dpop`.
+    #[serde(default)]
+    pub single_use_rate: u32,
 }
 
 /// Everything one `just bench` measured.

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{StreamExt, stream};
+use idp_crypto::client_keys::ClientKey;
+use idp_domain::values::JwsAlgorithm;
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::server::{ServerEnv, bootstrap};
+use crate::single_use;
 
 /// How much to seed.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +27,12 @@ pub struct SeedPlan {
     /// Credentials kept unused for `token-cold`.
     pub cold_samples: usize,
     pub concurrency: usize,
+    /// Register an ES256 `public_key` credential for every agent and warm
+    /// it up with one `private_key_jwt` token (`token-pkjwt`).
+    pub client_keys: bool,
+    /// Give every agent an ES256 key of its own for DPoP proofs
+    /// (`token-dpop`); the server learns it from the proofs.
+    pub dpop_keys: bool,
 }
 
 /// A client credential and, once warmed up, one valid access token of it.
@@ -41,6 +50,10 @@ pub struct SeededAgent {
     pub owner: usize,
     pub is_admin: bool,
     pub credentials: Vec<Credential>,
+    /// The key of the agent's `public_key` credential (`token-pkjwt`).
+    pub client_key: Option<ClientKey>,
+    /// The key the agent binds its tokens to (`token-dpop`).
+    pub dpop_key: Option<ClientKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +70,10 @@ pub struct Seeded {
     pub agents: Vec<SeededAgent>,
     /// Never used to request a token: the first request of each is cold.
     pub cold: Vec<Credential>,
+    /// The server's metadata: `aud` of client assertions.
+    pub issuer: String,
+    /// The server's metadata: `htu` of DPoP proofs.
+    pub token_endpoint: String,
 }
 
 const AGENT_TYPES: [&str; 8] = [
@@ -74,6 +91,12 @@ const ENVIRONMENTS: [&str; 3] = ["production", "staging", "development"];
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    issuer: String,
+    token_endpoint: String,
 }
 
 #[derive(Deserialize)]
@@ -130,6 +153,24 @@ pub async fn request_token(
     Ok((status, body))
 }
 
+/// `POST /api/v1/token` with a `private_key_jwt` client assertion.
+async fn request_token_with_assertion(
+    client: &Client,
+    base: &str,
+    assertion: &str,
+) -> anyhow::Result<(StatusCode, String)> {
+    let response = client
+        .post(format!("{base}/api/v1/token"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(single_use::assertion_form(assertion))
+        .send()
+        .await
+        .context("token request")?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Ok((status, body))
+}
+
 async fn token(client: &Client, base: &str, id: &str, secret: &str) -> anyhow::Result<String> {
     let (status, body) = request_token(client, base, id, secret).await?;
     if !status.is_success() {
@@ -176,6 +217,8 @@ pub async fn seed(env: &ServerEnv, base: &str, plan: SeedPlan) -> anyhow::Result
             agent_id: admin.agent_id,
             owner: o,
             is_admin: true,
+            client_key: None,
+            dpop_key: None,
             credentials: vec![Credential {
                 client_id: admin.client_id,
                 client_secret: admin.client_secret,
@@ -213,6 +256,8 @@ pub async fn seed(env: &ServerEnv, base: &str, plan: SeedPlan) -> anyhow::Result
                     owner: o,
                     is_admin: false,
                     credentials: Vec::new(),
+                    client_key: None,
+                    dpop_key: None,
                 })
             });
         }
@@ -298,10 +343,70 @@ pub async fn seed(env: &ServerEnv, base: &str, plan: SeedPlan) -> anyhow::Result
         started,
     );
 
+    let response = client
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .send()
+        .await?;
+    let metadata: Metadata = check(response, "server metadata").await?.json().await?;
+
+    // 5. `token-pkjwt`: an ES256 public key per agent, registered as a
+    //    credential and used once, so the load meets a warm server as
+    //    `token` does.
+    if plan.client_keys {
+        let started = Instant::now();
+        let mut jobs = Vec::new();
+        for (a, agent) in agents.iter().enumerate() {
+            let client = Arc::clone(&client);
+            let base = base.to_owned();
+            let url = format!("{base}/api/v1/agents/{}/credentials", agent.agent_id);
+            let auth = format!("Bearer {}", owners[agent.owner].admin_token);
+            let agent_id = agent.agent_id.clone();
+            let issuer = metadata.issuer.clone();
+            jobs.push(async move {
+                let key = ClientKey::generate(JwsAlgorithm::Es256);
+                let response = client
+                    .post(url)
+                    .header("Authorization", auth)
+                    .json(&json!({ "type": "public_key", "jwk": key.public_jwk() }))
+                    .send()
+                    .await?;
+                check(response, "register a public key").await?;
+                let assertion = single_use::client_assertion(
+                    &key,
+                    &agent_id,
+                    &issuer,
+                    crate::wall_clock().timestamp(),
+                );
+                let (status, body) =
+                    request_token_with_assertion(&client, &base, &assertion).await?;
+                if !status.is_success() {
+                    bail!("private_key_jwt token for {agent_id}: {status} {body}");
+                }
+                Ok((a, key))
+            });
+        }
+        let registered = run_all(jobs, plan.concurrency).await?;
+        let count = registered.len();
+        for (a, key) in registered {
+            agents[a].client_key = Some(key);
+        }
+        step(
+            &format!("registered {count} ES256 public keys, one private_key_jwt token each"),
+            started,
+        );
+    }
+    if plan.dpop_keys {
+        for agent in &mut agents {
+            agent.dpop_key = Some(ClientKey::generate(JwsAlgorithm::Es256));
+        }
+    }
+
     Ok(Seeded {
         owners,
         agents,
         cold,
+        issuer: metadata.issuer,
+        token_endpoint: metadata.token_endpoint,
     })
 }
 

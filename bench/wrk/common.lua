@@ -2,10 +2,13 @@
 -- dofile by each of them. A scenario script defines prepare(dir), which answers
 -- the list of ready-made requests (wrk.format strings) it cycles through, and
 -- may define accept(body), a check of a 2xx body. The driver passes the
--- directory of its data files after `--`.
+-- directory of its data files after `--`. A script whose requests the server
+-- accepts only once sets `single_use = true`: each thread then walks its list
+-- once instead of cycling (walk_once).
 --
 -- Every response that is not 2xx, or that accept() refuses, counts as bad; at
--- the end one line `IDP_BENCH_RESULT {json}` reports the run to the driver.
+-- the end one line `IDP_BENCH_RESULT {json}` reports the run to the driver
+-- (the driver fails a run with more than 1% bad).
 
 local threads = {}
 local thread_count = 0
@@ -51,6 +54,32 @@ function cycle(list)
   end
 end
 
+-- Walks a list once, for requests the server accepts only once (a replay
+-- would be refused). Past the end the thread counts the miss, stops, and
+-- sends a harmless request meanwhile; the driver fails the run, whose rate
+-- would otherwise count a stopped thread.
+function walk_once(list)
+  local position = 0
+  return function()
+    position = position + 1
+    local item = list[position]
+    if item == nil then
+      exhausted = exhausted + 1
+      wrk.thread:stop()
+      return wrk.format("GET", "/healthz")
+    end
+    list[position] = nil
+    return item
+  end
+end
+
+-- A Lua string as a JSON string.
+local function json_string(text)
+  return '"' .. text:gsub('[%c"\\]', function(c)
+    return string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
 function bearer(token)
   return "Bearer " .. token
 end
@@ -62,7 +91,12 @@ function init(args)
     error("usage: wrk ... -s SCRIPT URL -- DATA_DIR")
   end
   math.randomseed(1000 + (thread_index or 1))
-  next_request = cycle(prepare(dir))
+  exhausted = 0
+  if single_use then
+    next_request = walk_once(prepare(dir))
+  else
+    next_request = cycle(prepare(dir))
+  end
 end
 
 function request()
@@ -72,18 +106,28 @@ end
 function response(status, headers, body)
   if status < 200 or status > 299 or (accept ~= nil and not accept(body)) then
     bad = bad + 1
+    if first_bad == nil then
+      first_bad = status .. " " .. (body or ""):sub(1, 200)
+    end
   end
 end
 
 function done(summary, latency, requests)
-  local total_bad = 0
+  local total_bad, total_exhausted, first = 0, 0, "null"
   for _, thread in ipairs(threads) do
     total_bad = total_bad + (thread:get("bad") or 0)
+    total_exhausted = total_exhausted + (thread:get("exhausted") or 0)
+    local sample = thread:get("first_bad")
+    if first == "null" and sample ~= nil then
+      first = json_string(sample)
+    end
   end
   local e = summary.errors
   io.write(string.format(
     'IDP_BENCH_RESULT {"requests":%d,"duration_us":%d,"bad":%d,"connect":%d,"read":%d,'
-      .. '"write":%d,"timeout":%d,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,"max_us":%.1f}\n',
+      .. '"write":%d,"timeout":%d,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,"max_us":%.1f,'
+      .. '"exhausted":%d,"first_bad":%s}\n',
     summary.requests, summary.duration, total_bad, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    total_exhausted, first))
 end

@@ -68,3 +68,34 @@ function patch_requests(dir)
   end
   return list
 end
+
+-- The rows of this thread's file of single-use requests, which the driver
+-- signs right before each run: <scenario>-<thread>.tsv.
+local function single_use_rows(dir, scenario)
+  return read_tsv(dir, scenario .. "-" .. (thread_index or 1) .. ".tsv")
+end
+
+-- client_credentials with a private_key_jwt assertion: each row is the form body.
+function token_pkjwt_requests(dir)
+  local list = {}
+  for _, row in ipairs(single_use_rows(dir, "token-pkjwt")) do
+    list[#list + 1] = wrk.format("POST", "/api/v1/token", {
+      ["Content-Type"] = "application/x-www-form-urlencoded",
+    }, row[1])
+  end
+  return list
+end
+
+-- client_credentials with client_secret_basic and a DPoP proof: each row is
+-- the Basic credentials and the proof.
+function token_dpop_requests(dir)
+  local list = {}
+  for _, row in ipairs(single_use_rows(dir, "token-dpop")) do
+    list[#list + 1] = wrk.format("POST", "/api/v1/token", {
+      ["Authorization"] = "Basic " .. row[1],
+      ["Content-Type"] = "application/x-www-form-urlencoded",
+      ["DPoP"] = row[2],
+    }, "grant_type=client_credentials")
+  end
+  return list
+end

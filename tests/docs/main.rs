@@ -19,6 +19,11 @@
 //! * `containers`: `docker/compose.yml` parses (serde_yaml_ng and Python's
 //!   PyYAML) and has the shape the operate guide describes; the image's
 //!   healthcheck script answers for a live server.
+//! * `agents_without_secrets`: the keys-instead-of-secrets guide shows its
+//!   Python script and `examples/agent-without-secrets` verbatim, and both get
+//!   a DPoP-bound token with a `private_key_jwt` assertion from a live server
+//!   and read their agent with it, before and after a key rotation (needs
+//!   `cargo build -p agent-without-secrets`, or `AGENT_WITHOUT_SECRETS_BIN`).
 //!
 //! Needs the server binary (`cargo build -p idp-server`, or `IDP_SERVER_BIN`),
 //! the example's (`cargo build -p embedded-registry`, or `EMBEDDED_REGISTRY_BIN`),
@@ -30,6 +35,7 @@
     reason = "test code: a failed assumption must fail the test loudly"
 )]
 
+mod agents_without_secrets;
 mod api_reference;
 mod audit_chain_script;
 mod configuration;

@@ -75,6 +75,21 @@ impl RedisReplayGuard {
         }
     }
 
+    /// Records `now` as the start of the guard's memory unless Redis already
+    /// holds one: a node calls it as it starts, so the assertions and proofs
+    /// clients make once a fresh deployment is up are not taken for ones
+    /// made before the guard remembered anything.
+    pub async fn start(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut conn = checkout(&self.pool).await?;
+        let result = redis::cmd("SET")
+            .arg(self.since_key())
+            .arg(now.timestamp_millis())
+            .arg("NX")
+            .query_async::<Option<String>>(&mut *conn)
+            .await;
+        settle(conn, result).map(drop)
+    }
+
     fn used_key(&self, key: &str) -> String {
         format!("{}replay:used:{key}", self.prefix)
     }

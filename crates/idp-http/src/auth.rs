@@ -114,18 +114,21 @@ pub fn bearer(req: &HttpRequest) -> Result<Principal, ApiError> {
     }
 }
 
-/// The request's single `DPoP` header (RFC 9449 section 4.3: more than one
-/// is an invalid proof): `Ok(None)` without one, `Err` for several or one
-/// that is not text.
-pub fn dpop_header(req: &HttpRequest) -> Result<Option<&str>, ()> {
+/// A request whose `DPoP` header cannot be a proof: sent more than once
+/// (RFC 9449 section 4.3), or not text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnusableDpopHeader;
+
+/// The request's single `DPoP` header: `Ok(None)` without one.
+pub fn dpop_header(req: &HttpRequest) -> Result<Option<&str>, UnusableDpopHeader> {
     let mut values = req.headers().get_all("dpop");
     let Some(first) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(());
+        return Err(UnusableDpopHeader);
     }
-    first.to_str().map(Some).map_err(drop)
+    first.to_str().map(Some).map_err(|_| UnusableDpopHeader)
 }
 
 /// The URL a client addressed for this request, as a DPoP proof's `htu`

@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use garde::Validate;
 use idp_domain::ValueError;
 use idp_domain::audit::AuditFilter;
+use idp_domain::entities::CredentialType;
 use idp_domain::page::PageRequest;
 use idp_domain::ports::AgentFilter;
-use idp_domain::entities::CredentialType;
 use idp_domain::services::{AgentPatch, NewAgent, NewKey};
 use idp_domain::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, CredentialStatus,
@@ -444,13 +444,17 @@ pub struct CredentialsInQuery {
     pub client_id: Option<serde::de::IgnoredAny>,
     /// A secret.
     pub client_secret: Option<serde::de::IgnoredAny>,
+    /// A client assertion.
+    pub client_assertion: Option<serde::de::IgnoredAny>,
 }
 
 impl CredentialsInQuery {
-    /// Whether `query` carries either. A query that names one twice does.
+    /// Whether `query` carries any. A query that names one twice does.
     pub fn in_query(query: &str) -> bool {
         serde_urlencoded::from_str::<Self>(query).map_or(true, |found| {
-            found.client_id.is_some() || found.client_secret.is_some()
+            found.client_id.is_some()
+                || found.client_secret.is_some()
+                || found.client_assertion.is_some()
         })
     }
 }

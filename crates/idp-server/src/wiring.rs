@@ -10,8 +10,8 @@ use idp_cache_redis::RedisChangeFeed;
 use idp_crypto::{Argon2SecretHasher, JoseJwsVerifier, OsSecretGenerator};
 use idp_domain::ports::{
     AdmissionControl, AgentRepository, AuditLog, ChangeNotifier, Clock, CredentialRepository,
-    HealthCheck, RateLimiter, ReplayGuard, JwsVerifier, RevocationList, RevokedTokenStore, SecretGenerator, SecretHasher,
-    SigningKeyStore, TokenCodec, UsageCounter,
+    HealthCheck, JwsVerifier, RateLimiter, ReplayGuard, RevocationList, RevokedTokenStore,
+    SecretGenerator, SecretHasher, SigningKeyStore, TokenCodec, UsageCounter,
 };
 use idp_domain::services::{
     AgentService, Ambient, AuditService, CredentialService, Limits, TokenPorts, TokenService,
@@ -306,6 +306,11 @@ pub async fn caches(
                 )
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot subscribe to changes: {e}"))?,
             );
+            let replay = cache.replay_guard();
+            replay
+                .start(now)
+                .await
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot start the replay guard: {e}"))?;
             let revocations = cache.revocation_list(stores.revoked.clone());
             revocations
                 .warm(now)
@@ -320,7 +325,7 @@ pub async fn caches(
                     Arc::new(revocations),
                     changes.clone(),
                 )),
-                replay: Arc::new(cache.replay_guard()),
+                replay: Arc::new(replay),
                 health: Arc::new(cache.health()),
                 auth_state,
                 changes,

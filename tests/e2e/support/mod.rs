@@ -6,6 +6,8 @@ mod deployment;
 
 mod app;
 mod http;
+pub mod client_keys;
+pub mod dpop_proofs;
 pub mod jwt;
 pub mod load;
 mod openapi;

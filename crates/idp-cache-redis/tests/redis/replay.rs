@@ -158,3 +158,24 @@ async fn an_unreachable_redis_is_unavailable() {
         "{answer:?}"
     );
 }
+
+/// A node records the start of the guard's memory as it starts; a second
+/// node starting later keeps the first one's, and uses report it.
+#[tokio::test]
+async fn start_records_the_first_nodes_start() {
+    let redis = TestRedis::new().await;
+    let guard = redis.cache.replay_guard();
+    let t0 = base_time();
+    guard.start(t0).await.unwrap();
+    guard.start(t0 + secs(30)).await.unwrap();
+    assert_eq!(
+        guard
+            .first_use("k", t0 + secs(120), t0 + secs(60))
+            .await
+            .unwrap(),
+        FirstUse::Yes {
+            remembered_since: t0
+        }
+    );
+    redis.wipe().await;
+}

@@ -150,7 +150,7 @@ impl AgentService {
     /// use idp_domain::audit::RequestContext;
     /// use idp_domain::services::{AgentService, NewAgent};
     /// use idp_domain::token::Principal;
-    /// use idp_domain::values::{AgentType, Capabilities, DeploymentEnv, Email, SemVer};
+    /// use idp_domain::values::{AgentType, Capabilities, DeploymentEnv, Email, Resources, SemVer};
     ///
     /// // `caller` is who authenticated the request, e.g. from `TokenService::authenticate`.
     /// async fn register(
@@ -164,6 +164,8 @@ impl AgentService {
     ///         capabilities: Capabilities::parse(&["reports:write"])?,
     ///         deployment_env: DeploymentEnv::Production,
     ///         owner: None, // the caller's own
+    ///         resources: Resources::parse(&["https://reports.acme.example/mcp"])?,
+    ///         require_dpop: false,
     ///     };
     ///     let agent = agents.register(caller, new, &RequestContext::default()).await?;
     ///     assert_eq!(agent.owner, caller.owner);

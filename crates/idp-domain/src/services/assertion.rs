@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::entities::{Credential, CredentialKey};
 use crate::ports::FirstUse;
+use crate::values::CredentialStatus;
 use crate::values::{AgentId, JwsAlgorithm};
 
 use super::client_auth::ClientAuthFailure;
@@ -24,8 +25,7 @@ pub const JWT_BEARER_ASSERTION_TYPE: &str =
 pub const MAX_ASSERTION_LIFETIME: Duration = Duration::seconds(300);
 
 /// How far in the future an assertion's `iat` may be (the client's clock
-/// running ahead). It also bounds how long after a restart the assertions
-/// made before it are refused (see [`TokenService::authenticate_client`]).
+/// running ahead).
 pub const ASSERTION_IAT_SKEW: Duration = Duration::seconds(5);
 
 /// A client assertion as presented (`client_assertion`, and `client_id` when
@@ -71,7 +71,13 @@ impl TokenService {
         let Some(alg) = alg else {
             return invalid;
         };
-        let verified = candidates.iter().find_map(|credential| {
+        // Active keys first: a key registered again after its revocation
+        // authenticates under the active credential, not the revoked copy.
+        let now = self.ambient.now();
+        let (active, inactive): (Vec<&Credential>, Vec<&Credential>) = candidates
+            .iter()
+            .partition(|credential| credential.status(now) == CredentialStatus::Active);
+        let verified = active.into_iter().chain(inactive).find_map(|credential| {
             let CredentialKey::PublicKey(jwk) = &credential.key else {
                 return None;
             };
@@ -86,8 +92,7 @@ impl TokenService {
         let Some((credential, claims)) = verified else {
             return invalid;
         };
-        let now = self.ambient.now();
-        let Some((jti, earliest_use, expires_at)) =
+        let Some((jti, issued_at, expires_at)) =
             self.assertion_claims(presented, agent_id, &claims, now)
         else {
             return invalid;
@@ -95,10 +100,10 @@ impl TokenService {
         let key = replay_key("assertion", &agent_id.to_string(), jti);
         match self.replay.first_use(&key, expires_at, now).await? {
             FirstUse::Replayed => Ok(Err(ClientAuthFailure::AssertionReplayed)),
-            // The guard may have forgotten a use made before it started
-            // remembering (a restart, a flushed cache): an assertion that may
-            // have been used then is refused as a replay.
-            FirstUse::Yes { remembered_since } if earliest_use < remembered_since => {
+            // The guard may have forgotten uses before it began remembering
+            // (a restart, a flushed cache): an assertion made before then
+            // is refused as a replay. Whole seconds, as `iat` counts them.
+            FirstUse::Yes { remembered_since } if issued_at < remembered_since.timestamp() => {
                 Ok(Err(ClientAuthFailure::AssertionReplayed))
             }
             FirstUse::Yes { .. } => Ok(Ok(credential.clone())),
@@ -109,15 +114,16 @@ impl TokenService {
     /// `aud` naming this server, `exp` in the future and at most
     /// [`MAX_ASSERTION_LIFETIME`] after `iat` (or now), `iat` not ahead of
     /// now by more than [`ASSERTION_IAT_SKEW`], `nbf` passed, and a `jti`.
-    /// Answers the `jti`, the earliest instant the assertion could have been
-    /// accepted before, and when it expires.
+    /// Answers the `jti`, when the assertion was made (its `iat`, or for one
+    /// without, the earliest its `exp` allows: `exp` minus the longest
+    /// lifetime), in unix seconds, and when it expires.
     fn assertion_claims<'c>(
         &self,
         presented: &ClientAssertion,
         agent_id: AgentId,
         claims: &'c Map<String, Value>,
         now: DateTime<Utc>,
-    ) -> Option<(&'c str, DateTime<Utc>, DateTime<Utc>)> {
+    ) -> Option<(&'c str, i64, DateTime<Utc>)> {
         let sub = string_claim(claims, "sub")?;
         let iss = string_claim(claims, "iss")?;
         if iss != sub || Uuid::parse_str(sub).ok() != Some(agent_id.as_uuid()) {
@@ -146,24 +152,13 @@ impl TokenService {
         if exp <= now_secs || exp > iat.unwrap_or(now_secs) + lifetime {
             return None;
         }
-        if iat.is_some_and(|iat| iat > now_secs + skew) || nbf.is_some_and(|nbf| nbf > now_secs + leeway) {
+        if iat.is_some_and(|iat| iat > now_secs + skew)
+            || nbf.is_some_and(|nbf| nbf > now_secs + leeway)
+        {
             return None;
         }
         let jti = jti(claims)?;
-        // Accepted earlier at t only if exp <= t + lifetime, iat <= t + skew
-        // and nbf <= t + leeway.
-        let earliest = [
-            Some(exp - lifetime),
-            iat.map(|iat| iat - skew),
-            nbf.map(|nbf| nbf - leeway),
-        ]
-        .into_iter()
-        .flatten()
-        .max()?;
-        Some((
-            jti,
-            DateTime::from_timestamp(earliest, 0)?,
-            DateTime::from_timestamp(exp, 0)?,
-        ))
+        let issued_at = iat.unwrap_or(exp - lifetime);
+        Some((jti, issued_at, DateTime::from_timestamp(exp, 0)?))
     }
 }

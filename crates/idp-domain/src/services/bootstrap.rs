@@ -115,7 +115,7 @@ pub async fn bootstrap_agent(
         &ctx,
         AuditAction::CredentialGenerated,
         Outcome::Success,
-        json!({ "credentialId": credential.credential_id, "expiresAt": null, "via": "bootstrap" }),
+        json!({ "credentialId": credential.credential_id, "type": "secret", "expiresAt": null, "via": "bootstrap" }),
         now,
     );
     credentials

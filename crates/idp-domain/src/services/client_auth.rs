@@ -194,7 +194,8 @@ impl TokenService {
     ) -> Result<AuthenticatedClient, ClientAuthError> {
         let method = client.method();
         let mut authenticated = match client {
-            ClientAuthentication::SecretBasic(secret) | ClientAuthentication::SecretPost(secret) => {
+            ClientAuthentication::SecretBasic(secret)
+            | ClientAuthentication::SecretPost(secret) => {
                 self.authenticate_secret(secret, ctx).await?
             }
             ClientAuthentication::PrivateKeyJwt(assertion) => {
@@ -287,9 +288,10 @@ impl TokenService {
         };
         let reservation = self.reserve_attempt(&claimed, ctx).await?;
         let checked = match &agent {
-            Some(agent) => self
-                .check_assertion(presented, agent.agent_id, &candidates)
-                .await,
+            Some(agent) => {
+                self.check_assertion(presented, agent.agent_id, &candidates)
+                    .await
+            }
             None => Ok(Err(ClientAuthFailure::UnknownClient)),
         };
         let (matched, failure) = match checked {
@@ -334,9 +336,8 @@ impl TokenService {
         };
         if let Some(agent) = &agent
             && let Some(credential) = candidates.iter().find(|candidate| {
-                secret_hash(candidate).is_some_and(|hash| {
-                    self.hasher.recently_verified(&client.client_secret, hash)
-                })
+                secret_hash(candidate)
+                    .is_some_and(|hash| self.hasher.recently_verified(&client.client_secret, hash))
             })
             && let Checked::Authenticated(authenticated) = self.check(agent, Some(credential))
         {

@@ -75,7 +75,11 @@ mod tests {
 
     #[test]
     fn segments_decode_only_when_objects() {
-        let jws = format!("{}.{}.sig", segment(&json!({"alg": "ES256"})), segment(&json!([1])));
+        let jws = format!(
+            "{}.{}.sig",
+            segment(&json!({"alg": "ES256"})),
+            segment(&json!([1]))
+        );
         assert_eq!(unverified_segment(&jws, 0).unwrap()["alg"], "ES256");
         assert!(unverified_segment(&jws, 1).is_none());
         assert!(unverified_segment("not-base64!.x.y", 0).is_none());

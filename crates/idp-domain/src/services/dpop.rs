@@ -81,6 +81,17 @@ impl TokenService {
             .first_use(&key, checked.expires_at, self.ambient.now())
             .await?
         {
+            // The guard may have forgotten uses before it began remembering
+            // (a restart, a flushed cache): a proof made before then is
+            // refused. Refusing every proof that could have been used then
+            // (iat up to a minute ahead) would refuse all proofs for a
+            // minute after each restart; a proof dated ahead by a client
+            // whose clock runs fast stays the one residual window.
+            FirstUse::Yes { remembered_since }
+                if checked.issued_at < remembered_since.timestamp() =>
+            {
+                Ok(Err(DpopProofError::Replayed))
+            }
             FirstUse::Yes { .. } => Ok(Ok(checked.thumbprint)),
             FirstUse::Replayed => Ok(Err(DpopProofError::Replayed)),
         }
@@ -115,10 +126,7 @@ impl TokenService {
             return Err(E::WrongRequest);
         }
         let now = self.ambient.now().timestamp();
-        let iat = time_claim(&claims, "iat")
-            .ok()
-            .flatten()
-            .ok_or(E::Stale)?;
+        let iat = time_claim(&claims, "iat").ok().flatten().ok_or(E::Stale)?;
         let window = DPOP_IAT_WINDOW.num_seconds();
         if (iat - now).abs() > window {
             return Err(E::Stale);
@@ -129,10 +137,13 @@ impl TokenService {
             return Err(E::WrongToken);
         }
         let jti = jti(&claims).ok_or(E::Malformed)?.to_owned();
-        let expires_at = DateTime::<Utc>::from_timestamp(iat + window, 0).ok_or(E::Stale)?;
+        // Accepted while now, in whole seconds, is at most iat + window:
+        // until the end of that second.
+        let expires_at = DateTime::<Utc>::from_timestamp(iat + window + 1, 0).ok_or(E::Stale)?;
         Ok(CheckedProof {
             thumbprint: jwk.thumbprint().to_owned(),
             jti,
+            issued_at: iat,
             expires_at,
         })
     }
@@ -141,6 +152,8 @@ impl TokenService {
 struct CheckedProof {
     thumbprint: String,
     jti: String,
+    /// `iat`, unix seconds.
+    issued_at: i64,
     expires_at: DateTime<Utc>,
 }
 

@@ -148,7 +148,10 @@ impl TokenService {
     /// and credential status. A DPoP-bound token is refused: its holder must
     /// prove the key ([`TokenService::authenticate_presented`]).
     pub async fn authenticate(&self, token: &str) -> Result<Principal, DomainError> {
-        match self.authenticate_presented(PresentedToken::Bearer(token)).await? {
+        match self
+            .authenticate_presented(PresentedToken::Bearer(token))
+            .await?
+        {
             Ok(principal) => Ok(principal),
             Err(TokenRefusal::InvalidToken(reason) | TokenRefusal::WrongScheme(reason)) => {
                 Err(DomainError::Authentication(reason))
@@ -189,13 +192,16 @@ impl TokenService {
             (PresentedToken::Dpop { proof: None, .. }, Some(_)) => {
                 Ok(Err(TokenRefusal::InvalidProof(DpopProofError::Missing)))
             }
-            (PresentedToken::Dpop { proof: Some(proof), .. }, Some(jkt)) => {
-                match self.check_dpop_proof(proof, Some(token)).await? {
-                    Ok(thumbprint) if thumbprint == jkt => Ok(Ok(valid.principal)),
-                    Ok(_) => Ok(Err(TokenRefusal::InvalidProof(DpopProofError::WrongKey))),
-                    Err(refused) => Ok(Err(TokenRefusal::InvalidProof(refused))),
-                }
-            }
+            (
+                PresentedToken::Dpop {
+                    proof: Some(proof), ..
+                },
+                Some(jkt),
+            ) => match self.check_dpop_proof(proof, Some(token)).await? {
+                Ok(thumbprint) if thumbprint == jkt => Ok(Ok(valid.principal)),
+                Ok(_) => Ok(Err(TokenRefusal::InvalidProof(DpopProofError::WrongKey))),
+                Err(refused) => Ok(Err(TokenRefusal::InvalidProof(refused))),
+            },
         }
     }
 

@@ -13,8 +13,8 @@ use crate::admission::{RATE_WINDOW, agent_key, month_start};
 use crate::audit::RequestContext;
 use crate::entities::Agent;
 use crate::ports::{
-    Admission, AdmissionControl, AgentRepository, AuditLog, CredentialRepository, RateDecision,
-    JwsVerifier, RateLimiter, ReplayGuard, RevocationList, RevokedTokenStore, SecretHasher,
+    Admission, AdmissionControl, AgentRepository, AuditLog, CredentialRepository, JwsVerifier,
+    RateDecision, RateLimiter, ReplayGuard, RevocationList, RevokedTokenStore, SecretHasher,
     TokenCodec, UsageCounter,
 };
 use crate::token::{AccessTokenClaims, Audience, Confirmation};
@@ -155,7 +155,9 @@ impl From<StoreError> for TokenRequestError {
 ///
 /// ```no_run
 /// use idp_domain::audit::RequestContext;
-/// use idp_domain::services::{ClientCredentials, TokenService};
+/// use idp_domain::services::{
+///     ClientAuthentication, ClientCredentials, TokenRequest, TokenService,
+/// };
 /// use idp_domain::values::ClientSecret;
 ///
 /// async fn token_for(
@@ -164,13 +166,17 @@ impl From<StoreError> for TokenRequestError {
 ///     client_secret: String,
 /// ) -> Result<String, Box<dyn std::error::Error>> {
 ///     let ctx = RequestContext::default();
-///     let credentials = ClientCredentials {
+///     let credentials = ClientAuthentication::SecretBasic(ClientCredentials {
 ///         client_id: client_id.to_owned(),
 ///         client_secret: ClientSecret::new(client_secret),
-///     };
+///     });
 ///     let client = tokens.authenticate_client(&credentials, &ctx).await?;
+///     let request = TokenRequest {
+///         scope: Some("reports:write"),
+///         ..TokenRequest::default()
+///     };
 ///     // The rate decision is for the response's headers.
-///     let (_rate, issued) = tokens.issue(&client, Some("reports:write"), &ctx).await;
+///     let (_rate, issued) = tokens.issue(&client, request, &ctx).await;
 ///     let issued = issued?;
 ///
 ///     // What a resource server does with the token it is shown.
@@ -400,7 +406,10 @@ impl TokenService {
                 }
             },
             None if agent.require_dpop => {
-                return Ok(Err((TokenRequestError::DpopRequired, "dpop_proof_required")));
+                return Ok(Err((
+                    TokenRequestError::DpopRequired,
+                    "dpop_proof_required",
+                )));
             }
             None => None,
         };
@@ -489,7 +498,8 @@ impl TokenService {
             "expiresAt": claims.exp,
         });
         if let Some(map) = metadata.as_object_mut() {
-            if grant.audiences.first() != Some(&self.settings.audience) || grant.audiences.len() > 1 {
+            if grant.audiences.first() != Some(&self.settings.audience) || grant.audiences.len() > 1
+            {
                 map.insert("resource".to_owned(), json!(grant.audiences));
             }
             if let Some(thumbprint) = &grant.dpop_thumbprint {

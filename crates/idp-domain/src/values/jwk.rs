@@ -127,7 +127,11 @@ impl PublicKeyJwk {
                     return Err(refuse("only the EC curve P-256 is accepted"));
                 }
                 for coordinate in ["x", "y"] {
-                    if decode_member(object, coordinate).map_err(|r| refuse(&r))?.len() != 32 {
+                    if decode_member(object, coordinate)
+                        .map_err(|r| refuse(&r))?
+                        .len()
+                        != 32
+                    {
                         return Err(refuse(&format!(
                             "member \"{coordinate}\" must be 32 bytes for P-256"
                         )));
@@ -167,9 +171,7 @@ impl PublicKeyJwk {
         }) {
             return Err(refuse("kid must be a string of 1 to 200 characters"));
         }
-        let kept = [
-            "kty", "crv", "n", "e", "x", "y", "kid", "alg", "use",
-        ];
+        let kept = ["kty", "crv", "n", "e", "x", "y", "kid", "alg", "use"];
         let mut members: Map<String, Value> = object
             .iter()
             .filter(|(name, _)| kept.contains(&name.as_str()))

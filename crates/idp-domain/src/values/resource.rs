@@ -35,13 +35,20 @@ impl ResourceUri {
         // The parser forgives what RFC 3986 does not allow (spaces, controls,
         // backslashes) by rewriting it; a URI that needed rewriting is refused
         // rather than stored in a form the client never sent.
-        let clean = raw
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '\\' | '"' | '<' | '>' | '^' | '`' | '{' | '|' | '}'));
+        let clean = raw.chars().all(|c| {
+            c.is_ascii_graphic()
+                && !matches!(c, '\\' | '"' | '<' | '>' | '^' | '`' | '{' | '|' | '}')
+        });
         if !clean {
             return Err(refuse("must be an absolute URI (RFC 3986 characters only)"));
         }
-        if matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_none_or(str::is_empty) {
+        // Checked on the URI as sent: the parser turns `https:///x` into
+        // `https://x/`.
+        let after_scheme = raw.get(parsed.scheme().len() + 1..).unwrap_or_default();
+        let names_host = after_scheme
+            .strip_prefix("//")
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        if matches!(parsed.scheme(), "http" | "https") && !names_host {
             return Err(refuse("an http(s) URI must name a host"));
         }
         Ok(Self(raw.to_owned()))

@@ -29,7 +29,7 @@ const CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 /// checks the answer itself, so a fixed list says nothing a `405` would not.
 const ALLOW_METHODS: &str = "GET, POST, PATCH, DELETE";
 /// Request headers a browser client needs beyond the safelisted ones.
-const ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Request-Id";
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, DPoP, X-Request-Id";
 /// Response headers a browser client may read beyond the safelisted ones.
 const EXPOSE_HEADERS: &str = "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, X-Request-Id, WWW-Authenticate";
 /// How long a browser may reuse a preflight answer: ten minutes, so an origin

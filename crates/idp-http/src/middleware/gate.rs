@@ -68,14 +68,12 @@ struct Identified {
 /// window, and one whose failures are spent is refused before any hash.
 async fn identify(state: &AppState, req: &HttpRequest) -> Result<Identified, HttpResponse> {
     let caller = match presented(req) {
-        Presented::Bearer(token) => {
-            token_caller(state, req, PresentedToken::Bearer(&token)).await?
-        }
+        Presented::Bearer(token) => token_caller(state, PresentedToken::Bearer(&token)).await?,
         Presented::Dpop(token) => {
             let url = request_url(&state.settings.issuer, req);
             let proof = match dpop_header(req) {
                 Ok(proof) => proof,
-                Err(()) => {
+                Err(_) => {
                     tracing::info!("several or unreadable DPoP headers");
                     return Ok(Identified {
                         caller: Caller::InvalidDpop("invalid_dpop_proof"),
@@ -88,7 +86,14 @@ async fn identify(state: &AppState, req: &HttpRequest) -> Result<Identified, Htt
                 method: req.method().as_str(),
                 url: &url,
             });
-            token_caller(state, req, PresentedToken::Dpop { token: &token, proof }).await?
+            token_caller(
+                state,
+                PresentedToken::Dpop {
+                    token: &token,
+                    proof,
+                },
+            )
+            .await?
         }
         Presented::Basic(Ok(client)) => {
             let ctx = request_context(req, None);
@@ -123,7 +128,6 @@ async fn identify(state: &AppState, req: &HttpRequest) -> Result<Identified, Htt
 /// The caller a presented access token makes.
 async fn token_caller(
     state: &AppState,
-    _req: &HttpRequest,
     presented: PresentedToken<'_>,
 ) -> Result<Caller, HttpResponse> {
     let dpop_scheme = matches!(presented, PresentedToken::Dpop { .. });

@@ -2,10 +2,10 @@
 //! (RFC 7662) and revocation (RFC 7009).
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use idp_domain::admission::seconds_to_next_month;
-use idp_domain::ports::RateDecision;
 use idp_domain::DomainError;
 use idp_domain::admission::agent_key;
+use idp_domain::admission::seconds_to_next_month;
+use idp_domain::ports::RateDecision;
 use idp_domain::services::{
     ClientAssertion, ClientAuthError, ClientAuthentication, ClientCredentials, DpopRequest,
     JWT_BEARER_ASSERTION_TYPE, TokenRequest, TokenRequestError,
@@ -117,12 +117,12 @@ fn client_authentication(
             OAuthErrorCode::InvalidClient,
             "malformed Basic credentials",
         )),
-        (_, (Some(id), Some(secret))) => Ok(Some(ClientAuthentication::SecretPost(
-            ClientCredentials {
+        (_, (Some(id), Some(secret))) => {
+            Ok(Some(ClientAuthentication::SecretPost(ClientCredentials {
                 client_id: id.to_owned(),
                 client_secret: ClientSecret::new(secret.to_owned()),
-            },
-        ))),
+            })))
+        }
         (_, (None, Some(_))) => Err(invalid_request("client_secret without client_id")),
         (_, (Some(_), None)) | (_, (None, None)) => Ok(None),
     }
@@ -480,12 +480,12 @@ fn form_client(form: &FormParams) -> Option<ClientAuthentication> {
         form.get("client_id"),
         form.get("client_secret"),
     ) {
-        (Some(JWT_BEARER_ASSERTION_TYPE), Some(assertion), client_id, None) => Some(
-            ClientAuthentication::PrivateKeyJwt(ClientAssertion {
+        (Some(JWT_BEARER_ASSERTION_TYPE), Some(assertion), client_id, None) => {
+            Some(ClientAuthentication::PrivateKeyJwt(ClientAssertion {
                 client_id: client_id.map(str::to_owned),
                 assertion: assertion.to_owned(),
-            }),
-        ),
+            }))
+        }
         (None, None, Some(client_id), Some(secret)) => {
             Some(ClientAuthentication::SecretPost(ClientCredentials {
                 client_id: client_id.to_owned(),

@@ -15,8 +15,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The client authentication methods of every endpoint that authenticates
 /// clients (contract section 10).
-const CLIENT_AUTH_METHODS: [&str; 3] =
-    ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+const CLIENT_AUTH_METHODS: [&str; 3] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
 
 async fn metadata(state: web::Data<AppState>) -> HttpResponse {
     let issuer = state.settings.issuer.trim_end_matches('/');

@@ -9,4 +9,5 @@ mod metrics;
 mod oauth;
 mod readiness;
 mod routing;
+mod sender_constraints;
 mod validation;

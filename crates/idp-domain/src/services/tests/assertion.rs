@@ -836,3 +836,26 @@ async fn a_public_key_credential_id_is_what_the_client_is_authenticated_under() 
     assert_eq!(client.principal().credential_id, id);
     assert!(matches!(client.credential.key, CredentialKey::PublicKey(_)));
 }
+
+#[tokio::test]
+async fn a_key_registered_again_after_its_revocation_authenticates_under_the_active_credential() {
+    // The same public key, once revoked and registered anew: the assertion is
+    // signed by an active credential of the agent, whichever order the store
+    // lists them in.
+    let revoked = Credential {
+        credential_id: OTHER_CREDENTIAL,
+        revoked_at: Some(now() - Duration::days(1)),
+        ..rsa_credential()
+    };
+    let mut m = TokenMocks::new();
+    known_agent(&mut m, active_agent(), vec![revoked, rsa_credential()]);
+    reserves(&mut m, &TARGET.to_string(), granted(&TARGET.to_string()));
+    m.verifier_checks_signatures();
+    m.replay_accepts();
+    m.limiter.expect_release().returning(|_| Ok(()));
+    m.audit.expect_append().returning(|_| Ok(()));
+
+    let client = authenticate(m, signed(&header(), &claims())).await;
+
+    assert_eq!(client.unwrap().credential.credential_id, CREDENTIAL);
+}

@@ -99,7 +99,7 @@ async fn bootstrap_creates_an_active_agent_and_one_credential_with_two_events() 
     let generated_event = AuditEvent {
         event_id: EventId(generated_id(4)),
         action: AuditAction::CredentialGenerated,
-        metadata: json!({ "credentialId": credential_id, "expiresAt": null, "via": "bootstrap" }),
+        metadata: json!({ "credentialId": credential_id, "type": "secret", "expiresAt": null, "via": "bootstrap" }),
         ..created_event.clone()
     };
     let expected_credential = Credential {

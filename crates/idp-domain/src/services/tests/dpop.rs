@@ -116,7 +116,8 @@ async fn a_valid_proof_binds_the_token_to_the_keys_thumbprint() {
     assert_eq!(event.metadata["authMethod"], "client_secret_basic");
     let (key, expires_at) = guarded.only();
     assert!(key.starts_with("dpop:"), "{key}");
-    assert_eq!(expires_at.timestamp(), now_secs() + 60);
+    // Accepted until the end of the second iat + 60.
+    assert_eq!(expires_at.timestamp(), now_secs() + 61);
 }
 
 #[tokio::test]
@@ -762,5 +763,70 @@ async fn a_suspended_agents_bound_token_is_refused_even_with_a_good_proof() {
     assert!(
         matches!(refusal, TokenRefusal::InvalidToken(_)),
         "{refusal:?}"
+    );
+}
+
+// ----- single use ----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_proof_is_remembered_for_as_long_as_it_is_accepted() {
+    // iat 60 s before now's whole second: still accepted (now is .123 s
+    // past that second).
+    let mut m = TokenMocks::new();
+    m.verifier_checks_signatures();
+    let remembered = Captured::new();
+    let seen = remembered.clone();
+    m.replay
+        .expect_first_use()
+        .times(1)
+        .returning(move |_, expires_at, _| {
+            seen.push(expires_at);
+            Ok(remembered_since(now() - chrono::Duration::days(1)))
+        });
+    m.admits_a_unit();
+    m.signs_once();
+    m.appends_once();
+    let proof = signed(
+        &header(1),
+        &with(token_claims(), |c| {
+            c.insert("iat".into(), json!(now_secs() - 60));
+        }),
+    );
+
+    issue_with(m, active_agent(), Some(&proof)).await.unwrap();
+
+    // Accepted now, so it must be remembered past now.
+    assert!(remembered.only() > now(), "{:?}", remembered.only());
+}
+
+#[tokio::test]
+async fn a_proof_that_may_predate_the_guards_memory_is_refused_as_replayed() {
+    // The guard restarted 10 s ago; the proof was made 30 s ago and may
+    // have been used before the restart.
+    let mut m = TokenMocks::new();
+    m.verifier_checks_signatures();
+    m.replay
+        .expect_first_use()
+        .times(1)
+        .returning(|_, _, _| Ok(remembered_since(now() - chrono::Duration::seconds(10))));
+    m.counts_a_refused_request();
+    audits_failure(&mut m, "invalid_dpop_proof");
+    let proof = signed(
+        &header(1),
+        &with(token_claims(), |c| {
+            c.insert("iat".into(), json!(now_secs() - 30));
+        }),
+    );
+
+    let err = issue_with(m, active_agent(), Some(&proof))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(
+            err,
+            TokenRequestError::InvalidDpopProof(DpopProofError::Replayed)
+        ),
+        "{err:?}"
     );
 }

@@ -217,8 +217,6 @@ async fn a_resource_token_is_revocable() {
 // ----- the agent's list ------------------------------------------------------------
 
 #[test]
-#[ignore = "domain bug: values/resource.rs:44 checks the host of the URL as the `url` crate \
-            normalized it (`https:///path` becomes `https://path/`), not of the URI as sent"]
 fn an_http_resource_without_a_host_is_refused() {
     for raw in ["https:///path", "http:///mcp"] {
         assert!(Resources::parse(&[raw]).is_err(), "{raw}");
