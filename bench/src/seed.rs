@@ -349,6 +349,14 @@ pub async fn seed(env: &ServerEnv, base: &str, plan: SeedPlan) -> anyhow::Result
         .await?;
     let metadata: Metadata = check(response, "server metadata").await?.json().await?;
 
+    // The replay guard of assertions and proofs refuses those issued (in
+    // whole seconds) before it began remembering, which a fresh Redis prefix
+    // does at its first use: use it once, then let a second pass, so every
+    // assertion and proof signed from now on is younger.
+    if plan.client_keys || plan.dpop_keys {
+        prime_replay_guard(&client, base, &agents, &metadata.token_endpoint).await?;
+    }
+
     // 5. `token-pkjwt`: an ES256 public key per agent, registered as a
     //    credential and used once, so the load meets a warm server as
     //    `token` does.
@@ -372,11 +380,11 @@ pub async fn seed(env: &ServerEnv, base: &str, plan: SeedPlan) -> anyhow::Result
                     .await?;
                 check(response, "register a public key").await?;
                 let assertion = single_use::client_assertion(
-                    &key,
+                    &single_use::Signer::new(&key)?,
                     &agent_id,
                     &issuer,
                     crate::wall_clock().timestamp(),
-                );
+                )?;
                 let (status, body) =
                     request_token_with_assertion(&client, &base, &assertion).await?;
                 if !status.is_success() {
@@ -408,6 +416,45 @@ pub async fn seed(env: &ServerEnv, base: &str, plan: SeedPlan) -> anyhow::Result
         issuer: metadata.issuer,
         token_endpoint: metadata.token_endpoint,
     })
+}
+
+/// One DPoP-bound token request, whose proof is the replay guard's first
+/// use, then a pause of a little more than a second.
+async fn prime_replay_guard(
+    client: &Client,
+    base: &str,
+    agents: &[SeededAgent],
+    token_endpoint: &str,
+) -> anyhow::Result<()> {
+    let credential = agents
+        .iter()
+        .flat_map(|a| &a.credentials)
+        .next()
+        .context("no credential to prime the replay guard with")?;
+    let key = ClientKey::generate(JwsAlgorithm::Es256);
+    let proof = single_use::dpop_proof(
+        &single_use::Signer::new(&key)?,
+        token_endpoint,
+        crate::wall_clock().timestamp(),
+    )?;
+    let response = client
+        .post(format!("{base}/api/v1/token"))
+        .basic_auth(&credential.client_id, Some(&credential.client_secret))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("DPoP", proof)
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .context("token request priming the replay guard")?;
+    // Refused as a replay when the guard began with this very request in a
+    // later second than the proof's `iat`; any other failure is a real one.
+    let status = response.status();
+    if !status.is_success() && status != StatusCode::BAD_REQUEST {
+        let body = response.text().await.unwrap_or_default();
+        bail!("priming the replay guard: {status} {body}");
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    Ok(())
 }
 
 /// Total audit events visible to the owners, through `GET /api/v1/audit`.

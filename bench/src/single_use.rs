@@ -14,7 +14,13 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idp_crypto::client_keys::ClientKey;
+use idp_domain::values::JwsAlgorithm;
+use josekit::jwk::Jwk;
+use josekit::jws::ES256;
+use josekit::jws::JwsSigner as _;
+use josekit::jws::alg::ecdsa::EcdsaJwsSigner;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -45,13 +51,65 @@ pub fn assertion_form(assertion: &str) -> String {
     )
 }
 
+/// An ES256 client key opened once to sign many times: [`ClientKey::sign`]
+/// opens the key anew for every signature, which costs several times the
+/// signature itself, and a run needs tens of thousands.
+#[derive(Debug)]
+pub struct Signer {
+    signer: EcdsaJwsSigner,
+    kid: String,
+    public_jwk: Value,
+}
+
+impl Signer {
+    pub fn new(key: &ClientKey) -> anyhow::Result<Self> {
+        if key.algorithm() != JwsAlgorithm::Es256 {
+            bail!("the bench signs with ES256 keys only");
+        }
+        let Value::Object(private) = key.private_jwk() else {
+            bail!("a JWK that is not an object");
+        };
+        let jwk = Jwk::from_map(private).context("the client key's JWK")?;
+        Ok(Self {
+            signer: ES256
+                .signer_from_jwk(&jwk)
+                .context("an ES256 signer of the client key")?,
+            kid: key.kid().to_owned(),
+            public_jwk: key.public_jwk(),
+        })
+    }
+
+    /// A compact JWS of `claims` under `header` plus `alg`.
+    fn sign(&self, mut header: Map<String, Value>, claims: &Value) -> anyhow::Result<String> {
+        header.insert("alg".to_owned(), Value::from("ES256"));
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(Value::Object(header).to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string()),
+        );
+        let signature = self
+            .signer
+            .sign(signing_input.as_bytes())
+            .context("ES256 signature")?;
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        ))
+    }
+}
+
 /// A `private_key_jwt` assertion of `agent_id` for `audience` (the issuer),
 /// issued at `iat` (Unix seconds), valid for the longest the server allows,
 /// with a fresh `jti`; the header's `kid` selects the credential.
-pub fn client_assertion(key: &ClientKey, agent_id: &str, audience: &str, iat: i64) -> String {
+pub fn client_assertion(
+    key: &Signer,
+    agent_id: &str,
+    audience: &str,
+    iat: i64,
+) -> anyhow::Result<String> {
     let mut header = Map::new();
     header.insert("typ".to_owned(), Value::from("JWT"));
-    header.insert("kid".to_owned(), Value::from(key.kid()));
+    header.insert("kid".to_owned(), Value::from(key.kid.as_str()));
     let claims = json!({
         "iss": agent_id,
         "sub": agent_id,
@@ -65,10 +123,10 @@ pub fn client_assertion(key: &ClientKey, agent_id: &str, audience: &str, iat: i6
 
 /// A DPoP proof (RFC 9449 section 4.2) of a `POST` to `htu`, issued at `iat`,
 /// with a fresh `jti` and the public key in the header.
-pub fn dpop_proof(key: &ClientKey, htu: &str, iat: i64) -> String {
+pub fn dpop_proof(key: &Signer, htu: &str, iat: i64) -> anyhow::Result<String> {
     let mut header = Map::new();
     header.insert("typ".to_owned(), Value::from("dpop+jwt"));
-    header.insert("jwk".to_owned(), key.public_jwk());
+    header.insert("jwk".to_owned(), key.public_jwk.clone());
     let claims = json!({
         "jti": Uuid::new_v4().to_string(),
         "htm": "POST",
@@ -114,17 +172,14 @@ impl Drop for Batch {
     }
 }
 
-/// One request of the batch: what its line in the thread's file says.
+/// One client of the batch: what its lines in the threads' files say.
 enum Item<'a> {
-    /// `token-pkjwt`: the agent and its registered key; the line is the
-    /// form body.
-    Assertion {
-        agent_id: &'a str,
-        key: &'a ClientKey,
-    },
-    /// `token-dpop`: Basic credentials and the agent's DPoP key; the line is
-    /// `basic<TAB>proof`.
-    Proof { basic: String, key: &'a ClientKey },
+    /// `token-pkjwt`: the agent and its registered key (an index into the
+    /// signers); the line is the form body.
+    Assertion { agent_id: &'a str, key: usize },
+    /// `token-dpop`: Basic credentials and the agent's DPoP key (an index
+    /// into the signers); the line is `basic<TAB>proof`.
+    Proof { basic: String, key: usize },
 }
 
 /// Signs `per_thread` requests of `scenario` for each of `threads` wrk
@@ -147,7 +202,7 @@ pub fn write_batch(
     duration_s: u32,
 ) -> anyhow::Result<Batch> {
     let started = Instant::now();
-    let items = items(scenario, seeded)?;
+    let (signers, items) = items(scenario, seeded)?;
     let threads = usize::try_from(threads)?;
     let proof_iat = now + i64::from(duration_s) / 2;
     let files: Vec<PathBuf> = (1..=threads)
@@ -163,7 +218,7 @@ pub fn write_batch(
             .iter()
             .enumerate()
             .map(|(t, path)| {
-                let items = &items;
+                let (items, signers) = (&items, &signers);
                 let (issuer, htu) = (&seeded.issuer, &seeded.token_endpoint);
                 scope.spawn(move || -> anyhow::Result<()> {
                     let file = std::fs::File::create(path)
@@ -174,10 +229,11 @@ pub fn write_batch(
                         line.clear();
                         match &items[(i * threads + t) % items.len()] {
                             Item::Assertion { agent_id, key } => line.push_str(&assertion_form(
-                                &client_assertion(key, agent_id, issuer, now),
+                                &client_assertion(&signers[*key], agent_id, issuer, now)?,
                             )),
                             Item::Proof { basic, key } => {
-                                write!(line, "{basic}\t{}", dpop_proof(key, htu, proof_iat))?;
+                                let proof = dpop_proof(&signers[*key], htu, proof_iat)?;
+                                write!(line, "{basic}\t{proof}")?;
                             }
                         }
                         line.push('\n');
@@ -219,36 +275,35 @@ pub fn write_batch(
     Ok(batch)
 }
 
-/// The clients of `scenario` in the seeded order of `token.tsv`.
-fn items(scenario: Scenario, seeded: &Seeded) -> anyhow::Result<Vec<Item<'_>>> {
-    let order = crate::load::interleaved_order(seeded);
-    let items: Vec<Item<'_>> = match scenario {
-        Scenario::TokenPkjwt => order
-            .iter()
-            .filter_map(|&a| {
-                let agent = &seeded.agents[a];
-                agent.client_key.as_ref().map(|key| Item::Assertion {
-                    agent_id: &agent.agent_id,
-                    key,
-                })
-            })
-            .collect(),
-        Scenario::TokenDpop => order
-            .iter()
-            .flat_map(|&a| {
-                let agent = &seeded.agents[a];
-                agent.dpop_key.iter().flat_map(|key| {
-                    agent.credentials.iter().map(move |c| Item::Proof {
-                        basic: STANDARD.encode(format!("{}:{}", c.client_id, c.client_secret)),
-                        key,
-                    })
-                })
-            })
-            .collect(),
-        other => bail!("{} sends no single-use requests", other.name()),
-    };
+/// The keys, opened, and the clients of `scenario` in the seeded order of
+/// `token.tsv`, each naming its key by index.
+fn items(scenario: Scenario, seeded: &Seeded) -> anyhow::Result<(Vec<Signer>, Vec<Item<'_>>)> {
+    let mut signers = Vec::new();
+    let mut items = Vec::new();
+    for a in crate::load::interleaved_order(seeded) {
+        let agent = &seeded.agents[a];
+        let key = match scenario {
+            Scenario::TokenPkjwt => agent.client_key.as_ref(),
+            Scenario::TokenDpop => agent.dpop_key.as_ref(),
+            other => bail!("{} sends no single-use requests", other.name()),
+        };
+        let Some(key) = key else { continue };
+        signers.push(Signer::new(key)?);
+        let key = signers.len() - 1;
+        if scenario == Scenario::TokenPkjwt {
+            items.push(Item::Assertion {
+                agent_id: &agent.agent_id,
+                key,
+            });
+        } else {
+            items.extend(agent.credentials.iter().map(|c| Item::Proof {
+                basic: STANDARD.encode(format!("{}:{}", c.client_id, c.client_secret)),
+                key,
+            }));
+        }
+    }
     if items.is_empty() {
         bail!("no client was seeded for {}", scenario.name());
     }
-    Ok(items)
+    Ok((signers, items))
 }

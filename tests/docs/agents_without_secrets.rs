@@ -101,7 +101,7 @@ impl Program {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.join(key_file))
-                .unwrap()
+                .expect("the key file")
                 .permissions()
                 .mode();
             assert_eq!(
@@ -149,11 +149,11 @@ impl Setup {
                 "admin@acme.example",
             ],
         ))
-        .unwrap();
+        .expect("bootstrap prints JSON");
         let basic = format!(
             "{}:{}",
-            admin["clientId"].as_str().unwrap(),
-            admin["clientSecret"].as_str().unwrap()
+            admin["clientId"].as_str().expect("a clientId"),
+            admin["clientSecret"].as_str().expect("a clientSecret")
         );
         let token: Value = serde_json::from_str(&curl(
             dir.path(),
@@ -165,8 +165,11 @@ impl Setup {
                 &format!("{}/api/v1/token", server.base_url),
             ],
         ))
-        .unwrap();
-        let admin_token = token["access_token"].as_str().unwrap().to_owned();
+        .expect("the token endpoint answers JSON");
+        let admin_token = token["access_token"]
+            .as_str()
+            .expect("an access_token")
+            .to_owned();
         let mut setup = Self {
             dir,
             server,
@@ -184,7 +187,7 @@ impl Setup {
         );
         assert_eq!(agent["resources"], json!(["https://resumes.acme.example"]));
         assert_eq!(agent["requireDpop"], false);
-        setup.agent_id = agent["agentId"].as_str().unwrap().to_owned();
+        setup.agent_id = agent["agentId"].as_str().expect("an agentId").to_owned();
         setup
     }
 
@@ -248,7 +251,12 @@ fn shown_summary_keys() -> Vec<String> {
         .filter_map(|block| serde_json::from_str::<Value>(&block).ok())
         .find(|value| value.get("status").is_some() && value.get("token_type").is_some())
         .expect("the guide shows what the programs print");
-    let mut keys: Vec<String> = shown.as_object().unwrap().keys().cloned().collect();
+    let mut keys: Vec<String> = shown
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
     keys.sort();
     keys
 }

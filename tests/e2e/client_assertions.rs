@@ -711,6 +711,9 @@ async fn a_redis_flush_opens_no_replay_window() {
     eprintln!("KEYS BEFORE {:?}", app.redis().keys().await);
     app.redis().flush().await;
     eprintln!("KEYS AFTER {:?}", app.redis().keys().await);
+    let r = token_by_assertion(&app, &used, &[]).await;
+    eprintln!("REPLAY {} at {}; KEYS NOW {:?}", r.status, wall_clock(), app.redis().keys().await);
+    eprintln!("USED CLAIMS {}", jwt::parts(&used).1);
     let flushed = wall_clock();
     assert_refused(
         &app,

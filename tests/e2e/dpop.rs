@@ -31,8 +31,8 @@ async fn a_proof_binds_the_token_to_each_kind_of_key() {
     let (admin, admin_token) = app.bootstrap_admin("acme").await;
     for algorithm in JwsAlgorithm::ALL {
         let key = ClientKey::generate(algorithm);
-        let proof = token_proof(&key, app.base_url());
-        let reply = token_request(&app, &admin, &[&proof], &[]).await;
+        let at_token_endpoint = token_proof(&key, app.base_url());
+        let reply = token_request(&app, &admin, &[&at_token_endpoint], &[]).await;
         reply.expect_no_store();
         let body = reply.expect_json(200);
         assert_eq!(body["token_type"], "DPoP", "{algorithm:?}: {body}");
@@ -60,6 +60,22 @@ async fn a_proof_binds_the_token_to_each_kind_of_key() {
             "{algorithm:?}: {answer}"
         );
 
+        // The bound token may be the introspection caller too, with a proof for that URL.
+        let introspect = format!("{}/api/v1/token/introspect", app.base_url());
+        let by_itself = dpop_request(
+            &app,
+            app.base_url(),
+            Method::POST,
+            "/api/v1/token/introspect",
+            token,
+            &[&proof(&key, "POST", &introspect, Some(token))],
+        )
+        .form(&[("token", token)])
+        .reply()
+        .await
+        .expect_json(200);
+        assert_eq!(by_itself, answer, "{algorithm:?}");
+
         let page = dpop_get(&app, &key, token, AGENTS).await.expect_json(200);
         assert!(
             page["data"].as_array().is_some_and(|d| !d.is_empty()),
@@ -71,6 +87,61 @@ async fn a_proof_binds_the_token_to_each_kind_of_key() {
     assert_eq!(body["token_type"], "Bearer", "{body}");
     let (_, claims) = jwt::parts(body["access_token"].as_str().unwrap());
     assert!(claims.get("cnf").is_none(), "{claims}");
+}
+
+async fn the_proof_target_ignores_the_query_and_binds_with_a_resource() {
+    const MCP: &str = "https://api.example/mcp";
+    let app = TestApp::start().await;
+    let (_, admin_token) = app.bootstrap_admin("acme").await;
+    let mut body = crate::support::agent_body("w@acme.example", &["agents:read"]);
+    body["resources"] = json!([MCP]);
+    let agent = app.post_agent(&admin_token, &body).await.expect_json(201);
+    let worker = app
+        .generate_credential(&admin_token, agent["agentId"].as_str().unwrap())
+        .await;
+    let key = ClientKey::generate(JwsAlgorithm::Es256);
+
+    // RFC 9449 section 4.3: htu is compared without query and fragment.
+    let htu = format!("{}{TOKEN_PATH}?x=1#f", app.base_url());
+    let body = token_request(&app, &worker, &[&proof(&key, "POST", &htu, None)], &[])
+        .await
+        .expect_json(200);
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+
+    // Both bindings at once: the audience and the key.
+    let body = token_request(
+        &app,
+        &worker,
+        &[&token_proof(&key, app.base_url())],
+        &[("resource", MCP)],
+    )
+    .await
+    .expect_json(200);
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let (_, claims) = jwt::parts(token);
+    assert_eq!(claims["aud"], MCP, "{claims}");
+    assert_eq!(
+        claims["cnf"],
+        json!({ "jkt": key.thumbprint() }),
+        "{claims}"
+    );
+    let answer = app.introspect(&admin_token, token).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["aud"], MCP, "{answer}");
+    assert_eq!(answer["token_type"], "DPoP", "{answer}");
+    assert_eq!(
+        answer["cnf"],
+        json!({ "jkt": key.thumbprint() }),
+        "{answer}"
+    );
+    // Meant for the resource, not for AgentIdP, even with an honest proof.
+    let reply = dpop_get(&app, &key, token, AGENTS).await;
+    expect_dpop_challenge(
+        &reply,
+        "invalid_token",
+        "a resource's DPoP token on AgentIdP",
+    );
 }
 
 async fn hostile_proofs_at_the_token_endpoint_are_invalid_dpop_proof() {
@@ -159,6 +230,28 @@ async fn hostile_proofs_at_the_token_endpoint_are_invalid_dpop_proof() {
             "signed by a key other than the jwk's",
             vec![other.sign(proof_header(&key), &proof_claims("POST", &htu, None))],
         ),
+        (
+            "iat a string",
+            vec![with_claims(&|c| c["iat"] = json!(now.to_string()))],
+        ),
+        ("empty jti", vec![with_claims(&|c| c["jti"] = json!(""))]),
+        (
+            "jti 300 characters",
+            vec![with_claims(&|c| c["jti"] = json!("j".repeat(300)))],
+        ),
+        ("jti a number", vec![with_claims(&|c| c["jti"] = json!(7))]),
+        (
+            "alg not the key's",
+            vec![with_header("alg", json!("RS256"))],
+        ),
+        (
+            "jwk a symmetric key",
+            vec![with_header("jwk", json!({ "kty": "oct", "k": "c2VjcmV0" }))],
+        ),
+        (
+            "claims an array",
+            vec![key.sign(proof_header(&key), &json!(["POST", htu]))],
+        ),
         ("garbage", vec!["garbage".to_owned()]),
         ("three junk segments", vec!["a.b.c".to_owned()]),
     ];
@@ -200,6 +293,14 @@ async fn hostile_proofs_at_the_token_endpoint_are_invalid_dpop_proof() {
         .expect_json(200);
     let replay = token_request(&app, &admin, &[&once], &[]).await;
     replay.expect_oauth_error(400, "invalid_dpop_proof");
+
+    // Ahead, but inside the window, is fine. (Behind is not tried: this
+    // server started moments ago, and a proof dated before its replay guard
+    // began remembering is refused as a possible replay.)
+    let ahead = with_claims(&|c| c["iat"] = json!(now + 50));
+    token_request(&app, &admin, &[&ahead], &[])
+        .await
+        .expect_json(200);
 
     // The key itself is fine: a fresh honest proof still gets a token.
     token_request(&app, &admin, &[&token_proof(&key, app.base_url())], &[])
@@ -397,6 +498,13 @@ async fn hostile_proofs_on_the_api_are_refused_with_a_dpop_challenge() {
     .expect(200);
     // Nothing above burned the token.
     dpop_get(&app, &key, &token, AGENTS).await.expect(200);
+    // The scheme name is case-insensitive (RFC 9110 section 11.1).
+    app.get(AGENTS)
+        .header("Authorization", format!("dpop {token}"))
+        .header("DPoP", proof(&key, "GET", &htu, Some(&token)))
+        .reply()
+        .await
+        .expect(200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -511,6 +619,7 @@ async fn metadata_lists_the_dpop_algorithms() {
 
 e2e_tests! {
     a_proof_binds_the_token_to_each_kind_of_key,
+    the_proof_target_ignores_the_query_and_binds_with_a_resource,
     hostile_proofs_at_the_token_endpoint_are_invalid_dpop_proof,
     an_agent_that_requires_dpop_needs_a_proof,
     hostile_proofs_on_the_api_are_refused_with_a_dpop_challenge,

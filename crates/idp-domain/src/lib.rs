@@ -38,16 +38,17 @@
 //! | Service | Ports |
 //! |---|---|
 //! | [`services::AgentService`] | [`ports::AgentRepository`] |
-//! | [`services::CredentialService`] | [`ports::AgentRepository`], [`ports::CredentialRepository`], [`ports::SecretHasher`], [`ports::SecretGenerator`] |
-//! | [`services::TokenService`] | the ten of [`services::TokenPorts`]: the two repositories, [`ports::SecretHasher`], [`ports::TokenCodec`], [`ports::RevokedTokenStore`], [`ports::RevocationList`], [`ports::UsageCounter`], [`ports::AdmissionControl`], [`ports::RateLimiter`], [`ports::AuditLog`] |
+//! | [`services::CredentialService`] | [`ports::AgentRepository`], [`ports::CredentialRepository`], [`ports::SecretHasher`], [`ports::SecretGenerator`], [`ports::JwsVerifier`] |
+//! | [`services::TokenService`] | the twelve of [`services::TokenPorts`]: the two repositories, [`ports::SecretHasher`], [`ports::TokenCodec`], [`ports::RevokedTokenStore`], [`ports::RevocationList`], [`ports::UsageCounter`], [`ports::AdmissionControl`], [`ports::RateLimiter`], [`ports::AuditLog`], [`ports::JwsVerifier`], [`ports::ReplayGuard`] |
 //! | [`services::AuditService`] | [`ports::AuditLog`] |
 //! | [`services::bootstrap_agent`] | the two repositories, [`ports::SecretHasher`], [`ports::SecretGenerator`] |
 //!
 //! Each trait's documentation is its contract. The workspace's adapters
 //! implement them all: `idp-store-sqlite` or `idp-store-postgres` (the
 //! repositories, the audit log, revoked tokens, the signing key),
-//! `idp-crypto` (hashing, secrets, signing) and `idp-cache-memory` or
-//! `idp-cache-redis` (limits, quotas, the revocation list). The guide
+//! `idp-crypto` (hashing, secrets, signing, client signature checks) and
+//! `idp-cache-memory` or `idp-cache-redis` (limits, quotas, the revocation
+//! list, single-use `jti`s). The guide
 //! `docs/guides/embed-the-domain.md` walks through wiring them, and the
 //! workspace member `examples/embedded-registry` is the program it describes.
 //!

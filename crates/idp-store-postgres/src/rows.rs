@@ -163,7 +163,7 @@ impl TryFrom<CredentialRow> for Credential {
                 hint: row.secret_hint,
             }),
             Some(CredentialType::PublicKey) => CredentialKey::PublicKey(
-                stored_public_key(row.public_jwk.as_deref(), row.jwk_thumbprint.as_deref())
+                PublicKeyJwk::from_stored(row.public_jwk.as_deref(), row.jwk_thumbprint.as_deref())
                     .map_err(|e| bad(&e))?,
             ),
             None => {
@@ -183,20 +183,6 @@ impl TryFrom<CredentialRow> for Credential {
             revoked_at: row.revoked_at,
         })
     }
-}
-
-/// Rebuilds a stored public key through the domain's checks. The stored
-/// thumbprint must be the key's own: one that differs means the row was
-/// edited by hand, and the key cannot be trusted to be the one registered.
-fn stored_public_key(jwk: Option<&str>, thumbprint: Option<&str>) -> Result<PublicKeyJwk, String> {
-    let text = jwk.ok_or("public_jwk is missing")?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("public_jwk: {e}"))?;
-    let key = PublicKeyJwk::parse("public_jwk", &value).map_err(|e| e.to_string())?;
-    if thumbprint != Some(key.thumbprint()) {
-        return Err("jwk_thumbprint is not the stored key's thumbprint".to_owned());
-    }
-    Ok(key)
 }
 
 /// The columns a credential's key decides, as an insert or a rotation writes

@@ -14,14 +14,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use idp_cache_memory::MemoryCache;
+use idp_cache_memory::{MemoryCache, MemoryReplayGuard};
 use idp_crypto::{
-    Argon2SecretHasher, JoseKeyRing, OsSecretGenerator, SigningAlgorithm, generate_signing_key,
+    Argon2SecretHasher, JoseJwsVerifier, JoseKeyRing, OsSecretGenerator, SigningAlgorithm,
+    generate_signing_key,
 };
 use idp_domain::audit::RequestContext;
 use idp_domain::ports::{Clock, IdGenerator};
 use idp_domain::services::{
-    Ambient, ClientCredentials, TokenPorts, TokenService, TokenSettings, bootstrap_agent,
+    Ambient, ClientAuthentication, ClientCredentials, TokenPorts, TokenRequest, TokenService,
+    TokenSettings, bootstrap_agent,
 };
 use idp_domain::values::{Capabilities, Email, Owner};
 use uuid::Uuid;
@@ -105,6 +107,8 @@ async fn run(dir: &std::path::Path) -> Result<(), StepError> {
             admission: Arc::new(cache.admission()),
             limiter: Arc::new(cache.rate_limiter()),
             audit: store.clone(),
+            verifier: Arc::new(JoseJwsVerifier),
+            replay: Arc::new(MemoryReplayGuard::new(ambient.now())),
         },
         ambient.clone(),
         TokenSettings {
@@ -115,6 +119,7 @@ async fn run(dir: &std::path::Path) -> Result<(), StepError> {
             clock_leeway: Duration::seconds(30),
             rate_limit_per_minute: 60,
             auth_failures_per_minute: 10,
+            token_endpoint: "https://idp.example/api/v1/token".to_owned(),
         },
     );
 
@@ -140,17 +145,21 @@ async fn run(dir: &std::path::Path) -> Result<(), StepError> {
     let ctx = RequestContext::default();
     let client = tokens
         .authenticate_client(
-            &ClientCredentials {
+            &ClientAuthentication::SecretPost(ClientCredentials {
                 client_id: agent_id.to_string(),
                 client_secret: registered.client_secret,
-            },
+            }),
             &ctx,
         )
         .await?;
     println!("authenticated client {}", client.agent.agent_id);
 
     // 5. Issue an access token for one of its scopes.
-    let (_rate, issued) = tokens.issue(&client, Some("reports:write"), &ctx).await;
+    let request = TokenRequest {
+        scope: Some("reports:write"),
+        ..TokenRequest::default()
+    };
+    let (_rate, issued) = tokens.issue(&client, request, &ctx).await;
     let issued = issued?;
     println!(
         "issued a token for scope \"{}\", valid for {} s",

@@ -188,6 +188,21 @@ impl PublicKeyJwk {
         })
     }
 
+    /// Rebuilds a key a store kept (`jwk`: its JSON text) through the same
+    /// checks as [`PublicKeyJwk::parse`]. The recorded `thumbprint` must be
+    /// the key's own: one that differs means the row was edited by hand, and
+    /// the key cannot be trusted to be the one registered. The error says
+    /// what is wrong, for the store's error.
+    pub fn from_stored(jwk: Option<&str>, thumbprint: Option<&str>) -> Result<Self, String> {
+        let text = jwk.ok_or("public_jwk is missing")?;
+        let value: Value = serde_json::from_str(text).map_err(|e| format!("public_jwk: {e}"))?;
+        let key = Self::parse("public_jwk", &value).map_err(|e| e.to_string())?;
+        if thumbprint != Some(key.thumbprint()) {
+            return Err("jwk_thumbprint is not the stored key's thumbprint".to_owned());
+        }
+        Ok(key)
+    }
+
     /// The JWK's members (public only, `kid` always present).
     pub fn members(&self) -> &Map<String, Value> {
         &self.members
@@ -373,6 +388,17 @@ mod tests {
         jwk["x5u"] = json!("https://attacker.example/keys");
         let key = PublicKeyJwk::parse("jwk", &jwk).unwrap();
         assert!(!key.members().contains_key("x5u"));
+    }
+
+    #[test]
+    fn a_stored_key_must_carry_its_own_thumbprint() {
+        let key = PublicKeyJwk::parse("jwk", &rfc7638_key()).unwrap();
+        let text = key.to_value().to_string();
+        let back = PublicKeyJwk::from_stored(Some(&text), Some(key.thumbprint())).unwrap();
+        assert_eq!(back, key);
+        assert!(PublicKeyJwk::from_stored(Some(&text), Some("another")).is_err());
+        assert!(PublicKeyJwk::from_stored(None, Some(key.thumbprint())).is_err());
+        assert!(PublicKeyJwk::from_stored(Some("{"), Some(key.thumbprint())).is_err());
     }
 
     #[test]
