@@ -13,8 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use idp_crypto::client_keys::ClientKey;
 use idp_domain::values::JwsAlgorithm;
 use josekit::jwk::Jwk;

@@ -161,12 +161,10 @@ pub async fn wait_for_replay_memory(started: chrono::DateTime<chrono::Utc>) {
 /// the guard's start-up window.
 ///
 /// Why: the guard refuses an assertion that may have been used before it
-/// began to remember, that is within 5 s (the `iat` skew) of the server's
-/// start (embedded) or of the first assertion a fresh Redis prefix sees
-/// (PostgreSQL + Redis, where that moment is only recorded by the first
-/// use). The second is a server bug, proved by
-/// `client_assertions::the_first_assertion_on_a_fresh_redis_works`; tests
-/// of other rules wait it out here instead of failing on it.
+/// began to remember (the server's start, embedded; a fresh or flushed Redis
+/// prefix, PostgreSQL + Redis). How far before that counts has changed as the
+/// server was written (`iat`, or `iat` minus its 5 s skew); waiting out the
+/// larger window keeps tests of other rules independent of that choice.
 pub async fn prime_replay_guard(app: &TestApp, client: &KeyClient, forwarded_for: Option<&str>) {
     let primed = super::wall_clock();
     let mut request = app.post("/api/v1/token");

@@ -81,7 +81,7 @@ fn client_authentication(
         form.client_assertion.as_deref(),
     );
     if assertion != (None, None) {
-        if !matches!(presented(req), Presented::None) || form.client_secret.is_some() {
+        if matches!(presented(req), Presented::Basic(_)) || form.client_secret.is_some() {
             return Err(invalid_request(
                 "use one client authentication method, not both",
             ));
