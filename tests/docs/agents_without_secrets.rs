@@ -139,6 +139,10 @@ impl Setup {
     fn new(label: &str) -> Self {
         let dir = TempDir::new(label);
         let server = Server::start(dir.path());
+        // The embedded server refuses client assertions for its first
+        // seconds (any could have been used before it started: see the
+        // operate guide); the setup below takes less, so wait them out.
+        let assertions_accepted = std::time::Instant::now() + Duration::from_secs(4);
         let admin: Value = serde_json::from_str(&run_server_command(
             dir.path(),
             &[
@@ -188,6 +192,9 @@ impl Setup {
         assert_eq!(agent["resources"], json!(["https://resumes.acme.example"]));
         assert_eq!(agent["requireDpop"], false);
         setup.agent_id = agent["agentId"].as_str().expect("an agentId").to_owned();
+        std::thread::sleep(
+            assertions_accepted.saturating_duration_since(std::time::Instant::now()),
+        );
         setup
     }
 

@@ -149,9 +149,9 @@ pub async fn token_by_assertion(app: &TestApp, assertion: &str, extra: &[(&str, 
 
 /// Waits until the replay guard of a server started (or restarted) at
 /// `started` vouches for assertions issued now: more than
-/// `ASSERTION_IAT_SKEW` (5 s) plus a second of rounding after it.
+/// `ASSERTION_IAT_SKEW` (2 s) plus a second of rounding after it.
 pub async fn wait_for_replay_memory(started: chrono::DateTime<chrono::Utc>) {
-    let ready = started + chrono::Duration::seconds(7);
+    let ready = started + chrono::Duration::seconds(4);
     let wait = (ready - super::wall_clock()).to_std().unwrap_or_default();
     tokio::time::sleep(wait).await;
 }
@@ -163,8 +163,8 @@ pub async fn wait_for_replay_memory(started: chrono::DateTime<chrono::Utc>) {
 /// Why: the guard refuses an assertion that may have been used before it
 /// began to remember (the server's start, embedded; a fresh or flushed Redis
 /// prefix, PostgreSQL + Redis). How far before that counts has changed as the
-/// server was written (`iat`, or `iat` minus its 5 s skew); waiting out the
-/// larger window keeps tests of other rules independent of that choice.
+/// server was written; waiting out the window keeps tests of other rules
+/// independent of it.
 pub async fn prime_replay_guard(app: &TestApp, client: &KeyClient, forwarded_for: Option<&str>) {
     let primed = super::wall_clock();
     let mut request = app.post("/api/v1/token");

@@ -5,9 +5,9 @@
 mod deployment;
 
 mod app;
-mod http;
 pub mod client_keys;
 pub mod dpop_proofs;
+mod http;
 pub mod jwt;
 pub mod load;
 mod openapi;

@@ -25,8 +25,11 @@ pub const JWT_BEARER_ASSERTION_TYPE: &str =
 pub const MAX_ASSERTION_LIFETIME: Duration = Duration::seconds(300);
 
 /// How far in the future an assertion's `iat` may be (the client's clock
-/// running ahead).
-pub const ASSERTION_IAT_SKEW: Duration = Duration::seconds(5);
+/// running ahead). It is also how long after the replay guard's memory
+/// begins (an embedded server's start, a loss of Redis's data) fresh
+/// assertions are still refused, plus one second: an assertion dated that
+/// far ahead could have been used before.
+pub const ASSERTION_IAT_SKEW: Duration = Duration::seconds(2);
 
 /// A client assertion as presented (`client_assertion`, and `client_id` when
 /// the client sent one too).
@@ -92,7 +95,7 @@ impl TokenService {
         let Some((credential, claims)) = verified else {
             return invalid;
         };
-        let Some((jti, issued_at, expires_at)) =
+        let Some((jti, earliest_use, expires_at)) =
             self.assertion_claims(presented, agent_id, &claims, now)
         else {
             return invalid;
@@ -101,9 +104,11 @@ impl TokenService {
         match self.replay.first_use(&key, expires_at, now).await? {
             FirstUse::Replayed => Ok(Err(ClientAuthFailure::AssertionReplayed)),
             // The guard may have forgotten uses before it began remembering
-            // (a restart, a flushed cache): an assertion made before then
-            // is refused as a replay. Whole seconds, as `iat` counts them.
-            FirstUse::Yes { remembered_since } if issued_at < remembered_since.timestamp() => {
+            // (a restart, a flushed cache): an assertion that could have
+            // been accepted then is refused as a replay. In whole seconds,
+            // as the checks count them: one accepted in the second the
+            // guard started may predate it.
+            FirstUse::Yes { remembered_since } if earliest_use <= remembered_since.timestamp() => {
                 Ok(Err(ClientAuthFailure::AssertionReplayed))
             }
             FirstUse::Yes { .. } => Ok(Ok(credential.clone())),
@@ -114,9 +119,8 @@ impl TokenService {
     /// `aud` naming this server, `exp` in the future and at most
     /// [`MAX_ASSERTION_LIFETIME`] after `iat` (or now), `iat` not ahead of
     /// now by more than [`ASSERTION_IAT_SKEW`], `nbf` passed, and a `jti`.
-    /// Answers the `jti`, when the assertion was made (its `iat`, or for one
-    /// without, the earliest its `exp` allows: `exp` minus the longest
-    /// lifetime), in unix seconds, and when it expires.
+    /// Answers the `jti`, the earliest second at which these checks could
+    /// have accepted the assertion (unix seconds), and when it expires.
     fn assertion_claims<'c>(
         &self,
         presented: &ClientAssertion,
@@ -158,7 +162,9 @@ impl TokenService {
             return None;
         }
         let jti = jti(claims)?;
-        let issued_at = iat.unwrap_or(exp - lifetime);
-        Some((jti, issued_at, DateTime::from_timestamp(exp, 0)?))
+        // Accepted in second t only if exp <= t + lifetime (without iat) and
+        // iat <= t + skew.
+        let earliest_use = iat.map_or(exp - lifetime, |iat| (iat - skew).max(exp - lifetime));
+        Some((jti, earliest_use, DateTime::from_timestamp(exp, 0)?))
     }
 }

@@ -86,7 +86,8 @@ impl TokenService {
             // refused. Refusing every proof that could have been used then
             // (iat up to a minute ahead) would refuse all proofs for a
             // minute after each restart; a proof dated ahead by a client
-            // whose clock runs fast stays the one residual window.
+            // whose clock runs fast, or made in the very second the guard
+            // began, stays a residual window.
             FirstUse::Yes { remembered_since }
                 if checked.issued_at < remembered_since.timestamp() =>
             {

@@ -6,8 +6,8 @@
 //! tenancy, escalation, limits, lifecycle and the audit trail.
 
 mod agents;
-mod assertion;
 mod ambient;
+mod assertion;
 mod audit_query;
 mod bootstrap;
 mod client_auth;
@@ -23,17 +23,17 @@ mod tests;
 
 pub use agents::{AgentPatch, AgentService, NewAgent};
 pub use ambient::Ambient;
-pub use audit_query::{AUDIT_HEAD_TYP, AuditService, CHAIN_PAGE};
-pub use bootstrap::{Bootstrapped, bootstrap_agent};
 pub use assertion::{
     ASSERTION_IAT_SKEW, ClientAssertion, JWT_BEARER_ASSERTION_TYPE, MAX_ASSERTION_LIFETIME,
 };
+pub use audit_query::{AUDIT_HEAD_TYP, AuditService, CHAIN_PAGE};
+pub use bootstrap::{Bootstrapped, bootstrap_agent};
 pub use client_auth::{
     AuthenticatedClient, ClientAuthError, ClientAuthFailure, ClientAuthentication,
 };
 pub use client_jwt::{MAX_CLIENT_JWT_LEN, MAX_JTI_LEN};
-pub use dpop::{DPOP_IAT_WINDOW, DPOP_PROOF_TYP, DpopProofError, DpopRequest};
 pub use credentials::{CredentialService, IssuedCredential, NewKey};
+pub use dpop::{DPOP_IAT_WINDOW, DPOP_PROOF_TYP, DpopProofError, DpopRequest};
 pub use keys::{KEY_ALGORITHMS, KeyError, KeyService, KeySettings, Rotation};
 pub use token_checks::{IntrospectedClaims, Introspection, PresentedToken, TokenRefusal};
 pub use tokens::{

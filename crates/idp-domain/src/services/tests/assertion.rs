@@ -16,7 +16,8 @@ use crate::admission::{address_key, auth_failure_key};
 use crate::entities::{Agent, Credential, CredentialKey};
 use crate::ports::{FirstUse, JwsError, RateDecision, Reservation};
 use crate::services::{
-    AuthenticatedClient, ClientAssertion, ClientAuthError, ClientAuthFailure, ClientAuthentication,
+    ASSERTION_IAT_SKEW, AuthenticatedClient, ClientAssertion, ClientAuthError, ClientAuthFailure,
+    ClientAuthentication,
 };
 use crate::values::{AgentId, AgentStatus, CredentialId, JwsAlgorithm};
 
@@ -292,9 +293,9 @@ async fn the_time_limits_are_inclusive() {
             c.remove("iat");
             c.insert("exp".into(), json!(now_secs() + 300));
         }),
-        // iat exactly 5 s ahead.
+        // iat exactly 2 s ahead.
         claims_with(|c| {
-            c.insert("iat".into(), json!(now_secs() + 5));
+            c.insert("iat".into(), json!(now_secs() + 2));
             c.insert("exp".into(), json!(now_secs() + 60));
         }),
         // nbf exactly at the 30 s leeway.
@@ -521,7 +522,7 @@ async fn an_assertion_without_iat_counts_from_exp_minus_its_longest_lifetime() {
 
 #[tokio::test]
 async fn an_assertion_made_after_the_guards_memory_began_passes() {
-    // Remembering since 10 s ago; made 4 s ago (more than 5 s after).
+    // Remembering since 10 s ago; made 4 s ago (more than the skew after).
     let since = now() - Duration::seconds(10);
     let mut m = TokenMocks::new();
     accepting(&mut m);
@@ -538,6 +539,43 @@ async fn an_assertion_made_after_the_guards_memory_began_passes() {
 
     let client = authenticate(m, signed(&header(), &claims)).await.unwrap();
 
+    assert_eq!(client.method, "private_key_jwt");
+}
+
+/// The boundary of the restart rule: the guard began remembering at
+/// `since`; an assertion dated `ahead` seconds after `since`'s second.
+async fn restart_boundary(ahead: i64) -> Result<AuthenticatedClient, ClientAuthError> {
+    let since = now() - Duration::seconds(20);
+    let mut m = TokenMocks::new();
+    if ahead > ASSERTION_IAT_SKEW.num_seconds() {
+        accepting(&mut m);
+        releases(&mut m);
+        m.audit.expect_append().never();
+    } else {
+        failing(&mut m, "client_assertion_replayed");
+    }
+    m.replay
+        .expect_first_use()
+        .times(1)
+        .returning(move |_, _, _| Ok(remembered_since(since)));
+    let iat = since.timestamp() + ahead;
+    let claims = claims_with(|c| {
+        c.insert("iat".into(), json!(iat));
+        c.insert("exp".into(), json!(now_secs() + 60));
+    });
+    authenticate(m, signed(&header(), &claims)).await
+}
+
+#[tokio::test]
+async fn an_assertion_dated_within_the_skew_of_the_guards_start_is_refused() {
+    // Dated up to ASSERTION_IAT_SKEW after the guard's start second, it could
+    // have been accepted in that second, before the guard remembered.
+    let skew = ASSERTION_IAT_SKEW.num_seconds();
+    for ahead in [0, skew] {
+        let err = restart_boundary(ahead).await.unwrap_err();
+        assert_failed(err, ClientAuthFailure::AssertionReplayed);
+    }
+    let client = restart_boundary(skew + 1).await.unwrap();
     assert_eq!(client.method, "private_key_jwt");
 }
 
