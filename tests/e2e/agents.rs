@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Exchange, TestApp, agent_body, is_contract_timestamp, is_uuid, keys, sorted};
 
-const AGENT_FIELDS: [&str; 10] = [
+const AGENT_FIELDS: [&str; 12] = [
     "agentId",
     "email",
     "agentType",
@@ -13,6 +13,8 @@ const AGENT_FIELDS: [&str; 10] = [
     "owner",
     "deploymentEnv",
     "status",
+    "resources",
+    "requireDpop",
     "createdAt",
     "updatedAt",
 ];

@@ -650,8 +650,7 @@ async fn an_assertion_is_accepted_once_on_every_node() {
 
 /// An assertion made two seconds ago, as by a client whose clock lags a
 /// little: its whole-second `iat` is then surely before a restart or flush
-/// that follows. One made in the same second, or dated ahead, is the bug
-/// `an_assertion_dated_ahead_stays_used` proves.
+/// that follows. One dated ahead is `an_assertion_dated_ahead_stays_used`.
 fn lagging_assertion(client: &KeyClient, issuer: &str) -> String {
     let now = now_secs();
     client.sign(&with(

@@ -9,9 +9,10 @@ use crate::support::{
     sorted, wall_clock,
 };
 
-const CREDENTIAL_FIELDS: [&str; 6] = [
+const CREDENTIAL_FIELDS: [&str; 7] = [
     "credentialId",
     "clientId",
+    "type",
     "status",
     "createdAt",
     "expiresAt",

@@ -149,9 +149,10 @@ pub async fn token_by_assertion(app: &TestApp, assertion: &str, extra: &[(&str, 
 
 /// Waits until the replay guard of a server started (or restarted) at
 /// `started` vouches for assertions issued now: more than
-/// `ASSERTION_IAT_SKEW` (2 s) plus a second of rounding after it.
+/// `ASSERTION_IAT_SKEW` (2 s) plus a second of rounding after it, and the
+/// 2 s by which some tests date their assertions back.
 pub async fn wait_for_replay_memory(started: chrono::DateTime<chrono::Utc>) {
-    let ready = started + chrono::Duration::seconds(4);
+    let ready = started + chrono::Duration::seconds(6);
     let wait = (ready - super::wall_clock()).to_std().unwrap_or_default();
     tokio::time::sleep(wait).await;
 }
