@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Exchange, TestApp, agent_body, is_contract_timestamp, is_uuid, keys, sorted};
 
-const AGENT_FIELDS: [&str; 12] = [
+const AGENT_FIELDS: [&str; 13] = [
     "agentId",
     "email",
     "agentType",
@@ -15,6 +15,7 @@ const AGENT_FIELDS: [&str; 12] = [
     "status",
     "resources",
     "requireDpop",
+    "delegates",
     "createdAt",
     "updatedAt",
 ];

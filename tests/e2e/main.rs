@@ -23,6 +23,7 @@ mod browser;
 mod client_assertions;
 mod concurrency;
 mod credentials;
+mod delegates;
 mod dpop;
 mod faults;
 mod gate_paths;

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::values::{
-    AgentId, AgentStatus, AgentType, Capabilities, CredentialId, CredentialStatus, DeploymentEnv,
-    Email, Owner, PublicKeyJwk, Resources, SecretHash, SemVer,
+    AgentId, AgentStatus, AgentType, Capabilities, CredentialId, CredentialStatus, Delegates,
+    DeploymentEnv, Email, Owner, PublicKeyJwk, Resources, SecretHash, SemVer,
 };
 
 /// An AI agent's identity, as the contract's Agent object.
@@ -32,6 +32,9 @@ pub struct Agent {
     pub resources: Resources,
     /// Whether its token requests must carry a DPoP proof (RFC 9449).
     pub require_dpop: bool,
+    /// The agents of the same owner that may act on its behalf (RFC 8693
+    /// token exchange).
+    pub delegates: Delegates,
     /// Creation time.
     #[serde(serialize_with = "crate::values::serialize_time")]
     pub created_at: DateTime<Utc>,

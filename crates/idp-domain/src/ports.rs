@@ -137,7 +137,8 @@ pub trait AgentRepository: Send + Sync {
     /// Compare-and-swap of an agent: if the stored agent `expected.agent_id` of
     /// `expected.owner` still equals `expected` in every field, replaces its
     /// mutable fields (`email`, `agent_type`, `version`, `capabilities`,
-    /// `deployment_env`, `status`, `resources`, `require_dpop`, `updated_at`)
+    /// `deployment_env`, `status`, `resources`, `require_dpop`, `delegates`,
+    /// `updated_at`)
     /// with those of `updated` and
     /// appends `event`, in one transaction that holds the agent's row lock from
     /// the comparison to the commit. `updated`'s immutable fields are not

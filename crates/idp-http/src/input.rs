@@ -574,7 +574,8 @@ mod tests {
                 "capabilities",
                 "deploymentEnv",
                 "resources",
-                "requireDpop"
+                "requireDpop",
+                "delegates"
             ]
         );
         assert!(declared_fields::<crate::requests::NoQuery>().is_empty());

@@ -19,7 +19,7 @@ use idp_domain::ports::AgentFilter;
 use idp_domain::services::{AgentPatch, NewAgent, NewKey};
 use idp_domain::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, CredentialStatus,
-    DeploymentEnv, Email, EventId, Outcome, Owner, PublicKeyJwk, Resources, SemVer,
+    Delegates, DeploymentEnv, Email, EventId, Outcome, Owner, PublicKeyJwk, Resources, SemVer,
 };
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -68,6 +68,9 @@ pub struct CreateAgent {
     /// Whether its token requests must carry a DPoP proof, default `false`.
     #[garde(skip)]
     pub require_dpop: Option<bool>,
+    /// Agents of the same owner that may act for it (RFC 8693), default none.
+    #[garde(inner(custom(valid(Delegates::parse::<String>))))]
+    pub delegates: Option<Vec<String>>,
 }
 
 impl CreateAgent {
@@ -82,6 +85,7 @@ impl CreateAgent {
             owner: self.owner.as_deref().map(Owner::parse).transpose()?,
             resources: Resources::parse(self.resources.as_deref().unwrap_or_default())?,
             require_dpop: self.require_dpop.unwrap_or(false),
+            delegates: Delegates::parse(self.delegates.as_deref().unwrap_or_default())?,
         })
     }
 }
@@ -126,6 +130,9 @@ pub struct UpdateAgent {
     /// A new DPoP requirement.
     #[garde(skip)]
     pub require_dpop: Option<bool>,
+    /// New delegates.
+    #[garde(inner(custom(valid(Delegates::parse::<String>))))]
+    pub delegates: Option<Vec<String>>,
 }
 
 fn active_or_suspended(raw: &str, _: &()) -> garde::Result {
@@ -155,6 +162,11 @@ impl UpdateAgent {
                 .map(Resources::parse)
                 .transpose()?,
             require_dpop: self.require_dpop,
+            delegates: self
+                .delegates
+                .as_deref()
+                .map(Delegates::parse)
+                .transpose()?,
         };
         if patch.is_empty() {
             return Err(ApiError::bad_body("must change at least one field"));

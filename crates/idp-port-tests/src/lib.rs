@@ -33,6 +33,7 @@ macro_rules! store_contract_tests {
             agent_update_refuses_a_stale_read => agent_update_refuses_a_stale_read(agents, audit);
             agent_resources_and_dpop_round_trip => agent_resources_and_dpop_round_trip(agents, audit);
             agent_update_compares_resources_and_dpop => agent_update_compares_resources_and_dpop(agents, audit);
+            agent_delegates_round_trip => agent_delegates_round_trip(agents, audit);
             agent_update_has_one_winner_per_read => agent_update_has_one_winner_per_read(agents, audit);
             agent_concurrent_updates_lose_nothing => agent_concurrent_updates_lose_nothing(agents, audit);
             agent_decommission => agent_decommission(agents, credentials, audit);

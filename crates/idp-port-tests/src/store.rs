@@ -29,7 +29,8 @@ use idp_domain::ports::{
 };
 use idp_domain::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, CredentialStatus,
-    DeploymentEnv, Email, EventId, Outcome, Owner, PublicKeyJwk, Resources, SemVer, TokenId,
+    Delegates, DeploymentEnv, Email, EventId, Outcome, Owner, PublicKeyJwk, Resources, SemVer,
+    TokenId,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -45,8 +46,8 @@ pub mod fixtures {
     use idp_domain::audit::AuditEvent;
     use idp_domain::entities::{Agent, Credential, CredentialKey};
     use idp_domain::values::{
-        AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, DeploymentEnv,
-        Email, EventId, Outcome, Owner, PublicKeyJwk, Resources, SecretHash, SemVer,
+        AgentId, AgentStatus, AgentType, AuditAction, Capabilities, CredentialId, Delegates,
+        DeploymentEnv, Email, EventId, Outcome, Owner, PublicKeyJwk, Resources, SecretHash, SemVer,
     };
     use serde_json::json;
     use uuid::Uuid;
@@ -79,6 +80,7 @@ pub mod fixtures {
             status: AgentStatus::Active,
             resources: Resources::default(),
             require_dpop: false,
+            delegates: Delegates::default(),
             created_at,
             updated_at: created_at,
         }
@@ -767,7 +769,7 @@ pub async fn agent_update_refuses_a_stale_read(
     );
     assert_event_absent(&audit, &e).await;
 
-    let differing: [fn(&mut Agent); 8] = [
+    let differing: [fn(&mut Agent); 9] = [
         |x| x.email = Email::parse(&x.email.as_str().to_uppercase()).unwrap(),
         |x| x.agent_type = AgentType::Monitor,
         |x| x.version = SemVer::parse("1.4.3").unwrap(),
@@ -776,6 +778,7 @@ pub async fn agent_update_refuses_a_stale_read(
         |x| x.status = AgentStatus::Active,
         |x| x.created_at = at(-1),
         |x| x.updated_at = at(9),
+        |x| x.delegates = Delegates::from_ids(vec![AgentId(Uuid::new_v4())]),
     ];
     for (i, differ) in differing.into_iter().enumerate() {
         let mut expected = suspended.clone();
@@ -901,6 +904,111 @@ pub async fn agent_resources_and_dpop_round_trip(
         .await
         .unwrap();
     assert_eq!(listed.items, vec![emptied, changed]);
+}
+
+/// An agent's `delegates`, in their order, are stored by `create`, read back
+/// by `find`, `find_for_authentication` and `list`, and replaced by `update`,
+/// from none to the most an agent may name and back; an `expected` differing
+/// only in them (their order too) is `Stale`.
+pub async fn agent_delegates_round_trip(
+    agents: Arc<dyn AgentRepository>,
+    audit: Arc<dyn AuditLog>,
+) {
+    let owner = owner();
+    let first = agent(&owner, at(0));
+    create_agent(&agents, &first).await;
+    let second = agent(&owner, at(1));
+    create_agent(&agents, &second).await;
+    // Not in UUID order, so a store that sorted them would be caught.
+    let mut ids = [first.agent_id, second.agent_id, AgentId(Uuid::new_v4())];
+    ids.sort_unstable();
+    let mut a = agent(&owner, at(2));
+    a.delegates = Delegates::from_ids(vec![ids[2], ids[0], ids[1]]);
+    create_agent(&agents, &a).await;
+
+    assert_eq!(
+        agents.find(&owner, a.agent_id).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        agents.find_for_authentication(a.agent_id).await.unwrap(),
+        Some(a.clone())
+    );
+    let listed = agents
+        .list(&owner, &AgentFilter::default(), page(1, 10))
+        .await
+        .unwrap();
+    assert_eq!(listed.items, vec![a.clone(), second.clone(), first.clone()]);
+
+    // The same ids in another order are another value: Stale, nothing written.
+    let differing: [fn(&mut Agent); 3] = [
+        |x| x.delegates = Delegates::from_ids(x.delegates.ids().iter().rev().copied().collect()),
+        |x| x.delegates = Delegates::from_ids(x.delegates.ids()[..1].to_vec()),
+        |x| x.delegates = Delegates::default(),
+    ];
+    for (i, differ) in differing.into_iter().enumerate() {
+        let mut expected = a.clone();
+        differ(&mut expected);
+        let mut updated = expected.clone();
+        updated.version = SemVer::parse("3.0.0").unwrap();
+        updated.updated_at = at(10);
+        let e = event(&owner, a.agent_id, AuditAction::AgentUpdated, at(10));
+        let outcome = agents.update(&expected, &updated, &e).await.unwrap();
+        assert_eq!(outcome, UpdateOutcome::Stale, "case {i}");
+        assert_eq!(
+            agents.find(&owner, a.agent_id).await.unwrap(),
+            Some(a.clone()),
+            "case {i}: a stale update must change nothing"
+        );
+        assert_event_absent(&audit, &e).await;
+    }
+
+    let mut changed = a.clone();
+    changed.delegates = Delegates::from_ids(vec![ids[1], ids[2]]);
+    changed.updated_at = at(11);
+    let e = event(&owner, a.agent_id, AuditAction::AgentUpdated, at(11));
+    assert_eq!(
+        agents.update(&a, &changed, &e).await.unwrap(),
+        UpdateOutcome::Applied
+    );
+    assert_eq!(
+        agents.find(&owner, a.agent_id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_event_stored(&audit, &e).await;
+
+    // From none to the most an agent may name, then back to none.
+    let mut grown = first.clone();
+    let many: Vec<AgentId> = (0..idp_domain::values::MAX_DELEGATES)
+        .map(|_| AgentId(Uuid::new_v4()))
+        .collect();
+    grown.delegates = Delegates::from_ids(many);
+    grown.updated_at = at(12);
+    let e = event(&owner, first.agent_id, AuditAction::AgentUpdated, at(12));
+    assert_eq!(
+        agents.update(&first, &grown, &e).await.unwrap(),
+        UpdateOutcome::Applied
+    );
+    assert_eq!(
+        agents
+            .find_for_authentication(first.agent_id)
+            .await
+            .unwrap(),
+        Some(grown.clone())
+    );
+    let mut emptied = grown.clone();
+    emptied.delegates = Delegates::default();
+    emptied.updated_at = at(13);
+    let e = event(&owner, first.agent_id, AuditAction::AgentUpdated, at(13));
+    assert_eq!(
+        agents.update(&grown, &emptied, &e).await.unwrap(),
+        UpdateOutcome::Applied
+    );
+    let listed = agents
+        .list(&owner, &AgentFilter::default(), page(1, 10))
+        .await
+        .unwrap();
+    assert_eq!(listed.items, vec![changed, second, emptied]);
 }
 
 /// `update`'s compare-and-swap covers `resources` (their order too) and

@@ -10,7 +10,7 @@ use idp_domain::audit::AuditEvent;
 use idp_domain::entities::{Agent, Credential, CredentialKey, CredentialType};
 use idp_domain::keys::SigningKeyRecord;
 use idp_domain::values::{
-    AgentId, Capabilities, CredentialId, Email, EventId, Owner, PublicKeyJwk, Resources,
+    AgentId, Capabilities, CredentialId, Delegates, Email, EventId, Owner, PublicKeyJwk, Resources,
     SecretHash, SemVer,
 };
 use uuid::Uuid;
@@ -32,6 +32,7 @@ pub(crate) struct AgentRow {
     status: String,
     resources: Vec<String>,
     require_dpop: bool,
+    delegates: Vec<Uuid>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -52,6 +53,7 @@ impl TryFrom<AgentRow> for Agent {
             status: row.status.parse().map_err(bad)?,
             resources: Resources::parse(&row.resources).map_err(bad)?,
             require_dpop: row.require_dpop,
+            delegates: read_delegates(&row.delegates).map_err(bad)?,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -72,6 +74,7 @@ pub(crate) struct NewAgentRow<'a> {
     status: &'static str,
     resources: Vec<&'a str>,
     require_dpop: bool,
+    delegates: Vec<Uuid>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -89,6 +92,7 @@ impl<'a> From<&'a Agent> for NewAgentRow<'a> {
             status: agent.status.as_str(),
             resources: resource_strs(&agent.resources),
             require_dpop: agent.require_dpop,
+            delegates: delegate_ids(&agent.delegates),
             created_at: agent.created_at,
             updated_at: agent.updated_at,
         }
@@ -107,6 +111,7 @@ pub(crate) struct AgentChanges<'a> {
     status: &'static str,
     resources: Vec<&'a str>,
     require_dpop: bool,
+    delegates: Vec<Uuid>,
     updated_at: DateTime<Utc>,
 }
 
@@ -121,6 +126,7 @@ impl<'a> From<&'a Agent> for AgentChanges<'a> {
             status: agent.status.as_str(),
             resources: resource_strs(&agent.resources),
             require_dpop: agent.require_dpop,
+            delegates: delegate_ids(&agent.delegates),
             updated_at: agent.updated_at,
         }
     }
@@ -132,6 +138,17 @@ fn capability_strs(capabilities: &Capabilities) -> Vec<&str> {
 
 fn resource_strs(resources: &Resources) -> Vec<&str> {
     resources.iter().map(|r| r.as_str()).collect()
+}
+
+fn delegate_ids(delegates: &Delegates) -> Vec<Uuid> {
+    delegates.ids().iter().map(|id| id.0).collect()
+}
+
+/// Stored delegates, held to the domain's rules (at most
+/// [`idp_domain::values::MAX_DELEGATES`], distinct) as a client's list is.
+fn read_delegates(ids: &[Uuid]) -> Result<Delegates, idp_domain::ValueError> {
+    let texts: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    Delegates::parse(&texts)
 }
 
 /// A row of `credentials`.

@@ -18,6 +18,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         resources -> Array<Text>,
         require_dpop -> Bool,
+        /// Agent ids, in order, no NULL element.
+        delegates -> Array<Uuid>,
     }
 }
 

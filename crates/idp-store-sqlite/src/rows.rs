@@ -9,7 +9,7 @@ use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
 use idp_domain::entities::{Agent, Credential, CredentialKey, CredentialType};
 use idp_domain::values::{
-    AgentId, Capabilities, CredentialId, Email, EventId, Owner, PublicKeyJwk, Resources,
+    AgentId, Capabilities, CredentialId, Delegates, Email, EventId, Owner, PublicKeyJwk, Resources,
     SecretHash, SemVer,
 };
 
@@ -47,6 +47,7 @@ pub(crate) struct AgentRow {
     status: String,
     resources: String,
     require_dpop: bool,
+    delegates: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -61,6 +62,8 @@ impl TryFrom<AgentRow> for Agent {
             .map_err(|e| corrupt_row("agents", key, format!("capabilities: {e}")))?;
         let resources: Vec<String> = serde_json::from_str(&row.resources)
             .map_err(|e| corrupt_row("agents", key, format!("resources: {e}")))?;
+        let delegates: Vec<String> = serde_json::from_str(&row.delegates)
+            .map_err(|e| corrupt_row("agents", key, format!("delegates: {e}")))?;
         Ok(Agent {
             agent_id: AgentId(parse_uuid(key).map_err(|e| corrupt_row("agents", key, e))?),
             email: Email::parse(&row.email).map_err(bad)?,
@@ -72,6 +75,7 @@ impl TryFrom<AgentRow> for Agent {
             status: row.status.parse().map_err(bad)?,
             resources: Resources::parse(&resources).map_err(bad)?,
             require_dpop: row.require_dpop,
+            delegates: Delegates::parse(&delegates).map_err(bad)?,
             created_at: read_instant("agents", key, "created_at", row.created_at)?,
             updated_at: read_instant("agents", key, "updated_at", row.updated_at)?,
         })
@@ -92,6 +96,7 @@ pub(crate) struct NewAgentRow {
     status: &'static str,
     resources: String,
     require_dpop: bool,
+    delegates: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -111,6 +116,7 @@ impl TryFrom<&Agent> for NewAgentRow {
             status: agent.status.as_str(),
             resources: json_text(&agent.resources)?,
             require_dpop: agent.require_dpop,
+            delegates: delegates_json(&agent.delegates)?,
             created_at: millis(agent.created_at),
             updated_at: millis(agent.updated_at),
         })
@@ -129,6 +135,7 @@ pub(crate) struct AgentChanges {
     status: &'static str,
     resources: String,
     require_dpop: bool,
+    delegates: String,
     updated_at: i64,
 }
 
@@ -145,6 +152,7 @@ impl TryFrom<&Agent> for AgentChanges {
             status: agent.status.as_str(),
             resources: json_text(&agent.resources)?,
             require_dpop: agent.require_dpop,
+            delegates: delegates_json(&agent.delegates)?,
             updated_at: millis(agent.updated_at),
         })
     }
@@ -153,6 +161,12 @@ impl TryFrom<&Agent> for AgentChanges {
 fn capabilities_json(capabilities: &Capabilities) -> Result<String, StoreError> {
     let strs: Vec<&str> = capabilities.as_slice().iter().map(|s| s.as_str()).collect();
     json_text(&strs)
+}
+
+/// The delegates as a JSON array of UUID texts, in the layout of `columns`.
+fn delegates_json(delegates: &Delegates) -> Result<String, StoreError> {
+    let texts: Vec<String> = delegates.ids().iter().map(|id| uuid_text(id.0)).collect();
+    json_text(&texts)
 }
 
 /// A row of `credentials`.

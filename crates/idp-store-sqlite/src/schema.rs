@@ -23,6 +23,8 @@ diesel::table! {
         resources -> Text,
         /// 0 or 1.
         require_dpop -> Bool,
+        /// A JSON array of agent ids (UUID text), possibly empty.
+        delegates -> Text,
     }
 }
 

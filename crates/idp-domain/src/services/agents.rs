@@ -8,8 +8,8 @@ use crate::page::{Page, PageRequest};
 use crate::ports::{AgentFilter, AgentRepository, UpdateOutcome};
 use crate::token::Principal;
 use crate::values::{
-    AgentId, AgentStatus, AgentType, AuditAction, Capabilities, DeploymentEnv, Email, Outcome,
-    Owner, Resources, SemVer,
+    AgentId, AgentStatus, AgentType, AuditAction, Capabilities, Delegates, DeploymentEnv, Email,
+    Outcome, Owner, Resources, SemVer,
 };
 use crate::{DomainError, StoreError, ValueError};
 
@@ -34,6 +34,8 @@ pub struct NewAgent {
     pub resources: Resources,
     /// Whether its token requests must carry a DPoP proof (default no).
     pub require_dpop: bool,
+    /// The agents of the caller's owner that may act for it (default none).
+    pub delegates: Delegates,
 }
 
 /// The validated body of `PATCH /api/v1/agents/{id}`: the fields to change.
@@ -55,6 +57,8 @@ pub struct AgentPatch {
     pub resources: Option<Resources>,
     /// New DPoP requirement.
     pub require_dpop: Option<bool>,
+    /// New delegates.
+    pub delegates: Option<Delegates>,
 }
 
 impl AgentPatch {
@@ -69,6 +73,7 @@ impl AgentPatch {
             ("status", self.status.is_some()),
             ("resources", self.resources.is_some()),
             ("requireDpop", self.require_dpop.is_some()),
+            ("delegates", self.delegates.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
@@ -150,7 +155,9 @@ impl AgentService {
     /// use idp_domain::audit::RequestContext;
     /// use idp_domain::services::{AgentService, NewAgent};
     /// use idp_domain::token::Principal;
-    /// use idp_domain::values::{AgentType, Capabilities, DeploymentEnv, Email, Resources, SemVer};
+    /// use idp_domain::values::{
+    ///     AgentType, Capabilities, Delegates, DeploymentEnv, Email, Resources, SemVer,
+    /// };
     ///
     /// // `caller` is who authenticated the request, e.g. from `TokenService::authenticate`.
     /// async fn register(
@@ -166,6 +173,7 @@ impl AgentService {
     ///         owner: None, // the caller's own
     ///         resources: Resources::parse(&["https://reports.acme.example/mcp"])?,
     ///         require_dpop: false,
+    ///         delegates: Delegates::default(),
     ///     };
     ///     let agent = agents.register(caller, new, &RequestContext::default()).await?;
     ///     assert_eq!(agent.owner, caller.owner);
@@ -187,6 +195,7 @@ impl AgentService {
                 "owner must be the caller's own".into(),
             ));
         }
+        self.check_delegates(caller, &new.delegates, None).await?;
         check_no_escalation(caller, &new.capabilities, None)?;
         let now = self.ambient.now();
         let agent = Agent {
@@ -200,6 +209,7 @@ impl AgentService {
             status: AgentStatus::Active,
             resources: new.resources,
             require_dpop: new.require_dpop,
+            delegates: new.delegates,
             created_at: now,
             updated_at: now,
         };
@@ -224,6 +234,33 @@ impl AgentService {
             )),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Refuses (`400`, naming the entry) delegates that are not agents of the
+    /// caller's owner, are decommissioned, or are `agent` itself. Another
+    /// owner's agent reads as absent, as everywhere.
+    async fn check_delegates(
+        &self,
+        caller: &Principal,
+        delegates: &Delegates,
+        agent: Option<AgentId>,
+    ) -> Result<(), DomainError> {
+        for (i, id) in delegates.ids().iter().enumerate() {
+            let field = format!("delegates[{i}]");
+            if Some(*id) == agent {
+                return Err(ValueError::new(field, "an agent cannot be its own delegate").into());
+            }
+            match self.agents.find(&caller.owner, *id).await? {
+                None => {
+                    return Err(ValueError::new(field, "names no agent of this owner").into());
+                }
+                Some(delegate) if delegate.status == AgentStatus::Decommissioned => {
+                    return Err(ValueError::new(field, "names a decommissioned agent").into());
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// A page of the caller's owner's agents.
@@ -270,6 +307,9 @@ impl AgentService {
                 "must be active or suspended; DELETE decommissions",
             )
             .into());
+        }
+        if let Some(delegates) = &patch.delegates {
+            self.check_delegates(caller, delegates, Some(id)).await?;
         }
         for _ in 0..Self::MAX_UPDATE_ATTEMPTS {
             let current = self.get(caller, id).await?;
@@ -322,6 +362,10 @@ impl AgentService {
                 .clone()
                 .unwrap_or_else(|| current.resources.clone()),
             require_dpop: patch.require_dpop.unwrap_or(current.require_dpop),
+            delegates: patch
+                .delegates
+                .clone()
+                .unwrap_or_else(|| current.delegates.clone()),
             updated_at: now,
             ..current.clone()
         };

@@ -5,7 +5,7 @@ use crate::entities::{Agent, Credential, CredentialKey};
 use crate::ports::{AgentRepository, CredentialRepository, SecretGenerator, SecretHasher};
 use crate::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, ClientSecret, CredentialId,
-    DeploymentEnv, Email, Outcome, Owner, Resources, SemVer,
+    Delegates, DeploymentEnv, Email, Outcome, Owner, Resources, SemVer,
 };
 use crate::{DomainError, StoreError};
 
@@ -80,6 +80,7 @@ pub async fn bootstrap_agent(
         status: AgentStatus::Active,
         resources: Resources::default(),
         require_dpop: false,
+        delegates: Delegates::default(),
         created_at: now,
         updated_at: now,
     };

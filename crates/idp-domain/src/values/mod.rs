@@ -1,5 +1,6 @@
 //! Value objects. Each validates on construction, so an invalid one cannot exist.
 
+mod delegates;
 mod email;
 mod enums;
 mod ids;
@@ -10,6 +11,7 @@ mod scope;
 mod secret;
 mod semver;
 
+pub use delegates::{Delegates, MAX_DELEGATES};
 pub use email::Email;
 pub use enums::{AgentStatus, AgentType, AuditAction, CredentialStatus, DeploymentEnv, Outcome};
 pub use ids::{AgentId, CredentialId, EventId, TokenId};

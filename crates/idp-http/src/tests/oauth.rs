@@ -408,8 +408,8 @@ mod admitted {
     use idp_domain::entities::{Agent, Credential, CredentialKey};
     use idp_domain::ports::{Admission, QuotaDecision, RateDecision};
     use idp_domain::values::{
-        AgentId, AgentStatus, AgentType, Capabilities, CredentialId, DeploymentEnv, Email, Owner,
-        Resources, SecretHash, SemVer,
+        AgentId, AgentStatus, AgentType, Capabilities, CredentialId, Delegates, DeploymentEnv,
+        Email, Owner, Resources, SecretHash, SemVer,
     };
     use uuid::Uuid;
 
@@ -473,6 +473,7 @@ mod admitted {
             status: AgentStatus::Active,
             resources: Resources::default(),
             require_dpop: false,
+            delegates: Delegates::default(),
             created_at: now(),
             updated_at: now(),
         };

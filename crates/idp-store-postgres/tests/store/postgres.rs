@@ -17,7 +17,12 @@ use uuid::Uuid;
 use crate::Harness;
 
 /// The versions of every embedded migration, in order.
-const ALL_MIGRATIONS: [&str; 3] = ["20261123000000", "20261204000000", "20261205000000"];
+const ALL_MIGRATIONS: [&str; 4] = [
+    "20261123000000",
+    "20261204000000",
+    "20261205000000",
+    "20261205010000",
+];
 
 /// Nothing listens there.
 const UNREACHABLE_URL: &str = "postgres://postgres@127.0.0.1:1/nowhere";
@@ -277,6 +282,53 @@ async fn corrupt_public_keys_and_resources_are_unknown_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Unknown(_)), "{err:?}");
+    harness.finish().await;
+}
+
+/// Stored delegates the domain would refuse (the same id twice, more than the
+/// most an agent may name) are a corrupt row: `Unknown`, never a panic or an
+/// agent with such a list. A NULL element the database itself refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_delegates_are_unknown_errors() {
+    let harness = Harness::start().await;
+    let agents = harness.agents();
+    let owner = owner();
+    let a = agent(&owner, at(0));
+    let e = event(&owner, a.agent_id, AuditAction::AgentCreated, at(0));
+    agents.create(&a, 10, &e).await.unwrap();
+    let mut conn = raw_connection(&harness.db.url).await;
+
+    let err = diesel::sql_query(
+        "UPDATE agents SET delegates = ARRAY[gen_random_uuid(), NULL] WHERE agent_id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(a.agent_id.0)
+    .execute(&mut conn)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("agents_delegates_check"), "{err}");
+
+    let id = Uuid::new_v4();
+    let too_many: Vec<Uuid> = (0..=idp_domain::values::MAX_DELEGATES)
+        .map(|_| Uuid::new_v4())
+        .collect();
+    for (i, corruption) in [vec![id, id], too_many].into_iter().enumerate() {
+        diesel::sql_query("UPDATE agents SET delegates = $1 WHERE agent_id = $2")
+            .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(corruption)
+            .bind::<diesel::sql_types::Uuid, _>(a.agent_id.0)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let err = agents
+            .find_for_authentication(a.agent_id)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unknown(_)), "case {i}: {err:?}");
+        let err = agents
+            .list(&owner, &AgentFilter::default(), PageRequest::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unknown(_)), "case {i}: {err:?}");
+    }
     harness.finish().await;
 }
 

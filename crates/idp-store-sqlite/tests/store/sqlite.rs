@@ -15,7 +15,7 @@ use idp_domain::ports::{
     AgentFilter, AgentRepository, AuditLog, CredentialRepository, HealthCheck, RevokedToken,
     RevokedTokenStore, SigningKeyStore,
 };
-use idp_domain::values::{AgentId, AuditAction, CredentialStatus, Resources, TokenId};
+use idp_domain::values::{AgentId, AuditAction, CredentialStatus, Delegates, Resources, TokenId};
 use idp_port_tests::store::fixtures::{agent, at, credential, event, owner, public_key_credential};
 use idp_store_sqlite::testing::TestDataDir;
 use idp_store_sqlite::{
@@ -34,6 +34,8 @@ const AUDIT_STATISTICS_VERSION: &str = "20261202000000";
 pub(crate) const KEY_ROTATION_VERSION: &str = "20261204000000";
 /// The version of the migration of public-key credentials, resources and DPoP.
 pub(crate) const PUBLIC_KEYS_VERSION: &str = "20261205000000";
+/// The version of the migration of agents' delegates.
+pub(crate) const DELEGATES_VERSION: &str = "20261205010000";
 
 /// Every version of `migrations/sqlite`, in the order they apply.
 fn all_versions() -> Vec<String> {
@@ -42,6 +44,7 @@ fn all_versions() -> Vec<String> {
         AUDIT_STATISTICS_VERSION.to_owned(),
         KEY_ROTATION_VERSION.to_owned(),
         PUBLIC_KEYS_VERSION.to_owned(),
+        DELEGATES_VERSION.to_owned(),
     ]
 }
 
@@ -276,7 +279,7 @@ async fn migrations_apply_once_and_then_are_idempotent() {
             &mut conn,
             "SELECT count(*) AS n FROM __diesel_schema_migrations"
         ),
-        4
+        i64::try_from(all_versions().len()).unwrap()
     );
 }
 
@@ -746,6 +749,47 @@ async fn corrupt_public_keys_and_resources_are_unknown_errors() {
     harness.finish();
 }
 
+/// Stored delegates the domain would refuse (not a JSON array, an id that is
+/// no UUID, the same id twice, more than the most an agent may name) are a
+/// corrupt row: `Unknown`, never a panic or an agent with such a list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_delegates_are_unknown_errors() {
+    let harness = Harness::start().await;
+    let agents = harness.agents();
+    let owner = owner();
+    let a = agent(&owner, at(0));
+    let e = event(&owner, a.agent_id, AuditAction::AgentCreated, at(0));
+    agents.create(&a, 10, &e).await.unwrap();
+    let mut conn = harness.dir.raw_connection().unwrap();
+    let id = Uuid::new_v4();
+    let too_many: Vec<String> = (0..=idp_domain::values::MAX_DELEGATES)
+        .map(|_| Uuid::new_v4().to_string())
+        .collect();
+    let corruptions = [
+        "[\"not-a-uuid\"]".to_owned(),
+        format!("[\"{id}\", \"{id}\"]"),
+        serde_json::to_string(&too_many).unwrap(),
+    ];
+    for (i, corruption) in corruptions.into_iter().enumerate() {
+        diesel::sql_query("UPDATE agents SET delegates = ? WHERE agent_id = ?")
+            .bind::<Text, _>(&corruption)
+            .bind::<Text, _>(a.agent_id.0.to_string())
+            .execute(&mut conn)
+            .unwrap();
+        let err = agents
+            .find_for_authentication(a.agent_id)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unknown(_)), "case {i}: {err:?}");
+        let err = agents
+            .list(&owner, &AgentFilter::default(), PageRequest::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unknown(_)), "case {i}: {err:?}");
+    }
+    harness.finish();
+}
+
 /// The columns of public keys, resources and DPoP refuse what the program
 /// never writes: an unknown type, a public key without its JWK or
 /// thumbprint, a secret carrying a JWK, resources that are not a JSON array
@@ -799,6 +843,23 @@ async fn the_database_refuses_half_made_public_keys_and_resources() {
             "UPDATE agents SET require_dpop = 2 WHERE agent_id = '{}'",
             a.agent_id.0
         ),
+        format!(
+            "UPDATE agents SET delegates = '[\"{}\", 1]' WHERE agent_id = '{}'",
+            Uuid::new_v4(),
+            a.agent_id.0
+        ),
+        format!(
+            "UPDATE agents SET delegates = '{{}}' WHERE agent_id = '{}'",
+            a.agent_id.0
+        ),
+        format!(
+            "UPDATE agents SET delegates = 'not json' WHERE agent_id = '{}'",
+            a.agent_id.0
+        ),
+        format!(
+            "UPDATE agents SET delegates = NULL WHERE agent_id = '{}'",
+            a.agent_id.0
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -807,6 +868,8 @@ async fn the_database_refuses_half_made_public_keys_and_resources() {
         let message = err.to_string();
         assert!(
             message.contains("CHECK constraint failed")
+                || message.contains("NOT NULL constraint failed")
+                || message.contains("malformed JSON")
                 || message.contains("JSON array of strings"),
             "case {i}: {sql}: {message}"
         );
@@ -994,6 +1057,7 @@ async fn the_migrations_revert_cleanly_and_apply_again() {
     let mut a = agent(&owner, at(0));
     a.resources = Resources::parse(&["urn:example:inventory"]).unwrap();
     a.require_dpop = true;
+    a.delegates = Delegates::from_ids(vec![AgentId(Uuid::new_v4()), AgentId(Uuid::new_v4())]);
     let e = event(&owner, a.agent_id, AuditAction::AgentCreated, at(0));
     harness.agents().create(&a, 10, &e).await.unwrap();
     let c = credential(&a, at(1), None);
@@ -1030,6 +1094,30 @@ async fn the_migrations_revert_cleanly_and_apply_again() {
 
     let mut conn = dir.raw_connection().unwrap();
     conn.batch_execute("PRAGMA foreign_keys = ON").unwrap();
+    let reverted = conn
+        .revert_last_migration(idp_store_sqlite::MIGRATIONS)
+        .unwrap();
+    assert_eq!(reverted.to_string(), DELEGATES_VERSION);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM pragma_table_info('agents') WHERE name = 'delegates'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM sqlite_schema WHERE name LIKE 'agents_delegates%'"
+        ),
+        0,
+        "down.sql drops the delegates' triggers"
+    );
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM agents"),
+        1,
+        "the agent stays"
+    );
     let reverted = conn
         .revert_last_migration(idp_store_sqlite::MIGRATIONS)
         .unwrap();
@@ -1151,7 +1239,7 @@ async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
     );
 
     // A database analyzed before the migration keeps ANALYZE's figures.
-    for _ in 0..3 {
+    for _ in 0..4 {
         conn.revert_last_migration(idp_store_sqlite::MIGRATIONS)
             .unwrap();
     }
@@ -1175,6 +1263,7 @@ async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
             AUDIT_STATISTICS_VERSION.to_owned(),
             KEY_ROTATION_VERSION.to_owned(),
             PUBLIC_KEYS_VERSION.to_owned(),
+            DELEGATES_VERSION.to_owned(),
         ]
     );
     let mut conn = harness.dir.raw_connection().unwrap();

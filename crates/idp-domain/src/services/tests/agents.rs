@@ -11,8 +11,8 @@ use crate::page::{Page, PageRequest};
 use crate::ports::{AgentFilter, MockAgentRepository, UpdateOutcome};
 use crate::services::{AgentPatch, AgentService, Limits, NewAgent};
 use crate::values::{
-    AgentId, AgentStatus, AgentType, AuditAction, DeploymentEnv, Email, EventId, MANAGEMENT_SCOPES,
-    Outcome, Resources, SemVer,
+    AgentId, AgentStatus, AgentType, AuditAction, Delegates, DeploymentEnv, Email, EventId,
+    MANAGEMENT_SCOPES, Outcome, Resources, SemVer,
 };
 use crate::{DomainError, StoreError};
 
@@ -30,6 +30,7 @@ fn new_agent(capabilities: &[&str]) -> NewAgent {
         owner: None,
         resources: Resources::parse(&["https://api.example/mcp"]).unwrap(),
         require_dpop: true,
+        delegates: Delegates::default(),
     }
 }
 
@@ -60,6 +61,7 @@ async fn register_creates_an_active_agent_of_the_callers_owner_stamped_now() {
         status: AgentStatus::Active,
         resources: Resources::parse(&["https://api.example/mcp"]).unwrap(),
         require_dpop: true,
+        delegates: Delegates::default(),
         created_at: now(),
         updated_at: now(),
     };
@@ -711,6 +713,7 @@ async fn update_applies_every_field_of_the_patch_and_keeps_the_immutable_ones() 
         status: Some(AgentStatus::Suspended),
         resources: Some(Resources::parse(&["urn:example:inventory"]).unwrap()),
         require_dpop: Some(true),
+        delegates: Some(Delegates::default()),
     };
     let expected = Agent {
         agent_id: TARGET,
@@ -723,6 +726,7 @@ async fn update_applies_every_field_of_the_patch_and_keeps_the_immutable_ones() 
         status: AgentStatus::Suspended,
         resources: Resources::parse(&["urn:example:inventory"]).unwrap(),
         require_dpop: true,
+        delegates: Delegates::default(),
         created_at: active_agent().created_at,
         updated_at: now(),
     };
@@ -741,7 +745,8 @@ async fn update_applies_every_field_of_the_patch_and_keeps_the_immutable_ones() 
                         "deploymentEnv",
                         "status",
                         "resources",
-                        "requireDpop"
+                        "requireDpop",
+                        "delegates"
                     ])
         })
         .times(1)
@@ -1083,4 +1088,119 @@ async fn decommission_reports_an_unreachable_store_as_unavailable() {
         .unwrap_err();
 
     assert!(matches!(err, DomainError::Unavailable(_)), "{err:?}");
+}
+
+// ----- delegates -------------------------------------------------------------
+
+const DELEGATE: AgentId = AgentId(uuid::Uuid::from_u128(
+    0x0b7c_1a2e_0000_7000_8000_0000_0000_0d01,
+));
+
+fn delegates(ids: &[AgentId]) -> Delegates {
+    let raw: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    Delegates::parse(&raw).unwrap()
+}
+
+/// The store answers `delegate` (or nothing) for the delegate's id.
+fn finds_delegate(agents: &mut MockAgentRepository, delegate: Option<Agent>) {
+    agents
+        .expect_find()
+        .withf(|o, id| *o == owner() && *id == DELEGATE)
+        .times(1)
+        .returning(move |_, _| Ok(delegate.clone()));
+}
+
+fn delegate_agent(status: AgentStatus) -> Agent {
+    Agent {
+        agent_id: DELEGATE,
+        status,
+        ..active_agent()
+    }
+}
+
+#[tokio::test]
+async fn register_keeps_delegates_of_the_callers_owner() {
+    let mut agents = MockAgentRepository::new();
+    finds_delegate(&mut agents, Some(delegate_agent(AgentStatus::Active)));
+    agents
+        .expect_create()
+        .withf(|agent, _, _| agent.delegates.ids() == [DELEGATE])
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let caller = caller(&["agents:write"]);
+    let new = NewAgent {
+        delegates: delegates(&[DELEGATE]),
+        ..new_agent(&["resume:read"])
+    };
+
+    let agent = service(agents)
+        .register(&caller, new, &ctx_of(&caller))
+        .await
+        .unwrap();
+
+    assert_eq!(agent.delegates.ids(), [DELEGATE]);
+}
+
+#[tokio::test]
+async fn unknown_foreign_or_decommissioned_delegates_are_refused_before_anything_is_written() {
+    for found in [None, Some(delegate_agent(AgentStatus::Decommissioned))] {
+        let mut agents = MockAgentRepository::new();
+        finds_delegate(&mut agents, found.clone());
+        agents.expect_create().never();
+        let caller = caller(&["agents:write"]);
+        let new = NewAgent {
+            delegates: delegates(&[DELEGATE]),
+            ..new_agent(&["resume:read"])
+        };
+
+        let err = service(agents)
+            .register(&caller, new, &ctx_of(&caller))
+            .await
+            .unwrap_err();
+
+        match err {
+            DomainError::Validation(e) => assert_eq!(e.field, "delegates[0]", "{found:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_agent_cannot_be_its_own_delegate() {
+    let mut agents = MockAgentRepository::new();
+    agents.expect_find().never();
+    agents.expect_update().never();
+    let patch = AgentPatch {
+        delegates: Some(delegates(&[TARGET])),
+        ..AgentPatch::default()
+    };
+
+    let err = update(agents, &["agents:write"], patch).await.unwrap_err();
+
+    match err {
+        DomainError::Validation(e) => assert_eq!(e.field, "delegates[0]"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn update_replaces_the_delegates() {
+    let mut agents = MockAgentRepository::new();
+    finds_delegate(&mut agents, Some(delegate_agent(AgentStatus::Suspended)));
+    finds(&mut agents, Some(active_agent()));
+    agents
+        .expect_update()
+        .withf(|_, agent, event| {
+            agent.delegates.ids() == [DELEGATE] && event.metadata["fields"] == json!(["delegates"])
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(UpdateOutcome::Applied));
+    let patch = AgentPatch {
+        delegates: Some(delegates(&[DELEGATE])),
+        ..AgentPatch::default()
+    };
+
+    let updated = update(agents, &["agents:write"], patch).await.unwrap();
+
+    assert_eq!(updated.delegates.ids(), [DELEGATE]);
 }

@@ -11,8 +11,8 @@ use crate::ports::{
 };
 use crate::services::{Bootstrapped, bootstrap_agent};
 use crate::values::{
-    AgentId, AgentStatus, AgentType, AuditAction, CredentialId, DeploymentEnv, Email, EventId,
-    MANAGEMENT_SCOPES, Outcome, Resources, SemVer,
+    AgentId, AgentStatus, AgentType, AuditAction, CredentialId, Delegates, DeploymentEnv, Email,
+    EventId, MANAGEMENT_SCOPES, Outcome, Resources, SemVer,
 };
 use crate::{DomainError, StoreError};
 
@@ -73,6 +73,7 @@ fn expected_agent() -> Agent {
         status: AgentStatus::Active,
         resources: Resources::default(),
         require_dpop: false,
+        delegates: Delegates::default(),
         created_at: now(),
         updated_at: now(),
     }

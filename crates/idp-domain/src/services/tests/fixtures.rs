@@ -26,8 +26,8 @@ use crate::services::{
 use crate::token::{AccessTokenClaims, Audience, Principal};
 use crate::values::{
     AgentId, AgentStatus, AgentType, AuditAction, Capabilities, ClientSecret, CredentialId,
-    DeploymentEnv, Email, Outcome, Owner, PublicKeyJwk, Resources, Scope, ScopeSet, SecretHash,
-    SemVer, TokenId,
+    Delegates, DeploymentEnv, Email, Outcome, Owner, PublicKeyJwk, Resources, Scope, ScopeSet,
+    SecretHash, SemVer, TokenId,
 };
 
 /// The calling agent.
@@ -162,6 +162,7 @@ pub(super) fn agent(status: AgentStatus, capabilities: &[&str]) -> Agent {
         status,
         resources: Resources::default(),
         require_dpop: false,
+        delegates: Delegates::default(),
         created_at: now() - Duration::days(10),
         updated_at: now() - Duration::days(1),
     }
