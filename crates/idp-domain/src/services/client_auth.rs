@@ -162,12 +162,6 @@ impl From<ClientAuthError> for DomainError {
     }
 }
 
-/// The outcome of checking a presented secret against an agent's rows.
-enum Checked {
-    Authenticated(Box<AuthenticatedClient>),
-    Refused(ClientAuthFailure),
-}
-
 impl TokenService {
     /// Authenticates a client by secret (RFC 6749 section 2.3.1) or by
     /// assertion (RFC 7523 section 2.2).
@@ -192,8 +186,7 @@ impl TokenService {
         client: &ClientAuthentication,
         ctx: &RequestContext,
     ) -> Result<AuthenticatedClient, ClientAuthError> {
-        let method = client.method();
-        let mut authenticated = match client {
+        let (agent, credential) = match client {
             ClientAuthentication::SecretBasic(secret)
             | ClientAuthentication::SecretPost(secret) => {
                 self.authenticate_secret(secret, ctx).await?
@@ -202,8 +195,11 @@ impl TokenService {
                 self.authenticate_assertion(assertion, ctx).await?
             }
         };
-        authenticated.method = method;
-        Ok(authenticated)
+        Ok(AuthenticatedClient {
+            agent,
+            credential,
+            method: client.method(),
+        })
     }
 
     /// Reserves a place for an attempt of `claimed_client` in the failure
@@ -240,31 +236,31 @@ impl TokenService {
         Ok(reservation)
     }
 
-    /// What a checked attempt comes to: `Ok` gives the reservation back; a
-    /// refusal of a known agent is audited.
+    /// What a checked attempt comes to, given the credential the proof
+    /// matched (or why none did): `Ok` gives the reservation back; a refusal
+    /// of a known agent is audited.
     async fn conclude(
         &self,
         agent: Option<Agent>,
-        matched: Option<&Credential>,
-        assertion_failure: Option<ClientAuthFailure>,
+        matched: Result<Credential, ClientAuthFailure>,
         reservation: &Reservation,
         ctx: &RequestContext,
-    ) -> Result<AuthenticatedClient, ClientAuthError> {
+    ) -> Result<(Agent, Credential), ClientAuthError> {
         let Some(agent) = agent else {
             return Err(failed(ClientAuthFailure::UnknownClient, reservation));
         };
-        let checked = match assertion_failure {
-            Some(reason) => Checked::Refused(reason),
-            None => self.check(&agent, matched),
-        };
+        let checked = matched.and_then(|credential| match self.refusal(&agent, &credential) {
+            Some(reason) => Err(reason),
+            None => Ok(credential),
+        });
         match checked {
-            Checked::Authenticated(authenticated) => {
+            Ok(credential) => {
                 // Best effort: a reservation that stays only costs this
                 // address a place in its windows for one minute.
                 let _ = self.limiter.release(reservation).await;
-                Ok(*authenticated)
+                Ok((agent, credential))
             }
-            Checked::Refused(reason) => {
+            Err(reason) => {
                 self.audit_failure(&agent, ctx, reason.as_str()).await?;
                 Err(failed(reason, reservation))
             }
@@ -276,7 +272,7 @@ impl TokenService {
         &self,
         presented: &ClientAssertion,
         ctx: &RequestContext,
-    ) -> Result<AuthenticatedClient, ClientAuthError> {
+    ) -> Result<(Agent, Credential), ClientAuthError> {
         let claimed = presented.claimed_client();
         let agent = match Uuid::parse_str(&claimed) {
             Ok(id) => self.agents.find_for_authentication(AgentId(id)).await?,
@@ -294,16 +290,14 @@ impl TokenService {
             }
             None => Ok(Err(ClientAuthFailure::UnknownClient)),
         };
-        let (matched, failure) = match checked {
-            Ok(Ok(credential)) => (Some(credential), None),
-            Ok(Err(reason)) => (None, Some(reason)),
+        let matched = match checked {
+            Ok(matched) => matched,
             Err(err) => {
                 let _ = self.limiter.release(&reservation).await;
                 return Err(err.into());
             }
         };
-        self.conclude(agent, matched.as_ref(), failure, &reservation, ctx)
-            .await
+        self.conclude(agent, matched, &reservation, ctx).await
     }
 
     /// [`TokenService::authenticate_client`] for a secret.
@@ -322,7 +316,7 @@ impl TokenService {
         &self,
         client: &ClientCredentials,
         ctx: &RequestContext,
-    ) -> Result<AuthenticatedClient, ClientAuthError> {
+    ) -> Result<(Agent, Credential), ClientAuthError> {
         let agent = match client.agent_id() {
             Some(id) => self.agents.find_for_authentication(id).await?,
             None => None,
@@ -339,9 +333,9 @@ impl TokenService {
                 secret_hash(candidate)
                     .is_some_and(|hash| self.hasher.recently_verified(&client.client_secret, hash))
             })
-            && let Checked::Authenticated(authenticated) = self.check(agent, Some(credential))
+            && self.refusal(agent, credential).is_none()
         {
-            return Ok(*authenticated);
+            return Ok((agent.clone(), credential.clone()));
         }
         let reservation = self.reserve_attempt(&client.client_id, ctx).await?;
         // A secret that could not be checked (the hashing queue is full) is
@@ -353,8 +347,8 @@ impl TokenService {
                 return Err(err.into());
             }
         };
-        self.conclude(agent, matched.as_ref(), None, &reservation, ctx)
-            .await
+        let matched = matched.ok_or(ClientAuthFailure::InvalidSecret);
+        self.conclude(agent, matched, &reservation, ctx).await
     }
 
     /// The candidate credential whose hash `client`'s secret matches. Costs one
@@ -386,13 +380,10 @@ impl TokenService {
         Ok(None)
     }
 
-    /// Whether `credential` (the one whose secret matched, if any) lets
-    /// `agent` in now.
-    fn check(&self, agent: &Agent, credential: Option<&Credential>) -> Checked {
-        let Some(credential) = credential else {
-            return Checked::Refused(ClientAuthFailure::InvalidSecret);
-        };
-        let refusal = match credential.status(self.ambient.now()) {
+    /// Why `credential` (the one the client's proof matched) does not let
+    /// `agent` in now, if it does not.
+    fn refusal(&self, agent: &Agent, credential: &Credential) -> Option<ClientAuthFailure> {
+        match credential.status(self.ambient.now()) {
             CredentialStatus::Revoked => Some(ClientAuthFailure::CredentialRevoked),
             CredentialStatus::Expired => Some(ClientAuthFailure::CredentialExpired),
             CredentialStatus::Active => match agent.status {
@@ -400,14 +391,6 @@ impl TokenService {
                 AgentStatus::Suspended => Some(ClientAuthFailure::AgentSuspended),
                 AgentStatus::Decommissioned => Some(ClientAuthFailure::AgentDecommissioned),
             },
-        };
-        match refusal {
-            Some(reason) => Checked::Refused(reason),
-            None => Checked::Authenticated(Box::new(AuthenticatedClient {
-                agent: agent.clone(),
-                credential: credential.clone(),
-                method: "",
-            })),
         }
     }
 

@@ -74,12 +74,9 @@ fn invalid_request(description: impl Into<String>) -> Refusal {
 /// RFC 7521 section 4.2): `Ok(None)` when the request carries none.
 fn client_authentication(
     req: &HttpRequest,
-    form: &TokenRequestForm,
+    form: FormClient<'_>,
 ) -> Result<Option<ClientAuthentication>, Refusal> {
-    let assertion = (
-        form.client_assertion_type.as_deref(),
-        form.client_assertion.as_deref(),
-    );
+    let assertion = (form.client_assertion_type, form.client_assertion);
     if assertion != (None, None) {
         if matches!(presented(req), Presented::Basic(_)) || form.client_secret.is_some() {
             return Err(invalid_request(
@@ -89,7 +86,7 @@ fn client_authentication(
         return match assertion {
             (Some(JWT_BEARER_ASSERTION_TYPE), Some(jwt)) => {
                 Ok(Some(ClientAuthentication::PrivateKeyJwt(ClientAssertion {
-                    client_id: form.client_id.clone(),
+                    client_id: form.client_id.map(str::to_owned),
                     assertion: jwt.to_owned(),
                 })))
             }
@@ -103,7 +100,7 @@ fn client_authentication(
             )),
         };
     }
-    let in_body = (form.client_id.as_deref(), form.client_secret.as_deref());
+    let in_body = (form.client_id, form.client_secret);
     match (presented(req), in_body) {
         (Presented::Basic(_), (_, Some(_))) => Err(invalid_request(
             "use one client authentication method, not both",
@@ -125,6 +122,36 @@ fn client_authentication(
         }
         (_, (None, Some(_))) => Err(invalid_request("client_secret without client_id")),
         (_, (Some(_), None)) | (_, (None, None)) => Ok(None),
+    }
+}
+
+/// The client authentication parameters of a form (RFC 6749 section
+/// 2.3.1, RFC 7521 section 4.2), empty values counting as absent.
+#[derive(Debug, Clone, Copy)]
+struct FormClient<'a> {
+    client_id: Option<&'a str>,
+    client_secret: Option<&'a str>,
+    client_assertion_type: Option<&'a str>,
+    client_assertion: Option<&'a str>,
+}
+
+impl<'a> FormClient<'a> {
+    fn of_token_request(form: &'a TokenRequestForm) -> Self {
+        Self {
+            client_id: form.client_id.as_deref(),
+            client_secret: form.client_secret.as_deref(),
+            client_assertion_type: form.client_assertion_type.as_deref(),
+            client_assertion: form.client_assertion.as_deref(),
+        }
+    }
+
+    fn of_params(params: &'a FormParams) -> Self {
+        Self {
+            client_id: params.get("client_id"),
+            client_secret: params.get("client_secret"),
+            client_assertion_type: params.get("client_assertion_type"),
+            client_assertion: params.get("client_assertion"),
+        }
     }
 }
 
@@ -203,7 +230,7 @@ fn read_token_request(
         FormParams::parse_with_repeatable(req, &body, &["resource"]).map_err(form_error)?;
     let resources = params.all("resource").to_vec();
     let form: TokenRequestForm = params.typed().map_err(|e| invalid_request(e.message))?;
-    let client = client_authentication(req, &form)?;
+    let client = client_authentication(req, FormClient::of_token_request(&form))?;
     Ok(TokenRequestParts {
         form,
         resources,
@@ -214,10 +241,10 @@ fn read_token_request(
 /// A token request that follows RFC 6749 as far as the form tells: credentials
 /// only in the body or the header, grant type `client_credentials`, a client
 /// that presents credentials. The checks run in this order.
-fn well_formed(
-    req: &HttpRequest,
+fn well_formed<'r>(
+    req: &'r HttpRequest,
     parsed: Result<TokenRequestParts, Refusal>,
-) -> Result<(TokenRequestForm, Vec<String>, ClientAuthentication), Refusal> {
+) -> Result<WellFormed<'r>, Refusal> {
     let TokenRequestParts {
         form,
         resources,
@@ -257,10 +284,22 @@ fn well_formed(
             "resource must be an absolute URI without a fragment",
         ));
     }
-    if dpop_header(req).is_err() {
-        return Err(invalid_dpop_proof("send exactly one DPoP header"));
-    }
-    Ok((form, resources, client))
+    let dpop = dpop_header(req).map_err(|_| invalid_dpop_proof("send exactly one DPoP header"))?;
+    Ok(WellFormed {
+        form,
+        resources,
+        client,
+        dpop,
+    })
+}
+
+/// A token request [`well_formed`] accepted.
+struct WellFormed<'r> {
+    form: TokenRequestForm,
+    resources: Vec<String>,
+    client: ClientAuthentication,
+    /// The `DPoP` header, when the request has one.
+    dpop: Option<&'r str>,
 }
 
 /// The token endpoint under contract section 7. A request refused before its
@@ -277,7 +316,12 @@ async fn grant(
 ) -> (Option<RateDecision>, Result<serde_json::Value, Refusal>) {
     let request = well_formed(req, read_token_request(req, body));
     let ctx = request_context(req, None);
-    let (form, resources, client) = match request {
+    let WellFormed {
+        form,
+        resources,
+        client,
+        dpop,
+    } = match request {
         Ok(request) => request,
         Err(refusal) => {
             let decision = match check_rate_limit(state, &ip_key(state, req)).await {
@@ -325,7 +369,7 @@ async fn grant(
         }
     };
     let url = request_url(&state.settings.issuer, req);
-    let dpop = dpop_header(req).ok().flatten().map(|proof| DpopRequest {
+    let dpop = dpop.map(|proof| DpopRequest {
         proof,
         method: "POST",
         url: &url,
@@ -446,7 +490,14 @@ async fn authenticate(
         Caller::MalformedBasic => return Err(ApiError::authentication(false)),
         Caller::Anonymous => {}
     }
-    let Some(client) = form.and_then(form_client) else {
+    // The gate took any Authorization header: only the form is left. A
+    // form whose client authentication is incomplete or mixed is none.
+    let client = form.and_then(|form| {
+        client_authentication(req, FormClient::of_params(form))
+            .ok()
+            .flatten()
+    });
+    let Some(client) = client else {
         return Err(ApiError::authentication(false));
     };
     let ctx = request_context(req, None);
@@ -468,31 +519,6 @@ async fn authenticate(
             Err(ApiError::rate_limited(decision.retry_after))
         }
         Err(other) => Err(ApiError::from(DomainError::from(other))),
-    }
-}
-
-/// The client authentication a form carries, if exactly one method is
-/// complete in it.
-fn form_client(form: &FormParams) -> Option<ClientAuthentication> {
-    match (
-        form.get("client_assertion_type"),
-        form.get("client_assertion"),
-        form.get("client_id"),
-        form.get("client_secret"),
-    ) {
-        (Some(JWT_BEARER_ASSERTION_TYPE), Some(assertion), client_id, None) => {
-            Some(ClientAuthentication::PrivateKeyJwt(ClientAssertion {
-                client_id: client_id.map(str::to_owned),
-                assertion: assertion.to_owned(),
-            }))
-        }
-        (None, None, Some(client_id), Some(secret)) => {
-            Some(ClientAuthentication::SecretPost(ClientCredentials {
-                client_id: client_id.to_owned(),
-                client_secret: ClientSecret::new(secret.to_owned()),
-            }))
-        }
-        _ => None,
     }
 }
 
