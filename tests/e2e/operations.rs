@@ -119,7 +119,10 @@ async fn server_metadata_follows_rfc_8414() {
     assert_eq!(meta["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
     assert_eq!(
         meta["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
+        serde_json::json!([
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
     );
     let auth_methods = meta["token_endpoint_auth_methods_supported"].clone();
     for method in ["client_secret_basic", "client_secret_post"] {

@@ -45,6 +45,8 @@ fn claims() -> AccessTokenClaims {
         deployment_env: "production".into(),
         cid: "0194a3c2-2222-7c55-9d0e-6c1f2b3a4d5e".into(),
         cnf: None,
+        act: None,
+        dlg: Vec::new(),
     }
 }
 

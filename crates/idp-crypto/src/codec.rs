@@ -501,6 +501,8 @@ mod tests {
             deployment_env: "production".into(),
             cid: "9a9a9a9a-1111-4c55-9d0e-6c1f2b3a4d5e".into(),
             cnf: None,
+            act: None,
+            dlg: Vec::new(),
         }
     }
 
@@ -971,6 +973,9 @@ mod tests {
             json!({"aud": 42}),
             json!({"aud": [1, 2]}),
             json!({"iat": 1.5}),
+            json!({"act": "x"}),
+            json!({"act": {"act": {"sub": "a"}}}),
+            json!({"dlg": [{"sub": "a", "cid": "b"}]}),
         ] {
             let mut p = payload();
             p.as_object_mut()
@@ -985,9 +990,23 @@ mod tests {
         }
         let mut p = payload();
         p["unknown"] = json!({"nested": [1, 2]});
-        p["act"] = json!("x");
+        p["may_act"] = json!("x");
         let token = forge(c.signer.as_ref(), &our_header(&c), &p);
         assert_eq!(c.decode(&token).unwrap(), claims());
+        // A delegated token's actor chain and links (RFC 8693 section 4.1).
+        let mut delegated = claims();
+        delegated.act = idp_domain::token::Actor::nest(&["c", "b"]);
+        delegated.dlg = vec![idp_domain::token::DelegationLink {
+            sub: "a".into(),
+            cid: "ca".into(),
+            jti: "ja".into(),
+        }];
+        let token = c.sign(&delegated).unwrap();
+        let signed: Value =
+            serde_json::from_slice(&decode_part(token.split('.').nth(1).unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(signed["act"], json!({"sub": "c", "act": {"sub": "b"}}));
+        assert_eq!(c.decode(&token).unwrap(), delegated);
         // Several audiences are an array (RFC 7519 section 4.1.3).
         let mut p = payload();
         p["aud"] = json!(["a", "b"]);

@@ -315,6 +315,8 @@ mod tests {
             deployment_env: "production".into(),
             cid: "9a9a9a9a-1111-4c55-9d0e-6c1f2b3a4d5e".into(),
             cnf: None,
+            act: None,
+            dlg: Vec::new(),
         }
     }
 

@@ -25,6 +25,14 @@ impl Audience {
         }
     }
 
+    /// The audiences, in order.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(one) => vec![one.clone()],
+            Self::Many(many) => many.clone(),
+        }
+    }
+
     /// `aud` for `audiences`: a string for one, an array for several.
     pub fn of(mut audiences: Vec<String>) -> Self {
         if audiences.len() == 1 {
@@ -43,6 +51,53 @@ pub struct Confirmation {
     pub jkt: String,
 }
 
+/// The actor claim of a delegated token (RFC 8693 section 4.1): who acts,
+/// and, nested, for whom that actor was acting when it exchanged its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The acting agent (its `agentId`).
+    pub sub: String,
+    /// The actor before this one, if the chain is longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// `act` for `actors`, newest first: the first acts for the second,
+    /// which acted for the third, and so on. `None` when there are none.
+    pub fn nest<S: AsRef<str>>(actors: &[S]) -> Option<Self> {
+        actors.iter().rev().fold(None, |inner, sub| {
+            Some(Actor {
+                sub: sub.as_ref().to_owned(),
+                act: inner.map(Box::new),
+            })
+        })
+    }
+
+    /// The actors, newest first.
+    pub fn subjects(&self) -> Vec<&str> {
+        let mut subjects = vec![self.sub.as_str()];
+        let mut next = self.act.as_deref();
+        while let Some(actor) = next {
+            subjects.push(actor.sub.as_str());
+            next = actor.act.as_deref();
+        }
+        subjects
+    }
+}
+
+/// One token a delegated token was exchanged from: the token dies when this
+/// one is revoked, or when its client or credential stops being usable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegationLink {
+    /// That token's `client_id`: the agent it was issued to.
+    pub sub: String,
+    /// That token's `cid`.
+    pub cid: String,
+    /// That token's `jti`.
+    pub jti: String,
+}
+
 /// The claims of an AgentIdP access token (RFC 9068 plus AgentIdP's own).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
@@ -52,7 +107,8 @@ pub struct AccessTokenClaims {
     pub sub: String,
     /// Audience: the configured one, or the requested resources (RFC 8707).
     pub aud: Audience,
-    /// The OAuth client, equal to `sub`.
+    /// The OAuth client: `sub` itself, or for a delegated token the agent
+    /// acting on `sub`'s behalf.
     pub client_id: String,
     /// Granted scopes, space-separated.
     pub scope: String,
@@ -70,14 +126,26 @@ pub struct AccessTokenClaims {
     pub agent_type: String,
     /// The agent's deployment environment.
     pub deployment_env: String,
-    /// The credential the token was issued under.
+    /// The credential of `client_id` the token was issued under.
     pub cid: String,
     /// The DPoP key the token is bound to, if it is (RFC 9449).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The actor chain of a delegated token (RFC 8693 section 4.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// The tokens a delegated token was exchanged from, the original
+    /// subject's first; empty for a token issued directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dlg: Vec<DelegationLink>,
 }
 
 impl AccessTokenClaims {
+    /// The number of nested `act` levels: 0 for a token issued directly.
+    pub fn delegation_depth(&self) -> usize {
+        self.dlg.len()
+    }
+
     /// The `token_type` of the token: `DPoP` when bound to a key, else `Bearer`.
     pub fn token_type(&self) -> &'static str {
         if self.cnf.is_some() { "DPoP" } else { "Bearer" }

@@ -427,8 +427,8 @@ pub struct TokenForm {
 /// parameters are ignored (section 3.2); an empty value counts as absent.
 #[derive(Debug, Deserialize, Validate)]
 pub struct TokenRequestForm {
-    /// Must be `client_credentials`; checked by the endpoint, which answers
-    /// `unsupported_grant_type` (not a validation error) for any other.
+    /// `client_credentials` or token exchange; checked by the endpoint, which
+    /// answers `unsupported_grant_type` (not a validation error) for any other.
     #[garde(skip)]
     pub grant_type: Option<String>,
     /// Space-separated scopes; the domain parses them.
@@ -446,6 +446,18 @@ pub struct TokenRequestForm {
     /// `private_key_jwt`: the assertion.
     #[garde(skip)]
     pub client_assertion: Option<String>,
+    /// Token exchange: the token of the agent to act for.
+    #[garde(skip)]
+    pub subject_token: Option<String>,
+    /// Token exchange: the subject token's type.
+    #[garde(skip)]
+    pub subject_token_type: Option<String>,
+    /// Token exchange: a token of the acting client itself.
+    #[garde(skip)]
+    pub actor_token: Option<String>,
+    /// Token exchange: the actor token's type.
+    #[garde(skip)]
+    pub actor_token_type: Option<String>,
 }
 
 /// What a token request's query string must not carry: client credentials

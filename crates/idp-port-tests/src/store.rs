@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 pub use crate::chain_and_keys::*;
 
-use self::fixtures::{agent, at, credential, event, owner, unchained, unique_email};
+use self::fixtures::{agent, at, credential, event, exchanged, owner, unchained, unique_email};
 
 /// Values the suites build their test data from; public so an adapter's own
 /// tests can make the same kind of data.
@@ -167,6 +167,21 @@ pub mod fixtures {
             timestamp,
             sequence: None,
             hash: None,
+        }
+    }
+
+    /// A `token.exchanged` event: `actor` exchanged a token of `subject`.
+    pub fn exchanged(
+        owner: &Owner,
+        subject: AgentId,
+        actor: AgentId,
+        outcome: Outcome,
+        timestamp: DateTime<Utc>,
+    ) -> AuditEvent {
+        AuditEvent {
+            actor_id: Some(actor),
+            outcome,
+            ..event(owner, subject, AuditAction::TokenExchanged, timestamp)
         }
     }
 
@@ -2451,8 +2466,9 @@ pub async fn audit_append_never_overwrites(audit: Arc<dyn AuditLog>) {
 /// fields absent or present, ownerless events, failures, equal timestamps),
 /// listed like events appended one by one; an empty batch writes nothing and
 /// succeeds; a batch larger than one statement's worth is stored whole.
-/// `tokens_issued_since` counts `token.issued` events per agent from `since`
-/// on (inclusive), across owners, and nothing else.
+/// `tokens_issued_since` counts `token.issued` events per agent and successful
+/// `token.exchanged` events per actor from `since` on (inclusive), across
+/// owners, and nothing else.
 pub async fn audit_tokens_issued_since(audit: Arc<dyn AuditLog>) {
     let (first, second) = (owner(), owner());
     let (a, b, c) = (
@@ -2461,6 +2477,9 @@ pub async fn audit_tokens_issued_since(audit: Arc<dyn AuditLog>) {
         AgentId(Uuid::new_v4()),
     );
     let events = [
+        // c exchanges a's token: one token for c, none for a.
+        exchanged(&first, a, c, Outcome::Success, at(8)),
+        exchanged(&first, a, c, Outcome::Failure, at(9)),
         event(&first, a, AuditAction::TokenIssued, at(0)),
         event(&first, a, AuditAction::TokenIssued, at(10)),
         event(&first, a, AuditAction::AuthFailed, at(15)),
@@ -2482,7 +2501,7 @@ pub async fn audit_tokens_issued_since(audit: Arc<dyn AuditLog>) {
         .filter(|(agent, _)| [a, b, c].contains(agent))
         .collect();
     counts.sort();
-    let mut expected = vec![(a, 2), (b, 2)];
+    let mut expected = vec![(a, 2), (b, 2), (c, 1)];
     expected.sort();
     assert_eq!(counts, expected);
     assert!(
@@ -2496,11 +2515,17 @@ pub async fn audit_tokens_issued_since(audit: Arc<dyn AuditLog>) {
 }
 
 /// `tokens_issued_by` counts one agent's `token.issued` events of one owner
-/// at or after `since`: nothing of another action, agent or owner.
+/// and the successful `token.exchanged` events it acted in, at or after
+/// `since`: nothing of another action, outcome, agent or owner.
 pub async fn audit_tokens_issued_by(audit: Arc<dyn AuditLog>) {
     let (mine, other_owner) = (owner(), owner());
     let (a, b) = (AgentId(Uuid::new_v4()), AgentId(Uuid::new_v4()));
     let events = [
+        // b exchanges a's token twice (once refused), a exchanges b's once.
+        exchanged(&mine, a, b, Outcome::Success, at(13)),
+        exchanged(&mine, a, b, Outcome::Failure, at(14)),
+        exchanged(&mine, b, a, Outcome::Success, at(25)),
+        exchanged(&other_owner, b, a, Outcome::Success, at(26)),
         event(&mine, a, AuditAction::TokenIssued, at(0)),
         event(&mine, a, AuditAction::TokenIssued, at(10)),
         event(&mine, a, AuditAction::AuthFailed, at(11)),
@@ -2512,17 +2537,18 @@ pub async fn audit_tokens_issued_by(audit: Arc<dyn AuditLog>) {
     for e in &events {
         audit.append(e).await.unwrap();
     }
-    assert_eq!(audit.tokens_issued_by(&mine, a, at(0)).await.unwrap(), 3);
-    assert_eq!(audit.tokens_issued_by(&mine, a, at(10)).await.unwrap(), 2);
-    assert_eq!(audit.tokens_issued_by(&mine, a, at(21)).await.unwrap(), 0);
-    assert_eq!(audit.tokens_issued_by(&mine, b, at(0)).await.unwrap(), 1);
+    assert_eq!(audit.tokens_issued_by(&mine, a, at(0)).await.unwrap(), 4);
+    assert_eq!(audit.tokens_issued_by(&mine, a, at(10)).await.unwrap(), 3);
+    assert_eq!(audit.tokens_issued_by(&mine, a, at(21)).await.unwrap(), 1);
+    assert_eq!(audit.tokens_issued_by(&mine, a, at(26)).await.unwrap(), 0);
+    assert_eq!(audit.tokens_issued_by(&mine, b, at(0)).await.unwrap(), 2);
     assert_eq!(
         audit
             .tokens_issued_by(&other_owner, a, at(0))
             .await
             .unwrap(),
-        1,
-        "the owner is part of the query"
+        2,
+        "the owner is part of the query (one token issued, one exchanged there)"
     );
     assert_eq!(
         audit

@@ -389,6 +389,12 @@ settings! {
         default: 10_000,
         help: "tokens per client per calendar month (UTC)",
     },
+    /// Nested `act` levels a delegated token may have.
+    max_delegation_depth: u32 {
+        variable: "IDP_MAX_DELEGATION_DEPTH",
+        default: 4,
+        help: "nested act levels a token from token exchange may have (0: no token exchange; at most 16)",
+    },
     /// Non-decommissioned agents per owner.
     max_agents_per_owner: u32 {
         variable: "IDP_MAX_AGENTS_PER_OWNER",
@@ -571,6 +577,9 @@ impl Config {
         }
         if self.db_pool_size < 2 {
             bail!("IDP_DB_POOL_SIZE must be at least 2");
+        }
+        if self.max_delegation_depth > 16 {
+            bail!("IDP_MAX_DELEGATION_DEPTH must be at most 16");
         }
         if self.audit_retention_days > 36_500 {
             bail!("IDP_AUDIT_RETENTION_DAYS must be at most 36500");

@@ -405,6 +405,7 @@ pub fn app_state(
         rate_limit_per_minute: config.rate_limit_per_minute,
         auth_failures_per_minute: config.auth_failures_per_minute,
         token_endpoint: format!("{}/api/v1/token", issuer.trim_end_matches('/')),
+        max_delegation_depth: config.max_delegation_depth as usize,
     };
     let tokens = TokenService::new(
         TokenPorts {

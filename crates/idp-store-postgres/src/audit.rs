@@ -18,7 +18,7 @@ use idp_domain::audit::{AuditEvent, AuditFilter};
 use idp_domain::audit_chain::{ChainHead, GENESIS_HASH, link};
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::AuditLog;
-use idp_domain::values::{AgentId, AuditAction, EventId, Owner};
+use idp_domain::values::{AgentId, AuditAction, EventId, Outcome, Owner};
 
 use crate::PgStore;
 use crate::error::{TxError, corrupt_row, from_diesel};
@@ -307,7 +307,7 @@ impl AuditLog for PgStore {
         since: DateTime<Utc>,
     ) -> Result<Vec<(AgentId, u64)>, StoreError> {
         let mut conn = checkout(&self.pool).await?;
-        let counts: Vec<(Option<uuid::Uuid>, i64)> = audit_events::table
+        let issued: Vec<(Option<uuid::Uuid>, i64)> = audit_events::table
             .filter(audit_events::action.eq(AuditAction::TokenIssued.as_str()))
             .filter(audit_events::timestamp.ge(since))
             .filter(audit_events::agent_id.is_not_null())
@@ -316,14 +316,30 @@ impl AuditLog for PgStore {
             .load(&mut conn)
             .await
             .map_err(from_diesel)?;
+        let exchanged: Vec<(Option<uuid::Uuid>, i64)> = audit_events::table
+            .filter(audit_events::action.eq(AuditAction::TokenExchanged.as_str()))
+            .filter(audit_events::outcome.eq(Outcome::Success.as_str()))
+            .filter(audit_events::timestamp.ge(since))
+            .filter(audit_events::actor_id.is_not_null())
+            .group_by(audit_events::actor_id)
+            .select((audit_events::actor_id, diesel::dsl::count_star()))
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        let mut counts: BTreeMap<uuid::Uuid, u64> = BTreeMap::new();
+        for (agent_id, count) in issued.into_iter().chain(exchanged) {
+            if let Some(agent_id) = agent_id {
+                *counts.entry(agent_id).or_default() += u64::try_from(count).unwrap_or(0);
+            }
+        }
         Ok(counts
             .into_iter()
-            .filter_map(|(agent_id, count)| {
-                Some((AgentId(agent_id?), u64::try_from(count).unwrap_or(0)))
-            })
+            .map(|(agent_id, count)| (AgentId(agent_id), count))
             .collect())
     }
 
+    /// Served by `audit_events_owner_agent_time_idx` and, for exchanges,
+    /// `audit_events_exchanges_by_actor_idx`.
     async fn tokens_issued_by(
         &self,
         owner: &Owner,
@@ -331,7 +347,7 @@ impl AuditLog for PgStore {
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let mut conn = checkout(&self.pool).await?;
-        let count: i64 = audit_events::table
+        let issued: i64 = audit_events::table
             .filter(audit_events::owner.eq(owner.as_str()))
             .filter(audit_events::agent_id.eq(agent.0))
             .filter(audit_events::timestamp.ge(since))
@@ -340,6 +356,16 @@ impl AuditLog for PgStore {
             .get_result(&mut conn)
             .await
             .map_err(from_diesel)?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        let exchanged: i64 = audit_events::table
+            .filter(audit_events::owner.eq(owner.as_str()))
+            .filter(audit_events::actor_id.eq(agent.0))
+            .filter(audit_events::timestamp.ge(since))
+            .filter(audit_events::action.eq(AuditAction::TokenExchanged.as_str()))
+            .filter(audit_events::outcome.eq(Outcome::Success.as_str()))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(u64::try_from(issued + exchanged).unwrap_or(0))
     }
 }

@@ -14,7 +14,9 @@ use idp_domain::audit::{AuditEvent, AuditFilter};
 use idp_domain::audit_chain::ChainHead;
 use idp_domain::page::{Page, PageRequest};
 use idp_domain::ports::AuditLog;
-use idp_domain::values::{AgentId, AuditAction, EventId, Owner};
+use idp_domain::values::{AgentId, AuditAction, EventId, Outcome, Owner};
+
+use std::collections::BTreeMap;
 
 use crate::SqliteStore;
 use crate::chain::{append_chained, read_head};
@@ -153,25 +155,40 @@ impl AuditLog for SqliteStore {
         since: DateTime<Utc>,
     ) -> Result<Vec<(AgentId, u64)>, StoreError> {
         let since = at_or_after(since);
-        let counts: Vec<(Option<String>, i64)> = run(&self.pool, move |conn| {
-            audit_events::table
-                .filter(audit_events::action.eq(AuditAction::TokenIssued.as_str()))
-                .filter(audit_events::timestamp.ge(since))
-                .filter(audit_events::agent_id.is_not_null())
-                .group_by(audit_events::agent_id)
-                .select((audit_events::agent_id, diesel::dsl::count_star()))
-                .load(conn)
-                .map_err(from_diesel)
-        })
-        .await?;
+        let (issued, exchanged): (Vec<(Option<String>, i64)>, Vec<(Option<String>, i64)>) =
+            run(&self.pool, move |conn| {
+                let issued = audit_events::table
+                    .filter(audit_events::action.eq(AuditAction::TokenIssued.as_str()))
+                    .filter(audit_events::timestamp.ge(since))
+                    .filter(audit_events::agent_id.is_not_null())
+                    .group_by(audit_events::agent_id)
+                    .select((audit_events::agent_id, diesel::dsl::count_star()))
+                    .load(conn)
+                    .map_err(from_diesel)?;
+                let exchanged = audit_events::table
+                    .filter(audit_events::action.eq(AuditAction::TokenExchanged.as_str()))
+                    .filter(audit_events::outcome.eq(Outcome::Success.as_str()))
+                    .filter(audit_events::timestamp.ge(since))
+                    .filter(audit_events::actor_id.is_not_null())
+                    .group_by(audit_events::actor_id)
+                    .select((audit_events::actor_id, diesel::dsl::count_star()))
+                    .load(conn)
+                    .map_err(from_diesel)?;
+                Ok((issued, exchanged))
+            })
+            .await?;
         // A row whose agent id is not a UUID names no agent, so it counts
         // against no quota: skipped rather than refusing to start over it.
+        let mut counts: BTreeMap<uuid::Uuid, u64> = BTreeMap::new();
+        for (agent_id, count) in issued.into_iter().chain(exchanged) {
+            let Some(id) = agent_id.and_then(|id| parse_uuid(&id).ok()) else {
+                continue;
+            };
+            *counts.entry(id).or_default() += u64::try_from(count).unwrap_or(0);
+        }
         Ok(counts
             .into_iter()
-            .filter_map(|(agent_id, count)| {
-                let id = parse_uuid(&agent_id?).ok()?;
-                Some((AgentId(id), u64::try_from(count).unwrap_or(0)))
-            })
+            .map(|(id, count)| (AgentId(id), count))
             .collect())
     }
 
@@ -185,14 +202,24 @@ impl AuditLog for SqliteStore {
         let agent = uuid_text(agent.0);
         let since = at_or_after(since);
         let count: i64 = run(&self.pool, move |conn| {
-            audit_events::table
+            let issued: i64 = audit_events::table
                 .filter(audit_events::owner.eq(&owner))
                 .filter(audit_events::agent_id.eq(&agent))
                 .filter(audit_events::timestamp.ge(since))
                 .filter(audit_events::action.eq(AuditAction::TokenIssued.as_str()))
                 .count()
                 .get_result(conn)
-                .map_err(from_diesel)
+                .map_err(from_diesel)?;
+            let exchanged: i64 = audit_events::table
+                .filter(audit_events::owner.eq(&owner))
+                .filter(audit_events::actor_id.eq(&agent))
+                .filter(audit_events::timestamp.ge(since))
+                .filter(audit_events::action.eq(AuditAction::TokenExchanged.as_str()))
+                .filter(audit_events::outcome.eq(Outcome::Success.as_str()))
+                .count()
+                .get_result(conn)
+                .map_err(from_diesel)?;
+            Ok(issued + exchanged)
         })
         .await?;
         Ok(u64::try_from(count).unwrap_or(0))

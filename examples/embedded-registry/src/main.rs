@@ -120,6 +120,7 @@ async fn run(dir: &std::path::Path) -> Result<(), StepError> {
             rate_limit_per_minute: 60,
             auth_failures_per_minute: 10,
             token_endpoint: "https://idp.example/api/v1/token".to_owned(),
+            max_delegation_depth: 4,
         },
     );
 

@@ -5,6 +5,7 @@
 //! assume the caller holds the endpoint's scope and enforce everything after it:
 //! tenancy, escalation, limits, lifecycle and the audit trail.
 
+pub mod agent_card;
 mod agents;
 mod ambient;
 mod assertion;
@@ -14,6 +15,7 @@ mod client_auth;
 mod client_jwt;
 mod credentials;
 mod dpop;
+mod exchange;
 mod keys;
 mod token_checks;
 mod tokens;
@@ -33,6 +35,9 @@ pub use client_auth::{
 };
 pub use client_jwt::{MAX_CLIENT_JWT_LEN, MAX_JTI_LEN};
 pub use credentials::{CredentialService, IssuedCredential, NewKey};
+pub use exchange::{
+    ACCESS_TOKEN_TYPE, ExchangeRequest, JWT_TOKEN_TYPE, PresentedExchangeToken, TOKEN_EXCHANGE_GRANT,
+};
 pub use dpop::{DPOP_IAT_WINDOW, DPOP_PROOF_TYP, DpopProofError, DpopRequest};
 pub use keys::{KEY_ALGORITHMS, KeyError, KeyService, KeySettings, Rotation};
 pub use token_checks::{IntrospectedClaims, Introspection, PresentedToken, TokenRefusal};

@@ -8,10 +8,10 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::DomainError;
+use crate::{DomainError, StoreError};
 use crate::audit::RequestContext;
 use crate::ports::{RevokedToken, TokenDecodeError};
-use crate::token::{AccessTokenClaims, Audience, Confirmation, Principal};
+use crate::token::{AccessTokenClaims, Actor, Audience, Confirmation, Principal};
 use crate::values::{
     AgentId, AgentStatus, AuditAction, CredentialId, Outcome, Owner, ScopeSet, TokenId,
 };
@@ -57,6 +57,9 @@ pub struct IntrospectedClaims {
     /// The key binding of a DPoP-bound token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The actor chain of a delegated token (RFC 8693 section 4.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
 }
 
 /// A token presented to AgentIdP's own API.
@@ -90,7 +93,7 @@ pub enum TokenRefusal {
 /// Why a presented access token is not valid (for the log only; clients see 401
 /// or `active: false`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Invalid {
+pub(super) enum Invalid {
     Malformed,
     Signature,
     Issuer,
@@ -104,7 +107,7 @@ enum Invalid {
 }
 
 impl Invalid {
-    fn reason(self) -> &'static str {
+    pub(super) fn reason(self) -> &'static str {
         match self {
             Invalid::Malformed => "malformed token",
             Invalid::Signature => "bad signature",
@@ -123,7 +126,7 @@ impl Invalid {
 /// Whether a token of a suspended agent passes validation: not for using it,
 /// but yes for revoking it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SuspendedAgent {
+pub(super) enum SuspendedAgent {
     Refuse,
     Accept,
 }
@@ -131,15 +134,57 @@ enum SuspendedAgent {
 /// Whether the token must be meant for AgentIdP itself (its own API), or may
 /// be meant for any resource (introspection, revocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AudienceCheck {
+pub(super) enum AudienceCheck {
     Ours,
     Any,
 }
 
 /// A token that passed every check, with its caller.
-struct ValidToken {
-    claims: AccessTokenClaims,
-    principal: Principal,
+pub(super) struct ValidToken {
+    pub(super) claims: AccessTokenClaims,
+    pub(super) principal: Principal,
+}
+
+/// A token in a delegation chain, as the checks need it.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    jti: TokenId,
+    agent: AgentId,
+    cid: CredentialId,
+}
+
+/// The tokens `claims` was exchanged from, when its delegation claims agree
+/// with each other: a token issued directly has no `act`, no `dlg` and
+/// `client_id` = `sub`; a delegated one has one `dlg` link per `act` level,
+/// the first issued to `sub`, and its actors are its `client_id` followed by
+/// the later links' agents, newest first. `None` when they disagree.
+fn chain_links(claims: &AccessTokenClaims, sub: AgentId, client: AgentId) -> Option<Vec<Link>> {
+    let Some(act) = &claims.act else {
+        return (claims.dlg.is_empty() && sub == client).then(Vec::new);
+    };
+    let links = claims
+        .dlg
+        .iter()
+        .map(|link| {
+            Some(Link {
+                jti: TokenId(Uuid::parse_str(&link.jti).ok()?),
+                agent: AgentId(Uuid::parse_str(&link.sub).ok()?),
+                cid: CredentialId(Uuid::parse_str(&link.cid).ok()?),
+            })
+        })
+        .collect::<Option<Vec<Link>>>()?;
+    if links.first()?.agent != sub {
+        return None;
+    }
+    let expected: Vec<AgentId> = std::iter::once(client)
+        .chain(links.iter().skip(1).rev().map(|link| link.agent))
+        .collect();
+    let actors = act
+        .subjects()
+        .into_iter()
+        .map(|sub| Uuid::parse_str(sub).ok().map(AgentId))
+        .collect::<Option<Vec<AgentId>>>()?;
+    (actors == expected).then_some(links)
 }
 
 impl TokenService {
@@ -205,12 +250,13 @@ impl TokenService {
         }
     }
 
-    async fn validate(
+    /// Every check of a presented token, the whole delegation chain included.
+    pub(super) async fn validate(
         &self,
         token: &str,
         suspended: SuspendedAgent,
         audience: AudienceCheck,
-    ) -> Result<Result<ValidToken, Invalid>, DomainError> {
+    ) -> Result<Result<ValidToken, Invalid>, StoreError> {
         let claims = match self.codec.decode(token) {
             Ok(claims) => claims,
             Err(TokenDecodeError::Malformed) => return Ok(Err(Invalid::Malformed)),
@@ -232,21 +278,62 @@ impl TokenService {
         if claims.exp <= now_secs {
             return Ok(Err(Invalid::Expired));
         }
-        let (Ok(jti), Ok(sub), Ok(cid), Ok(owner)) = (
+        let (Ok(jti), Ok(sub), Ok(client), Ok(cid), Ok(owner)) = (
             Uuid::parse_str(&claims.jti).map(TokenId),
             Uuid::parse_str(&claims.sub).map(AgentId),
+            Uuid::parse_str(&claims.client_id).map(AgentId),
             Uuid::parse_str(&claims.cid).map(CredentialId),
             Owner::parse(&claims.owner),
         ) else {
             return Ok(Err(Invalid::Malformed));
         };
-        if self.revocations.contains(jti, now).await? {
+        let Some(links) = chain_links(&claims, sub, client) else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        // The token and every token it was exchanged from: a delegated token
+        // dies with any link of its chain.
+        for link in std::iter::once(Link {
+            jti,
+            agent: client,
+            cid,
+        })
+        .chain(links)
+        {
+            if let Err(invalid) = self.check_link(link, &owner, suspended, now).await? {
+                return Ok(Err(invalid));
+            }
+        }
+        let Ok(scopes) = ScopeSet::parse_space_separated(&claims.scope) else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        let principal = Principal {
+            agent_id: sub,
+            owner,
+            scopes,
+            token_id: Some(jti),
+            credential_id: cid,
+        };
+        Ok(Ok(ValidToken { claims, principal }))
+    }
+
+    /// Whether the token `link.jti`, issued to `link.agent` under its
+    /// credential `link.cid` for `owner`, is still usable: not revoked, its
+    /// agent active (or suspended, when `suspended` accepts it) and its
+    /// credential not revoked.
+    async fn check_link(
+        &self,
+        link: Link,
+        owner: &Owner,
+        suspended: SuspendedAgent,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Invalid>, StoreError> {
+        if self.revocations.contains(link.jti, now).await? {
             return Ok(Err(Invalid::Revoked));
         }
-        let Some(state) = self.credentials.subject_state(sub, cid).await? else {
+        let Some(state) = self.credentials.subject_state(link.agent, link.cid).await? else {
             return Ok(Err(Invalid::UnknownSubject));
         };
-        if state.owner != owner {
+        if &state.owner != owner {
             return Ok(Err(Invalid::UnknownSubject));
         }
         let status_ok = match state.agent_status {
@@ -260,17 +347,7 @@ impl TokenService {
         if state.credential_revoked {
             return Ok(Err(Invalid::CredentialRevoked));
         }
-        let Ok(scopes) = ScopeSet::parse_space_separated(&claims.scope) else {
-            return Ok(Err(Invalid::Malformed));
-        };
-        let principal = Principal {
-            agent_id: sub,
-            owner,
-            scopes,
-            token_id: Some(jti),
-            credential_id: cid,
-        };
-        Ok(Ok(ValidToken { claims, principal }))
+        Ok(Ok(()))
     }
 
     /// RFC 7662: any token of the caller's owner that passes every check is
@@ -308,6 +385,7 @@ impl TokenService {
                 token_type,
                 owner: c.owner,
                 cnf: c.cnf,
+                act: c.act,
             }),
         })
     }
@@ -332,14 +410,21 @@ impl TokenService {
             // nothing left to revoke.
             Err(_) => return Ok(()),
         };
-        let Ok(subject) = Uuid::parse_str(&claims.sub).map(AgentId) else {
+        let (Ok(subject), Ok(client)) = (
+            Uuid::parse_str(&claims.sub).map(AgentId),
+            Uuid::parse_str(&claims.client_id).map(AgentId),
+        ) else {
             return Ok(());
         };
         let Ok(jti) = Uuid::parse_str(&claims.jti).map(TokenId) else {
             return Ok(());
         };
         let same_owner = claims.owner == caller.owner.as_str();
-        let allowed = subject == caller.agent_id || caller.has_scope("agents:write");
+        // The subject, the agent acting for it (a delegated token's client)
+        // or a manager.
+        let allowed = subject == caller.agent_id
+            || client == caller.agent_id
+            || caller.has_scope("agents:write");
         if !same_owner || !allowed {
             return Ok(());
         }

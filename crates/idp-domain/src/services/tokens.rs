@@ -17,7 +17,7 @@ use crate::ports::{
     RateDecision, RateLimiter, ReplayGuard, RevocationList, RevokedTokenStore, SecretHasher,
     TokenCodec, UsageCounter,
 };
-use crate::token::{AccessTokenClaims, Audience, Confirmation};
+use crate::token::{AccessTokenClaims, Actor, Audience, Confirmation, DelegationLink};
 use crate::values::{AgentId, AuditAction, ClientSecret, CredentialId, Outcome, ScopeSet};
 
 use super::Ambient;
@@ -44,6 +44,9 @@ pub struct TokenSettings {
     /// The token endpoint's URL: a client assertion's `aud` may name it
     /// instead of the issuer.
     pub token_endpoint: String,
+    /// The most nested `act` levels a delegated token may have (RFC 8693
+    /// token exchange).
+    pub max_delegation_depth: usize,
 }
 
 /// What a client asks the token endpoint for, beyond authenticating.
@@ -59,10 +62,62 @@ pub struct TokenRequest<'a> {
 
 /// What a token request was found to ask for, once every check held.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Grant {
-    scopes: ScopeSet,
-    audiences: Vec<String>,
-    dpop_thumbprint: Option<String>,
+pub(super) struct Grant {
+    pub(super) scopes: ScopeSet,
+    pub(super) audiences: Vec<String>,
+    pub(super) dpop_thumbprint: Option<String>,
+    /// For a token exchange: the chain the token continues.
+    pub(super) delegation: Option<Delegation>,
+}
+
+/// What a delegated token inherits from the token it is exchanged from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Delegation {
+    /// The agent the actor acts for (`sub`).
+    pub(super) subject: AgentId,
+    /// The subject token's `exp`: the delegated token's never passes it.
+    pub(super) expires_at: i64,
+    /// The new token's actors, newest (the client) first.
+    pub(super) actors: Vec<String>,
+    /// The tokens it is exchanged from, oldest first.
+    pub(super) links: Vec<DelegationLink>,
+}
+
+impl Delegation {
+    /// `[subject, first actor, ..., this actor]`, as `token.exchanged` records it.
+    pub(super) fn chain(&self) -> Vec<String> {
+        std::iter::once(self.subject.to_string())
+            .chain(self.actors.iter().rev().cloned())
+            .collect()
+    }
+}
+
+/// A refused grant: the error, the reason its event gives, and for a token
+/// exchange what is known of the chain.
+#[derive(Debug)]
+pub(super) struct Refused {
+    pub(super) error: TokenRequestError,
+    pub(super) reason: &'static str,
+    pub(super) exchange: Option<RefusedExchange>,
+}
+
+/// What a refused token exchange's event says beyond its reason.
+#[derive(Debug, Default)]
+pub(super) struct RefusedExchange {
+    /// The agent the actor asked to act for, once the subject token checked.
+    pub(super) subject: Option<AgentId>,
+    /// The chain the token would have continued.
+    pub(super) chain: Option<Vec<String>>,
+}
+
+impl Refused {
+    pub(super) fn new(error: TokenRequestError, reason: &'static str) -> Self {
+        Self {
+            error,
+            reason,
+            exchange: None,
+        }
+    }
 }
 
 /// What a client presents to authenticate (RFC 6749 section 2.3.1).
@@ -99,6 +154,10 @@ pub struct IssuedToken {
 /// error for each.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenRequestError {
+    /// The request breaks a rule of its grant (RFC 8693 section 2.2.2 for a
+    /// token exchange); the text says which.
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
     /// The requested scope is malformed or outside the agent's capabilities.
     #[error("invalid scope")]
     InvalidScope,
@@ -299,13 +358,26 @@ impl TokenService {
         request: TokenRequest<'_>,
         ctx: &RequestContext,
     ) -> (Option<RateDecision>, Result<IssuedToken, TokenRequestError>) {
+        let checked = self.check_request(&client.agent, request).await;
+        self.grant(client, checked, ctx).await
+    }
+
+    /// Runs a grant whose request was checked: counts it in the client's
+    /// window, takes the monthly quota unit of a token to issue, signs it and
+    /// writes its event. A refused request is counted like any request of the
+    /// client (no unit is at stake) and audited.
+    pub(super) async fn grant(
+        &self,
+        client: &AuthenticatedClient,
+        checked: Result<Result<Grant, Refused>, StoreError>,
+        ctx: &RequestContext,
+    ) -> (Option<RateDecision>, Result<IssuedToken, TokenRequestError>) {
         let agent = &client.agent;
         let rate_key = agent_key(agent.agent_id);
         let now = self.ambient.now();
-        let grant = match self.check_request(agent, request).await {
+        let grant = match checked {
             Ok(Ok(grant)) => grant,
-            Ok(Err((refusal, reason))) => {
-                // Counted like any request of the agent; no unit is at stake.
+            Ok(Err(refused)) => {
                 let rate = match self.count_request(&rate_key).await {
                     Ok(rate) => rate,
                     Err(err) => return (None, Err(err.into())),
@@ -313,8 +385,11 @@ impl TokenService {
                 if !rate.allowed {
                     return (Some(rate), Err(rate_limited(rate)));
                 }
-                let outcome = match self.audit_failure(agent, ctx, reason).await {
-                    Ok(()) => Err(refusal),
+                let outcome = match self
+                    .audit_refusal(agent, ctx, refused.reason, refused.exchange.as_ref())
+                    .await
+                {
+                    Ok(()) => Err(refused.error),
                     Err(err) => Err(err.into()),
                 };
                 return (Some(rate), outcome);
@@ -339,8 +414,12 @@ impl TokenService {
             );
         };
         if !quota.allowed {
+            let exchange = grant.delegation.as_ref().map(|d| RefusedExchange {
+                subject: Some(d.subject),
+                chain: Some(d.chain()),
+            });
             let outcome = match self
-                .audit_failure(agent, ctx, "monthly_quota_exceeded")
+                .audit_refusal(agent, ctx, "monthly_quota_exceeded", exchange.as_ref())
                 .await
             {
                 Ok(()) => Err(TokenRequestError::QuotaExceeded),
@@ -362,13 +441,46 @@ impl TokenService {
         (Some(rate), outcome)
     }
 
+    /// Writes the event of a refused grant: `auth.failed` about the client,
+    /// or for a token exchange `token.exchanged` with outcome `failure` about
+    /// the subject (the client when the subject is unknown), acted by the client.
+    async fn audit_refusal(
+        &self,
+        agent: &Agent,
+        ctx: &RequestContext,
+        reason: &'static str,
+        exchange: Option<&RefusedExchange>,
+    ) -> Result<(), StoreError> {
+        let Some(exchange) = exchange else {
+            return self.audit_failure(agent, ctx, reason).await;
+        };
+        let mut metadata = json!({ "reason": reason });
+        if let (Some(map), Some(chain)) = (metadata.as_object_mut(), &exchange.chain) {
+            map.insert("chain".to_owned(), json!(chain));
+        }
+        let ctx = RequestContext {
+            actor_id: Some(agent.agent_id),
+            ..ctx.clone()
+        };
+        let event = self.ambient.event(
+            &agent.owner,
+            exchange.subject.unwrap_or(agent.agent_id),
+            &ctx,
+            AuditAction::TokenExchanged,
+            Outcome::Failure,
+            metadata,
+            self.ambient.now(),
+        );
+        self.audit.append(&event).await
+    }
+
     /// The scope, audiences and key binding `request` asks `agent` for, or
     /// the refusal and the reason its `auth.failed` event gives.
     async fn check_request(
         &self,
         agent: &Agent,
         request: TokenRequest<'_>,
-    ) -> Result<Result<Grant, (TokenRequestError, &'static str)>, StoreError> {
+    ) -> Result<Result<Grant, Refused>, StoreError> {
         let scopes = match request.scope {
             None => Some(ScopeSet::from(&agent.capabilities)),
             Some(raw) => match ScopeSet::parse_space_separated(raw) {
@@ -377,47 +489,58 @@ impl TokenService {
             },
         };
         let Some(scopes) = scopes else {
-            return Ok(Err((TokenRequestError::InvalidScope, "invalid_scope")));
+            return Ok(Err(Refused::new(
+                TokenRequestError::InvalidScope,
+                "invalid_scope",
+            )));
         };
-        if request
-            .resources
-            .iter()
-            .any(|resource| !agent.resources.contains(resource))
+        let Some(audiences) = requested_audiences(agent, request.resources) else {
+            return Ok(Err(Refused::new(
+                TokenRequestError::InvalidTarget,
+                "invalid_target",
+            )));
+        };
+        let audiences = if audiences.is_empty() {
+            vec![self.settings.audience.clone()]
+        } else {
+            audiences
+        };
+        let dpop_thumbprint = match self
+            .dpop_binding(request.dpop, agent.require_dpop)
+            .await?
         {
-            return Ok(Err((TokenRequestError::InvalidTarget, "invalid_target")));
-        }
-        let mut audiences: Vec<String> = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            if !audiences.contains(resource) {
-                audiences.push(resource.clone());
-            }
-        }
-        if audiences.is_empty() {
-            audiences.push(self.settings.audience.clone());
-        }
-        let dpop_thumbprint = match request.dpop {
-            Some(proof) => match self.check_dpop_proof(proof, None).await? {
-                Ok(thumbprint) => Some(thumbprint),
-                Err(refused) => {
-                    return Ok(Err((
-                        TokenRequestError::InvalidDpopProof(refused),
-                        "invalid_dpop_proof",
-                    )));
-                }
-            },
-            None if agent.require_dpop => {
-                return Ok(Err((
-                    TokenRequestError::DpopRequired,
-                    "dpop_proof_required",
-                )));
-            }
-            None => None,
+            Ok(thumbprint) => thumbprint,
+            Err(refused) => return Ok(Err(refused)),
         };
         Ok(Ok(Grant {
             scopes,
             audiences,
             dpop_thumbprint,
+            delegation: None,
         }))
+    }
+
+    /// The key a token is bound to: the thumbprint of `proof`'s key when it is
+    /// valid, none without a proof unless `required`.
+    pub(super) async fn dpop_binding(
+        &self,
+        proof: Option<DpopRequest<'_>>,
+        required: bool,
+    ) -> Result<Result<Option<String>, Refused>, StoreError> {
+        Ok(match proof {
+            Some(proof) => match self.check_dpop_proof(proof, None).await? {
+                Ok(thumbprint) => Ok(Some(thumbprint)),
+                Err(refused) => Err(Refused::new(
+                    TokenRequestError::InvalidDpopProof(refused),
+                    "invalid_dpop_proof",
+                )),
+            },
+            None if required => Err(Refused::new(
+                TokenRequestError::DpopRequired,
+                "dpop_proof_required",
+            )),
+            None => Ok(None),
+        })
     }
 
     /// Counts one request in the window `key` names ([`crate::admission`]:
@@ -473,7 +596,8 @@ impl TokenService {
         )))
     }
 
-    /// Signs the token and writes `token.issued`.
+    /// Signs the token and writes its event: `token.issued`, or for a token
+    /// exchange `token.exchanged` about the subject.
     async fn sign_and_audit(
         &self,
         client: &AuthenticatedClient,
@@ -505,12 +629,19 @@ impl TokenService {
             if let Some(thumbprint) = &grant.dpop_thumbprint {
                 map.insert("jkt".to_owned(), json!(thumbprint));
             }
+            if let Some(delegation) = &grant.delegation {
+                map.insert("chain".to_owned(), json!(delegation.chain()));
+            }
         }
+        let (subject, action) = match &grant.delegation {
+            Some(delegation) => (delegation.subject, AuditAction::TokenExchanged),
+            None => (agent.agent_id, AuditAction::TokenIssued),
+        };
         let event = self.ambient.event(
             &agent.owner,
-            agent.agent_id,
+            subject,
             &ctx,
-            AuditAction::TokenIssued,
+            action,
             Outcome::Success,
             metadata,
             now,
@@ -519,7 +650,7 @@ impl TokenService {
         Ok(IssuedToken {
             access_token,
             token_type: claims.token_type(),
-            expires_in: self.settings.ttl.num_seconds(),
+            expires_in: claims.exp - claims.iat,
             scope: claims.scope,
         })
     }
@@ -533,16 +664,24 @@ impl TokenService {
         now: DateTime<Utc>,
     ) -> AccessTokenClaims {
         let iat = now.timestamp();
+        let mut exp = iat + self.settings.ttl.num_seconds();
+        if let Some(delegation) = &grant.delegation {
+            exp = exp.min(delegation.expires_at);
+        }
+        let subject = grant
+            .delegation
+            .as_ref()
+            .map_or(agent.agent_id, |delegation| delegation.subject);
         AccessTokenClaims {
             iss: self.settings.issuer.clone(),
-            sub: agent.agent_id.to_string(),
+            sub: subject.to_string(),
             aud: Audience::of(grant.audiences.clone()),
             client_id: agent.agent_id.to_string(),
             scope: grant.scopes.to_space_separated(),
             jti: jti.to_string(),
             iat,
             nbf: iat,
-            exp: iat + self.settings.ttl.num_seconds(),
+            exp,
             owner: agent.owner.to_string(),
             agent_type: agent.agent_type.to_string(),
             deployment_env: agent.deployment_env.to_string(),
@@ -551,6 +690,34 @@ impl TokenService {
                 .dpop_thumbprint
                 .clone()
                 .map(|jkt| Confirmation { jkt }),
+            act: grant
+                .delegation
+                .as_ref()
+                .and_then(|delegation| Actor::nest(&delegation.actors)),
+            dlg: grant
+                .delegation
+                .as_ref()
+                .map(|delegation| delegation.links.clone())
+                .unwrap_or_default(),
         }
     }
+}
+
+/// The audiences `resources` name for `agent` (RFC 8707), without repeats
+/// (empty when there are none), or `None` when one is not among the agent's
+/// resources.
+pub(super) fn requested_audiences(agent: &Agent, resources: &[String]) -> Option<Vec<String>> {
+    if resources
+        .iter()
+        .any(|resource| !agent.resources.contains(resource))
+    {
+        return None;
+    }
+    let mut audiences: Vec<String> = Vec::with_capacity(resources.len());
+    for resource in resources {
+        if !audiences.contains(resource) {
+            audiences.push(resource.clone());
+        }
+    }
+    Some(audiences)
 }

@@ -130,6 +130,10 @@ wire_enum!(
         TokenIssued => "token.issued",
         /// An access token was revoked (`token.revoked`).
         TokenRevoked => "token.revoked",
+        /// An agent exchanged a token of an agent it acts for (RFC 8693,
+        /// `token.exchanged`); the monthly quota counts the successful ones
+        /// against the actor.
+        TokenExchanged => "token.exchanged",
         /// A client authentication or token request was refused (`auth.failed`).
         AuthFailed => "auth.failed",
         /// A signing key was made (`key.created`), in the `_system` chain.
@@ -166,7 +170,7 @@ mod tests {
             assert_eq!(a.as_str().parse::<AuditAction>().unwrap(), *a);
         }
         assert_eq!(AgentType::ALL.len(), 8);
-        assert_eq!(AuditAction::ALL.len(), 15);
+        assert_eq!(AuditAction::ALL.len(), 16);
     }
 
     #[test]

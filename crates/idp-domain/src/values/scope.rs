@@ -192,6 +192,22 @@ impl ScopeSet {
         self.0.iter().all(|s| capabilities.contains(s))
     }
 
+    /// Whether every element is in `other`.
+    pub fn is_subset_of_set(&self, other: &ScopeSet) -> bool {
+        self.0.is_subset(&other.0)
+    }
+
+    /// The scopes in both `self` and `capabilities`.
+    pub fn within(&self, capabilities: &Capabilities) -> ScopeSet {
+        Self(
+            self.0
+                .iter()
+                .filter(|s| capabilities.contains(s))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// The scopes, sorted.
     pub fn iter(&self) -> impl Iterator<Item = &Scope> {
         self.0.iter()

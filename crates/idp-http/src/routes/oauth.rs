@@ -7,8 +7,9 @@ use idp_domain::admission::agent_key;
 use idp_domain::admission::seconds_to_next_month;
 use idp_domain::ports::RateDecision;
 use idp_domain::services::{
-    ClientAssertion, ClientAuthError, ClientAuthentication, ClientCredentials, DpopRequest,
-    JWT_BEARER_ASSERTION_TYPE, TokenRequest, TokenRequestError,
+    ACCESS_TOKEN_TYPE, ClientAssertion, ClientAuthError, ClientAuthentication, ClientCredentials,
+    DpopRequest, ExchangeRequest, JWT_BEARER_ASSERTION_TYPE, PresentedExchangeToken,
+    TOKEN_EXCHANGE_GRANT, TokenRequest, TokenRequestError,
 };
 use idp_domain::token::Principal;
 use idp_domain::values::{ClientSecret, ResourceUri};
@@ -238,9 +239,49 @@ fn read_token_request(
     })
 }
 
+/// The grant a token request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GrantType {
+    ClientCredentials,
+    /// RFC 8693, with its required parameters present and actor token
+    /// parameters paired.
+    TokenExchange,
+}
+
+/// The grant type of `form`, and for a token exchange its parameters as RFC
+/// 8693 section 2.1 requires them.
+fn grant_type(form: &TokenRequestForm) -> Result<GrantType, Refusal> {
+    let grant_type = form
+        .grant_type
+        .as_deref()
+        .ok_or_else(|| invalid_request("grant_type is required"))?;
+    match grant_type {
+        "client_credentials" => Ok(GrantType::ClientCredentials),
+        TOKEN_EXCHANGE_GRANT => {
+            if form.subject_token.is_none() || form.subject_token_type.is_none() {
+                return Err(invalid_request(
+                    "subject_token and subject_token_type are required",
+                ));
+            }
+            if form.actor_token.is_some() != form.actor_token_type.is_some() {
+                return Err(invalid_request(
+                    "actor_token and actor_token_type go together",
+                ));
+            }
+            Ok(GrantType::TokenExchange)
+        }
+        _ => Err(Refusal::new(
+            TokenRefusal::UnsupportedGrantType,
+            OAuthErrorCode::UnsupportedGrantType,
+            "the supported grant types are client_credentials and token exchange",
+        )),
+    }
+}
+
 /// A token request that follows RFC 6749 as far as the form tells: credentials
-/// only in the body or the header, grant type `client_credentials`, a client
-/// that presents credentials. The checks run in this order.
+/// only in the body or the header, a supported grant type with its
+/// parameters, a client that presents credentials. The checks run in this
+/// order.
 fn well_formed<'r>(
     req: &'r HttpRequest,
     parsed: Result<TokenRequestParts, Refusal>,
@@ -255,17 +296,7 @@ fn well_formed<'r>(
             "client credentials must not be sent in the query string",
         ));
     }
-    let grant_type = form
-        .grant_type
-        .as_deref()
-        .ok_or_else(|| invalid_request("grant_type is required"))?;
-    if grant_type != "client_credentials" {
-        return Err(Refusal::new(
-            TokenRefusal::UnsupportedGrantType,
-            OAuthErrorCode::UnsupportedGrantType,
-            "only client_credentials is supported",
-        ));
-    }
+    let grant_type = grant_type(&form)?;
     let client = client.ok_or_else(|| {
         Refusal::new(
             TokenRefusal::NoClientAuthentication,
@@ -286,6 +317,7 @@ fn well_formed<'r>(
     }
     let dpop = dpop_header(req).map_err(|_| invalid_dpop_proof("send exactly one DPoP header"))?;
     Ok(WellFormed {
+        grant_type,
         form,
         resources,
         client,
@@ -295,6 +327,7 @@ fn well_formed<'r>(
 
 /// A token request [`well_formed`] accepted.
 struct WellFormed<'r> {
+    grant_type: GrantType,
     form: TokenRequestForm,
     resources: Vec<String>,
     client: ClientAuthentication,
@@ -317,6 +350,7 @@ async fn grant(
     let request = well_formed(req, read_token_request(req, body));
     let ctx = request_context(req, None);
     let WellFormed {
+        grant_type,
         form,
         resources,
         client,
@@ -374,22 +408,65 @@ async fn grant(
         method: "POST",
         url: &url,
     });
-    let request = TokenRequest {
-        scope: form.scope.as_deref(),
-        resources: &resources,
-        dpop,
+    let (rate, outcome) = match grant_type {
+        GrantType::ClientCredentials => {
+            let request = TokenRequest {
+                scope: form.scope.as_deref(),
+                resources: &resources,
+                dpop,
+            };
+            state.tokens.issue(&authenticated, request, &ctx).await
+        }
+        GrantType::TokenExchange => {
+            // well_formed checked that the subject token and its type are present.
+            let Some(subject) = exchange_token(&form.subject_token, &form.subject_token_type)
+            else {
+                return (
+                    None,
+                    Err(invalid_request(
+                        "subject_token and subject_token_type are required",
+                    )),
+                );
+            };
+            let request = ExchangeRequest {
+                subject,
+                actor: exchange_token(&form.actor_token, &form.actor_token_type),
+                scope: form.scope.as_deref(),
+                resources: &resources,
+                dpop,
+            };
+            state.tokens.exchange(&authenticated, request, &ctx).await
+        }
     };
-    let (rate, outcome) = state.tokens.issue(&authenticated, request, &ctx).await;
     let outcome = match outcome {
-        Ok(issued) => Ok(json!({
-            "access_token": issued.access_token,
-            "token_type": issued.token_type,
-            "expires_in": issued.expires_in,
-            "scope": issued.scope,
-        })),
+        Ok(issued) => {
+            let mut body = json!({
+                "access_token": issued.access_token,
+                "token_type": issued.token_type,
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+            });
+            if grant_type == GrantType::TokenExchange
+                && let Some(map) = body.as_object_mut()
+            {
+                map.insert("issued_token_type".to_owned(), json!(ACCESS_TOKEN_TYPE));
+            }
+            Ok(body)
+        }
         Err(err) => Err(token_refusal(state, err)),
     };
     (rate, outcome)
+}
+
+/// A token of a token exchange and its type, when both were sent.
+fn exchange_token<'a>(
+    token: &'a Option<String>,
+    token_type: &'a Option<String>,
+) -> Option<PresentedExchangeToken<'a>> {
+    Some(PresentedExchangeToken {
+        token: token.as_deref()?,
+        token_type: token_type.as_deref()?,
+    })
 }
 
 fn unavailable(description: impl Into<String>) -> Refusal {
@@ -433,15 +510,16 @@ fn token_refusal(state: &AppState, err: TokenRequestError) -> Refusal {
             state.metrics.rate_limited();
             rate_limited(retry_after)
         }
+        TokenRequestError::InvalidRequest(description) => invalid_request(description),
         TokenRequestError::InvalidScope => Refusal::new(
             TokenRefusal::InvalidScope,
             OAuthErrorCode::InvalidScope,
-            "the requested scope is malformed or not among the agent's capabilities",
+            "the requested scope is malformed or not among the scopes the client may be granted",
         ),
         TokenRequestError::InvalidTarget => Refusal::new(
             TokenRefusal::InvalidTarget,
             OAuthErrorCode::InvalidTarget,
-            "a requested resource is not among the agent's resources",
+            "a requested resource is not among the resources of the token's subject",
         ),
         TokenRequestError::InvalidDpopProof(reason) => {
             tracing::info!(reason = %reason, "DPoP proof refused");

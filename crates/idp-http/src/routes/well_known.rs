@@ -1,6 +1,7 @@
 //! Discovery: RFC 8414 server metadata and the JWK Set.
 
 use actix_web::{HttpResponse, web};
+use idp_domain::services::TOKEN_EXCHANGE_GRANT;
 use idp_domain::values::{JwsAlgorithm, MANAGEMENT_SCOPES};
 use serde_json::json;
 
@@ -29,7 +30,7 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "introspection_endpoint": format!("{issuer}/api/v1/token/introspect"),
         "revocation_endpoint": format!("{issuer}/api/v1/token/revoke"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE_GRANT],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": JwsAlgorithm::names(),

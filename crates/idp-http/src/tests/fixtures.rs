@@ -80,6 +80,8 @@ pub fn claims(scope: &str) -> AccessTokenClaims {
         deployment_env: "production".into(),
         cid: CREDENTIAL.into(),
         cnf: None,
+        act: None,
+        dlg: Vec::new(),
     }
 }
 
@@ -149,6 +151,7 @@ impl Mocks {
                 rate_limit_per_minute: 100,
                 auth_failures_per_minute: 10,
                 token_endpoint: format!("{ISSUER}/api/v1/token"),
+                max_delegation_depth: 4,
             },
         );
         AppState {

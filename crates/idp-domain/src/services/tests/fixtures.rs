@@ -285,6 +285,7 @@ pub(super) fn token_settings() -> TokenSettings {
         rate_limit_per_minute: RATE_LIMIT,
         auth_failures_per_minute: AUTH_FAILURE_LIMIT,
         token_endpoint: TOKEN_ENDPOINT.into(),
+        max_delegation_depth: 4,
     }
 }
 
@@ -513,6 +514,8 @@ pub(super) fn live_claims() -> AccessTokenClaims {
         deployment_env: "production".into(),
         cid: CREDENTIAL.to_string(),
         cnf: None,
+        act: None,
+        dlg: Vec::new(),
     }
 }
 

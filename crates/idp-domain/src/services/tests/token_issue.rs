@@ -189,6 +189,8 @@ fn issued_claims(scope: &str) -> AccessTokenClaims {
         deployment_env: "production".into(),
         cid: CREDENTIAL.to_string(),
         cnf: None,
+        act: None,
+        dlg: Vec::new(),
     }
 }
 
