@@ -335,24 +335,25 @@ impl TokenMocks {
     }
 
     pub(super) fn build(self) -> TokenService {
-        TokenService::new(
-            TokenPorts {
-                agents: Arc::new(self.agents),
-                credentials: Arc::new(self.credentials),
-                hasher: Arc::new(self.hasher),
-                codec: Arc::new(self.codec),
-                revoked_store: Arc::new(self.revoked_store),
-                revocations: Arc::new(self.revocations),
-                usage: Arc::new(self.usage),
-                admission: Arc::new(self.admission),
-                limiter: Arc::new(self.limiter),
-                audit: Arc::new(self.audit),
-                verifier: Arc::new(self.verifier),
-                replay: Arc::new(self.replay),
-            },
-            ambient(),
-            token_settings(),
-        )
+        TokenService::new(self.ports(), ambient(), token_settings())
+    }
+
+    /// The mocks as the service's ports.
+    pub(super) fn ports(self) -> TokenPorts {
+        TokenPorts {
+            agents: Arc::new(self.agents),
+            credentials: Arc::new(self.credentials),
+            hasher: Arc::new(self.hasher),
+            codec: Arc::new(self.codec),
+            revoked_store: Arc::new(self.revoked_store),
+            revocations: Arc::new(self.revocations),
+            usage: Arc::new(self.usage),
+            admission: Arc::new(self.admission),
+            limiter: Arc::new(self.limiter),
+            audit: Arc::new(self.audit),
+            verifier: Arc::new(self.verifier),
+            replay: Arc::new(self.replay),
+        }
     }
 
     /// The codec decodes [`TOKEN`] (and only it) into `claims`.
