@@ -391,7 +391,8 @@ impl TokenService {
     }
 
     /// RFC 7009: revokes `token` if it is a live token of the caller's owner that
-    /// the caller may revoke (its own, or any with `agents:write`). Anything else
+    /// the caller may revoke (its own, one it holds as the actor of a
+    /// delegated token, or any with `agents:write`). Anything else
     /// is silently ignored, as the RFC requires. Writes `token.revoked` only when
     /// something was revoked.
     pub async fn revoke(

@@ -39,6 +39,9 @@ const B_DELEGATED: &str = "token-of-b-for-a";
 const C_OWN: &str = "token-of-c";
 const MCP: &str = "https://mcp.acme.test/";
 
+/// A change to the world (or to claims) that one case of a test makes.
+type Change<T> = fn(&mut T);
+
 fn credential_of(agent: AgentId) -> CredentialId {
     match agent {
         A => CA,
@@ -510,7 +513,7 @@ async fn the_chain_may_reach_the_maximum_depth_but_not_pass_it() {
 
 #[tokio::test]
 async fn a_subject_token_that_is_not_live_is_invalid_request() {
-    let cases: [(&str, fn(&mut World)); 7] = [
+    let cases: [(&str, Change<World>); 7] = [
         ("garbage", |_| {}),
         ("revoked", |w| {
             w.revoked.insert(JA);
@@ -760,7 +763,7 @@ async fn introspection_of_a_live_delegated_token_shows_its_actors() {
 
 #[tokio::test]
 async fn a_delegated_token_dies_with_any_link_of_its_chain() {
-    let triggers: [(&str, fn(&mut World)); 9] = [
+    let triggers: [(&str, Change<World>); 9] = [
         ("the subject token revoked", |w| {
             w.revoked.insert(JB);
         }),
@@ -801,7 +804,7 @@ async fn a_delegated_token_dies_with_any_link_of_its_chain() {
 
 #[tokio::test]
 async fn delegation_claims_that_disagree_make_the_token_malformed() {
-    let cases: [(&str, fn(&mut AccessTokenClaims)); 6] = [
+    let cases: [(&str, Change<AccessTokenClaims>); 6] = [
         ("act without links", |c| c.dlg.clear()),
         ("links without act", |c| c.act = None),
         ("actors out of order", |c| {
