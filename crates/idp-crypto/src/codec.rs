@@ -1007,6 +1007,23 @@ mod tests {
                 .unwrap();
         assert_eq!(signed["act"], json!({"sub": "c", "act": {"sub": "b"}}));
         assert_eq!(c.decode(&token).unwrap(), delegated);
+        // The deepest chain IDP_MAX_DELEGATION_DEPTH allows (16) still fits
+        // the size a token may have, with RSA's long signature.
+        let uuid = "0b7c2a3e-7d2c-4c55-9d0e-6c1f2b3a4d5e";
+        let mut deepest = claims();
+        deepest.act = idp_domain::token::Actor::nest(&[uuid; 16]);
+        deepest.dlg = vec![
+            idp_domain::token::DelegationLink {
+                sub: uuid.into(),
+                cid: uuid.into(),
+                jti: uuid.into(),
+            };
+            16
+        ];
+        let rsa = codec(SigningAlgorithm::RS256);
+        let token = rsa.sign(&deepest).unwrap();
+        assert!(token.len() < MAX_TOKEN_LEN / 2 + 1024, "{}", token.len());
+        assert_eq!(rsa.decode(&token).unwrap(), deepest);
         // Several audiences are an array (RFC 7519 section 4.1.3).
         let mut p = payload();
         p["aud"] = json!(["a", "b"]);

@@ -836,6 +836,7 @@ mod tests {
         assert_eq!(c.max_agents_per_owner, 100);
         assert_eq!(c.max_credentials_per_agent, 10);
         assert_eq!(c.audit_retention_days, 90);
+        assert_eq!(c.max_delegation_depth, 4);
         assert_eq!(c.signing_alg, "RS256");
         assert_eq!(
             c.issuer_for("127.0.0.1:8080".parse().unwrap()),
@@ -901,6 +902,8 @@ mod tests {
             ("IDP_HASH_CONCURRENCY", "lots"),
             ("IDP_TOKEN_QUOTA_PER_MONTH", "-5"),
             ("IDP_AUDIT_RETENTION_DAYS", "99999"),
+            ("IDP_MAX_DELEGATION_DEPTH", "17"),
+            ("IDP_MAX_DELEGATION_DEPTH", "-1"),
             ("IDP_CONFIG_FILE", "/nonexistent/agentidp.toml"),
         ] {
             let vars = [(name, value)];
@@ -919,6 +922,14 @@ mod tests {
         }
         for issuer in ["https://idp.example", "http://127.0.0.1:8080/tenant"] {
             assert!(load(&[("IDP_ISSUER", issuer)]).is_ok(), "{issuer}");
+        }
+        // 0 turns token exchange off; 16 keeps the deepest token under the
+        // size the codec reads.
+        for depth in ["0", "16"] {
+            assert!(
+                load(&[("IDP_MAX_DELEGATION_DEPTH", depth)]).is_ok(),
+                "{depth}"
+            );
         }
         assert_eq!(
             load(&[("IDP_LOG_FORMAT", "JSON")]).unwrap().log_format,

@@ -75,6 +75,29 @@ async fn other_grant_types_are_unsupported() {
     assert_eq!(body["error"], "unsupported_grant_type");
 }
 
+/// RFC 8693 section 2.1: a token exchange names its subject token and that
+/// token's type, and an actor token comes with its type. Refused before the
+/// client authenticates (no store is asked anything).
+#[actix_web::test]
+async fn a_token_exchange_without_its_parameters_is_invalid_request() {
+    const EXCHANGE: &str = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange";
+    const ACCESS: &str = "urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token";
+    for form in [
+        EXCHANGE.to_owned(),
+        format!("{EXCHANGE}&subject_token=t"),
+        format!("{EXCHANGE}&subject_token_type={ACCESS}"),
+        format!("{EXCHANGE}&subject_token=&subject_token_type={ACCESS}"),
+        format!("{EXCHANGE}&subject_token=t&subject_token_type={ACCESS}&actor_token=a"),
+        format!("{EXCHANGE}&subject_token=t&subject_token_type={ACCESS}&actor_token_type={ACCESS}"),
+        format!("{EXCHANGE}&subject_token=t&subject_token=u&subject_token_type={ACCESS}"),
+    ] {
+        let req = token_request(&form).insert_header(("Authorization", basic(AGENT, "s")));
+        let (status, _, body) = token_error(req).await;
+        assert_eq!(status, 400, "{form}");
+        assert_eq!(body["error"], "invalid_request", "{form}");
+    }
+}
+
 #[actix_web::test]
 async fn json_bodies_are_invalid_request() {
     let req = TestRequest::post()
