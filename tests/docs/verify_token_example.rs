@@ -55,3 +55,19 @@ pub fn verify_access_token(
     }
     Ok(claims)
 }
+
+/// Who is acting, for a token from a token exchange (RFC 8693): the subject
+/// (`sub`, on whose behalf), then each actor in the order they joined, the
+/// one presenting the token (`client_id`) last. `act` nests the newest actor
+/// outermost. A token of an agent acting for itself: just `[sub]`.
+pub fn actor_chain(claims: &JwtPayload) -> Vec<String> {
+    let mut chain = Vec::new(); // newest first, then reversed
+    let mut act = claims.claim("act");
+    while let Some(actor) = act.and_then(|act| act.get("sub")?.as_str()) {
+        chain.push(actor.to_owned());
+        act = act.and_then(|act| act.get("act"));
+    }
+    chain.extend(claims.subject().map(str::to_owned));
+    chain.reverse();
+    chain
+}

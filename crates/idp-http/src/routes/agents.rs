@@ -19,7 +19,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(decommission)),
-    );
+    )
+    .service(resource("/agents/{agentId}/card", "GET").route(web::get().to(card)));
 }
 
 async fn create(
@@ -90,4 +91,28 @@ async fn decommission(
     let ctx = request_context(&req, Some(caller.agent_id));
     state.agents.decommission(&caller, id, &ctx).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /api/v1/agents/{agentId}/card`: the agent's A2A Agent Card as a
+/// compact JWS signed with the active key (`application/jwt`, like the signed
+/// audit head), readable exactly when `GET /api/v1/agents/{agentId}` is.
+async fn card(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let caller = bearer(&req)?;
+    caller.require_scope("agents:read")?;
+    query::<NoQuery>(&req)?;
+    let id = path::<AgentPath>(&req)?.agent();
+    let jws = state
+        .agents
+        .signed_card(
+            &caller,
+            id,
+            &state.settings.issuer,
+            state.codec.as_ref(),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("application/jwt")
+        .body(jws))
 }

@@ -208,7 +208,12 @@ async fn the_migration_links_events_stored_before_the_chain() {
 
     assert_eq!(
         run_migrations(&db.url).await.unwrap(),
-        ["20261204000000", "20261205000000", "20261205010000"]
+        [
+            "20261204000000",
+            "20261205000000",
+            "20261205010000",
+            "20261206000000"
+        ]
     );
 
     let store = PgStore::new(connect(&db.url, 4).await.unwrap());

@@ -36,6 +36,8 @@ pub(crate) const KEY_ROTATION_VERSION: &str = "20261204000000";
 pub(crate) const PUBLIC_KEYS_VERSION: &str = "20261205000000";
 /// The version of the migration of agents' delegates.
 pub(crate) const DELEGATES_VERSION: &str = "20261205010000";
+/// The version of the migration of token exchange (the index of exchanges by actor).
+pub(crate) const TOKEN_EXCHANGE_VERSION: &str = "20261206000000";
 
 /// Every version of `migrations/sqlite`, in the order they apply.
 fn all_versions() -> Vec<String> {
@@ -45,6 +47,7 @@ fn all_versions() -> Vec<String> {
         KEY_ROTATION_VERSION.to_owned(),
         PUBLIC_KEYS_VERSION.to_owned(),
         DELEGATES_VERSION.to_owned(),
+        TOKEN_EXCHANGE_VERSION.to_owned(),
     ]
 }
 
@@ -1097,6 +1100,19 @@ async fn the_migrations_revert_cleanly_and_apply_again() {
     let reverted = conn
         .revert_last_migration(idp_store_sqlite::MIGRATIONS)
         .unwrap();
+    assert_eq!(reverted.to_string(), TOKEN_EXCHANGE_VERSION);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM sqlite_schema \
+             WHERE name = 'audit_events_exchanges_by_actor_idx'"
+        ),
+        0,
+        "down.sql drops the index of exchanges"
+    );
+    let reverted = conn
+        .revert_last_migration(idp_store_sqlite::MIGRATIONS)
+        .unwrap();
     assert_eq!(reverted.to_string(), DELEGATES_VERSION);
     assert_eq!(
         count(
@@ -1239,7 +1255,7 @@ async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
     );
 
     // A database analyzed before the migration keeps ANALYZE's figures.
-    for _ in 0..4 {
+    for _ in 0..5 {
         conn.revert_last_migration(idp_store_sqlite::MIGRATIONS)
             .unwrap();
     }
@@ -1264,6 +1280,7 @@ async fn the_audit_statistics_are_written_once_and_keep_an_earlier_analysis() {
             KEY_ROTATION_VERSION.to_owned(),
             PUBLIC_KEYS_VERSION.to_owned(),
             DELEGATES_VERSION.to_owned(),
+            TOKEN_EXCHANGE_VERSION.to_owned(),
         ]
     );
     let mut conn = harness.dir.raw_connection().unwrap();

@@ -5,6 +5,7 @@
 //! wrong owner, limit or audit event fails the test. Any call no test expected
 //! fails too (mockall refuses it).
 
+mod agent_card;
 mod agents;
 mod assertion;
 mod audit;
@@ -12,6 +13,7 @@ mod bootstrap;
 mod client_auth;
 mod credentials;
 mod dpop;
+mod exchange;
 mod fixtures;
 mod keys;
 mod principal;
