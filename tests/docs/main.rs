@@ -24,6 +24,12 @@
 //!   a DPoP-bound token with a `private_key_jwt` assertion from a live server
 //!   and read their agent with it, before and after a key rotation (needs
 //!   `cargo build -p agent-without-secrets`, or `AGENT_WITHOUT_SECRETS_BIN`).
+//! * `delegation`: the delegation guide shows its three-agent walk-through
+//!   verbatim, and the script prints what the guide shows against a live
+//!   server (token exchange, the `act` chain, refusals, the cascade).
+//! * `mcp_and_a2a`: the MCP and A2A guide shows its two scripts verbatim; the
+//!   MCP protected resource takes AgentIdP tokens for its own URL only, and
+//!   the A2A peer follows an Agent Card to AgentIdP and checks the signed card.
 //!
 //! Needs the server binary (`cargo build -p idp-server`, or `IDP_SERVER_BIN`),
 //! the example's (`cargo build -p embedded-registry`, or `EMBEDDED_REGISTRY_BIN`),
