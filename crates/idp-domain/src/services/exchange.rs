@@ -156,11 +156,11 @@ impl TokenService {
             }
         }
         // The agent the subject token was issued to decides who may act for it.
-        let delegator = self
-            .chain_agent(actor, &claims.client_id)
-            .await?
-            .filter(|delegator| delegator.delegates.contains(actor.agent_id));
-        if delegator.is_none() {
+        let delegator = self.chain_agent(actor, &claims.client_id).await?;
+        if !delegator
+            .as_ref()
+            .is_some_and(|delegator| delegator.delegates.contains(actor.agent_id))
+        {
             return invalid(
                 "the client is not among the delegates of the subject token's client",
                 "actor_not_delegate",
@@ -189,7 +189,12 @@ impl TokenService {
                 known,
             )));
         }
-        let Some(subject_agent) = self.chain_agent(actor, &claims.sub).await? else {
+        // A plain subject token's client is its subject: no second read.
+        let subject_agent = match delegator {
+            Some(delegator) if claims.client_id == claims.sub => Some(delegator),
+            _ => self.chain_agent(actor, &claims.sub).await?,
+        };
+        let Some(subject_agent) = subject_agent else {
             return invalid(
                 "the subject token is not an active token of this owner",
                 "invalid_subject_token",
