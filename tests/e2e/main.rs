@@ -16,6 +16,7 @@
 #[macro_use]
 mod support;
 
+mod agent_card;
 mod agents;
 mod audit;
 mod audit_chain;
@@ -24,6 +25,7 @@ mod client_assertions;
 mod concurrency;
 mod credentials;
 mod delegates;
+mod delegation;
 mod dpop;
 mod faults;
 mod gate_paths;

@@ -155,8 +155,13 @@ impl AccessTokenClaims {
 /// An authenticated caller of the management API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The calling agent.
+    /// The agent the caller acts as: its tenant, the subject of its token.
     pub agent_id: AgentId,
+    /// The agent that presented its own credential or token: `agent_id`
+    /// itself, or for a delegated token the actor acting for `agent_id`
+    /// (its `client_id`). Audit events name it as their actor, and its rate
+    /// limit counts the request.
+    pub client_id: AgentId,
     /// Its owner: the only tenant it may see.
     pub owner: Owner,
     /// The scopes it holds for this request (the token's, or for client

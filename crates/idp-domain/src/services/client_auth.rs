@@ -107,6 +107,7 @@ impl AuthenticatedClient {
     pub fn principal(&self) -> Principal {
         Principal {
             agent_id: self.agent.agent_id,
+            client_id: self.agent.agent_id,
             owner: self.agent.owner.clone(),
             scopes: ScopeSet::from(&self.agent.capabilities),
             token_id: None,

@@ -308,6 +308,7 @@ impl TokenService {
         };
         let principal = Principal {
             agent_id: sub,
+            client_id: client,
             owner,
             scopes,
             token_id: Some(jti),
@@ -391,8 +392,8 @@ impl TokenService {
     }
 
     /// RFC 7009: revokes `token` if it is a live token of the caller's owner that
-    /// the caller may revoke (its own, one it holds as the actor of a
-    /// delegated token, or any with `agents:write`). Anything else
+    /// the caller may revoke (one it holds, one acting for it unless the
+    /// caller is itself a delegate, or any with `agents:write`). Anything else
     /// is silently ignored, as the RFC requires. Writes `token.revoked` only when
     /// something was revoked.
     pub async fn revoke(
@@ -421,10 +422,14 @@ impl TokenService {
             return Ok(());
         };
         let same_owner = claims.owner == caller.owner.as_str();
-        // The subject, the agent acting for it (a delegated token's client)
-        // or a manager.
-        let allowed = subject == caller.agent_id
-            || client == caller.agent_id
+        // A token is the caller's own when the caller holds it (its client),
+        // or when the caller, presenting its own credential or token, is its
+        // subject: an agent may cut off whoever acts for it. A delegate acting
+        // for an agent may not revoke that agent's other tokens: delegated
+        // scope only narrows. Anything else needs `agents:write`.
+        let delegated_caller = caller.client_id != caller.agent_id;
+        let allowed = client == caller.client_id
+            || (subject == caller.agent_id && !delegated_caller)
             || caller.has_scope("agents:write");
         if !same_owner || !allowed {
             return Ok(());

@@ -158,11 +158,12 @@ async fn token_caller(
     }
 }
 
-/// The window a request is counted in: its agent's once authenticated,
-/// whatever spelling of the id it used; otherwise its address's.
+/// The window a request is counted in: its client's once authenticated (for a
+/// delegated token the actor's, not the subject's), whatever spelling of the
+/// id it used; otherwise its address's.
 fn limiter_key(state: &AppState, caller: &Caller, req: &HttpRequest) -> String {
     match caller {
-        Caller::Bearer(principal) | Caller::Client(principal) => agent_key(principal.agent_id),
+        Caller::Bearer(principal) | Caller::Client(principal) => agent_key(principal.client_id),
         Caller::InvalidBearer
         | Caller::InvalidDpop(_)
         | Caller::InvalidClient

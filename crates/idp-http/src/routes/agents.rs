@@ -35,7 +35,7 @@ async fn create(
     let new = json_body::<CreateAgent>(&req, &body)?
         .ok_or_else(|| ApiError::bad_body("a JSON object is required"))?
         .into_new_agent()?;
-    let ctx = request_context(&req, Some(caller.agent_id));
+    let ctx = request_context(&req, Some(caller.client_id));
     let agent = state.agents.register(&caller, new, &ctx).await?;
     Ok(HttpResponse::Created()
         .insert_header((
@@ -75,7 +75,7 @@ async fn update(
     let patch = json_body::<UpdateAgent>(&req, &body)?
         .ok_or_else(|| ApiError::bad_body("must change at least one field"))?
         .into_patch()?;
-    let ctx = request_context(&req, Some(caller.agent_id));
+    let ctx = request_context(&req, Some(caller.client_id));
     let agent = state.agents.update(&caller, id, patch, &ctx).await?;
     Ok(HttpResponse::Ok().json(&agent))
 }
@@ -88,7 +88,7 @@ async fn decommission(
     caller.require_scope("agents:write")?;
     query::<NoQuery>(&req)?;
     let id = path::<AgentPath>(&req)?.agent();
-    let ctx = request_context(&req, Some(caller.agent_id));
+    let ctx = request_context(&req, Some(caller.client_id));
     state.agents.decommission(&caller, id, &ctx).await?;
     Ok(HttpResponse::NoContent().finish())
 }

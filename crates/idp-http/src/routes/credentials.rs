@@ -65,7 +65,7 @@ async fn generate(
         None => NewKey::Secret,
     };
     let expires_at = body.and_then(|body| body.expires_at).map(|at| at.0);
-    let ctx = request_context(&req, Some(caller.agent_id));
+    let ctx = request_context(&req, Some(caller.client_id));
     let issued = state
         .credentials
         .generate(&caller, agent, new_key, expires_at, &ctx)
@@ -104,7 +104,7 @@ async fn rotate(
     let body = read_body(&req, payload).await?;
     let new_key = RotateCredential::new_key(json_body::<RotateCredential>(&req, &body)?.as_ref())?;
     let (agent, credential) = path::<CredentialPath>(&req)?.ids();
-    let ctx = request_context(&req, Some(caller.agent_id));
+    let ctx = request_context(&req, Some(caller.client_id));
     let issued = state
         .credentials
         .rotate(&caller, agent, credential, new_key, &ctx)
@@ -117,7 +117,7 @@ async fn revoke(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     caller.require_scope("agents:write")?;
     query::<NoQuery>(&req)?;
     let (agent, credential) = path::<CredentialPath>(&req)?.ids();
-    let ctx = request_context(&req, Some(caller.agent_id));
+    let ctx = request_context(&req, Some(caller.client_id));
     state
         .credentials
         .revoke(&caller, agent, credential, &ctx)

@@ -643,7 +643,7 @@ async fn revoke(
     let form = token_form(&req, &body);
     let caller = authenticate(&req, &state, form.as_ref().ok()).await?;
     let token = form?.typed::<TokenForm>()?.token;
-    let ctx = request_context(&req, Some(caller.agent_id));
+    let ctx = request_context(&req, Some(caller.client_id));
     state.tokens.revoke(&caller, &token, &ctx).await?;
     Ok(HttpResponse::Ok().finish())
 }

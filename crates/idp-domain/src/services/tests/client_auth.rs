@@ -774,6 +774,7 @@ async fn client_principal_holds_the_agents_capabilities() {
         principal,
         Principal {
             agent_id: TARGET,
+            client_id: TARGET,
             owner: owner(),
             scopes: scopes(&["resume:read", "agents:read", "files:write"]),
             token_id: None,

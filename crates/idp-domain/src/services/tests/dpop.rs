@@ -447,6 +447,7 @@ async fn present(m: TokenMocks, presented: PresentedToken<'_>) -> Result<Princip
 fn target_principal() -> Principal {
     Principal {
         agent_id: TARGET,
+        client_id: TARGET,
         owner: owner(),
         scopes: scopes(&["agents:read", "resume:read"]),
         token_id: Some(TOKEN_ID),

@@ -857,6 +857,7 @@ async fn the_actor_holding_a_delegated_token_may_revoke_it() {
     // C, holding only reports:read: no agents:write.
     let holder = crate::token::Principal {
         agent_id: C,
+        client_id: C,
         ..caller(&["reports:read"])
     };
 
@@ -890,4 +891,55 @@ async fn the_depth_setting_bounds_the_first_exchange_too() {
         events.only().metadata["reason"],
         json!("delegation_depth_exceeded")
     );
+}
+
+#[tokio::test]
+async fn a_delegate_may_not_revoke_the_subjects_other_tokens() {
+    let mut world = World::new();
+    world
+        .tokens
+        .insert(TOKEN.into(), token_of(A, "reports:read", JA));
+    let mut m = TokenMocks::new();
+    m.nothing_revoked();
+    // C presenting its token acting for A, without agents:write.
+    let delegate = crate::token::Principal {
+        agent_id: A,
+        client_id: C,
+        ..caller(&["reports:read"])
+    };
+
+    world
+        .mocks(m)
+        .build()
+        .revoke(&delegate, TOKEN, &anonymous_ctx())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_subject_may_revoke_a_token_acting_for_it() {
+    let mut world = World::new();
+    world.tokens.insert(TOKEN.into(), c_for_b_for_a());
+    let mut m = TokenMocks::new();
+    m.revoked_store
+        .expect_revoke()
+        .withf(|_, token, _| token.token_id == JC)
+        .times(1)
+        .returning(|_, _, _| Ok(true));
+    m.revocations
+        .expect_insert()
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let subject = crate::token::Principal {
+        agent_id: A,
+        client_id: A,
+        ..caller(&["reports:read"])
+    };
+
+    world
+        .mocks(m)
+        .build()
+        .revoke(&subject, TOKEN, &anonymous_ctx())
+        .await
+        .unwrap();
 }

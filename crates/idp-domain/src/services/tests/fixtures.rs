@@ -125,6 +125,7 @@ pub(super) fn caps(raw: &[&str]) -> Capabilities {
 pub(super) fn caller(held: &[&str]) -> Principal {
     Principal {
         agent_id: CALLER,
+        client_id: CALLER,
         owner: owner(),
         scopes: scopes(held),
         token_id: Some(CALLER_TOKEN),

@@ -37,6 +37,7 @@ async fn authenticate_accepts_a_live_token_with_its_scopes() {
         principal,
         Principal {
             agent_id: TARGET,
+            client_id: TARGET,
             owner: owner(),
             scopes: scopes(&["agents:read", "resume:read"]),
             token_id: Some(TOKEN_ID),

@@ -22,6 +22,7 @@ fn revoked_entry() -> RevokedToken {
 fn the_tokens_own_agent() -> Principal {
     Principal {
         agent_id: TARGET,
+        client_id: TARGET,
         credential_id: CREDENTIAL,
         ..caller(&[])
     }
