@@ -155,18 +155,16 @@ impl TokenService {
                 );
             }
         }
-        // The agent the subject token was issued to decides who may act for it.
-        let delegator = self.chain_agent(actor, &claims.client_id).await?;
-        if !delegator
-            .as_ref()
-            .is_some_and(|delegator| delegator.delegates.contains(actor.agent_id))
-        {
+        // Each agent of the chain must still let the next act for it: the
+        // last pair is the subject token's client and the actor.
+        let Some(delegators) = self.delegators(actor, &delegation).await? else {
             return invalid(
-                "the client is not among the delegates of the subject token's client",
+                "the client is not among the delegates of the subject token's client, \
+                 or an earlier agent of the chain no longer delegates to the next",
                 "actor_not_delegate",
                 known,
             );
-        }
+        };
         if delegation.links.len() > self.settings.max_delegation_depth {
             return invalid(
                 "the delegation chain would exceed the maximum depth",
@@ -189,19 +187,14 @@ impl TokenService {
                 known,
             )));
         }
-        // A plain subject token's client is its subject: no second read.
-        let subject_agent = match delegator {
-            Some(delegator) if claims.client_id == claims.sub => Some(delegator),
-            _ => self.chain_agent(actor, &claims.sub).await?,
-        };
-        let Some(subject_agent) = subject_agent else {
+        let Some(subject_agent) = delegators.first() else {
             return invalid(
                 "the subject token is not an active token of this owner",
                 "invalid_subject_token",
                 known,
             );
         };
-        let audiences = match requested_audiences(&subject_agent, request.resources) {
+        let audiences = match requested_audiences(subject_agent, request.resources) {
             None => {
                 return Ok(Err(refuse(
                     TokenRequestError::InvalidTarget,
@@ -242,6 +235,30 @@ impl TokenService {
         Ok(valid
             .ok()
             .filter(|valid| valid.principal.owner == actor.owner))
+    }
+
+    /// The agents of `delegation`'s chain but its new actor, the subject
+    /// first, when each lists the next among its `delegates`.
+    async fn delegators(
+        &self,
+        actor: &Agent,
+        delegation: &Delegation,
+    ) -> Result<Option<Vec<Agent>>, StoreError> {
+        let chain = delegation.chain();
+        let mut delegators = Vec::with_capacity(chain.len().saturating_sub(1));
+        for pair in chain.windows(2) {
+            let (Some(delegator), Ok(next)) = (
+                self.chain_agent(actor, &pair[0]).await?,
+                uuid::Uuid::parse_str(&pair[1]),
+            ) else {
+                return Ok(None);
+            };
+            if !delegator.delegates.contains(AgentId(next)) {
+                return Ok(None);
+            }
+            delegators.push(delegator);
+        }
+        Ok(Some(delegators))
     }
 
     /// The agent `id` (a claim of a token that checked) of `actor`'s owner.

@@ -379,6 +379,18 @@ async fn who_may_act_is_decided_by_the_subject_tokens_client_not_its_subject() {
 }
 
 #[tokio::test]
+async fn a_withdrawn_delegation_stops_further_exchanges_down_the_chain() {
+    // A no longer lists B; B still lists C.
+    let mut world = World::new();
+    world.agent_mut(A).delegates = Delegates::default();
+
+    let (err, event) = refused(&world, C, request(B_DELEGATED)).await;
+
+    assert!(is_invalid_request(&err), "{err:?}");
+    assert_eq!(event.metadata["reason"], json!("actor_not_delegate"));
+}
+
+#[tokio::test]
 async fn an_agent_that_is_no_delegate_is_refused() {
     let world = World::new();
 
