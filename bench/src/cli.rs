@@ -23,7 +23,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "token-cold,token,token-pkjwt,token-dpop,token-flood,introspect,agents-get,agents-list,audit-query,mixed"
+        default_value = "token-cold,token,token-pkjwt,token-dpop,token-exchange,token-flood,introspect,agents-get,agents-list,audit-query,mixed"
     )]
     pub scenario: Vec<Scenario>,
 
@@ -158,6 +158,10 @@ pub enum Scenario {
     TokenPkjwt,
     /// `token` plus a DPoP proof (ES256) per request: DPoP-bound tokens.
     TokenDpop,
+    /// RFC 8693 token exchange: an agent (the actor, Basic auth) trades a
+    /// token of an agent that lists it among its `delegates` for a
+    /// delegated token, rotating through the seeded pairs.
+    TokenExchange,
     /// `token` while a flood of wrong-secret requests with random unknown
     /// client ids (one dummy Argon2id each) runs beside it.
     TokenFlood,
@@ -181,6 +185,7 @@ impl Scenario {
             Self::Token => "token",
             Self::TokenPkjwt => "token-pkjwt",
             Self::TokenDpop => "token-dpop",
+            Self::TokenExchange => "token-exchange",
             Self::TokenFlood => "token-flood",
             Self::Introspect => "introspect",
             Self::AgentsGet => "agents-get",

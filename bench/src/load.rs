@@ -24,7 +24,9 @@ use crate::server::{Sampler, cpu_seconds, load_average, machine_busy_seconds};
 /// Writes the files bench/wrk/*.lua read (tab-separated, one request each):
 /// `token.tsv` (Basic credentials), `introspect.tsv` (caller token, token),
 /// `agents.tsv` (caller token, agent id, is-admin), `owners.tsv` (caller token),
-/// `audit.tsv` (caller token, agent id, fromDate, toDate).
+/// `audit.tsv` (caller token, agent id, fromDate, toDate), and for
+/// `token-exchange` `token-exchange.tsv` (the actor's Basic credentials, the
+/// subject's token), one row per credential of each pair's actor.
 pub fn write_data_files(dir: &Path, seeded: &Seeded, now: DateTime<Utc>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let admin = |owner: usize| seeded.owners[owner].admin_token.as_str();
@@ -61,12 +63,35 @@ pub fn write_data_files(dir: &Path, seeded: &Seeded, now: DateTime<Utc>) -> anyh
     for owner in &seeded.owners {
         writeln!(owners, "{}", owner.admin_token)?;
     }
+    let mut exchange = String::new();
+    for pair in &seeded.delegations {
+        let subject_tokens: Vec<&str> = seeded.agents[pair.subject]
+            .credentials
+            .iter()
+            .filter_map(|c| c.access_token.as_deref())
+            .collect();
+        let warmed = seeded.agents[pair.actor]
+            .credentials
+            .iter()
+            .filter(|c| c.access_token.is_some());
+        for (c, credential) in warmed.enumerate() {
+            let Some(subject_token) = subject_tokens.get(c % subject_tokens.len().max(1)) else {
+                continue;
+            };
+            let basic = STANDARD.encode(format!(
+                "{}:{}",
+                credential.client_id, credential.client_secret
+            ));
+            writeln!(exchange, "{basic}\t{subject_token}")?;
+        }
+    }
     for (name, text) in [
         ("token.tsv", token),
         ("introspect.tsv", introspect),
         ("agents.tsv", agents),
         ("owners.tsv", owners),
         ("audit.tsv", audit),
+        ("token-exchange.tsv", exchange),
     ] {
         std::fs::write(dir.join(name), text)?;
     }

@@ -414,6 +414,7 @@ fn run_deployment(bench: &Bench<'_>, kind: DeploymentKind) -> DeploymentReport {
         concurrency: args.seed_concurrency,
         client_keys: args.scenario.contains(&Scenario::TokenPkjwt),
         dpop_keys: args.scenario.contains(&Scenario::TokenDpop),
+        delegations: args.scenario.contains(&Scenario::TokenExchange),
     };
     let seeded = match bench
         .runtime
@@ -714,6 +715,13 @@ fn ceiling_for(bench: &Bench<'_>, scenario: Scenario) -> Option<String> {
             let verify = find("jws/verify/ES256".to_owned())?;
             let per_s = bench.cpus as f64 * 1e9 / (sign.ns_per_op + verify.ns_per_op);
             Some(format!("{}/s {alg} sign + ES256 verify", thousands(per_s)))
+        }
+        // Each exchange verifies the subject token and signs the new one.
+        Scenario::TokenExchange => {
+            let sign = find(format!("jws/sign/{alg}"))?;
+            let verify = find(format!("jws/verify/{alg}"))?;
+            let per_s = bench.cpus as f64 * 1e9 / (sign.ns_per_op + verify.ns_per_op);
+            Some(format!("{}/s {alg} sign + verify", thousands(per_s)))
         }
         Scenario::TokenCold => find("secret/argon2id-verify".to_owned())
             .map(|c| format!("{} ms Argon2id", millis(c.ns_per_op / 1e6))),

@@ -33,6 +33,19 @@ pub struct SeedPlan {
     /// Give every agent an ES256 key of its own for DPoP proofs
     /// (`token-dpop`); the server learns it from the proofs.
     pub dpop_keys: bool,
+    /// Pair up the agents of each owner, the subject listing the actor in
+    /// its `delegates`, and warm each pair up with one token exchange
+    /// (`token-exchange`).
+    pub delegations: bool,
+}
+
+/// Two agents of one owner (indexes into [`Seeded::agents`], neither an
+/// admin): `subject` lists `actor` in its `delegates`, so `actor` may
+/// exchange `subject`'s tokens (`token-exchange`).
+#[derive(Debug, Clone, Copy)]
+pub struct DelegationPair {
+    pub subject: usize,
+    pub actor: usize,
 }
 
 /// A client credential and, once warmed up, one valid access token of it.
@@ -74,6 +87,9 @@ pub struct Seeded {
     pub issuer: String,
     /// The server's metadata: `htu` of DPoP proofs.
     pub token_endpoint: String,
+    /// The subject and actor pairs of `token-exchange` (empty unless
+    /// [`SeedPlan::delegations`]), owners interleaved.
+    pub delegations: Vec<DelegationPair>,
 }
 
 const AGENT_TYPES: [&str; 8] = [
@@ -91,6 +107,32 @@ const ENVIRONMENTS: [&str; 3] = ["production", "staging", "development"];
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
+}
+
+#[derive(Deserialize)]
+struct ExchangeResponse {
+    issued_token_type: String,
+}
+
+/// The `grant_type` of RFC 8693's token exchange.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693's token type of an access token: the subject token's type and
+/// the `issued_token_type` of every exchange.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// The form body of a token exchange of `subject_token` (a JWT: its
+/// characters need no percent-encoding).
+pub fn exchange_form(subject_token: &str) -> String {
+    format!(
+        "grant_type={}&subject_token={subject_token}&subject_token_type={}",
+        urlencode(TOKEN_EXCHANGE_GRANT),
+        urlencode(ACCESS_TOKEN_TYPE)
+    )
+}
+
+/// Percent-encodes the characters of a URN that a form value must not carry raw.
+fn urlencode(value: &str) -> String {
+    value.replace(':', "%3A")
 }
 
 #[derive(Deserialize)]
@@ -409,13 +451,127 @@ pub async fn seed(env: &ServerEnv, base: &str, plan: SeedPlan) -> anyhow::Result
         }
     }
 
+    // 6. `token-exchange`: pairs of agents of one owner, the subject naming
+    //    the actor in its `delegates`, each pair exchanging once, which
+    //    proves the grant works before any load.
+    let delegations = if plan.delegations {
+        delegate(&client, base, &owners, &agents, plan.concurrency).await?
+    } else {
+        Vec::new()
+    };
+
     Ok(Seeded {
         owners,
         agents,
         cold,
         issuer: metadata.issuer,
         token_endpoint: metadata.token_endpoint,
+        delegations,
     })
+}
+
+/// The pairs of `token-exchange`: the non-admin agents of each owner two by
+/// two (the first of each pair the subject), owners interleaved. Only agents
+/// with a warmed credential (a token to exchange, a secret to authenticate).
+pub fn delegation_pairs(agents: &[SeededAgent], owners: usize) -> Vec<DelegationPair> {
+    let mut per_owner: Vec<Vec<usize>> = vec![Vec::new(); owners];
+    for (a, agent) in agents.iter().enumerate() {
+        let warmed = agent.credentials.iter().any(|c| c.access_token.is_some());
+        if !agent.is_admin && warmed && agent.owner < owners {
+            per_owner[agent.owner].push(a);
+        }
+    }
+    let mut pairs: Vec<(usize, usize, DelegationPair)> = Vec::new();
+    for (o, list) in per_owner.iter().enumerate() {
+        for (rank, pair) in list.chunks_exact(2).enumerate() {
+            pairs.push((
+                rank,
+                o,
+                DelegationPair {
+                    subject: pair[0],
+                    actor: pair[1],
+                },
+            ));
+        }
+    }
+    pairs.sort_by_key(|&(rank, o, _)| (rank, o));
+    pairs.into_iter().map(|(_, _, pair)| pair).collect()
+}
+
+/// Sets each pair's `delegates` (`PATCH /api/v1/agents/{subject}` by the
+/// owner's admin) and exchanges one subject token per pair.
+async fn delegate(
+    client: &Arc<Client>,
+    base: &str,
+    owners: &[SeededOwner],
+    agents: &[SeededAgent],
+    concurrency: usize,
+) -> anyhow::Result<Vec<DelegationPair>> {
+    let started = Instant::now();
+    let pairs = delegation_pairs(agents, owners.len());
+    if pairs.is_empty() {
+        bail!("token-exchange needs two agents with warmed credentials under one owner");
+    }
+    let mut jobs = Vec::new();
+    for pair in &pairs {
+        let subject = &agents[pair.subject];
+        let actor = &agents[pair.actor];
+        let subject_token = subject
+            .credentials
+            .iter()
+            .find_map(|c| c.access_token.clone())
+            .context("a subject without a warmed token")?;
+        let credential = actor
+            .credentials
+            .first()
+            .context("an actor without a credential")?
+            .clone();
+        let client = Arc::clone(client);
+        let base = base.to_owned();
+        let auth = format!("Bearer {}", owners[subject.owner].admin_token);
+        let subject_id = subject.agent_id.clone();
+        let actor_id = actor.agent_id.clone();
+        jobs.push(async move {
+            let response = client
+                .patch(format!("{base}/api/v1/agents/{subject_id}"))
+                .header("Authorization", auth)
+                .json(&json!({ "delegates": [actor_id] }))
+                .send()
+                .await?;
+            check(response, "set delegates").await?;
+            let response = client
+                .post(format!("{base}/api/v1/token"))
+                .basic_auth(&credential.client_id, Some(&credential.client_secret))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(exchange_form(&subject_token))
+                .send()
+                .await
+                .context("token exchange")?;
+            let exchanged: ExchangeResponse = check(
+                response,
+                &format!("token exchange by {actor_id} for {subject_id}"),
+            )
+            .await?
+            .json()
+            .await?;
+            if exchanged.issued_token_type != ACCESS_TOKEN_TYPE {
+                bail!(
+                    "token exchange by {actor_id} for {subject_id}: issued_token_type {}",
+                    exchanged.issued_token_type
+                );
+            }
+            anyhow::Ok(())
+        });
+    }
+    run_all(jobs, concurrency).await?;
+    step(
+        &format!(
+            "{} delegations (delegates set, one token exchange each)",
+            pairs.len()
+        ),
+        started,
+    );
+    Ok(pairs)
 }
 
 /// One DPoP-bound token request, whose proof is the replay guard's first

@@ -12,6 +12,22 @@ function token_requests(dir)
   return list
 end
 
+-- RFC 8693 token exchange: the actor authenticates with client_secret_basic
+-- and trades a token of the agent that lists it in its `delegates`. Each row
+-- is the actor's Basic credentials and the subject token (reusable: cycled).
+function token_exchange_requests(dir)
+  local list = {}
+  for _, row in ipairs(read_tsv(dir, "token-exchange.tsv")) do
+    list[#list + 1] = wrk.format("POST", "/api/v1/token", {
+      ["Authorization"] = "Basic " .. row[1],
+      ["Content-Type"] = "application/x-www-form-urlencoded",
+    }, "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
+      .. "&subject_token=" .. row[2]
+      .. "&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token")
+  end
+  return list
+end
+
 function introspect_requests(dir)
   local list = {}
   for _, row in ipairs(read_tsv(dir, "introspect.tsv")) do
