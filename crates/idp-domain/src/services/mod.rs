@@ -35,10 +35,11 @@ pub use client_auth::{
 };
 pub use client_jwt::{MAX_CLIENT_JWT_LEN, MAX_JTI_LEN};
 pub use credentials::{CredentialService, IssuedCredential, NewKey};
-pub use exchange::{
-    ACCESS_TOKEN_TYPE, ExchangeRequest, JWT_TOKEN_TYPE, PresentedExchangeToken, TOKEN_EXCHANGE_GRANT,
-};
 pub use dpop::{DPOP_IAT_WINDOW, DPOP_PROOF_TYP, DpopProofError, DpopRequest};
+pub use exchange::{
+    ACCESS_TOKEN_TYPE, ExchangeRequest, JWT_TOKEN_TYPE, PresentedExchangeToken,
+    TOKEN_EXCHANGE_GRANT,
+};
 pub use keys::{KEY_ALGORITHMS, KeyError, KeyService, KeySettings, Rotation};
 pub use token_checks::{IntrospectedClaims, Introspection, PresentedToken, TokenRefusal};
 pub use tokens::{

@@ -8,13 +8,13 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{DomainError, StoreError};
 use crate::audit::RequestContext;
 use crate::ports::{RevokedToken, TokenDecodeError};
 use crate::token::{AccessTokenClaims, Actor, Audience, Confirmation, Principal};
 use crate::values::{
     AgentId, AgentStatus, AuditAction, CredentialId, Outcome, Owner, ScopeSet, TokenId,
 };
+use crate::{DomainError, StoreError};
 
 use super::dpop::{DpopProofError, DpopRequest};
 use super::tokens::TokenService;

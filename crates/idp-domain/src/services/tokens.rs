@@ -505,10 +505,7 @@ impl TokenService {
         } else {
             audiences
         };
-        let dpop_thumbprint = match self
-            .dpop_binding(request.dpop, agent.require_dpop)
-            .await?
-        {
+        let dpop_thumbprint = match self.dpop_binding(request.dpop, agent.require_dpop).await? {
             Ok(thumbprint) => thumbprint,
             Err(refused) => return Ok(Err(refused)),
         };
