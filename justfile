@@ -36,7 +36,7 @@ check:
 fmt:
     cargo fmt --all
 
-# Load benchmark (bench/README.md): release build, wrk, both deployments, one table.
+# Load benchmark (bench/README.md): release build, wrk, both deployments, one table; `--compare` alone: beside oidc-provider.
 bench *args:
     bench/run.sh {{args}}
 
