@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::markdown;
 use crate::server::{
-    Finished, Server, TempDir, clean_command, curl, run_server_command, run_with_limit,
+    Finished, Server, TempDir, bootstrap_admin, clean_command, curl, run_with_limit,
 };
 use crate::{read_repo_file, repo_root};
 
@@ -143,17 +143,7 @@ impl Setup {
         // seconds (any could have been used before it started: see the
         // operate guide); the setup below takes less, so wait them out.
         let assertions_accepted = std::time::Instant::now() + Duration::from_secs(4);
-        let admin: Value = serde_json::from_str(&run_server_command(
-            dir.path(),
-            &[
-                "bootstrap",
-                "--owner",
-                "acme",
-                "--email",
-                "admin@acme.example",
-            ],
-        ))
-        .expect("bootstrap prints JSON");
+        let admin = bootstrap_admin(dir.path(), "acme", "admin@acme.example");
         let basic = format!(
             "{}:{}",
             admin["clientId"].as_str().expect("a clientId"),

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::markdown;
-use crate::server::{Server, TempDir, clean_command, curl, run_server_command};
+use crate::server::{Server, TempDir, bootstrap_admin, clean_command, curl};
 use crate::{read_repo_file, repo_root};
 
 const PAGE: &str = "docs/guides/query-audit-logs.md";
@@ -59,17 +59,7 @@ fn the_script_verifies_a_real_export_and_names_the_first_bad_event() {
     let dir = TempDir::new("audit-chain");
     let server = Server::start(dir.path());
     let url = &server.base_url;
-    let admin: Value = serde_json::from_str(&run_server_command(
-        dir.path(),
-        &[
-            "bootstrap",
-            "--owner",
-            "acme",
-            "--email",
-            "auditor@acme.example",
-        ],
-    ))
-    .unwrap();
+    let admin = bootstrap_admin(dir.path(), "acme", "auditor@acme.example");
     let basic = format!(
         "{}:{}",
         admin["clientId"].as_str().unwrap(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::markdown;
-use crate::server::{Server, TempDir, clean_command, curl, run_server_command, run_with_limit};
+use crate::server::{Server, TempDir, bootstrap_admin, clean_command, curl, run_with_limit};
 use crate::{read_repo_file, repo_root};
 
 const PAGE: &str = "docs/guides/delegation.md";
@@ -29,17 +29,7 @@ impl Live {
     pub fn start(label: &str) -> Self {
         let dir = TempDir::new(label);
         let server = Server::start(dir.path());
-        let admin: Value = serde_json::from_str(&run_server_command(
-            dir.path(),
-            &[
-                "bootstrap",
-                "--owner",
-                "acme",
-                "--email",
-                "admin@acme.example",
-            ],
-        ))
-        .expect("bootstrap prints JSON");
+        let admin = bootstrap_admin(dir.path(), "acme", "admin@acme.example");
         let id = admin["clientId"].as_str().expect("a clientId").to_owned();
         let secret = admin["clientSecret"].as_str().expect("a clientSecret");
         let mut live = Self {

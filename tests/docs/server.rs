@@ -206,6 +206,13 @@ pub fn curl(dir: &Path, args: &[&str]) -> String {
     done.stdout
 }
 
+/// `idp-server bootstrap --owner OWNER --email EMAIL` in `dir`: the admin's
+/// JSON (`clientId`, `clientSecret`, ...).
+pub fn bootstrap_admin(dir: &Path, owner: &str, email: &str) -> serde_json::Value {
+    let printed = run_server_command(dir, &["bootstrap", "--owner", owner, "--email", email]);
+    serde_json::from_str(&printed).expect("bootstrap prints JSON")
+}
+
 /// Runs `idp-server ARGS` to its end in `dir`; its stdout.
 pub fn run_server_command(dir: &Path, args: &[&str]) -> String {
     let mut command = clean_command(server_binary(), dir);

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::delegation::Live;
 use crate::markdown;
 use crate::read_repo_file;
-use crate::server::{Server, TempDir, clean_command, curl, run_server_command, run_with_limit};
+use crate::server::{Server, TempDir, bootstrap_admin, clean_command, curl, run_with_limit};
 use crate::verify_token_example::{actor_chain, rs256_verifiers, verify_access_token};
 
 const PAGE: &str = "docs/guides/verify-tokens-in-your-service.md";
@@ -32,17 +32,7 @@ fn the_rust_example_accepts_a_real_token_and_refuses_bad_ones() {
     let dir = TempDir::new("verify");
     let server = Server::start(dir.path());
     let url = &server.base_url;
-    let admin: serde_json::Value = serde_json::from_str(&run_server_command(
-        dir.path(),
-        &[
-            "bootstrap",
-            "--owner",
-            "acme",
-            "--email",
-            "verifier@acme.example",
-        ],
-    ))
-    .unwrap();
+    let admin = bootstrap_admin(dir.path(), "acme", "verifier@acme.example");
     let basic = format!(
         "{}:{}",
         admin["clientId"].as_str().unwrap(),

@@ -138,6 +138,22 @@ async fn agent_with(
     app.generate_credential(admin, agent_id).await
 }
 
+/// A and B, A listing B in its delegates, and a token of A.
+async fn delegating_pair(app: &TestApp, admin: &str) -> (AgentClient, AgentClient, String) {
+    let b = agent_with(app, admin, "b@acme.example", &CHAIN_CAPABILITIES, &[], &[]).await;
+    let a = agent_with(
+        app,
+        admin,
+        "a@acme.example",
+        &CHAIN_CAPABILITIES,
+        &[&b],
+        &[],
+    )
+    .await;
+    let a_token = app.token(&a).await;
+    (a, b, a_token)
+}
+
 /// A chain A -> B -> C (A lists B in its delegates, B lists C), and the
 /// tokens along it: A's by client credentials, B's exchanged from A's, C's
 /// exchanged from B's.
@@ -861,25 +877,7 @@ async fn the_depth_limit_refuses_the_exchange_past_it() {
         .start()
         .await;
     let (_, admin) = app.bootstrap_admin("acme").await;
-    let b = agent_with(
-        &app,
-        &admin,
-        "b@acme.example",
-        &CHAIN_CAPABILITIES,
-        &[],
-        &[],
-    )
-    .await;
-    let a = agent_with(
-        &app,
-        &admin,
-        "a@acme.example",
-        &CHAIN_CAPABILITIES,
-        &[&b],
-        &[],
-    )
-    .await;
-    let a_token = app.token(&a).await;
+    let (_, b, a_token) = delegating_pair(&app, &admin).await;
     exchange(&app, &b, &a_token, &[])
         .await
         .expect_oauth_error(400, "invalid_request");
@@ -1516,25 +1514,7 @@ async fn the_actors_quota_is_spent_by_exchanges() {
         .start()
         .await;
     let (_, admin) = app.bootstrap_admin("acme").await;
-    let b = agent_with(
-        &app,
-        &admin,
-        "b@acme.example",
-        &CHAIN_CAPABILITIES,
-        &[],
-        &[],
-    )
-    .await;
-    let a = agent_with(
-        &app,
-        &admin,
-        "a@acme.example",
-        &CHAIN_CAPABILITIES,
-        &[&b],
-        &[],
-    )
-    .await;
-    let a_token = app.token(&a).await;
+    let (a, b, a_token) = delegating_pair(&app, &admin).await;
     // Refused exchanges spend none of it.
     for _ in 0..3 {
         exchange(&app, &b, &a_token, &[("scope", "nope:x")])

@@ -1,7 +1,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::resource;
+use super::{resource, signed_jwt};
 use crate::auth::bearer;
 use crate::error::ApiError;
 use crate::input::{json_body, path, query, read_body, request_context};
@@ -111,8 +111,5 @@ async fn card(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
             state.clock.now(),
         )
         .await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .content_type("application/jwt")
-        .body(jws))
+    Ok(signed_jwt(jws))
 }

@@ -5,7 +5,7 @@ use idp_domain::audit_chain::{Verification, next_page_start};
 use idp_domain::values::Owner;
 use serde_json::json;
 
-use super::resource;
+use super::{resource, signed_jwt};
 use crate::auth::bearer;
 use crate::error::ApiError;
 use crate::input::{path, query};
@@ -78,10 +78,7 @@ async fn head(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
         .signed_head(&caller.owner, state.codec.as_ref())
         .await
         .map_err(idp_domain::DomainError::from)?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .content_type("application/jwt")
-        .body(jws))
+    Ok(signed_jwt(jws))
 }
 
 /// `GET /api/v1/audit/export`: the owner's events from `fromSequence` on, as

@@ -80,6 +80,15 @@ pub async fn not_found(_req: HttpRequest) -> Result<HttpResponse, ApiError> {
 }
 
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 section 5.1).
+/// A signed document (the audit head, an Agent Card): `200`, the compact JWS
+/// as `application/jwt`, not to be cached.
+fn signed_jwt(jws: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("application/jwt")
+        .body(jws)
+}
+
 fn no_store(res: &mut HttpResponse) {
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

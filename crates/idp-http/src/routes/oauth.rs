@@ -240,17 +240,33 @@ fn read_token_request(
 }
 
 /// The grant a token request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum GrantType {
     ClientCredentials,
-    /// RFC 8693, with its required parameters present and actor token
-    /// parameters paired.
-    TokenExchange,
+    /// RFC 8693, with its required parameters, taken from the form.
+    TokenExchange(ExchangeTokens),
 }
 
-/// The grant type of `form`, and for a token exchange its parameters as RFC
-/// 8693 section 2.1 requires them.
-fn grant_type(form: &TokenRequestForm) -> Result<GrantType, Refusal> {
+/// A token exchange's tokens and their types (RFC 8693 section 2.1).
+#[derive(Debug)]
+struct ExchangeTokens {
+    subject: (String, String),
+    actor: Option<(String, String)>,
+}
+
+impl ExchangeTokens {
+    fn presented(token: &(String, String)) -> PresentedExchangeToken<'_> {
+        PresentedExchangeToken {
+            token: &token.0,
+            token_type: &token.1,
+        }
+    }
+}
+
+/// The grant type of `form`, and for a token exchange its tokens (moved out
+/// of the form): the subject token and its type are required, an actor token
+/// comes with its type.
+fn grant_type(form: &mut TokenRequestForm) -> Result<GrantType, Refusal> {
     let grant_type = form
         .grant_type
         .as_deref()
@@ -258,17 +274,24 @@ fn grant_type(form: &TokenRequestForm) -> Result<GrantType, Refusal> {
     match grant_type {
         "client_credentials" => Ok(GrantType::ClientCredentials),
         TOKEN_EXCHANGE_GRANT => {
-            if form.subject_token.is_none() || form.subject_token_type.is_none() {
-                return Err(invalid_request(
-                    "subject_token and subject_token_type are required",
-                ));
-            }
-            if form.actor_token.is_some() != form.actor_token_type.is_some() {
-                return Err(invalid_request(
-                    "actor_token and actor_token_type go together",
-                ));
-            }
-            Ok(GrantType::TokenExchange)
+            let subject = match (form.subject_token.take(), form.subject_token_type.take()) {
+                (Some(token), Some(token_type)) => (token, token_type),
+                _ => {
+                    return Err(invalid_request(
+                        "subject_token and subject_token_type are required",
+                    ));
+                }
+            };
+            let actor = match (form.actor_token.take(), form.actor_token_type.take()) {
+                (Some(token), Some(token_type)) => Some((token, token_type)),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid_request(
+                        "actor_token and actor_token_type go together",
+                    ));
+                }
+            };
+            Ok(GrantType::TokenExchange(ExchangeTokens { subject, actor }))
         }
         _ => Err(Refusal::new(
             TokenRefusal::UnsupportedGrantType,
@@ -287,7 +310,7 @@ fn well_formed<'r>(
     parsed: Result<TokenRequestParts, Refusal>,
 ) -> Result<WellFormed<'r>, Refusal> {
     let TokenRequestParts {
-        form,
+        mut form,
         resources,
         client,
     } = parsed?;
@@ -296,7 +319,7 @@ fn well_formed<'r>(
             "client credentials must not be sent in the query string",
         ));
     }
-    let grant_type = grant_type(&form)?;
+    let grant_type = grant_type(&mut form)?;
     let client = client.ok_or_else(|| {
         Refusal::new(
             TokenRefusal::NoClientAuthentication,
@@ -408,7 +431,7 @@ async fn grant(
         method: "POST",
         url: &url,
     });
-    let (rate, outcome) = match grant_type {
+    let (rate, outcome) = match &grant_type {
         GrantType::ClientCredentials => {
             let request = TokenRequest {
                 scope: form.scope.as_deref(),
@@ -417,20 +440,10 @@ async fn grant(
             };
             state.tokens.issue(&authenticated, request, &ctx).await
         }
-        GrantType::TokenExchange => {
-            // well_formed checked that the subject token and its type are present.
-            let Some(subject) = exchange_token(&form.subject_token, &form.subject_token_type)
-            else {
-                return (
-                    None,
-                    Err(invalid_request(
-                        "subject_token and subject_token_type are required",
-                    )),
-                );
-            };
+        GrantType::TokenExchange(tokens) => {
             let request = ExchangeRequest {
-                subject,
-                actor: exchange_token(&form.actor_token, &form.actor_token_type),
+                subject: ExchangeTokens::presented(&tokens.subject),
+                actor: tokens.actor.as_ref().map(ExchangeTokens::presented),
                 scope: form.scope.as_deref(),
                 resources: &resources,
                 dpop,
@@ -446,7 +459,7 @@ async fn grant(
                 "expires_in": issued.expires_in,
                 "scope": issued.scope,
             });
-            if grant_type == GrantType::TokenExchange
+            if matches!(grant_type, GrantType::TokenExchange(_))
                 && let Some(map) = body.as_object_mut()
             {
                 map.insert("issued_token_type".to_owned(), json!(ACCESS_TOKEN_TYPE));
@@ -456,17 +469,6 @@ async fn grant(
         Err(err) => Err(token_refusal(state, err)),
     };
     (rate, outcome)
-}
-
-/// A token of a token exchange and its type, when both were sent.
-fn exchange_token<'a>(
-    token: &'a Option<String>,
-    token_type: &'a Option<String>,
-) -> Option<PresentedExchangeToken<'a>> {
-    Some(PresentedExchangeToken {
-        token: token.as_deref()?,
-        token_type: token_type.as_deref()?,
-    })
 }
 
 fn unavailable(description: impl Into<String>) -> Refusal {
