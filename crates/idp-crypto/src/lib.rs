@@ -39,6 +39,7 @@ mod secret;
 mod test_support;
 mod vault;
 mod verified;
+mod verified_tokens;
 mod workers;
 
 pub use algorithm::SigningAlgorithm;

@@ -14,6 +14,7 @@ use idp_domain::token::AccessTokenClaims;
 use serde_json::{Map, Value, json};
 
 use crate::codec::{LoadedKey, decode_part};
+use crate::verified_tokens::{self, VerifiedTokens};
 use crate::{CryptoError, KeyVault, MAX_TOKEN_LEN, PemSigningKey, SigningAlgorithm, load_pem_file};
 
 /// The keys as last installed.
@@ -72,6 +73,9 @@ pub struct JoseKeyRing {
     /// One install at a time, so none parses a key twice or overwrites a
     /// newer set.
     installing: Mutex<()>,
+    /// Tokens that verified, so a token presented again skips its signature
+    /// check while the key that verified it stays published.
+    verified: VerifiedTokens,
 }
 
 impl fmt::Debug for JoseKeyRing {
@@ -98,6 +102,7 @@ impl JoseKeyRing {
             token_ttl,
             set: RwLock::new(Arc::new(KeySet::default())),
             installing: Mutex::new(()),
+            verified: VerifiedTokens::new(verified_tokens::CAPACITY),
         }
     }
 
@@ -218,6 +223,15 @@ impl TokenCodec for JoseKeyRing {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Malformed);
         }
+        let now = self.clock.now();
+        let set = self.current();
+        let published = set.published(now, self.token_ttl);
+        let digest = VerifiedTokens::digest(token);
+        if let Some((kid, claims)) = self.verified.get(&digest, now.timestamp())
+            && published.iter().any(|(key, _)| key.kid == kid)
+        {
+            return Ok(claims);
+        }
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -231,9 +245,7 @@ impl TokenCodec for JoseKeyRing {
         let Some(Value::String(kid)) = header.get("kid") else {
             return Err(BadSignature);
         };
-        let set = self.current();
-        let key = set
-            .published(self.clock.now(), self.token_ttl)
+        let key = published
             .into_iter()
             .find(|(key, _)| key.kid == *kid)
             .map(|(key, _)| Arc::clone(key))
@@ -241,7 +253,9 @@ impl TokenCodec for JoseKeyRing {
         key.check_header(&header)?;
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
         key.verify(signing_input.as_bytes(), &signature)?;
-        serde_json::from_slice(&payload).map_err(|_| Malformed)
+        let claims: AccessTokenClaims = serde_json::from_slice(&payload).map_err(|_| Malformed)?;
+        self.verified.insert(digest, kid, &claims, now.timestamp());
+        Ok(claims)
     }
 
     fn jwks(&self) -> Value {
@@ -411,6 +425,8 @@ mod tests {
         let ring = ring(&clock, &records);
         let by_b = ring.sign(&claims(150)).unwrap();
         assert_eq!(kid_of(&by_b), b.kid);
+        // Verified once, so remembered: revoking its key must still end it.
+        assert_eq!(ring.decode(&by_b).unwrap(), claims(150));
         clock.set(160);
         records[1].revoked_at = Some(t(160));
         ring.install(&records).unwrap();
@@ -429,6 +445,32 @@ mod tests {
         assert_eq!(ring.jwks(), json!({"keys": []}));
         assert!(ring.algorithms().is_empty());
         assert_eq!(ring.active_key_id(), None);
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_only_that_exact_token() {
+        let a = &keys(SigningAlgorithm::ES256)[0];
+        let clock = TestClock::at(50);
+        let ring = ring(&clock, &[record(a, None, 0)]);
+        let token = ring.sign(&claims(50)).unwrap();
+        assert_eq!(ring.verified.len(), 0);
+        assert_eq!(ring.decode(&token).unwrap(), claims(50));
+        assert_eq!(ring.verified.len(), 1);
+        assert_eq!(ring.decode(&token).unwrap(), claims(50));
+
+        // The same header and payload under another signature is checked,
+        // not answered from memory.
+        let (input, _) = token.rsplit_once('.').unwrap();
+        let other = ring.sign(&claims(51)).unwrap();
+        let (_, signature) = other.rsplit_once('.').unwrap();
+        let spliced = format!("{input}.{signature}");
+        assert_eq!(ring.decode(&spliced), Err(TokenDecodeError::BadSignature));
+        assert_eq!(ring.verified.len(), 1);
+
+        // Once expired it is checked again (and the domain refuses it).
+        clock.set(claims(50).exp - T0);
+        assert_eq!(ring.decode(&token).unwrap(), claims(50));
+        assert_eq!(ring.verified.len(), 0);
     }
 
     #[test]
