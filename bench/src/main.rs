@@ -453,6 +453,12 @@ fn run_deployment(bench: &Bench<'_>, kind: DeploymentKind) -> DeploymentReport {
         seconds: seeding.elapsed().as_secs_f64(),
     });
     eprintln!("  seeded in {:.1} s", seeding.elapsed().as_secs_f64());
+    // Seeding hashes secrets up to its last moments, and an idle hashing
+    // thread frees its 19 MiB Argon2 buffer only 5 s after its last hash
+    // (idp-crypto's IDLE_RELEASE): wait that out, so the RSS sampled under
+    // each scenario is the scenario's own. Scenarios that hash (token-cold,
+    // token-flood) allocate the buffers again and are measured with them.
+    std::thread::sleep(HASH_BUFFERS_RELEASED);
     let data_dir = dir.join("data-files");
     if let Err(e) = load::write_data_files(&data_dir, &seeded, wall_clock()) {
         return failed(
@@ -565,6 +571,10 @@ fn cold_scenario(bench: &Bench<'_>, server: &ServerProcess, seeded: &Seeded) -> 
         Err(e) => ScenarioReport::failed(name, format!("{e:#}")),
     }
 }
+
+/// The server's hashing threads' idle time before they free their buffers
+/// (5 s), and a second for the sampler to see it.
+const HASH_BUFFERS_RELEASED: Duration = Duration::from_secs(6);
 
 /// A run with more failed requests (not 2xx, refused by the scenario's check,
 /// socket errors) than this share of its requests fails the scenario.

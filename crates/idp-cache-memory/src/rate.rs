@@ -19,11 +19,17 @@ const SHARDS: usize = 16;
 /// Fewest hits between two sweeps, so a small map is not swept on every hit.
 const SWEEP_MIN_HITS: u64 = 1024;
 
-/// The requests of one key counted in its window.
+/// The requests of one key counted in its window, as runs of requests made
+/// in the same millisecond: the exact log of the Redis adapter (its sorted
+/// set), but bounded by the window's length in milliseconds (60,000 runs of
+/// 16 bytes for a minute) instead of growing with the request rate.
 #[derive(Debug)]
 struct Log {
-    /// Times (unix ms) of the counted requests, ascending.
-    times: VecDeque<i64>,
+    /// (time in unix ms, requests counted at that time), times ascending and
+    /// distinct, counts at least 1.
+    runs: VecDeque<(i64, u32)>,
+    /// The sum of the runs' counts.
+    counted: usize,
     /// The window (ms) of the latest hit: how long the entries count, for the
     /// sweep.
     window_ms: i64,
@@ -41,17 +47,57 @@ struct HitOutcome {
 impl Log {
     fn new(window_ms: i64) -> Self {
         Self {
-            times: VecDeque::new(),
+            runs: VecDeque::new(),
+            counted: 0,
             window_ms,
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.counted == 0
+    }
+
+    /// The time of the oldest counted request.
+    fn oldest(&self) -> Option<i64> {
+        self.runs.front().map(|&(at, _)| at)
     }
 
     /// Forgets the requests that left the window ending at `now_ms`: those at
     /// or before `now_ms - window_ms` (the Redis script's `ZREMRANGEBYSCORE`).
     fn forget_left(&mut self, now_ms: i64) {
         let cutoff = now_ms.saturating_sub(self.window_ms);
-        while self.times.front().is_some_and(|&t| t <= cutoff) {
-            self.times.pop_front();
+        while let Some(&(at, count)) = self.runs.front()
+            && at <= cutoff
+        {
+            self.counted -= count as usize;
+            self.runs.pop_front();
+        }
+    }
+
+    /// Counts one request at `at_ms`. Concurrent callers may pass slightly
+    /// different times in any order; inserting in place keeps the runs
+    /// sorted, so the front is always the oldest (the sorted set's lowest
+    /// score).
+    fn add(&mut self, at_ms: i64) {
+        let position = self.runs.partition_point(|&(at, _)| at < at_ms);
+        match self.runs.get_mut(position) {
+            Some((at, count)) if *at == at_ms && *count < u32::MAX => *count += 1,
+            _ => self.runs.insert(position, (at_ms, 1)),
+        }
+        self.counted += 1;
+    }
+
+    /// Takes one request at `at_ms` out, if one is counted.
+    fn remove(&mut self, at_ms: i64) {
+        let position = self.runs.partition_point(|&(at, _)| at < at_ms);
+        if let Some((at, count)) = self.runs.get_mut(position)
+            && *at == at_ms
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.runs.remove(position);
+            }
+            self.counted -= 1;
         }
     }
 
@@ -60,18 +106,14 @@ impl Log {
     fn hit(&mut self, now_ms: i64, window_ms: i64, limit: u32) -> HitOutcome {
         self.window_ms = window_ms;
         self.forget_left(now_ms);
-        let allowed = self.times.len() < usize::try_from(limit).unwrap_or(usize::MAX);
+        let allowed = self.counted < usize::try_from(limit).unwrap_or(usize::MAX);
         if allowed {
-            // Concurrent callers may pass slightly different `now`s in any
-            // order; inserting in place keeps the log sorted, so the front is
-            // always the oldest (the Redis sorted set's lowest score).
-            let at = self.times.partition_point(|&t| t <= now_ms);
-            self.times.insert(at, now_ms);
+            self.add(now_ms);
         }
         HitOutcome {
             allowed,
-            counted: self.times.len(),
-            oldest_ms: self.times.front().copied(),
+            counted: self.counted,
+            oldest_ms: self.oldest(),
         }
     }
 }
@@ -125,14 +167,14 @@ impl RateState {
         let mut logs = lock(self.shard(key));
         if let Some(log) = logs.get_mut(key) {
             let outcome = log.hit(now_ms, window_ms, limit);
-            if log.times.is_empty() {
+            if log.is_empty() {
                 logs.remove(key);
             }
             outcome
         } else {
             let mut log = Log::new(window_ms);
             let outcome = log.hit(now_ms, window_ms, limit);
-            if !log.times.is_empty() {
+            if !log.is_empty() {
                 logs.insert(key.into(), log);
             }
             outcome
@@ -165,10 +207,10 @@ impl RateState {
             logs.retain(|_, log| {
                 log.forget_left(now_ms);
                 // A burst may have grown the log far beyond what it now holds.
-                if log.times.capacity() > 4 * log.times.len().max(8) {
-                    log.times.shrink_to_fit();
+                if log.runs.capacity() > 4 * log.runs.len().max(8) {
+                    log.runs.shrink_to_fit();
                 }
-                !log.times.is_empty()
+                !log.is_empty()
             });
             if logs.capacity() > 4 * logs.len().max(64) {
                 logs.shrink_to_fit();
@@ -205,7 +247,7 @@ impl RateState {
             let count = logs.get_mut(key.as_str()).map_or(0, |log| {
                 log.window_ms = window_ms;
                 log.forget_left(now_ms);
-                log.times.len()
+                log.counted
             });
             counted.push(count);
         }
@@ -220,14 +262,13 @@ impl RateState {
                 let log = logs
                     .entry(key.as_str().into())
                     .or_insert_with(|| Log::new(window_ms));
-                let at = log.times.partition_point(|&t| t <= now_ms);
-                log.times.insert(at, now_ms);
+                log.add(now_ms);
             }
             let log = logs.get(key.as_str());
             outcomes.push(HitOutcome {
                 allowed: granted || *count < usize::try_from(*limit).unwrap_or(usize::MAX),
-                counted: log.map_or(0, |log| log.times.len()),
-                oldest_ms: log.and_then(|log| log.times.front().copied()),
+                counted: log.map_or(0, |log| log.counted),
+                oldest_ms: log.and_then(Log::oldest),
             });
         }
         (granted, outcomes)
@@ -237,10 +278,8 @@ impl RateState {
     fn release(&self, key: &str, at_ms: i64) {
         let mut logs = lock(self.shard(key));
         if let Some(log) = logs.get_mut(key) {
-            if let Some(position) = log.times.iter().position(|&t| t == at_ms) {
-                log.times.remove(position);
-            }
-            if log.times.is_empty() {
+            log.remove(at_ms);
+            if log.is_empty() {
                 logs.remove(key);
             }
         }
@@ -259,8 +298,8 @@ impl RateState {
 }
 
 /// [`RateLimiter`] in this process: the exact sliding-window log of the Redis
-/// adapter, a sorted `VecDeque` of request times (ms) per key in one of 16
-/// mutex-guarded maps chosen by the key's hash.
+/// adapter, a sorted `VecDeque` of request times (ms, with how many requests
+/// each) per key in one of 16 mutex-guarded maps chosen by the key's hash.
 ///
 /// A hit forgets the key's requests at or before `now - window`, counts this
 /// one only if fewer than `limit` remain (refused requests are not counted),
@@ -408,7 +447,8 @@ mod tests {
         for t in [1_002, 1_000, 1_001, 1_000] {
             assert!(log.hit(t, 10_000, 10).allowed);
         }
-        assert_eq!(log.times, [1_000, 1_000, 1_001, 1_002]);
+        assert_eq!(log.runs, [(1_000, 2), (1_001, 1), (1_002, 1)]);
+        assert_eq!(log.counted, 4);
         let outcome = log.hit(11_000, 10_000, 10);
         assert_eq!(
             outcome,
@@ -419,6 +459,43 @@ mod tests {
             },
             "both entries at exactly now - window left"
         );
+    }
+
+    #[test]
+    fn a_log_holds_one_run_per_millisecond_whatever_the_rate() {
+        let mut log = Log::new(60_000);
+        for i in 0..100_000 {
+            assert!(log.hit(1_000 + i % 50, 60_000, u32::MAX).allowed);
+        }
+        assert_eq!(log.runs.len(), 50);
+        assert_eq!(log.counted, 100_000);
+        assert_eq!(log.runs.front(), Some(&(1_000, 2_000)));
+
+        // The limit counts requests, not runs.
+        let mut log = Log::new(60_000);
+        for _ in 0..3 {
+            assert!(log.hit(5_000, 60_000, 3).allowed);
+        }
+        assert!(!log.hit(5_000, 60_000, 3).allowed);
+        assert_eq!((log.runs.len(), log.counted), (1, 3));
+
+        // A release takes out one request of its run, the run with its last.
+        log.remove(5_000);
+        assert_eq!(log.runs.front(), Some(&(5_000, 2)));
+        log.remove(4_999);
+        assert_eq!(log.counted, 2, "no request at that time: nothing taken");
+        log.remove(5_000);
+        log.remove(5_000);
+        assert!(log.is_empty());
+        assert!(log.runs.is_empty());
+
+        // A run leaves the window whole.
+        let mut log = Log::new(1_000);
+        for t in [100, 100, 100, 600] {
+            log.hit(t, 1_000, 10);
+        }
+        let outcome = log.hit(1_100, 1_000, 10);
+        assert_eq!((outcome.counted, outcome.oldest_ms), (2, Some(600)));
     }
 
     #[test]

@@ -33,6 +33,14 @@ use crate::CryptoError;
 /// memory cost (19 MiB), what every hash AgentIdP makes needs.
 pub(crate) const KEPT_BLOCKS: usize = argon2::Params::DEFAULT_M_COST as usize;
 
+/// Blocks every Argon2 buffer reserves at least: just over 32 MiB, the most
+/// glibc's dynamic mmap threshold can rise to. A request that large is always
+/// served by its own `mmap` and always unmapped when freed, so a released
+/// buffer leaves the process at once, whatever other large blocks were freed
+/// before (each of which raises the threshold to its size). Only the blocks a
+/// hash writes become resident: 19 MiB for the kept buffer.
+const RESERVED_BLOCKS: usize = 32 * 1024 + 1;
+
 /// How long a worker keeps its buffer with nothing to hash.
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(5);
 
@@ -71,11 +79,11 @@ impl HashMemory {
         if blocks <= KEPT_BLOCKS {
             if self.kept.len() < blocks {
                 // Grown straight to the kept size, so this happens once.
-                self.kept.resize(KEPT_BLOCKS, Block::new());
+                self.kept = mapped_buffer(KEPT_BLOCKS);
             }
             return Ok(hash(&mut self.kept));
         }
-        let mut own = vec![Block::new(); blocks];
+        let mut own = mapped_buffer(blocks);
         Ok(hash(&mut own))
     }
 
@@ -94,6 +102,13 @@ impl HashMemory {
     pub(crate) fn kept(&self) -> (usize, usize) {
         (self.kept.as_ptr() as usize, self.kept.len())
     }
+}
+
+/// `blocks` zeroed blocks in an allocation of at least [`RESERVED_BLOCKS`].
+fn mapped_buffer(blocks: usize) -> Vec<Block> {
+    let mut buffer = Vec::with_capacity(blocks.max(RESERVED_BLOCKS));
+    buffer.resize(blocks, Block::new());
+    buffer
 }
 
 /// Work for a hashing thread.
