@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::result::Error as DieselError;
-use diesel::sql_types::{Array, BigInt, Text};
+use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use idp_domain::StoreError;
@@ -24,7 +25,7 @@ use crate::PgStore;
 use crate::error::{TxError, corrupt_row, from_diesel};
 use crate::paging::{limit_offset, page_from_rows};
 use crate::pool::checkout;
-use crate::rows::{AuditEventRow, NewAuditEventRow};
+use crate::rows::{AuditEventRow, NewAuditEventColumns};
 use crate::schema::{audit_events, audit_heads};
 
 /// Appends `event` on `conn`, linked into its owner's chain; see
@@ -36,10 +37,6 @@ pub(crate) async fn insert_event(
     insert_events(conn, std::slice::from_ref(event)).await
 }
 
-/// Most rows in one INSERT: 12 bind parameters a row stays far below
-/// PostgreSQL's limit of 65,535 parameters per statement.
-const ROWS_PER_INSERT: usize = 1_000;
-
 /// Appends `events` on `conn`, each linked into its chain owner's hash chain
 /// ([`AuditEvent::chain_owner`]). Must run inside the caller's transaction,
 /// which holds each touched owner's `audit_heads` row lock until it commits.
@@ -47,8 +44,9 @@ const ROWS_PER_INSERT: usize = 1_000;
 /// Three round trips whatever the number of owners: one statement creates or
 /// locks every touched head and reads it (owners in sorted order, so two
 /// batches never wait for each other in a cycle); each owner's events (in
-/// their given order) are linked after its head; then the multi-row INSERT
-/// of the events and one UPDATE of every head are sent together (pipelined).
+/// their given order) are linked after its head; then the INSERT of the
+/// events ([`InsertEvents`]) and one UPDATE of every head are sent together
+/// (pipelined).
 /// Concurrent writers of one owner, on any pool or node, queue on the head's
 /// row lock, so they form one gapless chain; the unique index on
 /// `(owner, sequence)` refuses a fork should anything else write.
@@ -83,17 +81,6 @@ pub(crate) async fn insert_events(
         new_heads.2.push(new_head.hash);
         linked_events.extend(linked);
     }
-    let rows: Vec<NewAuditEventRow<'_>> = linked_events.iter().map(Into::into).collect();
-    let (earlier, last) = match rows.len() % ROWS_PER_INSERT {
-        0 => rows.split_at(rows.len().saturating_sub(ROWS_PER_INSERT)),
-        rest => rows.split_at(rows.len() - rest),
-    };
-    for chunk in earlier.chunks(ROWS_PER_INSERT) {
-        diesel::insert_into(audit_events::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
     let update_heads = diesel::sql_query(
         "UPDATE audit_heads AS h SET sequence = v.sequence, hash = v.hash \
          FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v(owner, sequence, hash) \
@@ -102,17 +89,63 @@ pub(crate) async fn insert_events(
     .bind::<Array<Text>, _>(&new_heads.0)
     .bind::<Array<BigInt>, _>(&new_heads.1)
     .bind::<Array<Text>, _>(&new_heads.2);
-    // The last INSERT and the heads' UPDATE in one round trip: pipelined on
+    // The INSERT and the heads' UPDATE in one round trip: pipelined on
     // the connection, executed in order. Should the INSERT fail, the UPDATE
     // fails too (the transaction is aborted) and the INSERT's error, polled
     // first, is the one answered.
     let shared: &AsyncPgConnection = conn;
-    let insert = diesel::insert_into(audit_events::table)
-        .values(last)
-        .execute(&mut &*shared);
+    let insert = InsertEvents(NewAuditEventColumns::of(&linked_events)).execute(&mut &*shared);
     let update = update_heads.execute(&mut &*shared);
     futures_util::future::try_join(insert, update).await?;
     Ok(())
+}
+
+/// The INSERT of a batch of events as twelve column arrays (`SELECT * FROM
+/// unnest(...)`): one statement text whatever the number of rows, so each
+/// connection prepares it once and reuses it, where a multi-row VALUES list
+/// is a new statement for each batch size, parsed and planned at every
+/// commit; and twelve bind parameters whatever the batch's size.
+struct InsertEvents<'a>(NewAuditEventColumns<'a>);
+
+impl QueryId for InsertEvents<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Pg> for InsertEvents<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let c = &self.0;
+        out.push_sql(
+            "INSERT INTO audit_events (event_id, owner, agent_id, actor_id, action, outcome, \
+             ip_address, user_agent, metadata, \"timestamp\", sequence, hash) \
+             SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<SqlUuid>, _>(&c.event_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&c.owner)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&c.agent_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&c.actor_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&c.action)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&c.outcome)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&c.ip_address)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&c.user_agent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Jsonb>, _>(&c.metadata)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamptz>, _>(&c.timestamp)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&c.sequence)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&c.hash)?;
+        out.push_sql(")");
+        Ok(())
+    }
 }
 
 /// Creates each owner's head (sequence 0, [`GENESIS_HASH`]) unless it

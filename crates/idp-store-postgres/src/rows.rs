@@ -316,41 +316,47 @@ impl TryFrom<AuditEventRow> for AuditEvent {
     }
 }
 
-/// A new row of `audit_events`: the event as linked into its chain (its
-/// `sequence` and `hash` set), stored under its chain owner.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = audit_events, check_for_backend(diesel::pg::Pg))]
-pub(crate) struct NewAuditEventRow<'a> {
-    event_id: Uuid,
-    owner: &'a str,
-    agent_id: Option<Uuid>,
-    actor_id: Option<Uuid>,
-    action: &'static str,
-    outcome: &'static str,
-    ip_address: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    metadata: &'a serde_json::Value,
-    timestamp: DateTime<Utc>,
-    sequence: Option<i64>,
-    hash: Option<&'a str>,
+/// New rows of `audit_events` as column arrays, for the INSERT of
+/// [`crate::audit`]: the events as linked into their chains (`sequence` and
+/// `hash` set), each stored under its chain owner.
+#[derive(Debug, Default)]
+pub(crate) struct NewAuditEventColumns<'a> {
+    pub(crate) event_id: Vec<Uuid>,
+    pub(crate) owner: Vec<&'a str>,
+    pub(crate) agent_id: Vec<Option<Uuid>>,
+    pub(crate) actor_id: Vec<Option<Uuid>>,
+    pub(crate) action: Vec<&'static str>,
+    pub(crate) outcome: Vec<&'static str>,
+    pub(crate) ip_address: Vec<Option<&'a str>>,
+    pub(crate) user_agent: Vec<Option<&'a str>>,
+    pub(crate) metadata: Vec<&'a serde_json::Value>,
+    pub(crate) timestamp: Vec<DateTime<Utc>>,
+    pub(crate) sequence: Vec<Option<i64>>,
+    pub(crate) hash: Vec<Option<&'a str>>,
 }
 
-impl<'a> From<&'a AuditEvent> for NewAuditEventRow<'a> {
-    fn from(event: &'a AuditEvent) -> Self {
-        Self {
-            event_id: event.event_id.0,
-            owner: event.owner.as_ref().map_or(Owner::SYSTEM, Owner::as_str),
-            agent_id: event.agent_id.map(|id| id.0),
-            actor_id: event.actor_id.map(|id| id.0),
-            action: event.action.as_str(),
-            outcome: event.outcome.as_str(),
-            ip_address: event.ip_address.as_deref(),
-            user_agent: event.user_agent.as_deref(),
-            metadata: &event.metadata,
-            timestamp: event.timestamp,
-            sequence: event.sequence.and_then(|s| i64::try_from(s).ok()),
-            hash: event.hash.as_deref(),
+impl<'a> NewAuditEventColumns<'a> {
+    pub(crate) fn of(events: &'a [AuditEvent]) -> Self {
+        let mut columns = Self::default();
+        for event in events {
+            columns.event_id.push(event.event_id.0);
+            columns
+                .owner
+                .push(event.owner.as_ref().map_or(Owner::SYSTEM, Owner::as_str));
+            columns.agent_id.push(event.agent_id.map(|id| id.0));
+            columns.actor_id.push(event.actor_id.map(|id| id.0));
+            columns.action.push(event.action.as_str());
+            columns.outcome.push(event.outcome.as_str());
+            columns.ip_address.push(event.ip_address.as_deref());
+            columns.user_agent.push(event.user_agent.as_deref());
+            columns.metadata.push(&event.metadata);
+            columns.timestamp.push(event.timestamp);
+            columns
+                .sequence
+                .push(event.sequence.and_then(|s| i64::try_from(s).ok()));
+            columns.hash.push(event.hash.as_deref());
         }
+        columns
     }
 }
 

@@ -542,3 +542,45 @@ async fn tampering_is_found_at_the_first_bad_sequence() {
     drop(conn);
     harness.finish().await;
 }
+
+/// One `append_all` far larger than any group commit (2,500 events of two
+/// owners, some without agent, actor, address or user agent) is stored
+/// whole, field for field, in one gapless chain per owner.
+#[tokio::test]
+async fn a_large_batch_is_stored_whole_in_one_insert() {
+    let harness = Harness::start().await;
+    let audit = harness.audit();
+    let owners = [owner(), owner()];
+    let events: Vec<AuditEvent> = (0..2_500)
+        .map(|i| {
+            let mut e = event(
+                &owners[i % 2],
+                AgentId(Uuid::new_v4()),
+                AuditAction::TokenIssued,
+                at(i64::try_from(i).unwrap()),
+            );
+            if i % 3 == 0 {
+                e.agent_id = None;
+                e.actor_id = None;
+                e.ip_address = None;
+                e.user_agent = None;
+                e.metadata = serde_json::json!({"i": i, "quote": "it's \"quoted\"", "u": "é€"});
+            }
+            e
+        })
+        .collect();
+    audit.append_all(&events).await.unwrap();
+
+    for (o, owner) in owners.iter().enumerate() {
+        assert_eq!(verified_events(verify_chain(&audit, owner).await), 1_250);
+        let chain = whole_chain(&audit, owner, 500).await;
+        let sent: Vec<&AuditEvent> = events.iter().skip(o).step_by(2).collect();
+        assert_eq!(chain.len(), sent.len());
+        for (stored, sent) in chain.iter().zip(sent) {
+            let mut unlinked = stored.clone();
+            (unlinked.sequence, unlinked.hash) = (None, None);
+            assert_eq!(&unlinked, sent);
+        }
+    }
+    harness.finish().await;
+}
