@@ -139,6 +139,14 @@ mod tests {
         }
     }
 
+    fn remember(memory: &VerifiedTokens, token: &str, exp: i64, now: i64) {
+        memory.insert(VerifiedTokens::digest(token), "k", &claims(token, exp), now);
+    }
+
+    fn knows(memory: &VerifiedTokens, token: &str, now: i64) -> bool {
+        memory.get(&VerifiedTokens::digest(token), now).is_some()
+    }
+
     #[test]
     fn answers_only_the_exact_token_that_was_remembered() {
         let memory = VerifiedTokens::new(4);
@@ -146,18 +154,18 @@ mod tests {
 
         let (kid, got) = memory.get(&VerifiedTokens::digest("a.b.c"), 0).unwrap();
         assert_eq!((kid.as_str(), got.jti.as_str()), ("k1", "1"));
-        assert!(memory.get(&VerifiedTokens::digest("a.b.d"), 0).is_none());
-        assert!(memory.get(&VerifiedTokens::digest("a.b.c "), 0).is_none());
+        assert!(!knows(&memory, "a.b.d", 0));
+        assert!(!knows(&memory, "a.b.c ", 0));
     }
 
     #[test]
     fn an_expired_token_is_neither_answered_nor_remembered() {
         let memory = VerifiedTokens::new(4);
-        memory.insert(VerifiedTokens::digest("t1"), "k", &claims("1", 100), 0);
-        assert!(memory.get(&VerifiedTokens::digest("t1"), 100).is_none());
+        remember(&memory, "t1", 100, 0);
+        assert!(!knows(&memory, "t1", 100));
         assert_eq!(memory.len(), 0, "the expired entry is dropped on sight");
 
-        memory.insert(VerifiedTokens::digest("t2"), "k", &claims("2", 100), 100);
+        remember(&memory, "t2", 100, 100);
         assert_eq!(memory.len(), 0);
     }
 
@@ -165,37 +173,27 @@ mod tests {
     fn a_full_memory_drops_expired_entries_first_and_stays_bounded() {
         let memory = VerifiedTokens::new(8);
         for i in 0..7 {
-            memory.insert(
-                VerifiedTokens::digest(&format!("old{i}")),
-                "k",
-                &claims("o", 50),
-                0,
-            );
+            remember(&memory, &format!("old{i}"), 50, 0);
         }
-        memory.insert(VerifiedTokens::digest("live"), "k", &claims("l", 500), 0);
+        remember(&memory, "live", 500, 0);
         assert_eq!(memory.len(), 8);
 
-        memory.insert(VerifiedTokens::digest("new"), "k", &claims("n", 500), 60);
+        remember(&memory, "new", 500, 60);
         assert_eq!(memory.len(), 2, "the seven expired entries went");
-        assert!(memory.get(&VerifiedTokens::digest("live"), 60).is_some());
-        assert!(memory.get(&VerifiedTokens::digest("new"), 60).is_some());
+        assert!(knows(&memory, "live", 60));
+        assert!(knows(&memory, "new", 60));
 
         for i in 0..100 {
-            memory.insert(
-                VerifiedTokens::digest(&format!("n{i}")),
-                "k",
-                &claims("x", 500),
-                60,
-            );
+            remember(&memory, &format!("n{i}"), 500, 60);
             assert!(memory.len() <= 8);
         }
-        assert!(memory.get(&VerifiedTokens::digest("n99"), 60).is_some());
+        assert!(knows(&memory, "n99", 60));
     }
 
     #[test]
     fn a_zero_capacity_memory_remembers_nothing() {
         let memory = VerifiedTokens::new(0);
-        memory.insert(VerifiedTokens::digest("t"), "k", &claims("1", 100), 0);
-        assert!(memory.get(&VerifiedTokens::digest("t"), 0).is_none());
+        remember(&memory, "t", 100, 0);
+        assert!(!knows(&memory, "t", 0));
     }
 }
