@@ -454,9 +454,9 @@ fn run_deployment(bench: &Bench<'_>, kind: DeploymentKind) -> DeploymentReport {
     });
     eprintln!("  seeded in {:.1} s", seeding.elapsed().as_secs_f64());
     // Seeding hashes secrets up to its last moments, and an idle hashing
-    // thread frees its 19 MiB Argon2 buffer only 5 s after its last hash
-    // (idp-crypto's IDLE_RELEASE): wait that out, so the RSS sampled under
-    // each scenario is the scenario's own. Scenarios that hash (token-cold,
+    // thread frees its 19 MiB Argon2 buffer only `IDLE_RELEASE` after its
+    // last hash: wait that out, so the RSS sampled under each scenario is the
+    // scenario's own. Scenarios that hash (token-cold,
     // token-flood) allocate the buffers again and are measured with them.
     std::thread::sleep(HASH_BUFFERS_RELEASED);
     let data_dir = dir.join("data-files");
@@ -572,9 +572,10 @@ fn cold_scenario(bench: &Bench<'_>, server: &ServerProcess, seeded: &Seeded) -> 
     }
 }
 
-/// The server's hashing threads' idle time before they free their buffers
-/// (5 s), and a second for the sampler to see it.
-const HASH_BUFFERS_RELEASED: Duration = Duration::from_secs(6);
+/// The server's hashing threads' idle time before they free their buffers,
+/// and a second for the sampler to see it.
+const HASH_BUFFERS_RELEASED: Duration =
+    idp_crypto::IDLE_RELEASE.saturating_add(Duration::from_secs(1));
 
 /// A run with more failed requests (not 2xx, refused by the scenario's check,
 /// socket errors) than this share of its requests fails the scenario.

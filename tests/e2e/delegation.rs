@@ -213,19 +213,9 @@ async fn chain(app: &TestApp, admin: &str, name: &str) -> Chain {
     chain_at(app, app.base_url(), admin, name).await
 }
 
-/// Introspection of `token` on `base_url` by a caller with `tokens:introspect`.
-async fn introspect_at(app: &TestApp, base_url: &str, caller: &str, token: &str) -> Value {
-    app.request_to(base_url, Method::POST, "/api/v1/token/introspect")
-        .bearer_auth(caller)
-        .form(&[("token", token)])
-        .reply()
-        .await
-        .expect_json(200)
-}
-
 /// Asserts `token` is active on `base_url`: introspection and the API.
 async fn assert_alive(app: &TestApp, base_url: &str, inspector: &str, token: &str, what: &str) {
-    let answer = introspect_at(app, base_url, inspector, token).await;
+    let answer = app.introspect_at(base_url, inspector, token).await;
     assert_eq!(answer["active"], true, "{what}: {answer}");
     app.request_to(base_url, Method::GET, AGENTS)
         .bearer_auth(token)
@@ -237,7 +227,7 @@ async fn assert_alive(app: &TestApp, base_url: &str, inspector: &str, token: &st
 /// Asserts `token` is dead on `base_url`: `{"active": false}` and `401`.
 async fn assert_dead(app: &TestApp, base_url: &str, inspector: &str, token: &str, what: &str) {
     assert_eq!(
-        introspect_at(app, base_url, inspector, token).await,
+        app.introspect_at(base_url, inspector, token).await,
         json!({ "active": false }),
         "{what}: introspection"
     );
@@ -1281,7 +1271,7 @@ async fn the_cascade_reaches_the_second_node() {
             &format!("chain {i}"),
         )
         .await;
-        let answer = introspect_at(&app, &two_url, &admin, &chain.c_token).await;
+        let answer = app.introspect_at(&two_url, &admin, &chain.c_token).await;
         assert_eq!(
             answer["act"],
             json!({ "sub": chain.c.agent_id, "act": { "sub": chain.b.agent_id } }),

@@ -62,15 +62,6 @@ async fn token_from(app: &TestApp, base_url: &str, client: &AgentClient) -> Stri
         .to_owned()
 }
 
-async fn introspect_on(app: &TestApp, base_url: &str, caller: &str, token: &str) -> Value {
-    app.request_to(base_url, Method::POST, "/api/v1/token/introspect")
-        .bearer_auth(caller)
-        .form(&[("token", token)])
-        .reply()
-        .await
-        .expect_json(200)
-}
-
 /// Whether `token` authenticates at the node `base_url` (401 otherwise).
 async fn bearer_works_on(app: &TestApp, base_url: &str, token: &str, agent_id: &str) -> bool {
     let reply = app
@@ -504,7 +495,7 @@ async fn a_revoked_key_is_unpublished_and_its_tokens_refused_on_every_node() {
         let fresh = token_from(&app, node, &admin).await;
         assert_eq!(kid_of(&fresh), new_kid, "{node}");
         assert_eq!(
-            introspect_on(&app, node, &fresh, &old_token).await,
+            app.introspect_at(node, &fresh, &old_token).await,
             json!({"active": false}),
             "{node}"
         );

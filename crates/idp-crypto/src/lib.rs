@@ -50,5 +50,6 @@ pub use jws::{JoseJwsVerifier, MAX_CLIENT_JWS_LEN};
 pub use ring::JoseKeyRing;
 pub use secret::OsSecretGenerator;
 pub use vault::{KEY_ENCRYPTION_KEY_LEN, KeyVault, SEALED_PREFIX, VaultKeyGenerator};
+pub use workers::IDLE_RELEASE;
 /// What [`KeyVault::open`] answers: a string wiped when dropped.
 pub use zeroize::Zeroizing;

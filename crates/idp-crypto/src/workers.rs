@@ -41,8 +41,9 @@ pub(crate) const KEPT_BLOCKS: usize = argon2::Params::DEFAULT_M_COST as usize;
 /// hash writes become resident: 19 MiB for the kept buffer.
 const RESERVED_BLOCKS: usize = 32 * 1024 + 1;
 
-/// How long a worker keeps its buffer with nothing to hash.
-pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(5);
+/// How long a hashing thread keeps its Argon2 buffer with nothing to hash
+/// before freeing it.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(5);
 
 /// Most blocks one verification may use (256 MiB). A stored hash asking for
 /// more is refused rather than allowed to exhaust memory; imported hashes

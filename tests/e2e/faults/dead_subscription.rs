@@ -45,21 +45,6 @@ async fn get_self(
     .await
 }
 
-/// Introspection of `token` on the node at `base_url`, by `caller`.
-async fn introspect_on(
-    app: &TestApp,
-    base_url: &str,
-    caller: &str,
-    token: &str,
-) -> serde_json::Value {
-    app.request_to(base_url, reqwest::Method::POST, "/api/v1/token/introspect")
-        .bearer_auth(caller.to_owned())
-        .form(&[("token", token)])
-        .reply()
-        .await
-        .expect_json(200)
-}
-
 async fn redis_connection(app: &TestApp) -> redis::aio::MultiplexedConnection {
     redis::Client::open(app.redis().url.as_str())
         .unwrap()
@@ -189,7 +174,7 @@ async fn a_node_whose_subscription_was_killed_refuses_the_next_request() {
     let b_feed = b_subscriber(&app, &a_feed).await;
     let (admin, worker, token) = admin_and_worker(&app, &other.base_url).await;
     assert_eq!(
-        introspect_on(&app, &other.base_url, &admin, &token).await["active"],
+        app.introspect_at(&other.base_url, &admin, &token).await["active"],
         true
     );
 
@@ -200,7 +185,7 @@ async fn a_node_whose_subscription_was_killed_refuses_the_next_request() {
         .await
         .expect_unauthenticated();
     assert_eq!(
-        introspect_on(&app, &other.base_url, &admin, &token).await,
+        app.introspect_at(&other.base_url, &admin, &token).await,
         json!({ "active": false })
     );
 
@@ -219,7 +204,7 @@ async fn a_node_whose_subscription_was_killed_refuses_the_next_request() {
         .await
         .expect_unauthenticated();
     assert_eq!(
-        introspect_on(&app, &other.base_url, &admin, &fresh).await,
+        app.introspect_at(&other.base_url, &admin, &fresh).await,
         json!({ "active": false })
     );
 }
@@ -281,7 +266,7 @@ async fn a_paused_node_refuses_on_waking_what_changed_while_it_slept() {
     let first = while_paused(&app, b, &token, &worker, app.revoke_token(&admin, &token)).await;
     first.expect_unauthenticated();
     assert_eq!(
-        introspect_on(&app, &other.base_url, &admin, &token).await,
+        app.introspect_at(&other.base_url, &admin, &token).await,
         json!({ "active": false })
     );
     // B is back in step: the token it did not revoke still works there.
@@ -299,7 +284,7 @@ async fn a_paused_node_refuses_on_waking_what_changed_while_it_slept() {
     .await;
     suspended.expect_unauthenticated();
     assert_eq!(
-        introspect_on(&app, &other.base_url, &admin, &kept).await,
+        app.introspect_at(&other.base_url, &admin, &kept).await,
         json!({ "active": false })
     );
 }

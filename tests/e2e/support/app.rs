@@ -387,7 +387,13 @@ impl TestApp {
 
     /// `POST /api/v1/token/introspect` with a Bearer token; the JSON answer.
     pub async fn introspect(&self, caller_token: &str, token: &str) -> Value {
-        self.post("/api/v1/token/introspect")
+        self.introspect_at(self.base_url(), caller_token, token)
+            .await
+    }
+
+    /// [`TestApp::introspect`] on the node at `base_url`.
+    pub async fn introspect_at(&self, base_url: &str, caller_token: &str, token: &str) -> Value {
+        self.request_to(base_url, Method::POST, "/api/v1/token/introspect")
             .bearer_auth(caller_token)
             .form(&[("token", token)])
             .reply()
