@@ -133,8 +133,9 @@ pub enum KeysCommand {
     /// refused. The active key can be revoked only while a next key waits
     /// (it then activates at once): rotate first.
     Revoke {
-        /// The key's id, as `keys list` prints it.
-        #[arg(value_name = "KID")]
+        /// The key's id, as `keys list` prints it. A kid is a base64url
+        /// thumbprint, so it may begin with `-`: taken as the id, not an option.
+        #[arg(value_name = "KID", allow_hyphen_values = true)]
         kid: String,
     },
     /// Re-encrypt every stored private key under a new key-encryption key
@@ -417,6 +418,20 @@ mod tests {
             Some(Command::Keys {
                 command: KeysCommand::Rotate { alg: Some(ref a), now: true }
             }) if a == "ES256"
+        ));
+        // A thumbprint kid may begin with `-` (1 in 64).
+        let cli = Cli::from_arg_matches(&command().get_matches_from([
+            "idp-server",
+            "keys",
+            "revoke",
+            "-9Xm2b7Q",
+        ]))
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys {
+                command: KeysCommand::Revoke { ref kid }
+            }) if kid == "-9Xm2b7Q"
         ));
         let cli = Cli::from_arg_matches(&command().get_matches_from([
             "idp-server",
