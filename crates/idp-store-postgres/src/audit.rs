@@ -1,7 +1,10 @@
 //! [`AuditLog`] on `audit_events`. Append-only: this module has no UPDATE or
 //! DELETE of an event, and the table's triggers refuse them from anywhere
 //! else. Every append links its events into their owner's hash chain
-//! ([`idp_domain::audit_chain`]) under the owner's `audit_heads` row lock.
+//! ([`idp_domain::audit_chain`]) under the owner's `audit_heads` row lock:
+//! [`AuditLog::append_all`] from the heads it last wrote, in one statement
+//! that checks them (see [`crate::known_heads`]), or, when they are unknown
+//! or have moved, by reading them under the locks ([`insert_events`]).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +26,7 @@ use idp_domain::values::{AgentId, AuditAction, EventId, Outcome, Owner};
 
 use crate::PgStore;
 use crate::error::{TxError, corrupt_row, from_diesel};
+use crate::known_heads::LinkedBatch;
 use crate::paging::{limit_offset, page_from_rows};
 use crate::pool::checkout;
 use crate::rows::{AuditEventRow, NewAuditEventColumns};
@@ -34,12 +38,15 @@ pub(crate) async fn insert_event(
     conn: &mut AsyncPgConnection,
     event: &AuditEvent,
 ) -> QueryResult<()> {
-    insert_events(conn, std::slice::from_ref(event)).await
+    insert_events(conn, std::slice::from_ref(event))
+        .await
+        .map(drop)
 }
 
 /// Appends `events` on `conn`, each linked into its chain owner's hash chain
-/// ([`AuditEvent::chain_owner`]). Must run inside the caller's transaction,
-/// which holds each touched owner's `audit_heads` row lock until it commits.
+/// ([`AuditEvent::chain_owner`]), and answers the heads they leave. Must run
+/// inside the caller's transaction, which holds each touched owner's
+/// `audit_heads` row lock until it commits.
 ///
 /// Three round trips whatever the number of owners: one statement creates or
 /// locks every touched head and reads it (owners in sorted order, so two
@@ -53,19 +60,13 @@ pub(crate) async fn insert_event(
 pub(crate) async fn insert_events(
     conn: &mut AsyncPgConnection,
     events: &[AuditEvent],
-) -> QueryResult<()> {
+) -> QueryResult<Vec<(String, ChainHead)>> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let mut by_owner: BTreeMap<String, Vec<AuditEvent>> = BTreeMap::new();
-    for event in events {
-        by_owner
-            .entry(event.chain_owner().as_str().to_owned())
-            .or_default()
-            .push(event.clone());
-    }
+    let by_owner = by_chain_owner(events);
     let heads = lock_heads(conn, by_owner.keys()).await?;
-    let mut new_heads = (Vec::new(), Vec::new(), Vec::new());
+    let mut new_heads = Vec::with_capacity(by_owner.len());
     let mut linked_events = Vec::with_capacity(events.len());
     for (owner, mut linked) in by_owner {
         let head = heads.get(&owner).ok_or_else(|| {
@@ -73,22 +74,18 @@ pub(crate) async fn insert_events(
         })?;
         let new_head =
             link(head, &mut linked).map_err(|e| DieselError::SerializationError(e.into()))?;
-        new_heads.0.push(owner);
-        new_heads.1.push(
-            i64::try_from(new_head.sequence)
-                .map_err(|e| DieselError::SerializationError(e.into()))?,
-        );
-        new_heads.2.push(new_head.hash);
+        new_heads.push((owner, new_head));
         linked_events.extend(linked);
     }
+    let moved = HeadColumns::of(new_heads.iter().map(|(owner, head)| (owner, head)))?;
     let update_heads = diesel::sql_query(
         "UPDATE audit_heads AS h SET sequence = v.sequence, hash = v.hash \
          FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v(owner, sequence, hash) \
          WHERE h.owner = v.owner",
     )
-    .bind::<Array<Text>, _>(&new_heads.0)
-    .bind::<Array<BigInt>, _>(&new_heads.1)
-    .bind::<Array<Text>, _>(&new_heads.2);
+    .bind::<Array<Text>, _>(&moved.owner)
+    .bind::<Array<BigInt>, _>(&moved.sequence)
+    .bind::<Array<Text>, _>(&moved.hash);
     // The INSERT and the heads' UPDATE in one round trip: pipelined on
     // the connection, executed in order. Should the INSERT fail, the UPDATE
     // fails too (the transaction is aborted) and the INSERT's error, polled
@@ -97,7 +94,54 @@ pub(crate) async fn insert_events(
     let insert = InsertEvents(NewAuditEventColumns::of(&linked_events)).execute(&mut &*shared);
     let update = update_heads.execute(&mut &*shared);
     futures_util::future::try_join(insert, update).await?;
-    Ok(())
+    Ok(new_heads)
+}
+
+/// `events` by chain owner, owners in sorted order, each owner's events in
+/// their given order.
+fn by_chain_owner(events: &[AuditEvent]) -> BTreeMap<String, Vec<AuditEvent>> {
+    let mut by_owner: BTreeMap<String, Vec<AuditEvent>> = BTreeMap::new();
+    for event in events {
+        by_owner
+            .entry(event.chain_owner().as_str().to_owned())
+            .or_default()
+            .push(event.clone());
+    }
+    by_owner
+}
+
+/// Heads as three column arrays, for `unnest`.
+struct HeadColumns<'a> {
+    owner: Vec<&'a str>,
+    sequence: Vec<i64>,
+    hash: Vec<&'a str>,
+}
+
+impl<'a> HeadColumns<'a> {
+    fn of(heads: impl Iterator<Item = (&'a String, &'a ChainHead)>) -> QueryResult<Self> {
+        let mut columns = Self {
+            owner: Vec::new(),
+            sequence: Vec::new(),
+            hash: Vec::new(),
+        };
+        for (owner, head) in heads {
+            columns.owner.push(owner);
+            columns.sequence.push(
+                i64::try_from(head.sequence)
+                    .map_err(|e| DieselError::SerializationError(e.into()))?,
+            );
+            columns.hash.push(&head.hash);
+        }
+        Ok(columns)
+    }
+
+    fn push_binds<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_bind_param::<Array<Text>, _>(&self.owner)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.sequence)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.hash)
+    }
 }
 
 /// The INSERT of a batch of events as twelve column arrays (`SELECT * FROM
@@ -114,37 +158,115 @@ impl QueryId for InsertEvents<'_> {
 
 impl QueryFragment<Pg> for InsertEvents<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let c = &self.0;
         out.push_sql(
             "INSERT INTO audit_events (event_id, owner, agent_id, actor_id, action, outcome, \
              ip_address, user_agent, metadata, \"timestamp\", sequence, hash) \
              SELECT * FROM unnest(",
         );
-        out.push_bind_param::<Array<SqlUuid>, _>(&c.event_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&c.owner)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&c.agent_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&c.actor_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&c.action)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&c.outcome)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&c.ip_address)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&c.user_agent)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Jsonb>, _>(&c.metadata)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Timestamptz>, _>(&c.timestamp)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&c.sequence)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&c.hash)?;
+        push_event_binds(&self.0, &mut out)?;
         out.push_sql(")");
         Ok(())
+    }
+}
+
+/// The twelve column arrays of `events`, comma-separated, in the order of
+/// `audit_events`' columns in [`InsertEvents`] and in
+/// `audit_append_from_known_heads`.
+fn push_event_binds<'b>(
+    events: &'b NewAuditEventColumns<'_>,
+    out: &mut AstPass<'_, 'b, Pg>,
+) -> QueryResult<()> {
+    let c = events;
+    out.push_bind_param::<Array<SqlUuid>, _>(&c.event_id)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Text>, _>(&c.owner)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&c.agent_id)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&c.actor_id)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Text>, _>(&c.action)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Text>, _>(&c.outcome)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Nullable<Text>>, _>(&c.ip_address)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Nullable<Text>>, _>(&c.user_agent)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Jsonb>, _>(&c.metadata)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Timestamptz>, _>(&c.timestamp)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Nullable<BigInt>>, _>(&c.sequence)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Array<Nullable<Text>>, _>(&c.hash)
+}
+
+/// A batch linked from known heads ([`KnownHeads`](crate::known_heads::KnownHeads)), appended by the
+/// migration's `audit_append_from_known_heads`: one statement, run outside a
+/// transaction, so one round trip and its own commit.
+struct AppendFromKnownHeads<'a> {
+    from: HeadColumns<'a>,
+    to: HeadColumns<'a>,
+    events: NewAuditEventColumns<'a>,
+}
+
+impl<'a> AppendFromKnownHeads<'a> {
+    fn of(batch: &'a LinkedBatch) -> QueryResult<Self> {
+        Ok(Self {
+            from: HeadColumns::of(batch.moves.iter().map(|m| (&m.owner, &m.from)))?,
+            to: HeadColumns::of(batch.moves.iter().map(|m| (&m.owner, &m.to)))?,
+            events: NewAuditEventColumns::of(&batch.events),
+        })
+    }
+}
+
+impl QueryId for AppendFromKnownHeads<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Pg> for AppendFromKnownHeads<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT audit_append_from_known_heads(");
+        self.from.push_binds(&mut out)?;
+        out.push_sql(", ");
+        // The owners again: the function takes the new heads as two arrays
+        // in the owners' order.
+        out.push_bind_param::<Array<BigInt>, _>(&self.to.sequence)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.to.hash)?;
+        out.push_sql(", ");
+        push_event_binds(&self.events, &mut out)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// The message `audit_append_from_known_heads` raises when a head is no
+/// longer the one the batch was linked from (its own text: not translated).
+const HEAD_MOVED: &str = "audit chain head moved";
+
+/// What became of an append from known heads.
+enum KnownHeadsAppend {
+    Appended,
+    /// A head had moved: nothing was written.
+    HeadMoved,
+}
+
+/// Appends `batch` in one statement; see [`AppendFromKnownHeads`].
+async fn append_from_known_heads(
+    pool: &crate::PgPool,
+    batch: &LinkedBatch,
+) -> Result<KnownHeadsAppend, StoreError> {
+    let statement = AppendFromKnownHeads::of(batch).map_err(from_diesel)?;
+    let mut conn = checkout(pool).await?;
+    match statement.execute(&mut conn).await {
+        Ok(_) => Ok(KnownHeadsAppend::Appended),
+        Err(DieselError::DatabaseError(_, info)) if info.message() == HEAD_MOVED => {
+            Ok(KnownHeadsAppend::HeadMoved)
+        }
+        Err(e) => Err(from_diesel(e)),
     }
 }
 
@@ -212,16 +334,43 @@ impl AuditLog for PgStore {
     }
 
     /// One transaction for the whole batch, whatever its owners: one commit.
+    /// When every owner's head is known ([`KnownHeads`](crate::known_heads::KnownHeads)) the batch is one
+    /// statement from those heads; if one had moved, or was not known, it is
+    /// appended under the heads' row locks ([`insert_events`]).
     async fn append_all(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
+        let linked = self
+            .known_heads
+            .link(&by_chain_owner(events))
+            .map_err(|e| StoreError::Unknown(e.context("linking audit events")))?;
+        if let Some(batch) = linked {
+            let mut appended = append_from_known_heads(&self.pool, &batch).await;
+            // Refused because a batch this one was linked from had not
+            // reached PostgreSQL yet? Then once it has, this one fits.
+            if matches!(appended, Ok(KnownHeadsAppend::HeadMoved))
+                && batch.has_predecessors()
+                && batch.predecessors_appended().await
+            {
+                appended = append_from_known_heads(&self.pool, &batch).await;
+            }
+            let done = matches!(appended, Ok(KnownHeadsAppend::Appended));
+            if !done {
+                self.known_heads.forget(&batch.moves);
+            }
+            batch.settle(done);
+            match appended {
+                Ok(KnownHeadsAppend::Appended) => return Ok(()),
+                Ok(KnownHeadsAppend::HeadMoved) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let mut conn = checkout(&self.pool).await?;
-        conn.transaction(async |conn| {
-            insert_events(conn, events).await?;
-            Ok::<_, TxError>(())
-        })
-        .await?;
+        let stored = conn
+            .transaction(async |conn| Ok::<_, TxError>(insert_events(conn, events).await?))
+            .await?;
+        self.known_heads.record(stored);
         Ok(())
     }
 

@@ -37,7 +37,9 @@
 //! * every audit event is appended inside a transaction that links it into
 //!   its owner's hash chain under that owner's `audit_heads` row lock (owners
 //!   locked in sorted order), so writers on any number of pools or nodes make
-//!   one gapless chain per owner;
+//!   one gapless chain per owner; a batch linked ahead from the heads this
+//!   store last wrote is one statement that checks, under the same locks,
+//!   that those heads are still the stored ones, and writes nothing if not;
 //! * every change of the signing keys appends its events and counts one more
 //!   key-set version in the same transaction;
 //! * errors are mapped in one place, the `error` module.
@@ -47,6 +49,7 @@ mod audit;
 mod credentials;
 mod error;
 mod health;
+mod known_heads;
 mod migrate;
 mod paging;
 mod pool;
@@ -93,12 +96,17 @@ GRANT SELECT ON __diesel_schema_migrations TO {role};
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The audit chain heads this store's appends left.
+    known_heads: std::sync::Arc<known_heads::KnownHeads>,
 }
 
 impl PgStore {
     /// A store over `pool` (see [`connect`]).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            known_heads: std::sync::Arc::default(),
+        }
     }
 
     /// The pool, e.g. for metrics of its size.

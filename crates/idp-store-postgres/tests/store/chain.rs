@@ -212,7 +212,8 @@ async fn the_migration_links_events_stored_before_the_chain() {
             "20261204000000",
             "20261205000000",
             "20261205010000",
-            "20261206000000"
+            "20261206000000",
+            "20261207000000"
         ]
     );
 
@@ -543,18 +544,13 @@ async fn tampering_is_found_at_the_first_bad_sequence() {
     harness.finish().await;
 }
 
-/// One `append_all` far larger than any group commit (2,500 events of two
-/// owners, some without agent, actor, address or user agent) is stored
-/// whole, field for field, in one gapless chain per owner.
-#[tokio::test]
-async fn a_large_batch_is_stored_whole_in_one_insert() {
-    let harness = Harness::start().await;
-    let audit = harness.audit();
-    let owners = [owner(), owner()];
-    let events: Vec<AuditEvent> = (0..2_500)
+/// Events of `owners` at `at(first..)`, a third of them without agent,
+/// actor, address or user agent and with quoted or non-ASCII metadata.
+fn varied_events(owners: &[Owner], first: usize, count: usize) -> Vec<AuditEvent> {
+    (first..first + count)
         .map(|i| {
             let mut e = event(
-                &owners[i % 2],
+                &owners[i % owners.len()],
                 AgentId(Uuid::new_v4()),
                 AuditAction::TokenIssued,
                 at(i64::try_from(i).unwrap()),
@@ -568,19 +564,203 @@ async fn a_large_batch_is_stored_whole_in_one_insert() {
             }
             e
         })
-        .collect();
-    audit.append_all(&events).await.unwrap();
+        .collect()
+}
 
-    for (o, owner) in owners.iter().enumerate() {
-        assert_eq!(verified_events(verify_chain(&audit, owner).await), 1_250);
-        let chain = whole_chain(&audit, owner, 500).await;
-        let sent: Vec<&AuditEvent> = events.iter().skip(o).step_by(2).collect();
-        assert_eq!(chain.len(), sent.len());
-        for (stored, sent) in chain.iter().zip(sent) {
+/// Each owner's chain is `sent` (of every owner, in order), field for field,
+/// verified, and its head row is its last event.
+async fn assert_chains_are(
+    audit: &Arc<dyn AuditLog>,
+    conn: &mut AsyncPgConnection,
+    owners: &[Owner],
+    sent: &[AuditEvent],
+) {
+    for owner in owners {
+        let mine: Vec<&AuditEvent> = sent
+            .iter()
+            .filter(|e| e.owner.as_ref() == Some(owner))
+            .collect();
+        assert_eq!(
+            verified_events(verify_chain(audit, owner).await),
+            mine.len() as u64
+        );
+        let chain = whole_chain(audit, owner, 500).await;
+        assert_eq!(chain.len(), mine.len());
+        for (stored, sent) in chain.iter().zip(mine) {
             let mut unlinked = stored.clone();
             (unlinked.sequence, unlinked.hash) = (None, None);
             assert_eq!(&unlinked, sent);
         }
+        let last = chain.last().unwrap();
+        assert_eq!(
+            recorded_head(conn, owner).await,
+            ChainHead {
+                sequence: last.sequence.unwrap(),
+                hash: last.hash.clone().unwrap()
+            }
+        );
     }
+}
+
+/// One `append_all` far larger than any group commit (2,500 events of two
+/// owners, some without agent, actor, address or user agent) is stored
+/// whole, field for field, in one gapless chain per owner: as an owner's
+/// first append (the heads read under their locks) and as a later one (in one
+/// statement from the heads the store knows).
+#[tokio::test]
+async fn a_large_batch_is_stored_whole_in_one_insert() {
+    let harness = Harness::start().await;
+    let audit = harness.audit();
+    let mut conn = raw(&harness.db.url).await;
+    let owners = [owner(), owner()];
+    let first = varied_events(&owners, 0, 2_500);
+    audit.append_all(&first).await.unwrap();
+    assert_chains_are(&audit, &mut conn, &owners, &first).await;
+
+    let second = varied_events(&owners, 2_500, 2_500);
+    audit.append_all(&second).await.unwrap();
+    let all: Vec<AuditEvent> = first.into_iter().chain(second).collect();
+    assert_chains_are(&audit, &mut conn, &owners, &all).await;
+    drop(conn);
+    harness.finish().await;
+}
+
+/// A store that knows an owner's head goes on from the stored head when
+/// something else moved it: another node's append, or an event appended
+/// inside another transaction (an agent's registration). Nothing is lost,
+/// the chain has no gap or fork and verifies.
+#[tokio::test]
+async fn a_head_moved_behind_the_stores_back_is_appended_after() {
+    let harness = Harness::start().await;
+    let audit = harness.audit();
+    let other_node: Arc<dyn AuditLog> =
+        Arc::new(PgStore::new(connect(&harness.db.url, 2).await.unwrap()));
+    let mut conn = raw(&harness.db.url).await;
+    let tenant = owner();
+    let mut sent = Vec::new();
+    let mut append = async |log: &Arc<dyn AuditLog>, n: usize| {
+        let batch = varied_events(std::slice::from_ref(&tenant), n * 10, 3);
+        log.append_all(&batch).await.unwrap();
+        sent.extend(batch);
+    };
+    append(&audit, 0).await;
+    append(&audit, 1).await;
+    append(&other_node, 2).await;
+    append(&audit, 3).await;
+    append(&other_node, 4).await;
+    append(&other_node, 5).await;
+    append(&audit, 6).await;
+    assert_chains_are(&audit, &mut conn, std::slice::from_ref(&tenant), &sent).await;
+
+    let registered = agent(&tenant, at(100));
+    let created = event(
+        &tenant,
+        registered.agent_id,
+        AuditAction::AgentCreated,
+        at(100),
+    );
+    harness
+        .agents()
+        .create(&registered, 10, &created)
+        .await
+        .unwrap();
+    let after = varied_events(std::slice::from_ref(&tenant), 200, 3);
+    audit.append_all(&after).await.unwrap();
+    let chain = whole_chain(&audit, &tenant, 100).await;
+    assert_eq!(chain.len(), sent.len() + 1 + after.len());
+    assert_eq!(chain[sent.len()].action, AuditAction::AgentCreated);
+    assert_eq!(
+        verified_events(verify_chain(&audit, &tenant).await),
+        chain.len() as u64
+    );
+    drop(conn);
+    harness.finish().await;
+}
+
+/// `audit_append_from_known_heads` called with a head that is not the stored
+/// one (a stale guess, or a forger's) refuses the whole batch: no event
+/// written, no head moved, for any owner of it.
+#[tokio::test]
+async fn an_append_from_a_head_that_is_not_the_stored_one_writes_nothing() {
+    let harness = Harness::start().await;
+    let audit = harness.audit();
+    let (tenant, _) = five_events(&audit).await;
+    let (other, _) = five_events(&audit).await;
+    let mut conn = raw(&harness.db.url).await;
+    let stored = recorded_head(&mut conn, &tenant).await;
+    let other_head = recorded_head(&mut conn, &other).await;
+    let stale = ChainHead {
+        sequence: stored.sequence - 1,
+        hash: stored.hash.clone(),
+    };
+    for (tenant_from, label) in [
+        (&stale, "a stale sequence"),
+        (&other_head, "another chain's head"),
+    ] {
+        let mut forged = vec![event(
+            &tenant,
+            AgentId(Uuid::new_v4()),
+            AuditAction::TokenIssued,
+            at(50),
+        )];
+        let tenant_to = link(tenant_from, &mut forged).unwrap();
+        let mut beside = vec![event(
+            &other,
+            AgentId(Uuid::new_v4()),
+            AuditAction::TokenIssued,
+            at(50),
+        )];
+        let other_to = link(&other_head, &mut beside).unwrap();
+        let (a, b) = (&forged[0], &beside[0]);
+        let refused = diesel::sql_query(
+            "SELECT audit_append_from_known_heads($1, $2, $3, $4, $5, \
+             ARRAY[$6, $7]::uuid[], ARRAY[$8, $9], ARRAY[NULL, NULL]::uuid[], ARRAY[NULL, NULL]::uuid[], \
+             ARRAY['token.issued', 'token.issued'], ARRAY['success', 'success'], \
+             ARRAY[NULL, NULL]::text[], ARRAY[NULL, NULL]::text[], ARRAY['{}', '{}']::jsonb[], \
+             ARRAY[$10, $10]::timestamptz[], ARRAY[$11, $12]::bigint[], ARRAY[$13, $14])",
+        )
+        .bind::<diesel::sql_types::Array<Text>, _>(vec![other.as_str(), tenant.as_str()])
+        .bind::<diesel::sql_types::Array<BigInt>, _>(vec![
+            i64::try_from(other_head.sequence).unwrap(),
+            i64::try_from(tenant_from.sequence).unwrap(),
+        ])
+        .bind::<diesel::sql_types::Array<Text>, _>(vec![&other_head.hash, &tenant_from.hash])
+        .bind::<diesel::sql_types::Array<BigInt>, _>(vec![
+            i64::try_from(other_to.sequence).unwrap(),
+            i64::try_from(tenant_to.sequence).unwrap(),
+        ])
+        .bind::<diesel::sql_types::Array<Text>, _>(vec![&other_to.hash, &tenant_to.hash])
+        .bind::<diesel::sql_types::Uuid, _>(b.event_id.0)
+        .bind::<diesel::sql_types::Uuid, _>(a.event_id.0)
+        .bind::<Text, _>(other.as_str())
+        .bind::<Text, _>(tenant.as_str())
+        .bind::<Timestamptz, _>(a.timestamp)
+        .bind::<BigInt, _>(i64::try_from(b.sequence.unwrap()).unwrap())
+        .bind::<BigInt, _>(i64::try_from(a.sequence.unwrap()).unwrap())
+        .bind::<Text, _>(b.hash.clone().unwrap())
+        .bind::<Text, _>(a.hash.clone().unwrap())
+        .execute(&mut conn)
+        .await
+        .expect_err(label)
+        .to_string();
+        assert!(
+            refused.contains("audit chain head moved"),
+            "{label}: {refused}"
+        );
+        assert_eq!(recorded_head(&mut conn, &tenant).await, stored, "{label}");
+        assert_eq!(
+            recorded_head(&mut conn, &other).await,
+            other_head,
+            "{label}"
+        );
+        for owner in [&tenant, &other] {
+            assert_eq!(
+                verified_events(verify_chain(&audit, owner).await),
+                5,
+                "{label}"
+            );
+        }
+    }
+    drop(conn);
     harness.finish().await;
 }
