@@ -231,8 +231,8 @@ impl QueryFragment<Pg> for AppendFromKnownHeads<'_> {
         out.push_sql("SELECT audit_append_from_known_heads(");
         self.from.push_binds(&mut out)?;
         out.push_sql(", ");
-        // The owners again: the function takes the new heads as two arrays
-        // in the owners' order.
+        // The heads after the batch, in the same owners' order (the owners
+        // are not sent twice).
         out.push_bind_param::<Array<BigInt>, _>(&self.to.sequence)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.to.hash)?;
