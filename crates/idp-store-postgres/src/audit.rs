@@ -99,7 +99,7 @@ pub(crate) async fn insert_events(
 
 /// `events` by chain owner, owners in sorted order, each owner's events in
 /// their given order.
-fn by_chain_owner(events: &[AuditEvent]) -> BTreeMap<String, Vec<AuditEvent>> {
+pub(crate) fn by_chain_owner(events: &[AuditEvent]) -> BTreeMap<String, Vec<AuditEvent>> {
     let mut by_owner: BTreeMap<String, Vec<AuditEvent>> = BTreeMap::new();
     for event in events {
         by_owner

@@ -207,14 +207,7 @@ mod tests {
     }
 
     fn batch(events: &[AuditEvent]) -> BTreeMap<String, Vec<AuditEvent>> {
-        let mut by_owner: BTreeMap<String, Vec<AuditEvent>> = BTreeMap::new();
-        for e in events {
-            by_owner
-                .entry(e.chain_owner().as_str().to_owned())
-                .or_default()
-                .push(e.clone());
-        }
-        by_owner
+        crate::audit::by_chain_owner(events)
     }
 
     fn genesis() -> ChainHead {
