@@ -334,9 +334,9 @@ impl AuditLog for PgStore {
     }
 
     /// One transaction for the whole batch, whatever its owners: one commit.
-    /// When every owner's head is known ([`KnownHeads`](crate::known_heads::KnownHeads)) the batch is one
-    /// statement from those heads; if one had moved, or was not known, it is
-    /// appended under the heads' row locks ([`insert_events`]).
+    /// When every owner's head is known to this store (it last wrote them)
+    /// the batch is one statement from those heads; if one had moved, or was
+    /// not known, it is appended under the heads' row locks.
     async fn append_all(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
