@@ -456,8 +456,8 @@ fn run_deployment(bench: &Bench<'_>, kind: DeploymentKind) -> DeploymentReport {
     // Seeding hashes secrets up to its last moments, and an idle hashing
     // thread frees its 19 MiB Argon2 buffer only `IDLE_RELEASE` after its
     // last hash: wait that out, so the RSS sampled under each scenario is the
-    // scenario's own. Scenarios that hash (token-cold,
-    // token-flood) allocate the buffers again and are measured with them.
+    // scenario's own. Scenarios that hash (token-cold, token-flood) allocate
+    // the buffers again and are measured with them.
     std::thread::sleep(HASH_BUFFERS_RELEASED);
     let data_dir = dir.join("data-files");
     if let Err(e) = load::write_data_files(&data_dir, &seeded, wall_clock()) {

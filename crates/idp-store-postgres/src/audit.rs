@@ -343,7 +343,7 @@ impl AuditLog for PgStore {
         }
         let linked = self
             .known_heads
-            .link(&by_chain_owner(events))
+            .link(by_chain_owner(events))
             .map_err(|e| StoreError::Unknown(e.context("linking audit events")))?;
         if let Some(batch) = linked {
             let mut appended = append_from_known_heads(&self.pool, &batch).await;

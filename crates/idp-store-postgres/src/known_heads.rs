@@ -107,24 +107,26 @@ impl KnownHeads {
     /// when an owner's head is not known.
     pub(crate) fn link(
         &self,
-        by_owner: &BTreeMap<String, Vec<AuditEvent>>,
+        by_owner: BTreeMap<String, Vec<AuditEvent>>,
     ) -> anyhow::Result<Option<LinkedBatch>> {
         let mut heads = self.lock();
+        if !by_owner.keys().all(|owner| heads.contains_key(owner)) {
+            return Ok(None);
+        }
         let mut moves = Vec::with_capacity(by_owner.len());
         let mut predecessors = Vec::new();
         let mut events = Vec::with_capacity(by_owner.values().map(Vec::len).sum());
-        for (owner, owned) in by_owner {
-            let Some(known) = heads.get(owner) else {
+        for (owner, mut linked) in by_owner {
+            let Some(known) = heads.get(&owner) else {
                 return Ok(None);
             };
-            let mut linked = owned.clone();
             let to = link(&known.head, &mut linked)?;
+            predecessors.extend(known.leaving.clone());
             moves.push(HeadMove {
-                owner: owner.clone(),
+                owner,
                 from: known.head.clone(),
                 to,
             });
-            predecessors.extend(known.leaving.clone());
             events.extend(linked);
         }
         let (settled, leaving) = watch::channel(None);
@@ -222,10 +224,10 @@ mod tests {
         let known = KnownHeads::default();
         known.record([("alice".to_owned(), genesis())]);
         let linked = known
-            .link(&batch(&[event("alice", 1), event("bob", 2)]))
+            .link(batch(&[event("alice", 1), event("bob", 2)]))
             .unwrap();
         assert!(linked.is_none());
-        let again = known.link(&batch(&[event("alice", 3)])).unwrap().unwrap();
+        let again = known.link(batch(&[event("alice", 3)])).unwrap().unwrap();
         assert_eq!(again.moves[0].from, genesis(), "alice's head did not move");
     }
 
@@ -237,7 +239,7 @@ mod tests {
             ("bob".to_owned(), genesis()),
         ]);
         let first = known
-            .link(&batch(&[
+            .link(batch(&[
                 event("bob", 1),
                 event("alice", 2),
                 event("bob", 3),
@@ -258,7 +260,7 @@ mod tests {
             .collect();
         assert_eq!(bobs, expected, "linked in the given order");
 
-        let second = known.link(&batch(&[event("bob", 4)])).unwrap().unwrap();
+        let second = known.link(batch(&[event("bob", 4)])).unwrap().unwrap();
         assert_eq!(second.moves[0].from, bob_head);
         assert_eq!(second.events[0].sequence, Some(3));
     }
@@ -267,28 +269,28 @@ mod tests {
     fn forgetting_a_batch_keeps_a_head_linked_on_from_it() {
         let known = KnownHeads::default();
         known.record([("alice".to_owned(), genesis())]);
-        let first = known.link(&batch(&[event("alice", 1)])).unwrap().unwrap();
-        let second = known.link(&batch(&[event("alice", 2)])).unwrap().unwrap();
+        let first = known.link(batch(&[event("alice", 1)])).unwrap().unwrap();
+        let second = known.link(batch(&[event("alice", 2)])).unwrap().unwrap();
         known.forget(&first.moves);
-        let third = known.link(&batch(&[event("alice", 3)])).unwrap().unwrap();
+        let third = known.link(batch(&[event("alice", 3)])).unwrap().unwrap();
         assert_eq!(third.moves[0].from, second.moves[0].to);
 
         known.forget(&third.moves);
-        assert!(known.link(&batch(&[event("alice", 4)])).unwrap().is_none());
+        assert!(known.link(batch(&[event("alice", 4)])).unwrap().is_none());
     }
 
     #[test]
     fn a_recorded_head_replaces_a_guess() {
         let known = KnownHeads::default();
         known.record([("alice".to_owned(), genesis())]);
-        let guessed = known.link(&batch(&[event("alice", 1)])).unwrap().unwrap();
+        let guessed = known.link(batch(&[event("alice", 1)])).unwrap().unwrap();
         let stored = ChainHead {
             sequence: 7,
             hash: "f".repeat(64),
         };
         known.record([("alice".to_owned(), stored.clone())]);
         known.forget(&guessed.moves);
-        let next = known.link(&batch(&[event("alice", 2)])).unwrap().unwrap();
+        let next = known.link(batch(&[event("alice", 2)])).unwrap().unwrap();
         assert_eq!(next.moves[0].from, stored);
         assert_eq!(next.events[0].sequence, Some(8));
     }
@@ -301,10 +303,10 @@ mod tests {
                 ("alice".to_owned(), genesis()),
                 ("bob".to_owned(), genesis()),
             ]);
-            let first = known.link(&batch(&[event("alice", 1)])).unwrap().unwrap();
+            let first = known.link(batch(&[event("alice", 1)])).unwrap().unwrap();
             assert!(!first.has_predecessors(), "linked from a recorded head");
             let second = known
-                .link(&batch(&[event("alice", 2), event("bob", 3)]))
+                .link(batch(&[event("alice", 2), event("bob", 3)]))
                 .unwrap()
                 .unwrap();
             assert!(second.has_predecessors());
