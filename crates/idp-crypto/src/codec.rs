@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::es256_signer::Es256Signer;
 use crate::{CryptoError, SigningAlgorithm};
 
 /// Longest token [`JoseKeyRing::decode`](crate::JoseKeyRing) looks at (8 KiB); anything longer
@@ -74,7 +75,8 @@ impl KeyMaterial {
                 }
                 SigningAlgorithm::ES256 => {
                     let pair = ES256.key_pair_from_pem(pem).map_err(invalid)?;
-                    let signer = ES256.signer_from_pem(pem).map_err(invalid)?;
+                    let signer = Es256Signer::from_key_pair_jwk(&pair.to_jwk_key_pair())
+                        .map_err(|reason| CryptoError::InvalidKey { algorithm, reason })?;
                     (Box::new(pair), Box::new(signer), 64)
                 }
                 SigningAlgorithm::EdDSA => {

@@ -31,6 +31,7 @@ mod algorithm;
 pub mod client_keys;
 mod codec;
 mod error;
+mod es256_signer;
 mod hasher;
 mod jws;
 mod ring;
