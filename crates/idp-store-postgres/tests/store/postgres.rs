@@ -17,13 +17,14 @@ use uuid::Uuid;
 use crate::Harness;
 
 /// The versions of every embedded migration, in order.
-const ALL_MIGRATIONS: [&str; 6] = [
+const ALL_MIGRATIONS: [&str; 7] = [
     "20261123000000",
     "20261204000000",
     "20261205000000",
     "20261205010000",
     "20261206000000",
     "20261207000000",
+    "20261208000000",
 ];
 
 /// Nothing listens there.
