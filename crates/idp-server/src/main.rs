@@ -9,8 +9,9 @@ use std::process::ExitCode;
 /// (`idp-bench --scenario token --signing-alg ES256`): 3,371 tokens/s against
 /// 2,767-3,014 on PostgreSQL + Redis, and embedded 3,947 against 3,407 tokens/s
 /// and 32,549 against 23,810 introspections/s. Its options are fixed at build
-/// time (`.cargo/config.toml`): a background thread returns freed pages to the
-/// system after a second, so a released Argon2 buffer does not stay resident.
+/// time (`.cargo/config.toml`): two arenas, and a background thread that
+/// returns freed pages to the system after a second, so a released Argon2
+/// buffer does not stay resident.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
