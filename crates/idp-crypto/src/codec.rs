@@ -4,7 +4,8 @@
 //! The compact serialization is written and parsed here rather than by
 //! josekit's JWT helpers, so every check on the way in is visible in one place
 //! (`JoseKeyRing::decode` and [`LoadedKey::check_header`]); josekit (OpenSSL)
-//! only computes and checks the signature bytes.
+//! only computes and checks the signature bytes, except ES256 signatures,
+//! which *ring* computes behind josekit's signer interface (`es256_signer`).
 
 use std::fmt;
 use std::path::Path;

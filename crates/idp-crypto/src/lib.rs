@@ -3,7 +3,8 @@
 //! The crypto adapters of AgentIdP:
 //!
 //! * [`JoseKeyRing`]: the [`TokenCodec`](idp_domain::ports::TokenCodec) port with
-//!   josekit (OpenSSL): a ring of RS256, ES256 and EdDSA keys, the one active at
+//!   josekit (OpenSSL; ES256 signatures by *ring* behind josekit's signer
+//!   interface): a ring of RS256, ES256 and EdDSA keys, the one active at
 //!   an instant signing, every published one verifying the tokens that name it,
 //!   each pinned to its own algorithm; plus [`generate_signing_key`] and
 //!   [`load_pem_file`] for one key as PEM.
