@@ -278,6 +278,46 @@ async fn resources_outside_the_list_are_invalid_target() {
         .expect_oauth_error(401, "invalid_client");
 }
 
+/// Twenty resources of the longest length an agent may list (2,048 characters each).
+fn longest_resources() -> Vec<String> {
+    (0..20)
+        .map(|i| {
+            let prefix = format!("https://api.example/{i:02}/");
+            format!("{prefix}{}", "a".repeat(2048 - prefix.len()))
+        })
+        .collect()
+}
+
+async fn resources_too_long_for_one_token_are_invalid_target() {
+    let app = TestApp::start().await;
+    let (_, admin) = app.bootstrap_admin("acme").await;
+    let listed = longest_resources();
+    let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+    let worker = client_with_resources(&app, &admin, "w@acme.example", &["x:y"], &listed).await;
+
+    for count in [3, 20] {
+        let extra: Vec<(&str, &str)> = listed[..count].iter().map(|r| ("resource", *r)).collect();
+        let failed = app
+            .single_event_of(&admin, async {
+                token_request(&app, &worker, &extra)
+                    .await
+                    .expect_oauth_error(400, "invalid_target");
+            })
+            .await;
+        assert_eq!(failed["action"], "auth.failed", "{count}: {failed}");
+        assert_eq!(failed["metadata"]["reason"], "token_too_large", "{failed}");
+    }
+
+    // Two of them fit, and the token is one AgentIdP itself still reads.
+    let extra = [("resource", listed[0]), ("resource", listed[1])];
+    let body = token_request(&app, &worker, &extra).await.expect_json(200);
+    let token = body["access_token"].as_str().expect("access_token");
+    assert!(token.len() <= 8 * 1024, "{}", token.len());
+    let introspected = app.introspect(&admin, token).await;
+    assert_eq!(introspected["active"], true, "{introspected}");
+    assert_eq!(introspected["aud"], json!(listed[..2]), "{introspected}");
+}
+
 async fn a_token_for_another_resource_is_not_for_agentidp() {
     let app = TestApp::start().await;
     let (_, admin) = app.bootstrap_admin("acme").await;
@@ -377,6 +417,7 @@ e2e_tests! {
     invalid_resources_are_validation_errors,
     the_audience_follows_the_requested_resources,
     resources_outside_the_list_are_invalid_target,
+    resources_too_long_for_one_token_are_invalid_target,
     a_token_for_another_resource_is_not_for_agentidp,
     token_issued_events_carry_the_resources,
 }

@@ -30,7 +30,9 @@ use crate::es256_signer::Es256Signer;
 use crate::{CryptoError, SigningAlgorithm};
 
 /// Longest token [`JoseKeyRing::decode`](crate::JoseKeyRing) looks at (8 KiB); anything longer
-/// is refused as malformed before any decoding.
+/// is refused as malformed before any decoding. Claims of up to
+/// [`idp_domain::token::MAX_CLAIMS_BYTES`], all the token service signs, fit
+/// in it with any supported key.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// The `typ` of every access token (RFC 9068 section 2.1).
@@ -408,6 +410,7 @@ mod tests {
     use std::sync::OnceLock;
 
     use idp_domain::ports::TokenCodec;
+    use idp_domain::token::{Audience, MAX_CLAIMS_BYTES};
     use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
     use josekit::jwk::alg::rsa::RsaKeyPair;
     use josekit::jws::HS256;
@@ -891,6 +894,22 @@ mod tests {
         let token = forge(c.signer.as_ref(), &our_header(&c), &fits);
         assert!(token.len() <= MAX_TOKEN_LEN);
         assert_eq!(c.decode(&token).unwrap(), claims());
+    }
+
+    #[test]
+    fn claims_as_long_as_the_domain_allows_sign_within_the_limit() {
+        for c in each_codec() {
+            let mut longest = claims();
+            longest.aud = Audience::One(String::new());
+            let room = MAX_CLAIMS_BYTES - longest.json_len();
+            longest.aud = Audience::One("a".repeat(room));
+            assert_eq!(longest.json_len(), MAX_CLAIMS_BYTES);
+
+            let token = c.sign(&longest).unwrap();
+
+            assert!(token.len() <= MAX_TOKEN_LEN, "{}", c.algorithm());
+            assert_eq!(c.decode(&token).unwrap(), longest, "{}", c.algorithm());
+        }
     }
 
     #[test]

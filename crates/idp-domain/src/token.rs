@@ -5,6 +5,16 @@ use serde::{Deserialize, Serialize};
 use crate::DomainError;
 use crate::values::{AgentId, CredentialId, Owner, ScopeSet, TokenId};
 
+/// Longest an access token's claims may be, as the JSON that is signed.
+///
+/// A signature and header add at most about 900 characters to the claims'
+/// base64url form, so every token stays within 8 KiB, which is what HTTP
+/// servers commonly accept in a header line, and what AgentIdP's own token
+/// codec accepts. Only requested resources (RFC 8707 `aud`) and a delegation
+/// chain make claims long; a grant whose token would be longer is refused
+/// (`invalid_target`).
+pub const MAX_CLAIMS_BYTES: usize = 5 * 1024;
+
 /// A token's `aud`: one audience as a string, several as an array (RFC 7519
 /// section 4.1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +151,17 @@ pub struct AccessTokenClaims {
 }
 
 impl AccessTokenClaims {
+    /// The length of the claims as the JSON that is signed (compact, as
+    /// `serde_json::to_vec` writes it), without building that JSON.
+    pub fn json_len(&self) -> usize {
+        let mut counter = ByteCounter(0);
+        // Writing to a counter cannot fail, and these claims always serialize.
+        match serde_json::to_writer(&mut counter, self) {
+            Ok(()) => counter.0,
+            Err(_) => usize::MAX,
+        }
+    }
+
     /// The number of nested `act` levels: 0 for a token issued directly.
     pub fn delegation_depth(&self) -> usize {
         self.dlg.len()
@@ -186,5 +207,19 @@ impl Principal {
         } else {
             Err(DomainError::InsufficientScope(scope))
         }
+    }
+}
+
+/// Counts the bytes written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

@@ -17,7 +17,9 @@ use crate::ports::{
     RateDecision, RateLimiter, ReplayGuard, RevocationList, RevokedTokenStore, SecretHasher,
     TokenCodec, UsageCounter,
 };
-use crate::token::{AccessTokenClaims, Actor, Audience, Confirmation, DelegationLink};
+use crate::token::{
+    AccessTokenClaims, Actor, Audience, Confirmation, DelegationLink, MAX_CLAIMS_BYTES,
+};
 use crate::values::{AgentId, AuditAction, ClientSecret, CredentialId, Outcome, ScopeSet};
 
 use super::Ambient;
@@ -68,6 +70,16 @@ pub(super) struct Grant {
     pub(super) dpop_thumbprint: Option<String>,
     /// For a token exchange: the chain the token continues.
     pub(super) delegation: Option<Delegation>,
+}
+
+impl Grant {
+    /// What the event of this grant's refusal says of its exchange, if it is one.
+    fn refused_exchange(&self) -> Option<RefusedExchange> {
+        self.delegation.as_ref().map(|d| RefusedExchange {
+            subject: Some(d.subject),
+            chain: Some(d.chain()),
+        })
+    }
 }
 
 /// What a delegated token inherits from the token it is exchanged from.
@@ -375,6 +387,8 @@ impl TokenService {
         let agent = &client.agent;
         let rate_key = agent_key(agent.agent_id);
         let now = self.ambient.now();
+        let checked = checked
+            .map(|checked| checked.and_then(|grant| self.fits_in_a_token(client, grant, now)));
         let grant = match checked {
             Ok(Ok(grant)) => grant,
             Ok(Err(refused)) => {
@@ -414,10 +428,7 @@ impl TokenService {
             );
         };
         if !quota.allowed {
-            let exchange = grant.delegation.as_ref().map(|d| RefusedExchange {
-                subject: Some(d.subject),
-                chain: Some(d.chain()),
-            });
+            let exchange = grant.refused_exchange();
             let outcome = match self
                 .audit_refusal(agent, ctx, "monthly_quota_exceeded", exchange.as_ref())
                 .await
@@ -439,6 +450,34 @@ impl TokenService {
             issued => issued,
         };
         (Some(rate), outcome)
+    }
+
+    /// `grant`, unless the claims of its token would be longer than
+    /// [`MAX_CLAIMS_BYTES`]: then refused as `invalid_target`, since the
+    /// requested resources are what makes them long (reason
+    /// `token_too_large`).
+    fn fits_in_a_token(
+        &self,
+        client: &AuthenticatedClient,
+        grant: Grant,
+        now: DateTime<Utc>,
+    ) -> Result<Grant, Refused> {
+        // The token's own jti is a UUID too, so the nil one measures the same.
+        let claims = self.claims(
+            &client.agent,
+            client.credential.credential_id,
+            &grant,
+            Uuid::nil(),
+            now,
+        );
+        if claims.json_len() <= MAX_CLAIMS_BYTES {
+            return Ok(grant);
+        }
+        Err(Refused {
+            error: TokenRequestError::InvalidTarget,
+            reason: "token_too_large",
+            exchange: grant.refused_exchange(),
+        })
     }
 
     /// Writes the event of a refused grant: `auth.failed` about the client,

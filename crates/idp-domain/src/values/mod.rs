@@ -17,7 +17,7 @@ pub use enums::{AgentStatus, AgentType, AuditAction, CredentialStatus, Deploymen
 pub use ids::{AgentId, CredentialId, EventId, TokenId};
 pub use jwk::{JwsAlgorithm, KeyType, MIN_RSA_BITS, PublicKeyJwk, access_token_hash};
 pub use owner::Owner;
-pub use resource::{MAX_RESOURCES, ResourceUri, Resources};
+pub use resource::{MAX_RESOURCE_LENGTH, MAX_RESOURCES, ResourceUri, Resources};
 pub use scope::{Capabilities, MANAGEMENT_SCOPES, Scope, ScopeSet};
 pub use secret::{ClientSecret, SecretHash};
 pub use semver::SemVer;

@@ -521,7 +521,8 @@ fn token_refusal(state: &AppState, err: TokenRequestError) -> Refusal {
         TokenRequestError::InvalidTarget => Refusal::new(
             TokenRefusal::InvalidTarget,
             OAuthErrorCode::InvalidTarget,
-            "a requested resource is not among the resources of the token's subject",
+            "a requested resource is not among the resources of the token's subject, \
+             or the requested resources are too long together for one token",
         ),
         TokenRequestError::InvalidDpopProof(reason) => {
             tracing::info!(reason = %reason, "DPoP proof refused");

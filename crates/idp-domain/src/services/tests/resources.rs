@@ -10,8 +10,8 @@ use crate::DomainError;
 use crate::entities::Agent;
 use crate::ports::RevokedToken;
 use crate::services::{IssuedToken, TokenRequest, TokenRequestError};
-use crate::token::{AccessTokenClaims, Audience};
-use crate::values::{AuditAction, Resources};
+use crate::token::{AccessTokenClaims, Audience, MAX_CLAIMS_BYTES};
+use crate::values::{AuditAction, MAX_RESOURCE_LENGTH, MAX_RESOURCES, Resources};
 
 const MCP: &str = "https://api.example/mcp";
 const INVENTORY: &str = "urn:example:inventory";
@@ -122,6 +122,62 @@ async fn a_resource_outside_the_agents_list_is_invalid_target_and_takes_no_unit(
             "{resources:?}: {err:?}"
         );
     }
+}
+
+/// `n` distinct resources of the longest length accepted.
+fn longest_resources(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let prefix = format!("https://api.example/{i:02}/");
+            format!("{prefix}{}", "a".repeat(MAX_RESOURCE_LENGTH - prefix.len()))
+        })
+        .collect()
+}
+
+fn agent_listing(resources: &[String]) -> Agent {
+    Agent {
+        resources: Resources::parse(resources).unwrap(),
+        ..active_agent()
+    }
+}
+
+#[tokio::test]
+async fn resources_too_long_for_one_token_are_invalid_target_and_take_no_unit() {
+    let listed = longest_resources(MAX_RESOURCES);
+    for requested in [3, MAX_RESOURCES] {
+        let mut m = TokenMocks::new();
+        m.counts_a_refused_request();
+        audits_failure(&mut m, "token_too_large");
+        let asked: Vec<&str> = listed[..requested].iter().map(String::as_str).collect();
+
+        let err = issue_for(m, agent_listing(&listed), &asked)
+            .await
+            .unwrap_err();
+
+        assert!(
+            matches!(err, TokenRequestError::InvalidTarget),
+            "{requested}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_longest_resource_alone_fits_in_a_token() {
+    let listed = longest_resources(MAX_RESOURCES);
+    let mut m = TokenMocks::new();
+    m.admits_a_unit();
+    let signed = m.signs_once();
+    m.appends_once();
+
+    issue_for(m, agent_listing(&listed), &[listed[0].as_str()])
+        .await
+        .unwrap();
+
+    let claims = signed.only();
+    assert_eq!(claims.aud, Audience::One(listed[0].clone()));
+    let len = claims.json_len();
+    assert_eq!(len, serde_json::to_vec(&claims).unwrap().len());
+    assert!(len <= MAX_CLAIMS_BYTES, "{len}");
 }
 
 // ----- tokens meant for a resource ---------------------------------------------------
