@@ -230,11 +230,12 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
             let pool = idp_store_postgres::connect(url, config.db_pool_size)
                 .await
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
-            // A second batch committing beside the first shares its WAL
-            // flush instead of queueing behind it; more commits at once made
-            // batches smaller and cost PostgreSQL more CPU than they saved
-            // (bench: 4 in flight gave fewer RS256 tokens/s than 2).
-            let commits = 2;
+            // One batch at a time. A second one in flight shares the first's
+            // WAL flush, but mostly waits for the first's chain-head row
+            // locks, and the smaller batches cost PostgreSQL more CPU than the
+            // overlap saves: in alternated bench runs 1 in flight gave 5-20%
+            // more tokens/s than 2 (ES256 and RS256), 4 fewer than 2.
+            let commits = 1;
             let mut stores =
                 Stores::from_adapter(Arc::new(PgStore::new(pool.clone())), None, commits)?;
             stores.pool_status = Some(crate::telemetry::pg_pool_status(pool));
