@@ -664,6 +664,27 @@ async fn resources_must_be_the_subject_agents() {
 }
 
 #[tokio::test]
+async fn resources_too_long_for_one_token_refuse_the_exchange_with_its_chain() {
+    let long: Vec<String> = (0..3)
+        .map(|i| format!("https://api.example/{i}/{}", "a".repeat(2000)))
+        .collect();
+    let mut world = World::new();
+    world.agent_mut(A).resources = Resources::parse(&long).unwrap();
+
+    let mut req = request(A_TOKEN);
+    req.resources = &long;
+    let (err, event) = refused(&world, B, req).await;
+
+    assert!(matches!(err, TokenRequestError::InvalidTarget), "{err:?}");
+    assert_eq!(event.metadata["reason"], json!("token_too_large"));
+    assert_eq!(event.agent_id, Some(A));
+    assert_eq!(
+        event.metadata["chain"],
+        json!([A.to_string(), B.to_string()])
+    );
+}
+
+#[tokio::test]
 async fn a_subject_or_actor_that_requires_dpop_needs_a_proof() {
     for requires in [A, B] {
         let mut world = World::new();
