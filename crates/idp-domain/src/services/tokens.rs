@@ -387,10 +387,10 @@ impl TokenService {
         let agent = &client.agent;
         let rate_key = agent_key(agent.agent_id);
         let now = self.ambient.now();
-        let checked = checked
-            .map(|checked| checked.and_then(|grant| self.fits_in_a_token(client, grant, now)));
-        let grant = match checked {
-            Ok(Ok(grant)) => grant,
+        let checked =
+            checked.map(|checked| checked.and_then(|grant| self.claims_of(client, grant, now)));
+        let (grant, claims) = match checked {
+            Ok(Ok(issuable)) => issuable,
             Ok(Err(refused)) => {
                 let rate = match self.count_request(&rate_key).await {
                     Ok(rate) => rate,
@@ -438,7 +438,7 @@ impl TokenService {
             };
             return (Some(rate), outcome);
         }
-        let outcome = match self.sign_and_audit(client, &grant, ctx, now).await {
+        let outcome = match self.sign_and_audit(client, &grant, claims, ctx, now).await {
             Err(failure) => match self.usage.refund(&quota_key, now).await {
                 Ok(()) => Err(failure),
                 Err(err) => Err(TokenRequestError::Unavailable(
@@ -452,26 +452,19 @@ impl TokenService {
         (Some(rate), outcome)
     }
 
-    /// `grant`, unless the claims of its token would be longer than
-    /// [`MAX_CLAIMS_BYTES`]: then refused as `invalid_target`, since the
-    /// requested resources are what makes them long (reason
-    /// `token_too_large`).
-    fn fits_in_a_token(
+    /// `grant` with the claims of its token (its `jti` still to be drawn),
+    /// unless they would be longer than [`MAX_CLAIMS_BYTES`]: then refused as
+    /// `invalid_target`, since the requested resources are what makes them
+    /// long (reason `token_too_large`).
+    fn claims_of(
         &self,
         client: &AuthenticatedClient,
         grant: Grant,
         now: DateTime<Utc>,
-    ) -> Result<Grant, Refused> {
-        // The token's own jti is a UUID too, so the nil one measures the same.
-        let claims = self.claims(
-            &client.agent,
-            client.credential.credential_id,
-            &grant,
-            Uuid::nil(),
-            now,
-        );
+    ) -> Result<(Grant, AccessTokenClaims), Refused> {
+        let claims = self.claims(&client.agent, client.credential.credential_id, &grant, now);
         if claims.json_len() <= MAX_CLAIMS_BYTES {
-            return Ok(grant);
+            return Ok((grant, claims));
         }
         Err(Refused {
             error: TokenRequestError::InvalidTarget,
@@ -632,19 +625,20 @@ impl TokenService {
         )))
     }
 
-    /// Signs the token and writes its event: `token.issued`, or for a token
-    /// exchange `token.exchanged` about the subject.
+    /// Draws the token's `jti`, signs `claims` and writes the token's event:
+    /// `token.issued`, or for a token exchange `token.exchanged` about the
+    /// subject.
     async fn sign_and_audit(
         &self,
         client: &AuthenticatedClient,
         grant: &Grant,
+        mut claims: AccessTokenClaims,
         ctx: &RequestContext,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, TokenRequestError> {
         let agent = &client.agent;
         let credential = &client.credential;
-        let jti = self.ambient.ids.new_id();
-        let claims = self.claims(agent, credential.credential_id, grant, jti, now);
+        claims.jti = self.ambient.ids.new_id().to_string();
         let access_token = self.codec.sign(&claims)?;
         let ctx = RequestContext {
             actor_id: Some(agent.agent_id),
@@ -696,7 +690,6 @@ impl TokenService {
         agent: &Agent,
         cid: CredentialId,
         grant: &Grant,
-        jti: Uuid,
         now: DateTime<Utc>,
     ) -> AccessTokenClaims {
         let iat = now.timestamp();
@@ -714,7 +707,9 @@ impl TokenService {
             aud: Audience::of(grant.audiences.clone()),
             client_id: agent.agent_id.to_string(),
             scope: grant.scopes.to_space_separated(),
-            jti: jti.to_string(),
+            // Drawn when the token is signed; a UUID all the same, so the
+            // claims measure as long as the token's.
+            jti: Uuid::nil().to_string(),
             iat,
             nbf: iat,
             exp,
