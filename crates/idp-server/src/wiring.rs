@@ -76,16 +76,9 @@ impl Stores {
         store: Arc<S>,
         instance_lock: Option<Arc<InstanceLock>>,
     ) -> anyhow::Result<Self> {
-        // One batch commits at a time; the next one grows meanwhile. SQLite
-        // has one writer anyway. On PostgreSQL a second batch in flight
-        // shares the first's WAL flush, but mostly waits for the first's
-        // chain-head row locks, and the smaller batches cost PostgreSQL more
-        // CPU than the overlap saves: in alternated bench runs 1 in flight
-        // gave 5-20% more tokens/s than 2 (ES256 and RS256), 4 fewer than 2.
         let audit = GroupCommitAuditLog::start(
             store.clone() as Arc<dyn AuditLog>,
             GroupCommitAuditLog::DEFAULT_MAX_BATCH,
-            1,
         )?;
         Ok(Self {
             agents: store.clone(),

@@ -16,8 +16,9 @@
 //! general way, which also teaches it the head as stored.
 //!
 //! A batch may be linked from the heads a batch still in flight will leave
-//! (so two commits can be under way at once). If it reaches PostgreSQL first,
-//! its check refuses it; it then waits for those batches
+//! (callers may append concurrently, so two commits can be under way at
+//! once; the server's group commit sends one at a time). If it reaches
+//! PostgreSQL first, its check refuses it; it then waits for those batches
 //! ([`LinkedBatch::predecessors_appended`]) and, if they were appended,
 //! tries once more.
 
