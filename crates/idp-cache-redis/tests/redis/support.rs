@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use idp_cache_redis::redis;
 use idp_cache_redis::{RedisCache, connect};
 use uuid::Uuid;
@@ -7,7 +9,8 @@ pub fn redis_url() -> String {
     std::env::var("IDP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// A connection to the test Redis with a prefix of its own.
+/// A connection to the test Redis with a prefix of its own, whose keys are
+/// deleted when it is dropped (also when the test failed).
 pub struct TestRedis {
     pub cache: RedisCache,
     pub prefix: String,
@@ -63,6 +66,27 @@ impl TestRedis {
             .await
             .unwrap()
     }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Err(e) = delete_prefix_blocking(&self.prefix) {
+            eprintln!("warning: cannot delete Redis keys {}*: {e}", self.prefix);
+        }
+    }
+}
+
+/// Deletes every key under `prefix` on a blocking connection of its own:
+/// `Drop` cannot await, and a test's runtime may already be shutting down.
+fn delete_prefix_blocking(prefix: &str) -> redis::RedisResult<()> {
+    let mut conn =
+        redis::Client::open(redis_url())?.get_connection_with_timeout(Duration::from_secs(5))?;
+    let keys = redis::Commands::scan_match::<_, String>(&mut conn, format!("{prefix}*"))?
+        .collect::<redis::RedisResult<Vec<String>>>()?;
+    if !keys.is_empty() {
+        let () = redis::cmd("UNLINK").arg(&keys).query(&mut conn)?;
+    }
+    Ok(())
 }
 
 /// Deletes every key under the cache's prefix.
