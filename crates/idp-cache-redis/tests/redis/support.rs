@@ -76,8 +76,9 @@ impl Drop for TestRedis {
     }
 }
 
-/// Deletes every key under `prefix` on a blocking connection of its own:
-/// `Drop` cannot await, and a test's runtime may already be shutting down.
+/// Deletes every key under `prefix` on a blocking connection of its own
+/// (what [`TestRedis`]'s `Drop` needs: it cannot await, and the test's
+/// runtime may already be shutting down).
 fn delete_prefix_blocking(prefix: &str) -> redis::RedisResult<()> {
     let mut conn =
         redis::Client::open(redis_url())?.get_connection_with_timeout(Duration::from_secs(5))?;
@@ -91,28 +92,9 @@ fn delete_prefix_blocking(prefix: &str) -> redis::RedisResult<()> {
 
 /// Deletes every key under the cache's prefix.
 pub async fn wipe_prefix(cache: &RedisCache) {
-    let mut conn = cache.pool().get().await.unwrap();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", cache.prefix()))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut *conn)
-            .await
-            .unwrap();
-        if !batch.is_empty() {
-            let () = redis::cmd("UNLINK")
-                .arg(&batch)
-                .query_async(&mut *conn)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    let prefix = cache.prefix().to_owned();
+    tokio::task::spawn_blocking(move || delete_prefix_blocking(&prefix))
+        .await
+        .expect("the wipe thread")
+        .unwrap_or_else(|e| panic!("cannot wipe the test's Redis keys: {e}"));
 }
