@@ -17,6 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::audit::AuditEvent;
+use crate::values::format_time;
 
 /// The hash "before" sequence 1: 64 `0`s.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -53,15 +54,106 @@ impl Default for ChainHead {
 /// part of it (the API does not serve it), but moving an event to another
 /// owner breaks both owners' sequences.
 pub fn chain_hash(previous_hash: &str, event: &AuditEvent) -> Result<String, anyhow::Error> {
-    let mut value = serde_json::to_value(event)?;
-    if let Some(object) = value.as_object_mut() {
-        object.remove("hash");
-    }
-    let canonical = serde_json_canonicalizer::to_vec(&value)?;
+    let canonical = canonical_form(event)?;
     let mut digest = Sha256::new();
     digest.update(previous_hash.as_bytes());
     digest.update(&canonical);
     Ok(hex::encode(digest.finalize()))
+}
+
+/// The RFC 8785 form of `event`'s API JSON without `hash`: what its link
+/// hashes.
+///
+/// RFC 8785 writes an object's members sorted by key (by UTF-16 code units),
+/// each value in its own canonical form. The Event's own keys are fixed and
+/// ASCII, so they are written here in their sorted order; `metadata` is
+/// sorted by [`canonical_value`]. This takes a sixth of the time of
+/// canonicalizing the event as a generic `serde_json::Value` (measured on the
+/// 2-core bench machine: 1.4-1.7 against 10.4 µs for a `token.issued` event,
+/// hash included), on the path every audit append waits for; the test
+/// `canonical_form_is_the_generic_one` holds the two to the same bytes.
+fn canonical_form(event: &AuditEvent) -> Result<Vec<u8>, anyhow::Error> {
+    let mut out = Vec::with_capacity(512);
+    out.push(b'{');
+    key(&mut out, "action");
+    text(&mut out, &event.action)?;
+    key(&mut out, "actorId");
+    text(&mut out, &event.actor_id)?;
+    key(&mut out, "agentId");
+    text(&mut out, &event.agent_id)?;
+    key(&mut out, "eventId");
+    text(&mut out, &event.event_id)?;
+    key(&mut out, "ipAddress");
+    text(&mut out, &event.ip_address)?;
+    key(&mut out, "metadata");
+    canonical_value(&mut out, &event.metadata)?;
+    key(&mut out, "outcome");
+    text(&mut out, &event.outcome)?;
+    if let Some(sequence) = event.sequence {
+        key(&mut out, "sequence");
+        canonical_value(&mut out, &serde_json::Value::from(sequence))?;
+    }
+    key(&mut out, "timestamp");
+    text(&mut out, &format_time(&event.timestamp))?;
+    key(&mut out, "userAgent");
+    text(&mut out, &event.user_agent)?;
+    out.push(b'}');
+    Ok(out)
+}
+
+/// `"key":`, after a `,` unless it is the object's first member.
+fn key(out: &mut Vec<u8>, key: &str) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// A value that serializes as a string or `null`. serde_json escapes strings
+/// as RFC 8785 does (section 3.2.2.2: only `"`, the backslash and the
+/// controls, these as `\b`, `\t`, `\n`, `\f`, `\r` or lowercase `\u00xx`),
+/// with less work per call than the canonicalizer.
+fn text<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), anyhow::Error> {
+    serde_json::to_writer(&mut *out, value)?;
+    Ok(())
+}
+
+/// Any JSON value in its RFC 8785 form: objects' members sorted by their
+/// keys' UTF-16 code units, numbers as ECMAScript writes them (by the
+/// canonicalizer), strings as [`text`].
+fn canonical_value(out: &mut Vec<u8>, value: &serde_json::Value) -> Result<(), anyhow::Error> {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_value(out, item)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(members) => {
+            let mut sorted: Vec<_> = members.iter().collect();
+            sorted.sort_unstable_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push(b'{');
+            for (i, (name, item)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                text(out, name)?;
+                out.push(b':');
+                canonical_value(out, item)?;
+            }
+            out.push(b'}');
+        }
+        Value::Number(_) => serde_json_canonicalizer::to_writer(value, out)?,
+        Value::Null | Value::Bool(_) | Value::String(_) => text(out, value)?,
+    }
+    Ok(())
 }
 
 /// Gives `events` (all of one owner, in append order) the sequences and hashes
@@ -373,5 +465,49 @@ mod tests {
             hash: events[4].hash.clone().unwrap(),
         };
         assert_eq!(first_bad(verify(&events[..3], Some(&recorded))), 4);
+    }
+
+    /// The generic form: the whole event through `serde_json::Value` and the
+    /// canonicalizer, as the hash was first computed.
+    fn generic_form(event: &AuditEvent) -> Vec<u8> {
+        let mut value = serde_json::to_value(event).unwrap();
+        value.as_object_mut().unwrap().remove("hash");
+        serde_json_canonicalizer::to_vec(&value).unwrap()
+    }
+
+    #[test]
+    fn canonical_form_is_the_generic_one() {
+        let hostile = "q\"b\\s/ \u{0}\u{1f}\u{8}\t\n\u{c}\r\u{7f}é\u{2028}😀\u{fffd}";
+        let mut events = vec![event(1)];
+        let mut all_null = event(2);
+        all_null.agent_id = None;
+        all_null.ip_address = None;
+        all_null.metadata = serde_json::json!({});
+        events.push(all_null);
+        let mut full = event(3);
+        full.actor_id = Some(AgentId(Uuid::from_u128(u128::MAX)));
+        full.action = AuditAction::TokenIssued;
+        full.outcome = Outcome::Failure;
+        full.ip_address = Some(hostile.into());
+        full.user_agent = Some(hostile.into());
+        full.metadata = serde_json::json!({
+            // UTF-16 puts U+10000 (a surrogate pair) before U+E000; UTF-8
+            // and code points put it after.
+            "\u{e000}": 1, "\u{10000}": 2, "b": [], "a": {}, "B": null, "": true,
+            hostile: [hostile, {"z": 1, "y": [1.5, -0.0, 1e21, 1e-7, 0.1, 123456789012345680000.0]}],
+            "big": [9_007_199_254_740_993_u64, u64::MAX, i64::MIN, -1, 0],
+            "nested": {"c": {"b": {"a": [false, null, "x"]}}},
+        });
+        events.push(full);
+        for mut e in events {
+            for sequence in [None, Some(1), Some(9_007_199_254_740_993), Some(u64::MAX)] {
+                e.sequence = sequence;
+                assert_eq!(
+                    String::from_utf8(canonical_form(&e).unwrap()).unwrap(),
+                    String::from_utf8(generic_form(&e)).unwrap(),
+                    "{e:?}"
+                );
+            }
+        }
     }
 }
