@@ -76,28 +76,20 @@ pub fn chain_hash(previous_hash: &str, event: &AuditEvent) -> Result<String, any
 fn canonical_form(event: &AuditEvent) -> Result<Vec<u8>, anyhow::Error> {
     let mut out = Vec::with_capacity(512);
     out.push(b'{');
-    key(&mut out, "action");
-    text(&mut out, &event.action)?;
-    key(&mut out, "actorId");
-    text(&mut out, &event.actor_id)?;
-    key(&mut out, "agentId");
-    text(&mut out, &event.agent_id)?;
-    key(&mut out, "eventId");
-    text(&mut out, &event.event_id)?;
-    key(&mut out, "ipAddress");
-    text(&mut out, &event.ip_address)?;
+    text_member(&mut out, "action", &event.action)?;
+    text_member(&mut out, "actorId", &event.actor_id)?;
+    text_member(&mut out, "agentId", &event.agent_id)?;
+    text_member(&mut out, "eventId", &event.event_id)?;
+    text_member(&mut out, "ipAddress", &event.ip_address)?;
     key(&mut out, "metadata");
     canonical_value(&mut out, &event.metadata)?;
-    key(&mut out, "outcome");
-    text(&mut out, &event.outcome)?;
+    text_member(&mut out, "outcome", &event.outcome)?;
     if let Some(sequence) = event.sequence {
         key(&mut out, "sequence");
         canonical_value(&mut out, &serde_json::Value::from(sequence))?;
     }
-    key(&mut out, "timestamp");
-    text(&mut out, &format_time(&event.timestamp))?;
-    key(&mut out, "userAgent");
-    text(&mut out, &event.user_agent)?;
+    text_member(&mut out, "timestamp", &format_time(&event.timestamp))?;
+    text_member(&mut out, "userAgent", &event.user_agent)?;
     out.push(b'}');
     Ok(out)
 }
@@ -110,6 +102,16 @@ fn key(out: &mut Vec<u8>, key: &str) {
     out.push(b'"');
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":");
+}
+
+/// `"name":value`, the value written by [`text`].
+fn text_member<T: Serialize>(
+    out: &mut Vec<u8>,
+    name: &str,
+    value: &T,
+) -> Result<(), anyhow::Error> {
+    key(out, name);
+    text(out, value)
 }
 
 /// A value that serializes as a string or `null`. serde_json escapes strings
