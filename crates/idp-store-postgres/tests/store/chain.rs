@@ -19,6 +19,7 @@ use idp_store_postgres::{PgStore, SERVING_ROLE_GRANTS, connect, run_migrations};
 use uuid::Uuid;
 
 use crate::Harness;
+use crate::postgres::ALL_MIGRATIONS;
 
 async fn raw(url: &str) -> AsyncPgConnection {
     AsyncPgConnection::establish(url)
@@ -206,17 +207,7 @@ async fn the_migration_links_events_stored_before_the_chain() {
     )
     .await;
 
-    assert_eq!(
-        run_migrations(&db.url).await.unwrap(),
-        [
-            "20261204000000",
-            "20261205000000",
-            "20261205010000",
-            "20261206000000",
-            "20261207000000",
-            "20261208000000"
-        ]
-    );
+    assert_eq!(run_migrations(&db.url).await.unwrap(), ALL_MIGRATIONS[1..]);
 
     let store = PgStore::new(connect(&db.url, 4).await.unwrap());
     let audit: Arc<dyn AuditLog> = Arc::new(store.clone());

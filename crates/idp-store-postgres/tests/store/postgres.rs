@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::Harness;
 
 /// The versions of every embedded migration, in order.
-const ALL_MIGRATIONS: [&str; 7] = [
+pub(crate) const ALL_MIGRATIONS: [&str; 8] = [
     "20261123000000",
     "20261204000000",
     "20261205000000",
@@ -25,6 +25,7 @@ const ALL_MIGRATIONS: [&str; 7] = [
     "20261206000000",
     "20261207000000",
     "20261208000000",
+    "20261209000000",
 ];
 
 /// Nothing listens there.
@@ -385,4 +386,78 @@ async fn pooled_connections_plan_each_statement_once() {
     drop(conn);
     drop(store);
     db.drop_db().await;
+}
+
+/// One line of `EXPLAIN`'s text output.
+#[derive(diesel::QueryableByName)]
+struct PlanLine {
+    #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+/// The listing indexes are ascending (migration `2026-12-09-000000`: new
+/// events land on the rightmost leaf); a page, newest first, must still come
+/// from one of them read backwards, never from a sort of the owner's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_pages_read_their_index_backwards_without_sorting() {
+    let harness = Harness::start().await;
+    let mut conn = AsyncPgConnection::establish(&harness.db.url).await.unwrap();
+    // 4,000 events of one owner over 20 agents and 8 actions, 1,000 of
+    // another owner: enough for the planner to weigh the indexes.
+    for (owner, events) in [("plan-owner", 4000), ("plan-neighbour", 1000)] {
+        diesel::sql_query(format!(
+            "INSERT INTO audit_events (event_id, owner, agent_id, action, outcome, metadata, \
+             \"timestamp\", sequence, hash) \
+             SELECT gen_random_uuid(), '{owner}', \
+                    ('00000000-0000-7000-8000-' || lpad((g % 20)::text, 12, '0'))::uuid, \
+                    'action.' || (g % 8), 'success', '{{}}', \
+                    now() - make_interval(secs => g), g, md5(g::text) \
+             FROM generate_series(1, {events}) AS g"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    diesel::sql_query("ANALYZE audit_events")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // The shape of `AuditLog::list`'s page query; the service always bounds
+    // it below by the retention window.
+    let page = |condition: &str| {
+        format!(
+            "EXPLAIN SELECT * FROM audit_events \
+             WHERE owner = 'plan-owner' AND \"timestamp\" >= now() - interval '7 days' {condition} \
+             ORDER BY \"timestamp\" DESC, event_id DESC LIMIT 20 OFFSET 40"
+        )
+    };
+    for (condition, index) in [
+        ("", "audit_events_owner_time_idx"),
+        (
+            "AND agent_id = '00000000-0000-7000-8000-000000000007'",
+            "audit_events_owner_agent_time_idx",
+        ),
+        (
+            "AND action = 'action.3'",
+            "audit_events_owner_action_time_idx",
+        ),
+    ] {
+        let plan: Vec<String> = diesel::sql_query(page(condition))
+            .load::<PlanLine>(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(&format!(
+                "Index Scan Backward using {index} on audit_events"
+            )),
+            "{condition:?}:\n{plan}"
+        );
+        assert!(!plan.contains("Sort"), "{condition:?}:\n{plan}");
+    }
+    drop(conn);
+    harness.finish().await;
 }
