@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use idp_domain::audit::AuditEvent;
 use idp_domain::audit_chain::{ChainHead, Verification, link};
 use idp_domain::ports::{AgentRepository, AuditLog, CredentialRepository, SigningKeyStore};
@@ -18,21 +18,8 @@ use idp_store_postgres::testing::{DEFAULT_TEST_DATABASE_URL, TestDatabase, with_
 use idp_store_postgres::{PgStore, SERVING_ROLE_GRANTS, connect, run_migrations};
 use uuid::Uuid;
 
-use crate::Harness;
 use crate::postgres::ALL_MIGRATIONS;
-
-async fn raw(url: &str) -> AsyncPgConnection {
-    AsyncPgConnection::establish(url)
-        .await
-        .expect("raw connection")
-}
-
-async fn sql(conn: &mut AsyncPgConnection, statement: &str) {
-    diesel::sql_query(statement)
-        .execute(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
+use crate::{Harness, raw_connection, sql};
 
 fn verified_events(verification: Verification) -> u64 {
     match verification {
@@ -122,7 +109,7 @@ async fn writers_on_two_pools_form_one_chain_per_owner() {
     assert_eq!(total, 2 * WRITERS * APPENDS);
 
     let audit = harness.audit();
-    let mut conn = raw(&harness.db.url).await;
+    let mut conn = raw_connection(&harness.db.url).await;
     let mut chained = 0;
     for owner in owners.iter().cloned().chain([Owner::system()]) {
         let chain = whole_chain(&audit, &owner, 100).await;
@@ -182,7 +169,7 @@ async fn insert_old_event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_migration_links_events_stored_before_the_chain() {
     let db = TestDatabase::create_migrated_up_to(1).await.unwrap();
-    let mut conn = raw(&db.url).await;
+    let mut conn = raw_connection(&db.url).await;
     let tenant = owner();
     let mut tenant_events = Vec::new();
     // Out of time order, with a tie on the timestamp.
@@ -286,11 +273,11 @@ async fn the_serving_role_can_append_but_never_rewrite() {
     let role = format!("idp_serving_{}", Uuid::new_v4().simple());
     let admin_url = std::env::var("IDP_TEST_DATABASE_URL")
         .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
-    let mut admin = raw(&admin_url).await;
+    let mut admin = raw_connection(&admin_url).await;
     sql(&mut admin, &format!("CREATE ROLE {role} LOGIN")).await;
 
     let outcome = async {
-        let mut owner_conn = raw(&harness.db.url).await;
+        let mut owner_conn = raw_connection(&harness.db.url).await;
         for statement in SERVING_ROLE_GRANTS.replace("{role}", &role).split(';') {
             if !statement.trim().is_empty() {
                 sql(&mut owner_conn, statement).await;
@@ -352,7 +339,7 @@ async fn the_serving_role_can_append_but_never_rewrite() {
         keys.acknowledge_key_set("node-1", 1, at(0)).await.unwrap();
         assert_eq!(verified_events(verify_chain(&audit, &owner).await), 4);
 
-        let mut conn = raw(&role_url).await;
+        let mut conn = raw_connection(&role_url).await;
         for statement in [
             "UPDATE audit_events SET action = 'auth.failed'",
             "DELETE FROM audit_events",
@@ -448,7 +435,7 @@ async fn insert_chained(conn: &mut AsyncPgConnection, event: &AuditEvent) {
 async fn tampering_is_found_at_the_first_bad_sequence() {
     let harness = Harness::start().await;
     let audit = harness.audit();
-    let mut conn = raw(&harness.db.url).await;
+    let mut conn = raw_connection(&harness.db.url).await;
 
     let (changed, _) = five_events(&audit).await;
     tamper(
@@ -603,7 +590,7 @@ async fn assert_chains_are(
 async fn a_large_batch_is_stored_whole_in_one_insert() {
     let harness = Harness::start().await;
     let audit = harness.audit();
-    let mut conn = raw(&harness.db.url).await;
+    let mut conn = raw_connection(&harness.db.url).await;
     let owners = [owner(), owner()];
     let first = varied_events(&owners, 0, 2_500);
     audit.append_all(&first).await.unwrap();
@@ -627,7 +614,7 @@ async fn a_head_moved_behind_the_stores_back_is_appended_after() {
     let audit = harness.audit();
     let other_node: Arc<dyn AuditLog> =
         Arc::new(PgStore::new(connect(&harness.db.url, 2).await.unwrap()));
-    let mut conn = raw(&harness.db.url).await;
+    let mut conn = raw_connection(&harness.db.url).await;
     let tenant = owner();
     let mut sent = Vec::new();
     let mut append = async |log: &Arc<dyn AuditLog>, n: usize| {
@@ -678,7 +665,7 @@ async fn an_append_from_a_head_that_is_not_the_stored_one_writes_nothing() {
     let audit = harness.audit();
     let (tenant, _) = five_events(&audit).await;
     let (other, _) = five_events(&audit).await;
-    let mut conn = raw(&harness.db.url).await;
+    let mut conn = raw_connection(&harness.db.url).await;
     let stored = recorded_head(&mut conn, &tenant).await;
     let other_head = recorded_head(&mut conn, &other).await;
     let stale = ChainHead {

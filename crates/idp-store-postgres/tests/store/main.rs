@@ -19,11 +19,27 @@ mod postgres;
 
 use std::sync::Arc;
 
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use idp_domain::ports::{
     AgentRepository, AuditLog, CredentialRepository, RevokedTokenStore, SigningKeyStore,
 };
 use idp_store_postgres::testing::TestDatabase;
 use idp_store_postgres::{PgStore, connect};
+
+/// A connection of its own to `url`, outside any pool.
+pub async fn raw_connection(url: &str) -> AsyncPgConnection {
+    AsyncPgConnection::establish(url)
+        .await
+        .expect("raw connection")
+}
+
+/// Runs `statement`; a failure fails the test, naming the statement.
+pub async fn sql(conn: &mut AsyncPgConnection, statement: &str) {
+    diesel::sql_query(statement)
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
 
 /// A test's own database and a store over it.
 #[derive(Debug)]

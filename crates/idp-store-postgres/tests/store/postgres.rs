@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use idp_domain::StoreError;
 use idp_domain::audit::AuditFilter;
 use idp_domain::page::PageRequest;
@@ -14,7 +14,7 @@ use idp_store_postgres::testing::TestDatabase;
 use idp_store_postgres::{PgStore, PoolConfig, connect, connect_with, run_migrations};
 use uuid::Uuid;
 
-use crate::Harness;
+use crate::{Harness, raw_connection, sql};
 
 /// The versions of every embedded migration, in order.
 pub(crate) const ALL_MIGRATIONS: [&str; 8] = [
@@ -30,12 +30,6 @@ pub(crate) const ALL_MIGRATIONS: [&str; 8] = [
 
 /// Nothing listens there.
 const UNREACHABLE_URL: &str = "postgres://postgres@127.0.0.1:1/nowhere";
-
-async fn raw_connection(url: &str) -> AsyncPgConnection {
-    AsyncPgConnection::establish(url)
-        .await
-        .expect("raw connection")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_to_rewrite_audit_history() {
@@ -401,11 +395,11 @@ struct PlanLine {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_pages_read_their_index_backwards_without_sorting() {
     let harness = Harness::start().await;
-    let mut conn = AsyncPgConnection::establish(&harness.db.url).await.unwrap();
+    let mut conn = raw_connection(&harness.db.url).await;
     // 4,000 events of one owner over 20 agents and 8 actions, 1,000 of
     // another owner: enough for the planner to weigh the indexes.
     for (owner, events) in [("plan-owner", 4000), ("plan-neighbour", 1000)] {
-        diesel::sql_query(format!(
+        let insert = format!(
             "INSERT INTO audit_events (event_id, owner, agent_id, action, outcome, metadata, \
              \"timestamp\", sequence, hash) \
              SELECT gen_random_uuid(), '{owner}', \
@@ -413,15 +407,10 @@ async fn audit_pages_read_their_index_backwards_without_sorting() {
                     'action.' || (g % 8), 'success', '{{}}', \
                     now() - make_interval(secs => g), g, md5(g::text) \
              FROM generate_series(1, {events}) AS g"
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        );
+        sql(&mut conn, &insert).await;
     }
-    diesel::sql_query("ANALYZE audit_events")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sql(&mut conn, "ANALYZE audit_events").await;
     // The shape of `AuditLog::list`'s page query; the service always bounds
     // it below by the retention window.
     let page = |condition: &str| {
