@@ -8,7 +8,7 @@ use deadpool_redis::redis::Script;
 use idp_domain::StoreError;
 use idp_domain::ports::{Admission, AdmissionControl};
 
-use crate::cache::{Pool, checkout, settle};
+use crate::connections::{Connections, settle};
 use crate::quota::{self, consume_function, counter_key, counter_ttl_ms};
 use crate::rate::{self, HitArgs, hit_function, log_key};
 
@@ -43,7 +43,7 @@ return {rate[1], rate[2], rate[3], quota[1], quota[2]}
 /// to share a hash slot; this adapter speaks to a single Redis.
 #[derive(Clone)]
 pub struct RedisAdmission {
-    pool: Pool,
+    connections: Connections,
     prefix: Arc<str>,
     script: Arc<Script>,
 }
@@ -58,9 +58,9 @@ impl fmt::Debug for RedisAdmission {
 
 impl RedisAdmission {
     /// Admission on the counters under `prefix`.
-    pub fn new(pool: Pool, prefix: impl AsRef<str>) -> Self {
+    pub fn new(connections: Connections, prefix: impl AsRef<str>) -> Self {
         Self {
-            pool,
+            connections,
             prefix: prefix.as_ref().into(),
             script: Arc::new(Script::new(ADMIT_SCRIPT)),
         }
@@ -80,7 +80,7 @@ impl AdmissionControl for RedisAdmission {
     ) -> Result<Option<Admission>, StoreError> {
         let args = HitArgs::new(window, now);
         let ttl_ms = counter_ttl_ms(now)?;
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = self
             .script
             .key(log_key(&self.prefix, rate_key))

@@ -60,7 +60,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::cache::{ConnectError, Pool, checkout, settle};
+use crate::cache::ConnectError;
+use crate::connections::{Connections, settle};
 use crate::error::unexpected;
 
 /// The channel of announcements, under the key prefix.
@@ -139,7 +140,7 @@ return {1, epoch, seq}
 /// node's changes to this node's listeners. Dropping it stops the subscriber.
 #[derive(Debug)]
 pub struct RedisChangeFeed {
-    pool: Pool,
+    connections: Connections,
     keys: Arc<Keys>,
     waiters: Arc<Waiters>,
     announce: Script,
@@ -188,14 +189,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RedisChangeFeed {
-    /// Publishes through `pool` on the channel under `prefix`, and subscribes
+    /// Publishes through `connections` on the channel under `prefix`, and subscribes
     /// to it on a connection of its own to `url`, reporting to `listeners`.
     /// They hear [`ChangeListener::feed_restored`] once subscribed, and
     /// [`ChangeListener::caught_up_until`] after each renewed lease. Must be
     /// called inside a Tokio runtime.
     pub fn start(
         url: &str,
-        pool: Pool,
+        connections: Connections,
         prefix: &str,
         listeners: Vec<Arc<dyn ChangeListener>>,
     ) -> Result<Self, ConnectError> {
@@ -213,7 +214,7 @@ impl RedisChangeFeed {
             client,
             client_name: client_name.clone(),
             node,
-            pool: pool.clone(),
+            connections: connections.clone(),
             keys: keys.clone(),
             waiters: waiters.clone(),
             renew: Script::new(RENEW_SCRIPT),
@@ -221,7 +222,7 @@ impl RedisChangeFeed {
         };
         let subscriber = tokio::spawn(subscriber.subscribe_forever());
         Ok(Self {
-            pool,
+            connections,
             keys,
             waiters,
             announce: Script::new(ANNOUNCE_SCRIPT),
@@ -284,7 +285,7 @@ impl RedisChangeFeed {
 
     /// Runs the announcing script; the leases to wait for.
     async fn announce(&self, change: &str, id: Uuid) -> Result<Vec<Lease>, StoreError> {
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = self
             .announce
             .key(&self.keys.sequence)
@@ -355,8 +356,12 @@ fn ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn publish(pool: &Pool, channel: &str, message: String) -> Result<i64, StoreError> {
-    let mut conn = checkout(pool).await?;
+async fn publish(
+    connections: &Connections,
+    channel: &str,
+    message: String,
+) -> Result<i64, StoreError> {
+    let mut conn = connections.get().await?;
     let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
         .arg(channel)
         .arg(message)
@@ -522,7 +527,7 @@ struct Subscriber {
     client: redis::Client,
     client_name: String,
     node: Uuid,
-    pool: Pool,
+    connections: Connections,
     keys: Arc<Keys>,
     waiters: Arc<Waiters>,
     renew: Script,
@@ -616,7 +621,7 @@ impl Subscriber {
 
     /// The sequence as Redis holds it now.
     async fn sequence(&self) -> Result<(String, u64), StoreError> {
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = redis::cmd("HMGET")
             .arg(&self.keys.sequence)
             .arg("epoch")
@@ -647,7 +652,7 @@ impl Subscriber {
             }
         }
         let ack = format!("{}:{}", announcement.ack, self.node);
-        if let Err(err) = publish(&self.pool, &self.keys.acks, ack).await {
+        if let Err(err) = publish(&self.connections, &self.keys.acks, ack).await {
             tracing::warn!(error = %err, "could not acknowledge a change");
         }
     }
@@ -711,7 +716,7 @@ impl Subscriber {
     }
 
     async fn renewal(&self, position: &Position) -> Result<(bool, String, u64), StoreError> {
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = self
             .renew
             .key(&self.keys.sequence)
@@ -730,7 +735,7 @@ impl Subscriber {
     /// Withdraws this node's lease, so announcers stop waiting for it at once
     /// rather than when it ends. Best effort: it ends by itself anyway.
     async fn leave(&self) {
-        let Ok(mut conn) = checkout(&self.pool).await else {
+        let Ok(mut conn) = self.connections.get().await else {
             return;
         };
         let result: redis::RedisResult<i64> = redis::cmd("ZREM")

@@ -26,10 +26,12 @@
 //!   every node holding a lease (renewed only while it has heard the whole
 //!   sequence), or waited out until that lease ends; a node without a fresh
 //!   lease answers nothing from memory.
-//! * [`RedisCache`]: the pool and key prefix the adapters share, made by
-//!   [`connect`], with a constructor for each adapter. The pool is deadpool's
-//!   over [`RedisManager`], which does not PING on every checkout as
-//!   deadpool-redis's own manager does, so one command is one round trip.
+//! * [`RedisCache`]: the [`Connections`] and key prefix the adapters share,
+//!   made by [`connect`], with a constructor for each adapter. Each thread
+//!   that sends commands has one multiplexed connection, which all of its
+//!   commands share, held in a deadpool pool over [`RedisManager`]; that
+//!   manager does not PING on every checkout as deadpool-redis's own does,
+//!   so one command is one round trip.
 //!
 //! Every key lives under the configured prefix (e.g. `agentidp:`), so several
 //! deployments or test runs can share one Redis. Time always comes from the
@@ -45,6 +47,7 @@
 mod admission;
 mod cache;
 mod changes;
+mod connections;
 mod error;
 mod quota;
 mod rate;
@@ -52,11 +55,9 @@ mod replay;
 mod revocation;
 
 pub use admission::RedisAdmission;
-pub use cache::{
-    ConnectError, Pool, PooledConnection, RedisCache, RedisHealth, RedisManager, build_pool,
-    connect,
-};
+pub use cache::{ConnectError, RedisCache, RedisHealth, connect};
 pub use changes::{ACK_WITHIN, CATCH_UP_WITHIN, LEASE, RENEW_EVERY, RedisChangeFeed};
+pub use connections::{Connections, Pool, RedisManager, SharedConnection};
 pub use quota::RedisUsageCounter;
 pub use rate::RedisRateLimiter;
 pub use replay::RedisReplayGuard;

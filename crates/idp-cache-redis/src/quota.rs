@@ -8,7 +8,7 @@ use idp_domain::StoreError;
 use idp_domain::admission::next_month_start;
 use idp_domain::ports::{QuotaDecision, UsageCounter};
 
-use crate::cache::{Pool, checkout, settle};
+use crate::connections::{Connections, settle};
 use crate::error::unexpected;
 use idp_domain::admission::stored_key;
 
@@ -65,7 +65,7 @@ return redis.call('DECR', KEYS[1])
 /// reports it missing, and the token service seeds it from the audit log.
 #[derive(Clone)]
 pub struct RedisUsageCounter {
-    pool: Pool,
+    connections: Connections,
     prefix: Arc<str>,
     consume: Arc<Script>,
     refund: Arc<Script>,
@@ -81,9 +81,9 @@ impl fmt::Debug for RedisUsageCounter {
 
 impl RedisUsageCounter {
     /// A counter keeping its keys under `prefix`.
-    pub fn new(pool: Pool, prefix: impl AsRef<str>) -> Self {
+    pub fn new(connections: Connections, prefix: impl AsRef<str>) -> Self {
         Self {
-            pool,
+            connections,
             prefix: prefix.as_ref().into(),
             consume: Arc::new(Script::new(CONSUME_SCRIPT)),
             refund: Arc::new(Script::new(REFUND_SCRIPT)),
@@ -132,7 +132,7 @@ impl UsageCounter for RedisUsageCounter {
         now: DateTime<Utc>,
     ) -> Result<QuotaDecision, StoreError> {
         let ttl_ms = counter_ttl_ms(now)?;
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = self
             .consume
             .key(counter_key(&self.prefix, key, now))
@@ -144,7 +144,7 @@ impl UsageCounter for RedisUsageCounter {
     }
 
     async fn refund(&self, key: &str, taken_at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = self
             .refund
             .key(counter_key(&self.prefix, key, taken_at))
@@ -156,7 +156,7 @@ impl UsageCounter for RedisUsageCounter {
 
     async fn seed(&self, key: &str, used: u64, now: DateTime<Utc>) -> Result<(), StoreError> {
         let ttl_ms = counter_ttl_ms(now)?;
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = deadpool_redis::redis::cmd("SET")
             .arg(counter_key(&self.prefix, key, now))
             .arg(used)

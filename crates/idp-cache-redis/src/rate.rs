@@ -9,7 +9,7 @@ use idp_domain::StoreError;
 use idp_domain::ports::{RateDecision, RateLimiter, Reservation};
 use uuid::Uuid;
 
-use crate::cache::{Pool, checkout, settle};
+use crate::connections::{Connections, settle};
 use crate::error::unexpected;
 use idp_domain::admission::{rate_decision, stored_key};
 
@@ -112,7 +112,7 @@ return 0
 /// seconds until then, at least 1, and 0 when allowed.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
-    pool: Pool,
+    connections: Connections,
     prefix: Arc<str>,
     script: Arc<Script>,
     reserve: Arc<Script>,
@@ -129,9 +129,9 @@ impl fmt::Debug for RedisRateLimiter {
 
 impl RedisRateLimiter {
     /// A limiter keeping its logs under `prefix`.
-    pub fn new(pool: Pool, prefix: impl AsRef<str>) -> Self {
+    pub fn new(connections: Connections, prefix: impl AsRef<str>) -> Self {
         Self {
-            pool,
+            connections,
             prefix: prefix.as_ref().into(),
             script: Arc::new(Script::new(HIT_SCRIPT)),
             reserve: Arc::new(Script::new(RESERVE_SCRIPT)),
@@ -196,7 +196,7 @@ impl RateLimiter for RedisRateLimiter {
         now: DateTime<Utc>,
     ) -> Result<RateDecision, StoreError> {
         let args = HitArgs::new(window, now);
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = self
             .script
             .key(log_key(&self.prefix, key))
@@ -227,7 +227,7 @@ impl RateLimiter for RedisRateLimiter {
         for (_, limit) in windows {
             invocation.arg(*limit);
         }
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = invocation.invoke_async(&mut *conn).await;
         let reply: Vec<i64> = settle(conn, result)?;
         let (granted, per_window) = reply
@@ -258,7 +258,7 @@ impl RateLimiter for RedisRateLimiter {
             invocation.key(log_key(&self.prefix, key));
         }
         invocation.arg(&reservation.entry);
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = invocation.invoke_async(&mut *conn).await;
         let _: i64 = settle(conn, result)?;
         Ok(())

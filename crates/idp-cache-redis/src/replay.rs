@@ -7,7 +7,7 @@ use deadpool_redis::redis;
 use idp_domain::StoreError;
 use idp_domain::ports::{FirstUse, ReplayGuard};
 
-use crate::cache::{Pool, checkout, settle};
+use crate::connections::{Connections, settle};
 use crate::error::unexpected;
 
 /// [`ReplayGuard`] on Redis, shared by every node.
@@ -54,7 +54,7 @@ use crate::error::unexpected;
 /// (`StoreError::Unknown`), not a guess.
 #[derive(Clone)]
 pub struct RedisReplayGuard {
-    pool: Pool,
+    connections: Connections,
     prefix: Arc<str>,
 }
 
@@ -68,9 +68,9 @@ impl fmt::Debug for RedisReplayGuard {
 
 impl RedisReplayGuard {
     /// A guard keeping its keys under `prefix`.
-    pub fn new(pool: Pool, prefix: impl AsRef<str>) -> Self {
+    pub fn new(connections: Connections, prefix: impl AsRef<str>) -> Self {
         Self {
-            pool,
+            connections,
             prefix: prefix.as_ref().into(),
         }
     }
@@ -80,7 +80,7 @@ impl RedisReplayGuard {
     /// clients make once a fresh deployment is up are not taken for ones
     /// made before the guard remembered anything.
     pub async fn start(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = redis::cmd("SET")
             .arg(self.since_key())
             .arg(now.timestamp_millis())
@@ -149,7 +149,7 @@ impl ReplayGuard for RedisReplayGuard {
             .arg(now.timestamp_millis())
             .arg("NX")
             .arg("GET");
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = pipe.query_async(&mut *conn).await;
         let (set, since): (Option<String>, Option<String>) = settle(conn, result)?;
         if set.is_none() {

@@ -11,7 +11,7 @@ use idp_domain::values::TokenId;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::cache::{Pool, checkout, failed, settle};
+use crate::connections::{Connections, failed, settle};
 
 /// How long the "loaded" marker lives. Its expiry makes one node reload now
 /// and then, which bounds how long a Redis restored from an old RDB/AOF
@@ -53,7 +53,7 @@ return 0
 /// A token is reported revoked only while `now` is before its expiry; an entry
 /// that cannot be parsed counts as revoked (fail closed).
 pub struct RedisRevocationList {
-    pool: Pool,
+    connections: Connections,
     prefix: Arc<str>,
     durable: Arc<dyn RevokedTokenStore>,
     finish_reload: Script,
@@ -74,9 +74,13 @@ fn ms(d: StdDuration) -> i64 {
 
 impl RedisRevocationList {
     /// A list keeping its keys under `prefix`, reloading from `durable`.
-    pub fn new(pool: Pool, prefix: impl AsRef<str>, durable: Arc<dyn RevokedTokenStore>) -> Self {
+    pub fn new(
+        connections: Connections,
+        prefix: impl AsRef<str>,
+        durable: Arc<dyn RevokedTokenStore>,
+    ) -> Self {
         Self {
-            pool,
+            connections,
             prefix: prefix.as_ref().into(),
             durable,
             finish_reload: Script::new(FINISH_RELOAD_SCRIPT),
@@ -106,7 +110,7 @@ impl RedisRevocationList {
 
     /// The entry of `token_id` and whether the marker is set, in one round trip.
     async fn lookup(&self, token_id: TokenId) -> Result<(Option<String>, bool), StoreError> {
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = redis::cmd("MGET")
             .arg(self.entry_key(token_id))
             .arg(self.marker_key())
@@ -126,7 +130,7 @@ impl RedisRevocationList {
     async fn reload(&self, now: DateTime<Utc>) -> Result<Vec<RevokedToken>, StoreError> {
         let nonce = Uuid::new_v4().simple().to_string();
         {
-            let mut conn = checkout(&self.pool).await?;
+            let mut conn = self.connections.get().await?;
             let result = redis::cmd("SET")
                 .arg(self.claim_key())
                 .arg(&nonce)
@@ -136,9 +140,8 @@ impl RedisRevocationList {
                 .await;
             let () = settle(conn, result)?;
         }
-        // No pooled connection is held while the database is queried.
         let tokens = self.durable.unexpired(now).await?;
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         for chunk in tokens.chunks(RELOAD_CHUNK) {
             let mut pipe = redis::pipe();
             for token in chunk.iter().filter(|t| t.expires_at > now) {
@@ -191,7 +194,7 @@ impl RevocationList for RedisRevocationList {
             return Ok(());
         }
         let ttl_ms = (token.expires_at - now).num_milliseconds().max(1);
-        let mut conn = checkout(&self.pool).await?;
+        let mut conn = self.connections.get().await?;
         let result = redis::cmd("SET")
             .arg(self.entry_key(token.token_id))
             .arg(token.expires_at.timestamp_millis())

@@ -291,7 +291,7 @@ pub async fn caches(
             let changes: Arc<dyn ChangeNotifier> = Arc::new(
                 RedisChangeFeed::start(
                     url,
-                    cache.pool().clone(),
+                    cache.connections().clone(),
                     cache.prefix(),
                     vec![auth_state.clone(), mirror.clone()],
                 )

@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use idp_cache_redis::redis::AsyncConnectionConfig;
-use idp_cache_redis::{
-    ConnectError, Pool, RedisCache, RedisManager, RedisRevocationList, build_pool, connect, redis,
-};
+use idp_cache_redis::{ConnectError, Connections, RedisCache, RedisRevocationList, connect, redis};
 use idp_domain::StoreError;
 use idp_domain::audit::AuditEvent;
 use idp_domain::ports::{
@@ -31,29 +28,19 @@ fn revoked(expires_at: DateTime<Utc>) -> RevokedToken {
     }
 }
 
-/// A pool aimed at a port where nothing listens.
+/// Connections aimed at a port where nothing listens.
 fn dead_cache() -> RedisCache {
-    RedisCache::new(build_pool("redis://127.0.0.1:1").unwrap(), "dead:")
+    RedisCache::new(Connections::to("redis://127.0.0.1:1").unwrap(), "dead:")
 }
 
-/// A cache on the test Redis whose pool holds one connection, and that
-/// connection's client id.
-async fn single_connection(redis: &TestRedis) -> (RedisCache, i64) {
-    let manager = RedisManager::new(&redis_url(), AsyncConnectionConfig::new()).unwrap();
-    let pool = Pool::builder(manager)
-        .max_size(1)
-        .runtime(deadpool_redis::Runtime::Tokio1)
-        .build()
-        .unwrap();
-    let id: i64 = {
-        let mut conn = pool.get().await.unwrap();
-        redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut *conn)
-            .await
-            .unwrap()
-    };
-    (RedisCache::new(pool, redis.prefix.clone()), id)
+/// The Redis client id of the calling thread's connection.
+async fn client_id(connections: &Connections) -> i64 {
+    let mut conn = connections.get().await.unwrap();
+    redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut *conn)
+        .await
+        .unwrap()
 }
 
 /// Runs `cmd` on a connection of its own, outside every pool.
@@ -77,13 +64,15 @@ async fn last_command(id: i64) -> String {
 #[tokio::test]
 async fn a_checkout_costs_no_round_trip() {
     let redis = TestRedis::new().await;
-    let (cache, id) = single_connection(&redis).await;
+    let connections = redis.cache.connections();
+    let id = client_id(connections).await;
     assert_eq!(last_command(id).await, "client|id");
     for _ in 0..3 {
-        drop(cache.pool().get().await.unwrap());
+        drop(connections.get().await.unwrap());
     }
     assert_eq!(last_command(id).await, "client|id", "a checkout PINGed");
-    let hit = cache
+    let hit = redis
+        .cache
         .rate_limiter()
         .hit("k", 5, Duration::from_secs(60), base_time())
         .await
@@ -94,16 +83,62 @@ async fn a_checkout_costs_no_round_trip() {
     redis.wipe().await;
 }
 
-/// A connection that breaks (here: killed by the server) fails the one
-/// command that finds it broken, as unavailable, and is not handed out
-/// again: the next command gets a fresh connection.
+/// Commands sent at once from one thread share its one connection: none
+/// waits for a connection of its own.
 #[tokio::test]
-async fn a_broken_connection_leaves_the_pool() {
+async fn a_thread_s_commands_share_one_connection() {
     let redis = TestRedis::new().await;
-    let (cache, id) = single_connection(&redis).await;
+    let connections = redis.cache.connections();
+    let ids = futures_util::future::join_all((0..16).map(|_| client_id(connections))).await;
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(connections.open(), 1);
+    redis.wipe().await;
+}
+
+/// Each thread opens a connection of its own, driven by its own runtime, and
+/// keeps it: a worker's commands and their answers wake no other thread.
+#[test]
+fn each_thread_has_a_connection_of_its_own() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let redis = runtime().block_on(TestRedis::new());
+    let connections = redis.cache.connections().clone();
+    let ids: Vec<(i64, i64)> = (0..2)
+        .map(|_| {
+            let connections = connections.clone();
+            std::thread::spawn(move || {
+                runtime().block_on(async {
+                    (client_id(&connections).await, client_id(&connections).await)
+                })
+            })
+        })
+        .map(|thread| thread.join().unwrap())
+        .collect();
+    for (first, again) in &ids {
+        assert_eq!(
+            first, again,
+            "a thread's second command opened another connection"
+        );
+    }
+    assert_ne!(ids[0].0, ids[1].0, "two threads shared a connection");
+    assert_eq!(connections.open(), 2);
+}
+
+/// A connection that breaks (here: killed by the server) fails the commands
+/// that find it broken, as unavailable, and is not used again: the thread's
+/// next command opens a fresh one.
+#[tokio::test]
+async fn a_broken_connection_is_replaced() {
+    let redis = TestRedis::new().await;
+    let connections = redis.cache.connections();
+    let id = client_id(connections).await;
     let killed: i64 = outside(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id)).await;
     assert_eq!(killed, 1);
-    let counter = cache.usage_counter();
+    let counter = redis.cache.usage_counter();
     let first = counter.try_consume("k", 5, base_time()).await;
     assert!(
         matches!(first, Err(StoreError::Unavailable(_))),
@@ -111,7 +146,8 @@ async fn a_broken_connection_leaves_the_pool() {
     );
     let second = counter.try_consume("k", 5, base_time()).await.unwrap();
     assert!(second.allowed);
-    assert_eq!(cache.pool().status().size, 1, "the broken one was dropped");
+    assert_ne!(client_id(connections).await, id);
+    assert_eq!(connections.open(), 1, "the broken one was dropped");
     redis.wipe().await;
 }
 
@@ -153,8 +189,8 @@ async fn health_check_pings() {
         dead.check().await,
         Err(StoreError::Unavailable(_))
     ));
-    // Built on a bare pool, as `RedisHealth::new` allows.
-    let bare = idp_cache_redis::RedisHealth::new(redis.cache.pool().clone());
+    // Built on bare connections, as `RedisHealth::new` allows.
+    let bare = idp_cache_redis::RedisHealth::new(redis.cache.connections().clone());
     bare.check().await.unwrap();
 }
 
@@ -293,7 +329,7 @@ async fn warm_loads_once_and_only_a_loss_reloads() {
     );
 
     // Losing only the marker (it expires every minute) reloads too.
-    let mut conn = redis.cache.pool().get().await.unwrap();
+    let mut conn = redis.cache.connections().get().await.unwrap();
     let () = idp_cache_redis::redis::cmd("DEL")
         .arg(format!("{}revoked:loaded", redis.prefix))
         .query_async(&mut *conn)
@@ -400,7 +436,7 @@ async fn a_flush_during_a_reload_leaves_no_marker() {
         cache: redis.cache.clone(),
         flushes_left: AtomicUsize::new(1),
     });
-    let list = RedisRevocationList::new(redis.cache.pool().clone(), &redis.prefix, durable);
+    let list = RedisRevocationList::new(redis.cache.connections().clone(), &redis.prefix, durable);
     // The reload's snapshot is right, so the answer is too...
     assert!(list.contains(token.token_id, now).await.unwrap());
     // ...but the flush after the claim means the marker must not be trusted.
@@ -432,7 +468,7 @@ async fn an_unparsable_entry_counts_as_revoked() {
     let now = base_time();
     list.warm(now).await.unwrap();
     let id = TokenId(Uuid::new_v4());
-    let mut conn = redis.cache.pool().get().await.unwrap();
+    let mut conn = redis.cache.connections().get().await.unwrap();
     let () = idp_cache_redis::redis::cmd("SET")
         .arg(format!("{}revoked:{id}", redis.prefix))
         .arg("1")

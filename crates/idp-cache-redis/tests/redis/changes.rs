@@ -119,12 +119,13 @@ fn node(redis: &TestRedis, prefix: &str) -> (RedisChangeFeed, Arc<Recorder>) {
     node_via(&redis_url(), redis, prefix)
 }
 
-/// A node whose subscription connects to `url` (its pool goes to the test Redis).
+/// A node whose subscription connects to `url` (its other connections go to
+/// the test Redis).
 fn node_via(url: &str, redis: &TestRedis, prefix: &str) -> (RedisChangeFeed, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     let feed = RedisChangeFeed::start(
         url,
-        redis.cache.pool().clone(),
+        redis.cache.connections().clone(),
         prefix,
         vec![recorder.clone()],
     )
@@ -133,7 +134,7 @@ fn node_via(url: &str, redis: &TestRedis, prefix: &str) -> (RedisChangeFeed, Arc
 }
 
 async fn query<T: redis::FromRedisValue>(redis: &TestRedis, cmd: &redis::Cmd) -> T {
-    let mut conn = redis.cache.pool().get().await.unwrap();
+    let mut conn = redis.cache.connections().get().await.unwrap();
     cmd.query_async(&mut *conn).await.unwrap()
 }
 

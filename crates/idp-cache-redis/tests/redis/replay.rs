@@ -4,7 +4,7 @@
 //! forgotten), key layout and expiry, error mapping.
 
 use chrono::TimeDelta;
-use idp_cache_redis::{RedisCache, build_pool, connect, redis};
+use idp_cache_redis::{Connections, RedisCache, connect, redis};
 use idp_domain::StoreError;
 use idp_domain::ports::{FirstUse, ReplayGuard};
 use idp_port_tests::cache::base_time;
@@ -130,7 +130,7 @@ async fn keys_live_under_the_prefix_and_expire_with_the_entry() {
 #[tokio::test]
 async fn an_unparsable_marker_is_an_error() {
     let redis = TestRedis::new().await;
-    let mut conn = redis.cache.pool().get().await.unwrap();
+    let mut conn = redis.cache.connections().get().await.unwrap();
     let () = redis::cmd("SET")
         .arg(format!("{}replay:since", redis.prefix))
         .arg("garbage")
@@ -150,7 +150,7 @@ async fn an_unparsable_marker_is_an_error() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_unavailable() {
-    let cache = RedisCache::new(build_pool("redis://127.0.0.1:1").unwrap(), "dead:");
+    let cache = RedisCache::new(Connections::to("redis://127.0.0.1:1").unwrap(), "dead:");
     let t0 = base_time();
     let answer = cache.replay_guard().first_use("k", t0 + secs(60), t0).await;
     assert!(

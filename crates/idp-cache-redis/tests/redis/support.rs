@@ -28,7 +28,7 @@ impl TestRedis {
 
     /// Every key under this test's prefix.
     pub async fn keys(&self) -> Vec<String> {
-        let mut conn = self.cache.pool().get().await.unwrap();
+        let mut conn = self.cache.connections().get().await.unwrap();
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
@@ -59,7 +59,7 @@ impl TestRedis {
 
     /// Milliseconds `key` has left to live (-1 none, -2 absent).
     pub async fn pttl(&self, key: &str) -> i64 {
-        let mut conn = self.cache.pool().get().await.unwrap();
+        let mut conn = self.cache.connections().get().await.unwrap();
         redis::cmd("PTTL")
             .arg(key)
             .query_async(&mut *conn)
