@@ -97,7 +97,7 @@ impl managed::Manager for RedisManager {
 /// Each thread's connection lives in a deadpool [`Pool`] of one over
 /// [`RedisManager`], which opens it within 2 s (the thread's other commands
 /// wait for it meanwhile, up to 2 s), PINGs it after 10 s idle, and opens a
-/// new one after a command found it broken (see [`settle`]).
+/// new one after a command found it broken (see [`RedisManager`]).
 #[derive(Clone)]
 pub struct Connections {
     manager: RedisManager,
