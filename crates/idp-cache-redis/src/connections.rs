@@ -17,7 +17,7 @@ use tokio::runtime::{self, Handle};
 use crate::error::{from_pool, from_redis, is_connection_failure};
 
 /// Limit on opening a TCP connection (and on the start-up PING).
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Limit on one command's answer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Limit on waiting for the thread's connection while it is being opened.
@@ -27,7 +27,7 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// The deadpool pool that holds one thread's connection (see [`Connections`]).
-pub type Pool = managed::Pool<RedisManager>;
+type Pool = managed::Pool<RedisManager>;
 
 /// deadpool-redis's connection manager without its PING on every checkout.
 ///
@@ -94,7 +94,7 @@ impl managed::Manager for RedisManager {
 ///   thread that asked. Opened and used on the same thread, a command and its
 ///   answer wake only that thread, once it has something to read.
 ///
-/// Each thread's connection lives in a deadpool [`Pool`] of one over
+/// Each thread's connection lives in a deadpool pool of one over
 /// [`RedisManager`], which opens it within 2 s (the thread's other commands
 /// wait for it meanwhile, up to 2 s), PINGs it after 10 s idle, and opens a
 /// new one after a command found it broken (see [`RedisManager`]).

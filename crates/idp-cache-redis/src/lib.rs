@@ -57,7 +57,7 @@ mod revocation;
 pub use admission::RedisAdmission;
 pub use cache::{ConnectError, RedisCache, RedisHealth, connect};
 pub use changes::{ACK_WITHIN, CATCH_UP_WITHIN, LEASE, RENEW_EVERY, RedisChangeFeed};
-pub use connections::{Connections, Pool, RedisManager, SharedConnection};
+pub use connections::{Connections, RedisManager, SharedConnection};
 pub use quota::RedisUsageCounter;
 pub use rate::RedisRateLimiter;
 pub use replay::RedisReplayGuard;
