@@ -382,6 +382,41 @@ async fn pooled_connections_plan_each_statement_once() {
     db.drop_db().await;
 }
 
+/// The pool hands out the connection given back last (LIFO): under load the
+/// audit writer's commits keep landing on the same warm backend instead of
+/// taking turns over every idle one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_hands_out_the_connection_given_back_last() {
+    let db = TestDatabase::create().await.unwrap();
+    let store = PgStore::new(connect(&db.url, 4).await.unwrap());
+    #[derive(diesel::QueryableByName)]
+    struct Backend {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    async fn backend(conn: &mut diesel_async::AsyncPgConnection) -> i32 {
+        let backend: Backend = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+            .get_result(conn)
+            .await
+            .unwrap();
+        backend.pid
+    }
+    let mut first = store.pool().get().await.unwrap();
+    let mut second = store.pool().get().await.unwrap();
+    let first_pid = backend(&mut first).await;
+    let second_pid = backend(&mut second).await;
+    assert_ne!(first_pid, second_pid);
+    // `first` goes back before `second`: FIFO would hand `first` out next.
+    drop(first);
+    drop(second);
+    for _ in 0..3 {
+        let mut conn = store.pool().get().await.unwrap();
+        assert_eq!(backend(&mut conn).await, second_pid);
+    }
+    drop(store);
+    db.drop_db().await;
+}
+
 /// One line of `EXPLAIN`'s text output.
 #[derive(diesel::QueryableByName)]
 struct PlanLine {
