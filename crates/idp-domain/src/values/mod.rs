@@ -1,5 +1,6 @@
 //! Value objects. Each validates on construction, so an invalid one cannot exist.
 
+mod absolute_uri;
 mod delegates;
 mod email;
 mod enums;

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
+use super::absolute_uri::{self, Refusal};
 use crate::ValueError;
 
 /// Most resources an agent may list (contract section 11).
@@ -28,27 +29,14 @@ impl ResourceUri {
                 "must be an absolute URI of 1 to {MAX_RESOURCE_LENGTH} characters"
             )));
         }
-        if raw.contains('#') {
-            return Err(refuse("must not have a fragment"));
-        }
-        let parsed = url::Url::parse(raw).map_err(|_| refuse("must be an absolute URI"))?;
-        // The parser forgives what RFC 3986 does not allow (spaces, controls,
-        // backslashes) by rewriting it; a URI that needed rewriting is refused
-        // rather than stored in a form the client never sent.
-        let clean = raw.chars().all(|c| {
-            c.is_ascii_graphic()
-                && !matches!(c, '\\' | '"' | '<' | '>' | '^' | '`' | '{' | '|' | '}')
-        });
-        if !clean {
-            return Err(refuse("must be an absolute URI (RFC 3986 characters only)"));
-        }
-        // Checked on the URI as sent: the parser turns `https:///x` into
-        // `https://x/`.
-        let after_scheme = raw.get(parsed.scheme().len() + 1..).unwrap_or_default();
-        let names_host = after_scheme
-            .strip_prefix("//")
-            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-        if matches!(parsed.scheme(), "http" | "https") && !names_host {
+        let uri = absolute_uri::parse(raw).map_err(|refusal| match refusal {
+            Refusal::Fragment => refuse("must not have a fragment"),
+            Refusal::Syntax => refuse("must be an absolute URI (RFC 3986)"),
+        })?;
+        let is_http = ["http", "https"]
+            .iter()
+            .any(|http| uri.scheme.eq_ignore_ascii_case(http));
+        if is_http && uri.host.is_none_or(str::is_empty) {
             return Err(refuse("an http(s) URI must name a host"));
         }
         Ok(Self(raw.to_owned()))
