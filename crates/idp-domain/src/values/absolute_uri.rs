@@ -83,29 +83,31 @@ fn host_of(authority: &str) -> Result<&str, Refusal> {
     {
         return Err(Refusal::Syntax);
     }
-    let (host, port) = if host_port.starts_with('[') {
-        let end = host_port.find(']').ok_or(Refusal::Syntax)?;
-        let (literal, after) = host_port.split_at(end + 1);
-        if !is_ip_literal(literal) {
-            return Err(Refusal::Syntax);
+    let (host, port) = match host_port.find(']') {
+        Some(end) if host_port.starts_with('[') => {
+            let (literal, after) = host_port.split_at(end + 1);
+            if !is_ip_literal(literal) {
+                return Err(Refusal::Syntax);
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or(Refusal::Syntax)?),
+            };
+            (literal, port)
         }
-        match after {
-            "" => (literal, None),
-            _ => (
-                literal,
-                Some(after.strip_prefix(':').ok_or(Refusal::Syntax)?),
-            ),
-        }
-    } else {
-        match host_port.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (host_port, None),
+        _ => {
+            let (host, port) = match host_port.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            };
+            // A reg-name (which an IPv4 address also matches) may be empty;
+            // a `[` without its `]` is refused here.
+            if !all_of(host, |c| is_unreserved(c) || is_sub_delim(c)) {
+                return Err(Refusal::Syntax);
+            }
+            (host, port)
         }
     };
-    // A reg-name (which an IPv4 address also matches) may be empty.
-    if !host.starts_with('[') && !all_of(host, |c| is_unreserved(c) || is_sub_delim(c)) {
-        return Err(Refusal::Syntax);
-    }
     if let Some(port) = port
         && !port.bytes().all(|c| c.is_ascii_digit())
     {
