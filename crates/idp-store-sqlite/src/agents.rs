@@ -16,7 +16,7 @@ use crate::chain::append_chained;
 use crate::columns::{millis, parse_uuid, uuid_text};
 use crate::error::{TxError, corrupt_row, from_diesel};
 use crate::paging::{limit_offset, total};
-use crate::pool::{read_transaction, run, write_transaction};
+use crate::pool::{read_transaction, run, run_write, write_transaction};
 use crate::rows::{AgentChanges, AgentRow, NewAgentRow};
 use crate::schema::{agents, credentials};
 
@@ -98,7 +98,7 @@ impl AgentRepository for SqliteStore {
         let row = NewAgentRow::try_from(agent)?;
         let event = event.clone();
         let owner = agent.owner.as_str().to_owned();
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             write_transaction(conn, |conn| {
                 let live: i64 = agents::table
                     .filter(agents::owner.eq(&owner))
@@ -173,7 +173,7 @@ impl AgentRepository for SqliteStore {
         let expected = expected.clone();
         let owner = expected.owner.as_str().to_owned();
         let id = uuid_text(expected.agent_id.0);
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             write_transaction(conn, |conn| {
                 // Under BEGIN IMMEDIATE this transaction holds the write lock
                 // from this read to the commit, so the comparison still holds
@@ -210,7 +210,7 @@ impl AgentRepository for SqliteStore {
         let owner = owner.as_str().to_owned();
         let id = uuid_text(id.0);
         let now = millis(now);
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             write_transaction(conn, |conn| {
                 if agent_status(conn, &owner, &id)? == AgentStatus::Decommissioned {
                     return Err(StoreError::AgentDecommissioned.into());

@@ -23,7 +23,7 @@ use crate::chain::{append_chained, read_head};
 use crate::columns::{at_or_after, at_or_before, parse_uuid, uuid_text};
 use crate::error::{corrupt_row, from_diesel};
 use crate::paging::{limit_offset, total};
-use crate::pool::{read_transaction, run, write_transaction};
+use crate::pool::{read_transaction, run, run_write, write_transaction};
 use crate::rows::AuditEventRow;
 use crate::schema::{audit_events, audit_heads};
 
@@ -93,7 +93,7 @@ impl AuditLog for SqliteStore {
             return Ok(());
         }
         let events = events.to_vec();
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             write_transaction(conn, |conn| append_chained(conn, &events))
         })
         .await

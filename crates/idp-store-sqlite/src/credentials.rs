@@ -17,7 +17,7 @@ use crate::chain::append_chained;
 use crate::columns::{after, at_or_before, millis, uuid_text};
 use crate::error::{TxError, corrupt_row, from_diesel};
 use crate::paging::{limit_offset, total};
-use crate::pool::{read_transaction, run, write_transaction};
+use crate::pool::{read_transaction, run, run_write, write_transaction};
 use crate::rows::{CredentialKeyColumns, CredentialRow, NewCredentialRow};
 use crate::schema::{agents, credentials};
 
@@ -135,7 +135,7 @@ impl CredentialRepository for SqliteStore {
         let event = event.clone();
         let owner = credential.owner.as_str().to_owned();
         let agent_id = uuid_text(credential.agent_id.0);
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             write_transaction(conn, |conn| {
                 // The write lock serializes this with other creations, updates
                 // and the decommissioning of the same agent.
@@ -276,7 +276,7 @@ impl CredentialRepository for SqliteStore {
         let event = event.clone();
         let of_type = new_key.credential_type();
         let columns = CredentialKeyColumns::try_from(new_key)?;
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             ids.change_unrevoked(conn, Some(of_type), &event, |conn| {
                 diesel::update(
                     credentials::table
@@ -302,7 +302,7 @@ impl CredentialRepository for SqliteStore {
         let ids = CredentialIds::new(owner, agent_id, id);
         let event = event.clone();
         let now = millis(now);
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             ids.change_unrevoked(conn, None, &event, |conn| {
                 diesel::update(
                     credentials::table

@@ -80,7 +80,7 @@ pub use migrate::{MIGRATIONS, run_migrations};
 pub use pool::SqliteConfig;
 
 use crate::error::from_join;
-use crate::pool::{SqlitePool, build_pool, check_pool_size, ping};
+use crate::pool::{SqlitePool, WriteTurns, build_pool, check_pool_size, ping};
 
 /// The name of the database file inside the data directory.
 pub const DATABASE_FILE_NAME: &str = "agentidp.db";
@@ -92,6 +92,7 @@ pub const DATABASE_FILE_NAME: &str = "agentidp.db";
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writes: WriteTurns,
     path: Arc<Path>,
 }
 
@@ -176,6 +177,7 @@ pub async fn open_with(path: &Path, config: SqliteConfig) -> Result<SqliteStore,
     ping(&pool).await?;
     Ok(SqliteStore {
         pool,
+        writes: WriteTurns::default(),
         path: Arc::from(path),
     })
 }

@@ -18,12 +18,14 @@
 //! * one hop to the blocking pool per port call instead of one per statement.
 //!
 //! Every connection is set up the same way, before it is used:
-//! `busy_timeout` (so a writer waits for another instead of failing at once),
+//! `busy_timeout` (so a writer waits for another process's writer instead
+//! of failing at once; this store's own writers take turns in [`WriteTurns`]),
 //! `journal_mode = WAL` (readers never wait for the writer), `foreign_keys = ON`
 //! (SQLite's default is off), `synchronous = FULL` (every commit is on disk
 //! before it returns, also across a power loss: the contract makes audit
 //! events durable before the response).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::Runtime;
@@ -239,10 +241,48 @@ where
         .map_err(from_join)?
 }
 
+/// The store's writers, one at a time and in the order they asked.
+///
+/// SQLite lets one transaction write at a time, and a connection that finds
+/// the write lock taken waits in its busy handler, which sleeps (1, 2, 5, 10,
+/// ... up to 100 ms a try) and tries again: no queue, so under a steady
+/// stream of writes (the audit group commit's) an unlucky writer kept losing
+/// and waited hundreds of milliseconds. Writers of this store take their turn
+/// here first, in order and woken as soon as the one before them ends, so
+/// they find the lock free; the busy handler is left for other processes
+/// using the file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriteTurns(Arc<tokio::sync::Mutex<()>>);
+
+/// Like [`run`] for a unit of work that writes (a [`write_transaction`]): it
+/// starts once every write of `turns` asked for before it has ended, and its
+/// turn ends with it (its commit or rollback), even if the returned future
+/// is dropped.
+pub(crate) async fn run_write<R, F>(
+    pool: &SqlitePool,
+    turns: &WriteTurns,
+    work: F,
+) -> Result<R, StoreError>
+where
+    F: FnOnce(&mut SqliteConnection) -> Result<R, StoreError> + Send + 'static,
+    R: Send + 'static,
+{
+    // The turn before the connection: a writer waiting for its turn holds no
+    // connection that readers could use.
+    let turn = Arc::clone(&turns.0).lock_owned().await;
+    run(pool, move |conn| {
+        let result = work(conn);
+        drop(turn);
+        result
+    })
+    .await
+}
+
 /// Runs `work` in a `BEGIN IMMEDIATE` transaction: it takes SQLite's write
 /// lock before its first read, so every check it makes (a count, a status)
-/// still holds when it writes. Writers of every connection and every process
-/// using the file take turns, each waiting up to the busy timeout.
+/// still holds when it writes. This store's writers take turns in
+/// [`WriteTurns`] ([`run_write`]); writers of other processes using the file
+/// wait for the lock up to the busy timeout.
 pub(crate) fn write_transaction<R>(
     conn: &mut SqliteConnection,
     work: impl FnOnce(&mut SqliteConnection) -> Result<R, TxError>,
@@ -342,6 +382,72 @@ mod tests {
                 .execute(&mut *conn)
                 .unwrap();
         }
+    }
+
+    /// Writers queued behind a write wait for it in the store, not in
+    /// SQLite's busy handler, and go in the order they asked. (A
+    /// current-thread runtime, so each spawned writer has asked before the
+    /// next is spawned.)
+    #[tokio::test]
+    async fn writes_wait_for_their_turn_and_go_in_the_order_they_asked() {
+        use diesel::RunQueryDsl;
+
+        #[derive(QueryableByName)]
+        struct Number {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        async fn written(store: &crate::SqliteStore) -> Vec<i64> {
+            run(&store.pool, |conn| {
+                diesel::sql_query("SELECT n FROM turn_order ORDER BY rowid")
+                    .load::<Number>(conn)
+                    .map_err(from_diesel)
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.n)
+            .collect()
+        }
+
+        let dir = TestDataDir::create().unwrap();
+        let store = dir.open(SqliteConfig::with_pool_size(4)).await.unwrap();
+        run_write(&store.pool, &store.writes, |conn| {
+            diesel::sql_query("CREATE TABLE turn_order (n INTEGER NOT NULL)")
+                .execute(conn)
+                .map(drop)
+                .map_err(from_diesel)
+        })
+        .await
+        .unwrap();
+        let held = Arc::clone(&store.writes.0).lock_owned().await;
+        let mut writers = Vec::new();
+        for n in 0..6 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                run_write(&store.pool, &store.writes, move |conn| {
+                    write_transaction(conn, |conn| {
+                        diesel::sql_query(format!("INSERT INTO turn_order (n) VALUES ({n})"))
+                            .execute(conn)?;
+                        Ok(())
+                    })
+                })
+                .await
+            }));
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(
+            written(&store).await,
+            Vec::<i64>::new(),
+            "a writer did not wait for its turn"
+        );
+        drop(held);
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        assert_eq!(written(&store).await, (0..6).collect::<Vec<i64>>());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

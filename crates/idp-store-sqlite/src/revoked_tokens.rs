@@ -12,7 +12,7 @@ use crate::SqliteStore;
 use crate::chain::append_chained;
 use crate::columns::{after, instant, millis, parse_uuid, uuid_text};
 use crate::error::{corrupt_row, from_diesel};
-use crate::pool::{run, write_transaction};
+use crate::pool::{run, run_write, write_transaction};
 use crate::schema::revoked_tokens;
 
 #[async_trait]
@@ -29,7 +29,7 @@ impl RevokedTokenStore for SqliteStore {
         let jti = uuid_text(token.token_id.0);
         let expires_at = millis(token.expires_at);
         let revoked_at = millis(event.timestamp);
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             write_transaction(conn, |conn| {
                 let inserted = diesel::insert_into(revoked_tokens::table)
                     .values((

@@ -22,7 +22,7 @@ use crate::SqliteStore;
 use crate::chain::append_chained;
 use crate::columns::{at_or_after, instant, millis};
 use crate::error::{TxError, corrupt_row, from_diesel};
-use crate::pool::{run, write_transaction};
+use crate::pool::{run, run_write, write_transaction};
 use crate::schema::{key_set_nodes, key_set_version, signing_keys};
 
 /// A row of `signing_keys`.
@@ -120,7 +120,7 @@ impl SqliteStore {
         F: FnOnce(&mut SqliteConnection) -> Result<bool, TxError> + Send + 'static,
     {
         let events = events.to_vec();
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             write_transaction(conn, |conn| {
                 if change(conn)? {
                     finish_change(conn, &events)
@@ -265,7 +265,7 @@ impl SigningKeyStore for SqliteStore {
         .await?;
         // The WAL still holds the pages as they were before; copying them
         // into the file and truncating the log leaves no plain key behind.
-        let checkpoint = run(&self.pool, |conn| {
+        let checkpoint = run_write(&self.pool, &self.writes, |conn| {
             diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(conn)
                 .map_err(from_diesel)
@@ -298,7 +298,7 @@ impl SigningKeyStore for SqliteStore {
         let version = i64::try_from(version)
             .map_err(|e| StoreError::Unknown(anyhow::anyhow!("key-set version {version}: {e}")))?;
         let at = millis(at);
-        run(&self.pool, move |conn| {
+        run_write(&self.pool, &self.writes, move |conn| {
             diesel::insert_into(key_set_nodes::table)
                 .values((
                     key_set_nodes::node.eq(&node),
