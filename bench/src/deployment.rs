@@ -106,6 +106,12 @@ impl PostgresDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// URL of the database the new one was created from (for server-wide
+    /// statistics).
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
 }
 
 impl Drop for PostgresDatabase {

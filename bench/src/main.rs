@@ -17,6 +17,7 @@ mod report;
 mod seed;
 mod server;
 mod single_use;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ use crate::report::{
 };
 use crate::seed::{SeedPlan, Seeded};
 use crate::server::{ServerEnv, ServerProcess};
+use crate::wal::{WalCounters, WalFlushes};
 
 /// The bench reads the wall clock for file names and query windows; the
 /// workspace bans it elsewhere (time is the server's input, through `Clock`).
@@ -491,6 +493,7 @@ fn run_deployment(bench: &Bench<'_>, kind: DeploymentKind) -> DeploymentReport {
                 &seeded,
                 &data_dir,
                 &dir,
+                _database.as_ref().map(PostgresDatabase::admin_url),
             )
         };
         if result.failure.is_none() {
@@ -589,6 +592,7 @@ fn load_scenario(
     seeded: &Seeded,
     data_dir: &Path,
     dir: &Path,
+    postgres_admin: Option<&str>,
 ) -> ScenarioReport {
     let name = scenario.name();
     let mut runs = Vec::new();
@@ -648,6 +652,7 @@ fn load_scenario(
         } else {
             None
         };
+        let wal_before = postgres_admin.and_then(read_wal);
         let result = load::run_wrk(
             wrk,
             scenario,
@@ -656,10 +661,14 @@ fn load_scenario(
             server.pid(),
             &log,
         );
+        let wal_after = wal_before.and(postgres_admin).and_then(read_wal);
         let flood = flood.map(|f| f.finish(&bench.runtime));
         match result {
             Ok(mut r) => {
                 r.flood = flood;
+                r.wal = wal_before
+                    .zip(wal_after)
+                    .and_then(|(b, a)| WalFlushes::between(b, a, r.requests, r.seconds));
                 eprintln!(
                     "    {name} run {run}/{}: {} req/s, p50 {} ms, p99 {} ms, {} bad, {} socket errors, server CPU {}, other processes' CPU {}",
                     bench.args.runs,
@@ -673,6 +682,9 @@ fn load_scenario(
                     r.other_cpu_percent
                         .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%")),
                 );
+                if let Some(wal) = &r.wal {
+                    eprintln!("      {}", wal.describe());
+                }
                 if let Some(flood) = &r.flood {
                     eprintln!(
                         "      flood ({} connections): {}; driver CPU {}",
@@ -709,6 +721,14 @@ fn load_scenario(
         std::thread::sleep(Duration::from_millis(500));
     }
     ScenarioReport::from_runs(name, runs)
+}
+
+/// The database server's WAL flush counters, or `None` with a warning
+/// (PostgreSQL before 14 has no `pg_stat_wal`).
+fn read_wal(admin_url: &str) -> Option<WalCounters> {
+    WalCounters::read(admin_url)
+        .map_err(|e| eprintln!("      warning: no WAL flush counts: {e:#}"))
+        .ok()
 }
 
 /// The machine's ceiling the scenario runs into, from the micro-benchmarks.

@@ -7,6 +7,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::wal::WalFlushes;
+
 /// One micro-benchmark: the machine's own ceiling for one operation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ceiling {
@@ -53,6 +55,9 @@ pub struct RunReport {
     /// `token-flood`: the wrong-secret flood that ran beside wrk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flood: Option<FloodCounts>,
+    /// PostgreSQL + Redis: the database server's WAL flushes during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<WalFlushes>,
 }
 
 /// The answers to the wrong-secret flood of `token-flood`: requests with a
