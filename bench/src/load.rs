@@ -247,6 +247,7 @@ pub fn run_wrk(
         load_before,
         first_bad: r.first_bad,
         flood: None,
+        commits: None,
         wal: None,
     })
 }

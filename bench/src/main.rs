@@ -10,6 +10,7 @@
 
 mod audit_seed;
 mod cli;
+mod commits;
 mod deployment;
 mod load;
 mod micro;
@@ -32,6 +33,7 @@ use clap::Parser;
 
 use crate::audit_seed::SqlTarget;
 use crate::cli::{Args, DeploymentKind, Scenario};
+use crate::commits::{CommitCounters, GroupCommits};
 use crate::deployment::{PostgresDatabase, RedisPrefix, TempDir};
 use crate::load::{Flood, WrkSettings};
 use crate::report::{
@@ -652,6 +654,7 @@ fn load_scenario(
         } else {
             None
         };
+        let commits_before = read_commits(bench, &server.base_url);
         let wal_before = postgres_admin.and_then(read_wal);
         let result = load::run_wrk(
             wrk,
@@ -662,6 +665,9 @@ fn load_scenario(
             &log,
         );
         let wal_after = wal_before.and(postgres_admin).and_then(read_wal);
+        let commits_after = commits_before
+            .as_ref()
+            .and_then(|_| read_commits(bench, &server.base_url));
         let flood = flood.map(|f| f.finish(&bench.runtime));
         match result {
             Ok(mut r) => {
@@ -669,6 +675,9 @@ fn load_scenario(
                 r.wal = wal_before
                     .zip(wal_after)
                     .and_then(|(b, a)| WalFlushes::between(b, a, r.requests, r.seconds));
+                r.commits = commits_before
+                    .zip(commits_after)
+                    .and_then(|(b, a)| GroupCommits::between(&b, &a, r.seconds));
                 eprintln!(
                     "    {name} run {run}/{}: {} req/s, p50 {} ms, p99 {} ms, {} bad, {} socket errors, server CPU {}, other processes' CPU {}",
                     bench.args.runs,
@@ -682,6 +691,9 @@ fn load_scenario(
                     r.other_cpu_percent
                         .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%")),
                 );
+                if let Some(commits) = &r.commits {
+                    eprintln!("      {}", commits.describe());
+                }
                 if let Some(wal) = &r.wal {
                     eprintln!("      {}", wal.describe());
                 }
@@ -721,6 +733,19 @@ fn load_scenario(
         std::thread::sleep(Duration::from_millis(500));
     }
     ScenarioReport::from_runs(name, runs)
+}
+
+/// The server's audit group commit histograms from its `/metrics`, or
+/// `None` with a warning.
+fn read_commits(bench: &Bench<'_>, base_url: &str) -> Option<CommitCounters> {
+    let url = format!("{base_url}/metrics");
+    let text = bench
+        .runtime
+        .block_on(async { reqwest::get(&url).await?.error_for_status()?.text().await });
+    text.map_err(anyhow::Error::from)
+        .and_then(|text| CommitCounters::parse(&text))
+        .map_err(|e| eprintln!("      warning: no audit group commit figures: {e:#}"))
+        .ok()
 }
 
 /// The database server's WAL flush counters, or `None` with a warning

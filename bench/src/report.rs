@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::commits::GroupCommits;
 use crate::wal::WalFlushes;
 
 /// One micro-benchmark: the machine's own ceiling for one operation.
@@ -55,6 +56,9 @@ pub struct RunReport {
     /// `token-flood`: the wrong-secret flood that ran beside wrk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flood: Option<FloodCounts>,
+    /// The server's audit group commit during the run (its `/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<GroupCommits>,
     /// PostgreSQL + Redis: the database server's WAL flushes during the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal: Option<WalFlushes>,

@@ -433,6 +433,15 @@ async fn metrics_count_tokens_refusals_limits_and_dependencies() {
     assert!((1.0..=4.0).contains(&size), "{size}");
     assert!(count("agentidp_db_pool_available", "") <= size);
     assert_eq!(count("agentidp_db_pool_waiting", ""), 0.0);
+
+    // The audit group commit: every append waited for a commit (the two
+    // issued tokens' among them) and every commit held at least one event.
+    let appends = count("agentidp_audit_append_wait_seconds_count", "");
+    let commits = count("agentidp_audit_commit_duration_seconds_count", "");
+    assert!(appends >= 2.0, "{appends} appends");
+    assert!((1.0..=appends).contains(&commits), "{commits} commits");
+    assert_eq!(count("agentidp_audit_commit_events_count", ""), commits);
+    assert!(count("agentidp_audit_commit_events_sum", "") >= appends);
 }
 
 // ----- the command line -----

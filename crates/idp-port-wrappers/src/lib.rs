@@ -30,6 +30,6 @@ mod revocation_mirror;
 mod vouched;
 
 pub use auth_cache::{AuthStateCache, CachedAgents, CachedCredentials, SingleNode};
-pub use group_commit::GroupCommitAuditLog;
+pub use group_commit::{CommitObserver, GroupCommitAuditLog};
 pub use hash_queue::HashQueue;
 pub use revocation_mirror::{MirroredRevocationList, RevocationMirror};

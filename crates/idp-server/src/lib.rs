@@ -22,6 +22,7 @@ use idp_domain::services::bootstrap_agent;
 use idp_domain::values::{Capabilities, Email, Owner};
 use idp_http::middleware::ConnectionCount;
 use idp_http::{Application, Metrics};
+use idp_port_wrappers::CommitObserver;
 
 use crate::cli::{AuditCommand, Cli, Command, KeysCommand};
 use crate::config::Config;
@@ -52,7 +53,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => bootstrap(config, &owner, &email, &capabilities).await,
         Command::Keys { command } => {
             let stores =
-                wiring::stores(&config, wiring::Role::OneOff, config.migrate_on_start).await?;
+                wiring::stores(&config, wiring::Role::OneOff, config.migrate_on_start, None)
+                    .await?;
             let command = match &command {
                 KeysCommand::List => keys::KeyCommand::List,
                 KeysCommand::Rotate { alg, now } => keys::KeyCommand::Rotate {
@@ -66,7 +68,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { command } => {
             let stores =
-                wiring::stores(&config, wiring::Role::OneOff, config.migrate_on_start).await?;
+                wiring::stores(&config, wiring::Role::OneOff, config.migrate_on_start, None)
+                    .await?;
             let audit = idp_domain::services::AuditService::new(
                 stores.audit.clone(),
                 wiring::ambient(),
@@ -132,13 +135,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .transpose()?;
     let issuer = config.issuer_for(bound);
     wiring::check_cache_for_deployment(&config)?;
-    let stores = wiring::stores(&config, wiring::Role::Server, config.migrate_on_start).await?;
+    let metrics = Metrics::new();
+    let commits: Arc<dyn CommitObserver> =
+        Arc::new(telemetry::CommitMetrics(metrics.audit_commits()));
+    let stores = wiring::stores(
+        &config,
+        wiring::Role::Server,
+        config.migrate_on_start,
+        Some(commits),
+    )
+    .await?;
     let ambient = wiring::ambient();
     let caches = wiring::caches(&config, &stores, ambient.clock.clone()).await?;
     let stores = stores.with_auth_cache(&caches);
     let mut secrets = wiring::secrets(&config)?;
     let hash_queue = idp_port_wrappers::HashQueue::new(secrets.hasher.clone());
-    let mut metrics = Metrics::new().with_hash_queue_depth(hash_queue.probe());
+    let mut metrics = metrics.with_hash_queue_depth(hash_queue.probe());
     if let Some(probe) = stores.pool_status.clone() {
         metrics = metrics.with_pool_status(probe);
     }
@@ -271,7 +283,8 @@ async fn bootstrap(
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {}", e.reason))?;
     let capabilities = Capabilities::parse(capabilities)
         .map_err(|e| anyhow::anyhow!("--capabilities: {}", e.reason))?;
-    let stores = wiring::stores(&config, wiring::Role::OneOff, config.migrate_on_start).await?;
+    let stores =
+        wiring::stores(&config, wiring::Role::OneOff, config.migrate_on_start, None).await?;
     let secrets = wiring::secrets(&config)?;
     let ambient = wiring::ambient();
     let made = bootstrap_agent(

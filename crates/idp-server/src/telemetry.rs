@@ -2,11 +2,15 @@
 //!
 //! * [`init_logging`]: text or JSON lines on stderr, filtered by `RUST_LOG`.
 //! * [`pg_pool_status`]: the PostgreSQL pool's size, for `agentidp_db_pool_*`.
+//! * [`CommitMetrics`]: the audit group commit's readings, for
+//!   `agentidp_audit_commit_*` and `agentidp_audit_append_wait_seconds`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::time::Duration;
 
-use idp_http::metrics::{PoolStatus, Probe};
+use idp_http::metrics::{AuditCommitMetrics, PoolStatus, Probe};
+use idp_port_wrappers::CommitObserver;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -125,5 +129,19 @@ mod tests {
         assert_eq!(log_filter(Some("warn")).unwrap().to_string(), "warn");
         assert_eq!(log_filter(None).unwrap().to_string(), "info");
         assert_eq!(log_filter(Some("  ")).unwrap().to_string(), "info");
+    }
+}
+
+/// Hands what the audit group commit sees to the metrics.
+#[derive(Debug)]
+pub struct CommitMetrics(pub AuditCommitMetrics);
+
+impl CommitObserver for CommitMetrics {
+    fn batch_committed(&self, events: usize, took: Duration) {
+        self.0.batch_committed(events, took.as_secs_f64());
+    }
+
+    fn append_answered(&self, waited: Duration) {
+        self.0.append_answered(waited.as_secs_f64());
     }
 }

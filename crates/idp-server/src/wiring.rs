@@ -19,8 +19,8 @@ use idp_domain::services::{
 };
 use idp_http::{AppState, HttpSettings, Metrics};
 use idp_port_wrappers::{
-    AuthStateCache, CachedAgents, CachedCredentials, GroupCommitAuditLog, MirroredRevocationList,
-    RevocationMirror, SingleNode,
+    AuthStateCache, CachedAgents, CachedCredentials, CommitObserver, GroupCommitAuditLog,
+    MirroredRevocationList, RevocationMirror, SingleNode,
 };
 use idp_store_postgres::PgStore;
 use idp_store_sqlite::InstanceLock;
@@ -75,10 +75,12 @@ impl Stores {
     fn from_adapter<S: StoreAdapter>(
         store: Arc<S>,
         instance_lock: Option<Arc<InstanceLock>>,
+        commits: Option<Arc<dyn CommitObserver>>,
     ) -> anyhow::Result<Self> {
         let audit = GroupCommitAuditLog::start(
             store.clone() as Arc<dyn AuditLog>,
             GroupCommitAuditLog::DEFAULT_MAX_BATCH,
+            commits,
         )?;
         Ok(Self {
             agents: store.clone(),
@@ -205,8 +207,14 @@ pub enum Role {
 }
 
 /// Connects the store (PostgreSQL, or the embedded SQLite file), migrating
-/// first when asked (the embedded store always migrates on open).
-pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow::Result<Stores> {
+/// first when asked (the embedded store always migrates on open). `commits`,
+/// when given, sees the audit group commit at work (the server's metrics).
+pub async fn stores(
+    config: &Config,
+    role: Role,
+    run_migrations: bool,
+    commits: Option<Arc<dyn CommitObserver>>,
+) -> anyhow::Result<Stores> {
     match deployment(config) {
         Deployment::Postgres(url) => {
             if run_migrations {
@@ -228,7 +236,8 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
             let pool = idp_store_postgres::connect(url, config.db_pool_size)
                 .await
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
-            let mut stores = Stores::from_adapter(Arc::new(PgStore::new(pool.clone())), None)?;
+            let mut stores =
+                Stores::from_adapter(Arc::new(PgStore::new(pool.clone())), None, commits)?;
             stores.pool_status = Some(crate::telemetry::pg_pool_status(pool));
             Ok(stores)
         }
@@ -249,7 +258,7 @@ pub async fn stores(config: &Config, role: Role, run_migrations: bool) -> anyhow
                     )
                 })?;
             let store = Arc::new(store);
-            let mut stores = Stores::from_adapter(store.clone(), lock)?;
+            let mut stores = Stores::from_adapter(store.clone(), lock, commits)?;
             stores.pool_status = Some(crate::telemetry::sqlite_pool_status(store));
             Ok(stores)
         }

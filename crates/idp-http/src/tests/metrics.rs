@@ -238,6 +238,34 @@ fn a_spent_quota_is_counted_as_a_refusal_and_a_quota_refusal() {
 }
 
 #[test]
+fn audit_commits_are_histograms_of_duration_size_and_wait() {
+    let metrics = Metrics::new();
+    let commits = metrics.audit_commits();
+    commits.batch_committed(12, 0.004);
+    commits.batch_committed(1, 0.0015);
+    for _ in 0..13 {
+        commits.append_answered(0.02);
+    }
+    let text = metrics.render();
+    for line in [
+        "agentidp_audit_commit_duration_seconds_count 2",
+        "agentidp_audit_commit_duration_seconds_bucket{le=\"0.001\"} 0",
+        "agentidp_audit_commit_duration_seconds_bucket{le=\"0.002\"} 1",
+        "agentidp_audit_commit_duration_seconds_bucket{le=\"0.004\"} 2",
+        "agentidp_audit_commit_events_sum 13.0",
+        "agentidp_audit_commit_events_count 2",
+        "agentidp_audit_commit_events_bucket{le=\"1.0\"} 1",
+        "agentidp_audit_commit_events_bucket{le=\"8.0\"} 1",
+        "agentidp_audit_commit_events_bucket{le=\"16.0\"} 2",
+        "agentidp_audit_append_wait_seconds_count 13",
+        "agentidp_audit_append_wait_seconds_bucket{le=\"0.015\"} 0",
+        "agentidp_audit_append_wait_seconds_bucket{le=\"0.02\"} 13",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+}
+
+#[test]
 fn refusal_reasons_are_a_closed_set_matching_the_audit_reasons() {
     for (domain_reason, label) in [
         (ClientAuthFailure::UnknownClient, "unknown_client"),
