@@ -39,23 +39,18 @@ impl CommitCounters {
             let Some((le, count)) = rest.split_once("\"} ") else {
                 anyhow::bail!("bucket line {line:?} not understood");
             };
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse()
-                    .map_err(|e| anyhow::anyhow!("bucket bound {le:?}: {e}"))?
-            };
-            wait_buckets.push((le, parse_count(count)?));
+            // Rust's float parsing reads the last bucket's `+Inf`.
+            wait_buckets.push((number(le)?, number(count)?));
         }
         if wait_buckets.is_empty() {
             anyhow::bail!("/metrics has no {WAIT} histogram");
         }
         Ok(Self {
-            commits: parse_count(value(text, &format!("{COMMIT}_count"))?)?,
-            commit_seconds: parse_sum(value(text, &format!("{COMMIT}_sum"))?)?,
-            events: parse_sum(value(text, &format!("{EVENTS}_sum"))?)?,
-            appends: parse_count(value(text, &format!("{WAIT}_count"))?)?,
-            wait_seconds: parse_sum(value(text, &format!("{WAIT}_sum"))?)?,
+            commits: number(value(text, &format!("{COMMIT}_count"))?)?,
+            commit_seconds: number(value(text, &format!("{COMMIT}_sum"))?)?,
+            events: number(value(text, &format!("{EVENTS}_sum"))?)?,
+            appends: number(value(text, &format!("{WAIT}_count"))?)?,
+            wait_seconds: number(value(text, &format!("{WAIT}_sum"))?)?,
             wait_buckets,
         })
     }
@@ -68,16 +63,15 @@ fn value<'t>(text: &'t str, name: &str) -> anyhow::Result<&'t str> {
         .ok_or_else(|| anyhow::anyhow!("/metrics has no {name}"))
 }
 
-fn parse_count(text: &str) -> anyhow::Result<u64> {
+/// A sample's value: a count (`u64`) or a sum or bound (`f64`).
+fn number<T>(text: &str) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     text.trim()
         .parse()
-        .map_err(|e| anyhow::anyhow!("count {text:?}: {e}"))
-}
-
-fn parse_sum(text: &str) -> anyhow::Result<f64> {
-    text.trim()
-        .parse()
-        .map_err(|e| anyhow::anyhow!("sum {text:?}: {e}"))
+        .map_err(|e| anyhow::anyhow!("value {text:?}: {e}"))
 }
 
 /// The group commit over one run.
