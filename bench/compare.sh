@@ -3,16 +3,18 @@
 # in one run on this machine, under the same load (bench/README.md, "Compare with
 # oidc-provider").
 #
-# For each signing algorithm (RS256, then ES256):
-#   1. AgentIdP: `idp-bench --deployment postgres --scenario token,introspect` (release
-#      server on PostgreSQL + Redis with the limits raised, seeded, wrk, RSS and CPU
-#      sampled, cleaned up);
-#   2. the peer: oidc-provider from the peers' directory (JWT_ALG=<alg>, port 4001),
-#      warmed up, then the peers' own load.sh (token with client_secret_basic;
-#      introspection of an opaque token, the only kind it introspects), stopped by PID.
-# Then one table: both sides' req/s and p99, the ratio and the issue's target beside
+# For each signing algorithm (RS256, then ES256): the peer, oidc-provider from the
+# peers' directory (JWT_ALG=<alg>, port 4001), is started and warmed up; then the two
+# sides take turns, one run each, --runs times (the machine's speed drifts over
+# minutes, and turns give that drift to both sides alike):
+#   1. AgentIdP: `idp-bench --deployment postgres --scenario token,introspect --runs 1`
+#      (release server on PostgreSQL + Redis with the limits raised, seeded, wrk, RSS
+#      and CPU sampled, cleaned up);
+#   2. the peer: the peers' own load.sh once (token with client_secret_basic;
+#      introspection of an opaque token, the only kind it introspects).
+# The peer, idle while AgentIdP runs, is then stopped by PID. Then one table: both sides' req/s and p99, the ratio and the issue's target beside
 # it, AgentIdP's RSS and CPU; the same as JSON in bench/results/compare-<time>.json
-# (the idp-bench JSON of each algorithm is kept beside it).
+# (the idp-bench JSON of each AgentIdP run is kept beside it).
 #
 # Options (defaults):
 #   --duration S       seconds of load per run (10)
@@ -159,32 +161,32 @@ wait_quiet() { # what -> returns once 2 samples in a row were quiet, or after QU
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # --- AgentIdP: idp-bench on PostgreSQL + Redis -----------------------------------------
-run_agentidp() { # alg -> bench/results/<time>.json path in $TMP/idp-<alg>.path
-    local alg="$1" rc=0 json
-    local dir="$TMP/idp-$alg"
+run_agentidp() { # alg run -> its bench/results/<time>.json path appended to $TMP/idp-<alg>.paths
+    local alg="$1" run="$2" rc=0 json
+    local dir="$TMP/idp-$alg-run$run"
     mkdir -p "$dir"
-    wait_quiet "AgentIdP $alg"
-    echo "== AgentIdP $alg: idp-bench --deployment postgres --scenario token,introspect ==" >&2
+    wait_quiet "AgentIdP $alg run $run"
+    echo "== AgentIdP $alg run $run/$RUNS: idp-bench --deployment postgres --scenario token,introspect ==" >&2
     "$IDP_BENCH" --deployment postgres --scenario token,introspect --signing-alg "$alg" \
-        --skip-micro --duration "$DURATION" --runs "$RUNS" --connections "$CONNS" \
-        --threads "$THREADS" --results-dir "$dir" > "$TMP/idp-$alg.out" || rc=$?
+        --skip-micro --duration "$DURATION" --runs 1 --connections "$CONNS" \
+        --threads "$THREADS" --results-dir "$dir" > "$dir.out" || rc=$?
+    grep -E '^    (token|introspect) run' "$dir.out" >&2 || true
     json="$(find "$dir" -maxdepth 1 -name '*.json' | head -1)"
     if [[ -z "$json" ]]; then
-        echo "error: idp-bench ($alg) wrote no result (exit $rc); its output:" >&2
-        cat "$TMP/idp-$alg.out" >&2
+        echo "error: idp-bench ($alg, run $run) wrote no result (exit $rc); its output:" >&2
+        cat "$dir.out" >&2
         return 1
     fi
-    (( rc == 0 )) || echo "WARNING: idp-bench ($alg) exited with $rc (a failed scenario: see the table)" | tee -a "$WARNINGS" >&2
+    (( rc == 0 )) || echo "WARNING: idp-bench ($alg, run $run) exited with $rc (a failed scenario: see the table)" | tee -a "$WARNINGS" >&2
     mv "$json" "$RESULTS_DIR/"
-    echo "$RESULTS_DIR/$(basename "$json")" > "$TMP/idp-$alg.path"
+    echo "$RESULTS_DIR/$(basename "$json")" >> "$TMP/idp-$alg.paths"
 }
 
 # --- the peer: oidc-provider + load.sh -------------------------------------------------
-run_peer() { # alg -> RESULT lines in $TMP/peer-<alg>.txt, VmHWM in $TMP/peer-<alg>.hwm
-    local alg="$1" base="http://127.0.0.1:$PEER_PORT" run ready=0
-    local -a load_env=(INTROSPECT_TOKEN_BODY='grant_type=client_credentials&resource=urn:bench:opaque'
-                       CONNS="$CONNS" THREADS="$THREADS")
-    wait_quiet "oidc-provider $alg"
+PEER_LOAD_ENV=(INTROSPECT_TOKEN_BODY='grant_type=client_credentials&resource=urn:bench:opaque'
+               CONNS="$CONNS" THREADS="$THREADS")
+start_peer() { # alg -> PEER_PID, answering and warmed up
+    local alg="$1" base="http://127.0.0.1:$PEER_PORT" ready=0
     if port_busy "$PEER_PORT"; then
         echo "error: port $PEER_PORT is already in use (another oidc-provider?); stop it first" >&2
         return 1
@@ -205,36 +207,48 @@ run_peer() { # alg -> RESULT lines in $TMP/peer-<alg>.txt, VmHWM in $TMP/peer-<a
         stop_peer
         return 1
     fi
-    echo "== oidc-provider $PEER_VERSION $alg (pid $PEER_PID) on $base: load.sh ==" >&2
+    echo "== oidc-provider $PEER_VERSION $alg (pid $PEER_PID) on $base: warm-up ==" >&2
     if (( WARMUP > 0 )); then
-        env "${load_env[@]}" DURATION="$WARMUP" LABEL=warmup \
+        env "${PEER_LOAD_ENV[@]}" DURATION="$WARMUP" LABEL=warmup \
             "$PEER_DIR/load.sh" "$base" /token bench-client bench-secret /token/introspection >/dev/null 2>&1
     fi
     : > "$TMP/peer-$alg.txt"
-    for run in $(seq 1 "$RUNS"); do
-        env "${load_env[@]}" DURATION="$DURATION" LABEL="oidc-provider-$alg#run$run" \
-            SERVER_PIDS="$PEER_PID" RESULTS="$TMP/peer-$alg.txt" \
-            "$PEER_DIR/load.sh" "$base" /token bench-client bench-secret /token/introspection \
-            > "$TMP/peer-$alg-run$run.out" 2> "$TMP/peer-$alg-run$run.err" || {
-                echo "error: load.sh against oidc-provider ($alg) failed:" >&2
-                cat "$TMP/peer-$alg-run$run.err" >&2
-                stop_peer
-                return 1
-            }
-        grep -h '^RESULT' "$TMP/peer-$alg-run$run.out" | awk '{
-            for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-            printf "    %s: %.0f req/s, p50 %s ms, p99 %s ms, non-2xx %s, server CPU %s s, other %s s\n",
-                f["label"], f["rps"], f["p50_ms"], f["p99_ms"], f["non2xx"], f["server_cpu_s"], f["other_cpu_s"] }' >&2
-        sleep 0.5
-    done
-    awk '/^VmHWM/{print $2}' "/proc/$PEER_PID/status" > "$TMP/peer-$alg.hwm" 2>/dev/null || true
+}
+
+run_peer() { # alg run -> its RESULT lines appended to $TMP/peer-<alg>.txt
+    local alg="$1" run="$2" base="http://127.0.0.1:$PEER_PORT"
+    wait_quiet "oidc-provider $alg run $run"
+    echo "== oidc-provider $PEER_VERSION $alg run $run/$RUNS: load.sh ==" >&2
+    env "${PEER_LOAD_ENV[@]}" DURATION="$DURATION" LABEL="oidc-provider-$alg#run$run" \
+        SERVER_PIDS="$PEER_PID" RESULTS="$TMP/peer-$alg.txt" \
+        "$PEER_DIR/load.sh" "$base" /token bench-client bench-secret /token/introspection \
+        > "$TMP/peer-$alg-run$run.out" 2> "$TMP/peer-$alg-run$run.err" || {
+            echo "error: load.sh against oidc-provider ($alg) failed:" >&2
+            cat "$TMP/peer-$alg-run$run.err" >&2
+            return 1
+        }
+    grep -h '^RESULT' "$TMP/peer-$alg-run$run.out" | awk '{
+        for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+        printf "    %s: %.0f req/s, p50 %s ms, p99 %s ms, non-2xx %s, server CPU %s s, other %s s\n",
+            f["label"], f["rps"], f["p50_ms"], f["p99_ms"], f["non2xx"], f["server_cpu_s"], f["other_cpu_s"] }' >&2
+}
+
+finish_peer() { # alg -> VmHWM in $TMP/peer-<alg>.hwm, the peer stopped
+    awk '/^VmHWM/{print $2}' "/proc/$PEER_PID/status" > "$TMP/peer-$1.hwm" 2>/dev/null || true
     stop_peer
 }
 
 FAILED=0
 for alg in "${ALG_LIST[@]}"; do
-    run_agentidp "$alg" || FAILED=1
-    run_peer "$alg" || FAILED=1
+    if ! start_peer "$alg"; then
+        FAILED=1
+        continue
+    fi
+    for run in $(seq 1 "$RUNS"); do
+        run_agentidp "$alg" "$run" || FAILED=1
+        run_peer "$alg" "$run" || FAILED=1
+    done
+    finish_peer "$alg"
 done
 
 # --- the table and the JSON ------------------------------------------------------------
@@ -293,28 +307,49 @@ def peer_side(alg):
     return res
 
 def idp_side(alg):
-    path = read(os.path.join(tmp, f"idp-{alg}.path"))
-    if not path:
-        return None, {}
-    with open(path) as f:
-        report = json.load(f)
-    res = {}
-    for dep in report.get("deployments", []):
-        if dep.get("note") and not dep.get("scenarios"):
-            res["_note"] = dep["note"]
-        for s in dep.get("scenarios", []):
-            s = dict(s)
-            s["other_cpu_percent_max"] = max((r.get("other_cpu_percent") or 0 for r in s.get("runs", [])), default=None)
-            res[s["scenario"]] = s
-    return path, res
+    """AgentIdP's scenarios over its runs (one idp-bench result per run), summed up
+    as idp-bench sums up its own runs (ScenarioReport::from_runs); a scenario that
+    failed in any run is a failure."""
+    paths = (read(os.path.join(tmp, f"idp-{alg}.paths")) or "").split()
+    runs, failures, hwm, notes = {}, {}, {}, []
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        for dep in report.get("deployments", []):
+            if dep.get("note") and not dep.get("scenarios"):
+                notes.append(dep["note"])
+            for s in dep.get("scenarios", []):
+                scen = s["scenario"]
+                runs.setdefault(scen, []).extend(s.get("runs", []))
+                if s.get("failure"):
+                    failures.setdefault(scen, s["failure"])
+                if s.get("hwm_kib"):
+                    hwm[scen] = max(hwm.get(scen, 0), s["hwm_kib"])
+    res = {"_note": "; ".join(notes)} if notes else {}
+    for scen, rs in runs.items():
+        if scen in failures or not rs:
+            res[scen] = {"failure": failures.get(scen, "no runs")}
+            continue
+        res[scen] = {
+            "scenario": scen,
+            "requests_per_s": med([r.get("requests_per_s") for r in rs]),
+            "p50_ms": med([r.get("p50_ms") for r in rs]),
+            "p99_ms": med([r.get("p99_ms") for r in rs]),
+            "errors": sum(r.get("bad_responses", 0) + r.get("socket_errors", 0) for r in rs),
+            "rss_peak_kib": max((r.get("rss_peak_kib") or 0 for r in rs), default=None) or None,
+            "server_cpu_percent": med([r.get("server_cpu_percent") for r in rs]),
+            "hwm_kib": hwm.get(scen),
+            "other_cpu_percent_max": max((r.get("other_cpu_percent") or 0 for r in rs), default=None),
+            "runs": rs,
+        }
+    return paths, res
 
 rows, idp_files, rss_peaks, hwms = [], [], [], []
 for scen in ("token", "introspect"):
     for alg in algs:
-        path, idp = idp_side(alg)
-        if path and path not in idp_files:
-            idp_files.append(path)
-        ours = idp.get(scen, {"failure": idp.get("_note", "no result from idp-bench (see its output above)" if path else "idp-bench did not run")})
+        paths, idp = idp_side(alg)
+        idp_files.extend(p for p in paths if p not in idp_files)
+        ours = idp.get(scen, {"failure": idp.get("_note", "no result from idp-bench (see its output above)" if paths else "idp-bench did not run")})
         theirs = peer_side(alg).get(scen)
         ratio = None
         if ours.get("requests_per_s") and theirs and theirs.get("requests_per_s"):
