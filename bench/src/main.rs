@@ -458,7 +458,7 @@ fn run_deployment(bench: &Bench<'_>, kind: DeploymentKind) -> DeploymentReport {
     });
     eprintln!("  seeded in {:.1} s", seeding.elapsed().as_secs_f64());
     // Seeding hashes secrets up to its last moments, and an idle hashing
-    // thread frees its 19 MiB Argon2 buffer only `IDLE_RELEASE` after its
+    // thread frees its 9 MiB Argon2 buffer only `IDLE_RELEASE` after its
     // last hash: wait that out, so the RSS sampled under each scenario is the
     // scenario's own. Scenarios that hash (token-cold, token-flood) allocate
     // the buffers again and are measured with them.

@@ -1,12 +1,16 @@
 //! # idp-cache-memory
 //!
 //! In-process adapters of the cache ports, used when no `REDIS_URL` is set
-//! (the "embedded default"). They keep the exact semantics of the Redis
-//! adapters, but their state lives in this process only:
+//! (the "embedded default"). They keep the semantics of the Redis adapters
+//! (exactly, but for the rate limiter's bound below), while their state lives
+//! in this process only:
 //!
 //! * [`MemoryRateLimiter`] ([`RateLimiter`](idp_domain::ports::RateLimiter)):
-//!   the same exact sliding-window log, one sorted `VecDeque` of request times
-//!   per key in sharded maps.
+//!   the same sliding-window log, one sorted `VecDeque` of request times per
+//!   key in sharded maps. Exact while a key has fewer than 128 distinct
+//!   request times in its window; beyond that a request may count up to a
+//!   64th of the window longer (never shorter), so memory per key stays
+//!   bounded whatever the rate.
 //! * [`MemoryUsageCounter`] ([`UsageCounter`](idp_domain::ports::UsageCounter)):
 //!   one counter per key and UTC month.
 //! * [`MemoryAdmission`] ([`AdmissionControl`](idp_domain::ports::AdmissionControl)):

@@ -18,21 +18,44 @@ use idp_domain::admission::{rate_decision, stored_key};
 const SHARDS: usize = 16;
 /// Fewest hits between two sweeps, so a small map is not swept on every hit.
 const SWEEP_MIN_HITS: u64 = 1024;
+/// Runs a log holds before it starts folding requests into runs of their
+/// quantum: below this it is exact, so every limit up to it (the default
+/// 100 a minute included) behaves as the Redis adapter's log does.
+const EXACT_RUNS: usize = 128;
+/// Quanta per window beyond [`EXACT_RUNS`]: each adds at most one run, and a
+/// folded request counts at most a quantum (window / 64) too long.
+const QUANTA: i64 = 64;
 
-/// The requests of one key counted in its window, as runs of requests made
-/// in the same millisecond: the exact log of the Redis adapter (its sorted
-/// set), but bounded by the window's length in milliseconds (60,000 runs of
-/// 16 bytes for a minute) instead of growing with the request rate.
+/// The requests of one key counted in its window, as runs of requests
+/// counted as made in the same millisecond: the Redis adapter's sorted set,
+/// exact while it holds fewer than [`EXACT_RUNS`] runs (distinct request
+/// times in the window). Beyond that, a request whose quantum (a
+/// [`QUANTA`]th of the window) already has a run is counted in that run,
+/// timed at the latest request in it: a request may count up to window / 64
+/// longer (under a second for a minute), never shorter, so the log never
+/// lets through more than the limit, and it holds at most about
+/// `EXACT_RUNS + QUANTA + 2` (194) runs of 16 bytes, whatever the rate.
 #[derive(Debug)]
 struct Log {
-    /// (time in unix ms, requests counted at that time), times ascending and
-    /// distinct, counts at least 1.
+    /// (time in unix ms, requests counted as made then), times ascending
+    /// (distinct unless a run filled up to `u32::MAX`), counts at least 1.
+    /// A run never leaves the quantum it was made in.
     runs: VecDeque<(i64, u32)>,
     /// The sum of the runs' counts.
     counted: usize,
     /// The window (ms) of the latest hit: how long the entries count, for the
-    /// sweep.
+    /// sweep, and the length of its quanta.
     window_ms: i64,
+    /// The latest cutoff a forget applied: a request at or before it may have
+    /// been forgotten, so a release that old must not take another's run.
+    forgotten_through: i64,
+}
+
+/// The quantum of `at_ms` in a window of `window_ms`: runs never move out of
+/// theirs, which bounds both how long a folded request counts and how many
+/// runs a full log can make.
+fn quantum(at_ms: i64, window_ms: i64) -> i64 {
+    at_ms.div_euclid((window_ms / QUANTA).max(1))
 }
 
 /// What one hit found: whether it was counted, how many requests are counted
@@ -50,6 +73,7 @@ impl Log {
             runs: VecDeque::new(),
             counted: 0,
             window_ms,
+            forgotten_through: i64::MIN,
         }
     }
 
@@ -62,10 +86,38 @@ impl Log {
         self.runs.front().map(|&(at, _)| at)
     }
 
+    /// The run that counts a request at `at_ms`, whose sorted place is
+    /// `position`, or `None` for a new run there. Its own millisecond's run
+    /// first, as the exact log would; once the log is full, the later run of
+    /// its quantum (the request counts until then: stricter) or else the
+    /// earlier one (which then moves to `at_ms`: its requests count at most a
+    /// quantum longer, and the runs stay sorted since the next run is later).
+    fn fold_into(&self, position: usize, at_ms: i64) -> Option<usize> {
+        if let Some(&(at, count)) = self.runs.get(position)
+            && at == at_ms
+        {
+            return (count < u32::MAX).then_some(position);
+        }
+        if self.runs.len() < EXACT_RUNS {
+            return None;
+        }
+        let quantum_of = |at| quantum(at, self.window_ms);
+        let shares = |index: usize| {
+            matches!(self.runs.get(index),
+                Some(&(at, count)) if count < u32::MAX && quantum_of(at) == quantum_of(at_ms))
+        };
+        if shares(position) {
+            Some(position)
+        } else {
+            position.checked_sub(1).filter(|&before| shares(before))
+        }
+    }
+
     /// Forgets the requests that left the window ending at `now_ms`: those at
     /// or before `now_ms - window_ms` (the Redis script's `ZREMRANGEBYSCORE`).
     fn forget_left(&mut self, now_ms: i64) {
         let cutoff = now_ms.saturating_sub(self.window_ms);
+        self.forgotten_through = self.forgotten_through.max(cutoff);
         while let Some(&(at, count)) = self.runs.front()
             && at <= cutoff
         {
@@ -80,18 +132,36 @@ impl Log {
     /// score).
     fn add(&mut self, at_ms: i64) {
         let position = self.runs.partition_point(|&(at, _)| at < at_ms);
-        match self.runs.get_mut(position) {
-            Some((at, count)) if *at == at_ms && *count < u32::MAX => *count += 1,
-            _ => self.runs.insert(position, (at_ms, 1)),
+        match self
+            .fold_into(position, at_ms)
+            .and_then(|index| self.runs.get_mut(index))
+        {
+            Some((at, count)) => {
+                // Only ever later: the run's requests count longer, not shorter.
+                *at = (*at).max(at_ms);
+                *count += 1;
+            }
+            None => self.runs.insert(position, (at_ms, 1)),
         }
         self.counted += 1;
     }
 
-    /// Takes one request at `at_ms` out, if one is counted.
+    /// Takes one request at `at_ms` out (a released reservation's): from the
+    /// first run at or after `at_ms` in its quantum, where `add` put it or
+    /// moved it since; nothing if there is none, or if `at_ms` is old enough
+    /// to have been forgotten (a later run of its quantum then counts other
+    /// requests). Never too much: the run taken from is no later than the
+    /// one holding the released request, so if they differ, the request
+    /// counted in the first is now counted in the second, later but still in
+    /// its quantum.
     fn remove(&mut self, at_ms: i64) {
+        if at_ms <= self.forgotten_through {
+            return;
+        }
         let position = self.runs.partition_point(|&(at, _)| at < at_ms);
+        let window_ms = self.window_ms;
         if let Some((at, count)) = self.runs.get_mut(position)
-            && *at == at_ms
+            && quantum(*at, window_ms) == quantum(at_ms, window_ms)
         {
             *count -= 1;
             if *count == 0 {
@@ -297,9 +367,17 @@ impl RateState {
     }
 }
 
-/// [`RateLimiter`] in this process: the exact sliding-window log of the Redis
+/// [`RateLimiter`] in this process: the sliding-window log of the Redis
 /// adapter, a sorted `VecDeque` of request times (ms, with how many requests
 /// each) per key in one of 16 mutex-guarded maps chosen by the key's hash.
+///
+/// The log is exact while a key has fewer than 128 distinct request times in
+/// its window, so limits up to 128 per window behave exactly as Redis's.
+/// Beyond that, the requests in one 64th of the window share a run timed at
+/// the latest of them: a request may count up to window / 64 longer (under a
+/// second for a minute) but never shorter, so no more than `limit` requests
+/// are ever let through in a window, and a key holds at most about 194 runs
+/// of 16 bytes whatever its request rate.
 ///
 /// A hit forgets the key's requests at or before `now - window`, counts this
 /// one only if fewer than `limit` remain (refused requests are not counted),
@@ -482,8 +560,11 @@ mod tests {
         // A release takes out one request of its run, the run with its last.
         log.remove(5_000);
         assert_eq!(log.runs.front(), Some(&(5_000, 2)));
-        log.remove(4_999);
-        assert_eq!(log.counted, 2, "no request at that time: nothing taken");
+        log.remove(4_000);
+        assert_eq!(
+            log.counted, 2,
+            "no request at that time or later in its quantum: nothing taken"
+        );
         log.remove(5_000);
         log.remove(5_000);
         assert!(log.is_empty());
@@ -533,5 +614,255 @@ mod tests {
         assert_eq!(d.remaining, 0);
         assert!(!state.hit("k", 1, i64::MAX, i64::MIN + 1).allowed);
         assert_eq!(state.sweep(i64::MIN), 1);
+
+        // Folding at the extremes: quanta of `i64::MAX / 64` ms, times at both
+        // ends of the range.
+        let mut log = Log::new(i64::MAX);
+        for at in (0..EXACT_RUNS as i64)
+            .map(|i| i64::MIN + i)
+            .chain([i64::MAX - 1, i64::MAX])
+        {
+            log.add(at);
+        }
+        assert_eq!(log.runs.back(), Some(&(i64::MAX, 2)), "one quantum");
+        log.add(i64::MIN + 200);
+        log.remove(i64::MIN + 150);
+        log.remove(i64::MAX);
+        assert_eq!(log.counted, EXACT_RUNS + 1);
+        log.forget_left(i64::MAX);
+        assert_eq!(log.runs, [(i64::MAX, 1)], "all at or before 0 left");
+    }
+
+    /// Knuth's MMIX linear congruential generator: a fixed, reproducible
+    /// stream of request times.
+    struct Lcg(u64);
+
+    impl Lcg {
+        /// A number below `bound`.
+        fn below(&mut self, bound: u64) -> i64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            i64::try_from((self.0 >> 33) % bound).unwrap()
+        }
+    }
+
+    /// The most runs a log can hold, whatever the rate.
+    const MOST_RUNS: usize = EXACT_RUNS + QUANTA as usize + 2;
+
+    #[test]
+    fn below_128_times_each_millisecond_has_its_run_for_exactly_one_window() {
+        let mut log = Log::new(60_000);
+        for t in 1_000..1_127 {
+            assert!(log.hit(t, 60_000, u32::MAX).allowed);
+        }
+        assert!(log.runs.iter().copied().eq((1_000..1_127).map(|t| (t, 1))));
+        for t in 1_000..1_127 {
+            log.forget_left(t + 60_000 - 1);
+            assert_eq!(log.oldest(), Some(t), "still counted a millisecond before");
+            log.forget_left(t + 60_000);
+            assert_eq!(log.counted, usize::try_from(1_126 - t).unwrap());
+        }
+        assert!(log.is_empty());
+
+        // The 128th time still gets its own run; the 129th, in the same
+        // quantum as the last (60,000 / 64 = 937 ms), moves it to itself.
+        let mut log = Log::new(60_000);
+        for t in 0..128 {
+            log.add(t);
+        }
+        assert_eq!(log.runs.len(), EXACT_RUNS);
+        assert_eq!(log.runs.back(), Some(&(127, 1)));
+        log.add(128);
+        assert_eq!(log.runs.len(), EXACT_RUNS);
+        assert_eq!(log.runs.back(), Some(&(128, 2)));
+    }
+
+    #[test]
+    fn a_log_stays_bounded_at_any_rate_and_counts_no_request_short() {
+        const WINDOW: i64 = 60_000;
+        const PER_MS: usize = 2;
+        let slack = WINDOW / QUANTA;
+        let start = 1_000_000;
+        let mut log = Log::new(WINDOW);
+        let (mut most_runs, mut counted_longer) = (0, false);
+        for now in start..start + 3 * WINDOW {
+            for _ in 0..PER_MS {
+                assert!(log.hit(now, WINDOW, u32::MAX).allowed);
+            }
+            // The requests made in (from, now].
+            let made_after =
+                |from: i64| usize::try_from(now - from.max(start - 1)).unwrap() * PER_MS;
+            let exact = made_after(now - WINDOW);
+            assert!(
+                (exact..=made_after(now - WINDOW - slack)).contains(&log.counted),
+                "at {now}: {} counted, {exact} in the window",
+                log.counted
+            );
+            counted_longer |= log.counted > exact;
+            most_runs = most_runs.max(log.runs.len());
+            assert!(
+                log.runs.len() <= MOST_RUNS,
+                "{} runs at {now}",
+                log.runs.len()
+            );
+        }
+        assert!(
+            log.runs
+                .iter()
+                .zip(log.runs.iter().skip(1))
+                .all(|(a, b)| a.0 < b.0)
+        );
+        assert_eq!(
+            log.counted,
+            log.runs
+                .iter()
+                .map(|&(_, count)| count as usize)
+                .sum::<usize>()
+        );
+        assert!(most_runs > EXACT_RUNS, "the log went beyond its exact part");
+        assert!(counted_longer, "some requests counted past their window");
+    }
+
+    /// Hits from `seed`'s stream (bursts, pauses and gaps; with `jitter`,
+    /// each a few ms earlier or later than the previous at random, as
+    /// concurrent callers pass them) against 300 per 10 s, checked against
+    /// the exact count of the requests let through.
+    fn never_more_than_the_limit(seed: u64, jitter: bool) {
+        const WINDOW: i64 = 10_000;
+        const LIMIT: usize = 300;
+        let slack = WINDOW / QUANTA;
+        let mut random = Lcg(seed);
+        let mut log = Log::new(WINDOW);
+        // The times of the requests let through, ascending.
+        let mut allowed: Vec<i64> = Vec::new();
+        let after =
+            |allowed: &[i64], from: i64| allowed.len() - allowed.partition_point(|&t| t <= from);
+        let (mut base, mut latest) = (50_000, i64::MIN);
+        let (mut refused, mut most_runs) = (0, 0);
+        for _ in 0..30_000 {
+            base += match random.below(1_000) {
+                0..=1 => 2_000 + random.below(12_000),
+                2..=50 => random.below(50),
+                _ => random.below(3),
+            };
+            let now = if jitter { base - random.below(5) } else { base };
+            // Every hit so far forgot what was at or before its own
+            // now - window, so the latest now decides what may still count.
+            latest = latest.max(now);
+            let at_least = after(&allowed, latest - WINDOW);
+            let at_most = after(&allowed, latest - WINDOW - slack);
+            let outcome = log.hit(now, WINDOW, u32::try_from(LIMIT).unwrap());
+            if outcome.allowed {
+                assert!(
+                    at_least < LIMIT,
+                    "at {now}: let through with {at_least} in the window"
+                );
+                allowed.insert(allowed.partition_point(|&t| t <= now), now);
+            } else {
+                assert!(
+                    at_most >= LIMIT,
+                    "at {now}: refused with {at_most} counted at most"
+                );
+                refused += 1;
+            }
+            let at_least = after(&allowed, latest - WINDOW);
+            let at_most = after(&allowed, latest - WINDOW - slack);
+            assert!(
+                (at_least..=at_most).contains(&outcome.counted),
+                "at {now}: {} counted, {at_least} in the window",
+                outcome.counted
+            );
+            if let Some(oldest) = outcome.oldest_ms {
+                assert!(
+                    oldest > latest - WINDOW,
+                    "at {now}: {oldest} left the window"
+                );
+            }
+            most_runs = most_runs.max(log.runs.len());
+            assert!(
+                log.runs.len() <= MOST_RUNS,
+                "{} runs at {now}",
+                log.runs.len()
+            );
+        }
+        if !jitter {
+            // In time order, no window ever held more than the limit.
+            for &t in &allowed {
+                let in_window = allowed.partition_point(|&s| s <= t)
+                    - allowed.partition_point(|&s| s <= t - WINDOW);
+                assert!(
+                    in_window <= LIMIT,
+                    "{in_window} let through in the window ending at {t}"
+                );
+            }
+        }
+        // A quantum after the window, every request has left.
+        let outcome = log.hit(latest + WINDOW + slack, WINDOW, 1);
+        assert_eq!((outcome.allowed, outcome.counted), (true, 1));
+        assert!(
+            refused > 1_000 && allowed.len() > 20 * LIMIT,
+            "the limit was reached often"
+        );
+        assert!(most_runs > EXACT_RUNS, "the log went beyond its exact part");
+    }
+
+    #[test]
+    fn no_window_lets_more_than_the_limit_through_in_time_order() {
+        never_more_than_the_limit(1, false);
+        never_more_than_the_limit(2, false);
+    }
+
+    #[test]
+    fn no_window_lets_more_than_the_limit_through_out_of_order() {
+        never_more_than_the_limit(3, true);
+        never_more_than_the_limit(4, true);
+    }
+
+    #[test]
+    fn a_release_takes_the_request_from_the_run_it_was_folded_into() {
+        // Quanta of 1,000 ms; 128 runs, then folds.
+        let mut log = Log::new(64_000);
+        for t in (0..127).chain([1_300]) {
+            log.add(t);
+        }
+        // Before a run of its quantum: counted in it, as made at 1,300.
+        log.add(1_200);
+        assert_eq!(log.runs.back(), Some(&(1_300, 2)));
+        // After the last run of its quantum: that run moves to it.
+        log.add(1_700);
+        log.add(500);
+        assert_eq!(log.runs.len(), EXACT_RUNS);
+        assert_eq!(log.runs.get(126), Some(&(500, 2)));
+        assert_eq!(log.runs.back(), Some(&(1_700, 3)));
+        // A quantum without a run gets one.
+        log.add(2_000);
+        assert_eq!(log.runs.len(), EXACT_RUNS + 1);
+        assert_eq!(log.counted, 132);
+
+        log.remove(1_200);
+        assert_eq!(log.runs.get(127), Some(&(1_700, 2)), "folded into it");
+        log.remove(126);
+        assert_eq!(log.runs.get(126), Some(&(500, 1)), "moved with its run");
+        log.remove(1_800);
+        log.remove(999);
+        log.remove(3_000);
+        assert_eq!(
+            log.counted, 130,
+            "no run at or after those times in their quanta: nothing taken"
+        );
+
+        // A release older than a forget takes nothing, not even a later run
+        // of its quantum (another request's, still in the window).
+        let mut log = Log::new(6_400);
+        log.add(0);
+        log.add(50);
+        log.hit(6_401, 6_400, 10);
+        assert_eq!(log.oldest(), Some(50));
+        log.remove(0);
+        assert_eq!(log.counted, 2);
+        log.remove(50);
+        assert_eq!(log.runs, [(6_401, 1)]);
     }
 }

@@ -47,7 +47,7 @@ mod workers;
 pub use algorithm::SigningAlgorithm;
 pub use codec::{MAX_TOKEN_LEN, PemSigningKey, generate_signing_key, load_pem_file};
 pub use error::CryptoError;
-pub use hasher::Argon2SecretHasher;
+pub use hasher::{Argon2SecretHasher, NEW_HASH_MEMORY_KIB, NEW_HASH_PARAMS, NEW_HASH_PASSES};
 pub use jws::{JoseJwsVerifier, MAX_CLIENT_JWS_LEN};
 pub use ring::JoseKeyRing;
 pub use secret::OsSecretGenerator;

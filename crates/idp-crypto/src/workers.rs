@@ -2,7 +2,7 @@
 //! working memory it reuses from one hash to the next.
 //!
 //! Why not tokio's blocking pool: Argon2 needs `m_cost` KiB of memory per hash
-//! (19 MiB for `Argon2::default()`). Allocated per hash on whichever of the
+//! (9 MiB for the hashes AgentIdP makes). Allocated per hash on whichever of the
 //! pool's many threads ran it, glibc served those buffers from per-thread
 //! arenas and kept them after they were freed (freeing one large mmapped
 //! block raises glibc's mmap threshold, so the next ones come from the arenas),
@@ -13,7 +13,7 @@
 //! never grows, and a hash under load allocates nothing. A worker that has had
 //! nothing to hash for [`IDLE_RELEASE`] frees its buffer: a server whose
 //! clients are warm (each secret is hashed once per process, see
-//! [`crate::verified`]) does not hold `concurrency x 19 MiB` for nothing.
+//! [`crate::verified`]) does not hold `concurrency x 9 MiB` for nothing.
 //!
 //! The hasher's semaphore hands out as many permits as there are workers, and
 //! a job is sent only with a permit, which it releases when done: so a job
@@ -29,16 +29,16 @@ use argon2::Block;
 
 use crate::CryptoError;
 
-/// Blocks (of 1 KiB) a worker keeps between hashes: `Argon2::default()`'s
-/// memory cost (19 MiB), what every hash AgentIdP makes needs.
-pub(crate) const KEPT_BLOCKS: usize = argon2::Params::DEFAULT_M_COST as usize;
+/// Blocks (of 1 KiB) a worker keeps between hashes: the memory cost of every
+/// hash AgentIdP makes ([`crate::NEW_HASH_MEMORY_KIB`], 9 MiB).
+pub(crate) const KEPT_BLOCKS: usize = crate::hasher::NEW_HASH_MEMORY_KIB as usize;
 
 /// Blocks every Argon2 buffer reserves at least: just over 32 MiB, the most
 /// glibc's dynamic mmap threshold can rise to. A request that large is always
 /// served by its own `mmap` and always unmapped when freed, so a released
 /// buffer leaves the process at once, whatever other large blocks were freed
 /// before (each of which raises the threshold to its size). Only the blocks a
-/// hash writes become resident: 19 MiB for the kept buffer.
+/// hash writes become resident: 9 MiB for the kept buffer.
 const RESERVED_BLOCKS: usize = 32 * 1024 + 1;
 
 /// How long a hashing thread keeps its Argon2 buffer with nothing to hash

@@ -233,7 +233,7 @@ pub async fn stores(
                     );
                 }
             }
-            let pool = idp_store_postgres::connect(url, config.db_pool_size)
+            let pool = idp_store_postgres::connect(url, config.pool_size(false))
                 .await
                 .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
             let mut stores =
@@ -249,7 +249,7 @@ pub async fn stores(
                 )),
                 Role::OneOff => None,
             };
-            let store = idp_store_sqlite::open(&path, config.db_pool_size)
+            let store = idp_store_sqlite::open(&path, config.pool_size(true))
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!(
