@@ -6,16 +6,33 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use idp_domain::StoreError;
 use idp_domain::ports::{FirstUse, ReplayGuard};
+use sha2::{Digest, Sha256};
 
 use crate::lock::lock;
 
 /// Fewest entries at which an insert sweeps expired ones.
 const SWEEP_MIN_ENTRIES: usize = 1024;
 
+/// A used key as held: the first 16 bytes of its SHA-256.
+///
+/// Every proof or assertion a client sends adds a key that is held until it
+/// expires, so their number follows the request rate. The domain's keys are
+/// about 70 bytes (a kind and a SHA-256 in hex); on the heap, each with its
+/// pointer, an entry took about 120 bytes, and 16 bytes inline take about 30.
+/// Two keys share a digest with a probability of about n^2 / 2^129, and the
+/// only effect would be a use refused as a replay, never one accepted twice.
+type KeyDigest = [u8; 16];
+
+fn digest(key: &str) -> KeyDigest {
+    let mut digest = KeyDigest::default();
+    digest.copy_from_slice(&Sha256::digest(key.as_bytes())[..16]);
+    digest
+}
+
 /// The used keys of one process and when each stops counting.
 #[derive(Debug)]
 struct UsedKeys {
-    expiry: HashMap<Box<str>, DateTime<Utc>>,
+    expiry: HashMap<KeyDigest, DateTime<Utc>>,
     /// An insert sweeps once the map holds this many entries: twice what the
     /// last sweep kept, at least [`SWEEP_MIN_ENTRIES`]. The cost is amortised
     /// to O(1) per insert and at most about twice the unexpired entries are
@@ -34,17 +51,17 @@ impl UsedKeys {
     /// Whether `key` is new (or its entry expired) at `now`; if so it is
     /// remembered until `expires_at`.
     fn first_use(&mut self, key: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        match self.expiry.get_mut(key) {
+        let key = digest(key);
+        match self.expiry.get_mut(&key) {
             Some(entry) if *entry > now => return false,
             // Expired but not swept yet: absent for the contract.
             Some(entry) => {
                 *entry = expires_at;
                 return true;
             }
-            // The key is copied only when it is new.
             None => {}
         }
-        self.expiry.insert(key.into(), expires_at);
+        self.expiry.insert(key, expires_at);
         if self.expiry.len() >= self.sweep_at {
             self.sweep(now);
         }
@@ -65,7 +82,7 @@ impl UsedKeys {
 /// [`ReplayGuard`] in this process: the embedded deployment runs one server
 /// process, so this process is every node.
 ///
-/// One mutex-guarded map from key to expiry; the check and the insert happen
+/// One mutex-guarded map from key (its [`KeyDigest`]) to expiry; the check and the insert happen
 /// under one lock, never across an `.await`, so two concurrent calls with one
 /// key never both answer `Yes`. An entry counts while `now` is before its
 /// `expires_at`; expired entries are treated as absent and swept by inserts
