@@ -178,6 +178,12 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// Whether the server hashes secrets (Argon2id) under this scenario, and
+    /// so allocates its hashing threads' buffers.
+    pub fn hashes(self) -> bool {
+        matches!(self, Self::TokenCold | Self::TokenFlood)
+    }
+
     /// The name in the table and the JSON.
     pub fn name(self) -> &'static str {
         match self {
