@@ -82,8 +82,8 @@ impl UsedKeys {
 /// [`ReplayGuard`] in this process: the embedded deployment runs one server
 /// process, so this process is every node.
 ///
-/// One mutex-guarded map from key (its [`KeyDigest`]) to expiry; the check and the insert happen
-/// under one lock, never across an `.await`, so two concurrent calls with one
+/// One mutex-guarded map from key (the first 16 bytes of its SHA-256) to
+/// expiry; the check and the insert happen under one lock, never across an `.await`, so two concurrent calls with one
 /// key never both answer `Yes`. An entry counts while `now` is before its
 /// `expires_at`; expired entries are treated as absent and swept by inserts
 /// once the map has doubled since the last sweep, so memory follows the live
